@@ -1,0 +1,599 @@
+//! `MemoryStore`: the reference [`Store`]. One mutex around plain maps makes every
+//! method trivially atomic, which is what makes it the semantics the SQL stores are
+//! checked against.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use time::{Duration, OffsetDateTime};
+
+use crate::store::{
+    CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest, Store,
+    StoreError, Transition, TransitionReport,
+};
+use crate::{
+    DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationId, InvitationStatus, OutboxClaim,
+    OutboxEntry, OutboxId, OutboxState, Role, TenantId, TokenHash, UserId, expiry,
+};
+
+/// An in-memory [`Store`]: the reference implementation, used by the docs, the tests
+/// and the benches. Data lives as long as the value.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    invitations: HashMap<TenantId, BTreeMap<InvitationId, Invitation>>,
+    by_token: HashMap<(TenantId, TokenHash), InvitationId>,
+    open_by_key: HashMap<(TenantId, String), InvitationId>,
+    outbox: BTreeMap<OutboxId, OutboxEntry>,
+    group_links: BTreeMap<(TenantId, Role), GroupLink>,
+    joins: Vec<GroupJoin>,
+}
+
+/// Statuses that hold an address's "open invitation" slot (the partial unique index of
+/// the SQL stores).
+fn is_open(status: InvitationStatus) -> bool {
+    matches!(status, InvitationStatus::Unsent | InvitationStatus::Pending)
+}
+
+impl State {
+    fn get(&self, tenant: &TenantId, id: InvitationId) -> Option<&Invitation> {
+        self.invitations.get(tenant)?.get(&id)
+    }
+
+    /// Replaces (or inserts) a record, keeping the indexes in step.
+    fn put(&mut self, invitation: Invitation) {
+        let tenant = invitation.tenant.clone();
+        if let Some(old) = self.get(&tenant, invitation.id).cloned() {
+            if let Some(hash) = old.token_hash {
+                self.by_token.remove(&(tenant.clone(), hash));
+            }
+            if is_open(old.status) {
+                self.open_by_key
+                    .remove(&(tenant.clone(), old.email.key().to_owned()));
+            }
+        }
+        if let Some(hash) = invitation.token_hash {
+            self.by_token.insert((tenant.clone(), hash), invitation.id);
+        }
+        if is_open(invitation.status) {
+            self.open_by_key.insert(
+                (tenant.clone(), invitation.email.key().to_owned()),
+                invitation.id,
+            );
+        }
+        self.invitations
+            .entry(tenant)
+            .or_default()
+            .insert(invitation.id, invitation);
+    }
+
+    fn cancel_queued(
+        &mut self,
+        tenant: &TenantId,
+        invitation: InvitationId,
+        except: Option<OutboxId>,
+    ) {
+        for entry in self.outbox.values_mut() {
+            if &entry.tenant == tenant
+                && entry.invitation == invitation
+                && entry.state == OutboxState::Queued
+                && Some(entry.id) != except
+            {
+                entry.state = OutboxState::Cancelled;
+                entry.claimed_until = None;
+            }
+        }
+    }
+
+    /// The entry, if `tenant`'s claim on it ending at `lease_until` is still held.
+    fn held(
+        &mut self,
+        tenant: &TenantId,
+        id: OutboxId,
+        lease_until: OffsetDateTime,
+    ) -> Option<&mut OutboxEntry> {
+        self.outbox.get_mut(&id).filter(|e| {
+            &e.tenant == tenant
+                && e.state == OutboxState::Queued
+                && e.claimed_until == Some(lease_until)
+        })
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change: every
+        // method validates before it writes.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_invitations(
+        &self,
+        tenant: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> Result<CreateReport, StoreError> {
+        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+            return Err(StoreError::Conflict(format!(
+                "invitation {} belongs to another tenant",
+                w.invitation.id
+            )));
+        }
+        let mut state = self.lock();
+        let mut report = CreateReport::default();
+        // Decide every input before writing any, so an error leaves nothing behind.
+        let mut taken: HashMap<&str, InvitationId> = HashMap::new();
+        let mut new_ids = HashSet::new();
+        for (index, write) in writes.iter().enumerate() {
+            let key = write.invitation.email.key();
+            let existing = state
+                .open_by_key
+                .get(&(tenant.clone(), key.to_owned()))
+                .or_else(|| taken.get(key));
+            if let Some(existing) = existing {
+                report.conflicts.push((index, *existing));
+                continue;
+            }
+            if state.get(tenant, write.invitation.id).is_some()
+                || !new_ids.insert(write.invitation.id)
+            {
+                return Err(StoreError::Conflict(format!(
+                    "invitation id {} already exists",
+                    write.invitation.id
+                )));
+            }
+            if is_open(write.invitation.status) {
+                taken.insert(key, write.invitation.id);
+            }
+            report.created.push(index);
+        }
+        for &index in &report.created {
+            let write = &writes[index];
+            state.put(write.invitation.clone());
+            if let Some(entry) = &write.outbox {
+                state.outbox.insert(entry.id, entry.clone());
+            }
+        }
+        Ok(report)
+    }
+
+    async fn get_invitations(
+        &self,
+        tenant: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let state = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.get(tenant, *id).cloned())
+            .collect())
+    }
+
+    async fn find_by_token(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<Invitation, StoreError> {
+        let state = self.lock();
+        let id = state
+            .by_token
+            .get(&(tenant.clone(), *token_hash))
+            .ok_or(StoreError::NotFound)?;
+        state.get(tenant, *id).cloned().ok_or(StoreError::NotFound)
+    }
+
+    async fn find_open_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let state = self.lock();
+        Ok(keys
+            .iter()
+            .filter_map(|key| state.open_by_key.get(&(tenant.clone(), (*key).to_owned())))
+            .filter_map(|id| state.get(tenant, *id).cloned())
+            .collect())
+    }
+
+    async fn record_transitions(
+        &self,
+        tenant: &TenantId,
+        transitions: &[Transition],
+    ) -> Result<TransitionReport, StoreError> {
+        let mut state = self.lock();
+        let mut report = TransitionReport::default();
+        for t in transitions {
+            let id = t.invitation.id;
+            let current = state.get(tenant, id);
+            let fresh = current.is_some_and(|c| c.version == t.expected_version)
+                && &t.invitation.tenant == tenant;
+            if !fresh {
+                report.stale.push(id);
+                continue;
+            }
+            // Moving into an open status must not create a second open invitation.
+            let was_open = current.is_some_and(|c| is_open(c.status));
+            if !was_open && is_open(t.invitation.status) {
+                let key = (tenant.clone(), t.invitation.email.key().to_owned());
+                if state
+                    .open_by_key
+                    .get(&key)
+                    .is_some_and(|other| *other != id)
+                {
+                    report.stale.push(id);
+                    continue;
+                }
+            }
+            state.put(t.invitation.clone());
+            state.cancel_queued(tenant, id, t.outbox.as_ref().map(|e| e.id));
+            if let Some(entry) = &t.outbox {
+                state.outbox.insert(entry.id, entry.clone());
+            }
+            report.applied.push(id);
+        }
+        Ok(report)
+    }
+
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, StoreError> {
+        let mut state = self.lock();
+        let id = *state
+            .by_token
+            .get(&(tenant.clone(), *token_hash))
+            .ok_or(StoreError::NotFound)?;
+        let current = state.get(tenant, id).cloned().ok_or(StoreError::NotFound)?;
+        let accepted = current
+            .accept(user.clone(), now)
+            .map_err(|_| StoreError::NotFound)?;
+        state.put(accepted.clone());
+        Ok(accepted)
+    }
+
+    async fn expire_due(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut state = self.lock();
+        let due: Vec<Invitation> = state
+            .invitations
+            .get(tenant)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|i| {
+                i.status == InvitationStatus::Pending
+                    && i.expires_at.is_some_and(|at| !expiry::is_live(at, now))
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        let mut expired = Vec::with_capacity(due.len());
+        for invitation in due {
+            let next = invitation
+                .expire(now)
+                .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            state.put(next.clone());
+            state.cancel_queued(tenant, next.id, None);
+            expired.push(next);
+        }
+        Ok(expired)
+    }
+
+    async fn list_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<Invitation>, StoreError> {
+        let state = self.lock();
+        let limit = page.clamped_limit() as usize;
+        let Some(all) = state.invitations.get(tenant) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let range = match page.after {
+            Some(after) => {
+                all.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            }
+            None => all.range(..),
+        };
+        let items: Vec<Invitation> = range
+            .map(|(_, i)| i)
+            .filter(|i| filter.matches(i, now))
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = (items.len() == limit).then(|| PageRequest {
+            after: items.last().map(|i| i.id),
+            limit: page.limit,
+        });
+        Ok(Page { items, next })
+    }
+
+    async fn count_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let state = self.lock();
+        let count = state
+            .invitations
+            .get(tenant)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|i| filter.matches(i, now))
+            .count();
+        Ok(count as u64)
+    }
+
+    async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let key = (link.tenant.clone(), link.role.clone());
+        if state.group_links.contains_key(&key) {
+            return Err(StoreError::Conflict(format!(
+                "a group link for role {} exists",
+                link.role
+            )));
+        }
+        state.group_links.insert(key, link.clone());
+        Ok(())
+    }
+
+    async fn update_group_link(
+        &self,
+        link: &GroupLink,
+        expected_version: u32,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let stored = state
+            .group_links
+            .get_mut(&(link.tenant.clone(), link.role.clone()))
+            .filter(|l| l.version == expected_version)
+            .ok_or(StoreError::NotFound)?;
+        let uses = if link.version == expected_version {
+            stored.uses
+        } else {
+            link.uses
+        };
+        *stored = GroupLink {
+            uses,
+            ..link.clone()
+        };
+        Ok(())
+    }
+
+    async fn get_group_link(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Option<GroupLink>, StoreError> {
+        Ok(self
+            .lock()
+            .group_links
+            .get(&(tenant.clone(), role.clone()))
+            .cloned())
+    }
+
+    async fn list_group_links(&self, tenant: &TenantId) -> Result<Vec<GroupLink>, StoreError> {
+        Ok(self
+            .lock()
+            .group_links
+            .values()
+            .filter(|l| &l.tenant == tenant)
+            .cloned()
+            .collect())
+    }
+
+    async fn find_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<GroupLink, StoreError> {
+        self.lock()
+            .group_links
+            .values()
+            .find(|l| &l.tenant == tenant && l.token_hash == *token_hash)
+            .cloned()
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn join_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        join: &GroupJoin,
+    ) -> Result<JoinOutcome, StoreError> {
+        let mut state = self.lock();
+        if &join.tenant != tenant {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(existing) = state
+            .joins
+            .iter()
+            .find(|j| &j.tenant == tenant && j.role == join.role && j.user == join.user)
+        {
+            return Ok(JoinOutcome::AlreadyJoined(existing.clone()));
+        }
+        let link = state
+            .group_links
+            .values_mut()
+            .find(|l| &l.tenant == tenant && l.token_hash == *token_hash && l.role == join.role)
+            .filter(|l| {
+                l.version == join.link_version
+                    && l.enabled
+                    && l.settings
+                        .expires_at
+                        .is_none_or(|at| expiry::is_live(at, join.joined_at))
+                    && l.settings.max_uses.is_none_or(|max| l.uses < max)
+            })
+            .ok_or(StoreError::NotFound)?;
+        link.uses += 1;
+        state.joins.push(join.clone());
+        Ok(JoinOutcome::Joined(join.clone()))
+    }
+
+    async fn list_group_joins(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Vec<GroupJoin>, StoreError> {
+        Ok(self
+            .lock()
+            .joins
+            .iter()
+            .filter(|j| &j.tenant == tenant && &j.role == role)
+            .cloned()
+            .collect())
+    }
+
+    async fn claim_due_outbox(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, StoreError> {
+        let mut state = self.lock();
+        let mut due: Vec<(OffsetDateTime, OutboxId)> = state
+            .outbox
+            .values()
+            .filter(|e| {
+                e.state == OutboxState::Queued
+                    && e.next_attempt_at <= now
+                    && e.claimed_until.is_none_or(|until| until <= now)
+            })
+            .map(|e| (e.next_attempt_at, e.id))
+            .collect();
+        due.sort();
+        due.truncate(limit as usize);
+        let lease_until = now + lease;
+        let mut claims = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            let Some(entry) = state.outbox.get_mut(&id) else {
+                continue;
+            };
+            entry.claimed_until = Some(lease_until);
+            entry.attempts += 1;
+            let entry = entry.clone();
+            let Some(invitation) = state.get(&entry.tenant, entry.invitation).cloned() else {
+                continue;
+            };
+            claims.push(OutboxClaim {
+                entry,
+                invitation,
+                lease_until,
+            });
+        }
+        Ok(claims)
+    }
+
+    async fn attach_token(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        token_hash: &TokenHash,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let invitation_id = state
+            .held(tenant, entry, lease_until)
+            .ok_or(StoreError::NotFound)?
+            .invitation;
+        let mut invitation = state
+            .get(tenant, invitation_id)
+            .filter(|i| i.status == InvitationStatus::Pending)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        invitation.token_hash = Some(*token_hash);
+        state.put(invitation);
+        Ok(())
+    }
+
+    async fn complete_outbox(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        outcome: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let held = state
+            .held(tenant, entry, lease_until)
+            .ok_or(StoreError::NotFound)?;
+        let invitation_id = held.invitation;
+        match outcome {
+            DeliveryOutcome::Sent => {
+                held.state = OutboxState::Sent;
+                held.claimed_until = None;
+                if let Some(next) = state
+                    .get(tenant, invitation_id)
+                    .cloned()
+                    .and_then(|inv| inv.mark_delivered(now).ok())
+                {
+                    state.put(next);
+                }
+            }
+            DeliveryOutcome::Retry {
+                next_attempt_at,
+                error,
+            } => {
+                held.next_attempt_at = *next_attempt_at;
+                held.last_error = Some(error.clone());
+                held.claimed_until = None;
+            }
+            DeliveryOutcome::Failed { error } => {
+                held.state = OutboxState::Failed;
+                held.last_error = Some(error.clone());
+                held.claimed_until = None;
+                if let Some(next) = state
+                    .get(tenant, invitation_id)
+                    .cloned()
+                    .and_then(|inv| inv.mark_failed(error.clone(), now).ok())
+                {
+                    state.put(next);
+                }
+            }
+            DeliveryOutcome::Cancelled => {
+                held.state = OutboxState::Cancelled;
+                held.claimed_until = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_outbox(
+        &self,
+        tenant: &TenantId,
+        invitation: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .outbox
+            .values()
+            .filter(|e| &e.tenant == tenant && e.invitation == invitation)
+            .cloned()
+            .collect())
+    }
+}

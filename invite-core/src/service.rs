@@ -1,0 +1,1347 @@
+//! The facade a host calls: [`Invitations`].
+//!
+//! It asks the host's [`Policy`] before every admin action, runs the state machine,
+//! persists through the [`Store`] (one call per intent), records [`Event`]s, and answers
+//! link visitors with nothing but [`LinkError::InvalidOrExpired`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    ActorId, AdminAction, BatchId, Clock, Composer, DeliveryOutcome, EmailAddress, Error, Event,
+    EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal, LinkError,
+    LinkTemplate, LinkToken, MailError, Mailer, MessageContext, NewInvitation, NoEvents,
+    OutboxClaim, OutboxEntry, OutgoingEmail, Page, PageRequest, PlainComposer, Policy, RetryPolicy,
+    Role, Store, StoreError, SystemClock, TenantId, Transition, UserId,
+};
+
+/// Where the host's accept and join pages live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    /// The personal accept link, e.g. `https://app.example.com/t/{tenant}/invite/{token}`.
+    pub accept: LinkTemplate,
+    /// The group join link, e.g. `https://app.example.com/t/{tenant}/join/{token}`.
+    pub join: LinkTemplate,
+}
+
+impl Links {
+    /// `{base}/t/{tenant}/invite/{token}` and `{base}/t/{tenant}/join/{token}`.
+    ///
+    /// ```
+    /// use invite_core::Links;
+    ///
+    /// let links = Links::under("https://app.example.com/")?;
+    /// assert_eq!(links.accept.as_str(), "https://app.example.com/t/{tenant}/invite/{token}");
+    /// # Ok::<(), invite_core::InvalidLinkTemplate>(())
+    /// ```
+    pub fn under(base: &str) -> Result<Self, crate::InvalidLinkTemplate> {
+        let base = base.trim_end_matches('/');
+        Ok(Self {
+            accept: LinkTemplate::new(format!("{base}/t/{{tenant}}/invite/{{token}}"))?,
+            join: LinkTemplate::new(format!("{base}/t/{{tenant}}/join/{{token}}"))?,
+        })
+    }
+}
+
+/// Whether new invitations go out now or wait for a later [`Invitations::send`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queue the email at once.
+    #[default]
+    SendNow,
+    /// Keep them unsent (e.g. an import the admin reviews first).
+    KeepUnsent,
+}
+
+/// What happened to one input of [`Invitations::invite_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InviteOutcome {
+    /// Created (and queued, with [`Delivery::SendNow`]).
+    Created(InvitationId),
+    /// The same address (case-folded) as input number `0` of this call.
+    DuplicateOf(usize),
+    /// The tenant already has an open invitation for this address.
+    AlreadyInvited(InvitationId),
+    /// The address already belongs to a member of the tenant.
+    AlreadyMember,
+    /// The role is not one of the tenant's roles.
+    UnknownRole,
+    /// The per-invitation time to live is out of range.
+    InvalidTtl,
+}
+
+/// The outcome of each input of [`Invitations::invite_many`], in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteReport {
+    /// The import these invitations belong to, if any.
+    pub batch: Option<BatchId>,
+    /// One outcome per input.
+    pub outcomes: Vec<InviteOutcome>,
+}
+
+impl InviteReport {
+    /// The invitations created.
+    pub fn created(&self) -> impl Iterator<Item = InvitationId> + '_ {
+        self.outcomes.iter().filter_map(|o| match o {
+            InviteOutcome::Created(id) => Some(*id),
+            _ => None,
+        })
+    }
+}
+
+/// What happened to each invitation of a bulk admin action.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkReport {
+    /// Done.
+    pub applied: Vec<InvitationId>,
+    /// Not legal in their state (e.g. sending an accepted invitation).
+    pub refused: Vec<(InvitationId, crate::TransitionError)>,
+    /// Not in this tenant.
+    pub not_found: Vec<InvitationId>,
+    /// Changed concurrently; retry.
+    pub stale: Vec<InvitationId>,
+}
+
+/// A link issued to an admin to copy. It is shown once: only its hash is kept.
+#[derive(Debug)]
+pub struct IssuedLink {
+    /// The full URL, containing the token.
+    pub url: SecretString,
+    /// The token alone.
+    pub token: LinkToken,
+    /// When it dies, if it has an expiry.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// What a link visitor may see about a personal invitation before accepting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvitationPreview {
+    /// The invitation.
+    pub id: InvitationId,
+    /// The tenant it admits to.
+    pub tenant: TenantId,
+    /// The role offered.
+    pub role: Role,
+    /// The address invited.
+    pub email: EmailAddress,
+    /// The inviter.
+    pub invited_by: ActorId,
+    /// The welcome message.
+    pub message: Option<String>,
+    /// When the link dies.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// What a link visitor may see about a group link before joining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLinkPreview {
+    /// The tenant it admits to.
+    pub tenant: TenantId,
+    /// The role offered.
+    pub role: Role,
+    /// When it dies, if it has an expiry.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// How one claimed outbox entry ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivered {
+    /// The provider took it.
+    Sent,
+    /// A transient failure; it will be retried.
+    Retrying,
+    /// Given up; the invitation shows delivery failed.
+    Failed,
+    /// The invitation no longer needed it.
+    Cancelled,
+    /// The claim's lease ran out or the entry was cancelled meanwhile; another
+    /// dispatcher owns it now, and nothing was sent by this one.
+    LeaseLost,
+}
+
+/// Counts of one [`Invitations::dispatch_due`] pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchSummary {
+    /// Sent.
+    pub sent: u32,
+    /// Scheduled for retry.
+    pub retrying: u32,
+    /// Failed for good.
+    pub failed: u32,
+    /// Cancelled or lost to another dispatcher.
+    pub skipped: u32,
+}
+
+/// The invitation service: everything a host's admin pages and link pages call.
+///
+/// Cheap to clone; all parts are shared.
+#[derive(Clone)]
+pub struct Invitations {
+    store: Arc<dyn Store>,
+    mailer: Arc<dyn Mailer>,
+    policy: Arc<dyn Policy>,
+    clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
+    composer: Arc<dyn Composer>,
+    links: Links,
+    retry: RetryPolicy,
+    lease: Duration,
+    message_id_domain: String,
+}
+
+impl fmt::Debug for Invitations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invitations")
+            .field("store", &self.store)
+            .field("mailer", &self.mailer)
+            .field("policy", &self.policy)
+            .field("clock", &self.clock)
+            .field("links", &self.links)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Invitations`]; see [`Invitations::builder`].
+#[derive(Debug)]
+pub struct InvitationsBuilder {
+    inner: Invitations,
+}
+
+impl InvitationsBuilder {
+    /// The clock (default: [`SystemClock`]).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.inner.clock = clock;
+        self
+    }
+
+    /// Where audit events go (default: [`NoEvents`]).
+    #[must_use]
+    pub fn events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.inner.events = events;
+        self
+    }
+
+    /// What writes the emails (default: [`PlainComposer`]; `invite-mail` has templates).
+    #[must_use]
+    pub fn composer(mut self, composer: Arc<dyn Composer>) -> Self {
+        self.inner.composer = composer;
+        self
+    }
+
+    /// The retry schedule (default: [`RetryPolicy::default`]).
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.inner.retry = retry;
+        self
+    }
+
+    /// How long a dispatcher holds a claimed email before another may take it over
+    /// (default: 5 minutes; longer than any send should take).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.inner.lease = lease;
+        self
+    }
+
+    /// The domain of generated Message-IDs (default: the accept link's host).
+    #[must_use]
+    pub fn message_id_domain(mut self, domain: impl Into<String>) -> Self {
+        self.inner.message_id_domain = domain.into();
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Invitations {
+        self.inner
+    }
+}
+
+fn host_of(template: &LinkTemplate) -> String {
+    let rest = template.as_str().split_once("://").map_or("", |(_, r)| r);
+    let host = rest.split(['/', ':', '?']).next().unwrap_or("");
+    if host.is_empty() || host.contains('{') {
+        "invite.localhost".to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
+impl Invitations {
+    /// Starts building a service from its required parts.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use invite_core::{Invitations, Links, MemoryStore, RecordingMailer, Role, StaticPolicy};
+    ///
+    /// let service = Invitations::builder(
+    ///     Arc::new(MemoryStore::new()),
+    ///     Arc::new(RecordingMailer::ok()),
+    ///     Arc::new(StaticPolicy::new([Role::new("contractor")?])),
+    ///     Links::under("https://app.example.com")?,
+    /// )
+    /// .build();
+    /// # let _ = service;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(
+        store: Arc<dyn Store>,
+        mailer: Arc<dyn Mailer>,
+        policy: Arc<dyn Policy>,
+        links: Links,
+    ) -> InvitationsBuilder {
+        let message_id_domain = host_of(&links.accept);
+        InvitationsBuilder {
+            inner: Self {
+                store,
+                mailer,
+                policy,
+                clock: Arc::new(SystemClock),
+                events: Arc::new(NoEvents),
+                composer: Arc::new(PlainComposer),
+                links,
+                retry: RetryPolicy::default(),
+                lease: Duration::minutes(5),
+                message_id_domain,
+            },
+        }
+    }
+
+    /// The store, for hosts that need a direct query.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A new import batch id.
+    pub fn new_batch(&self) -> BatchId {
+        BatchId::new(self.clock.now())
+    }
+
+    async fn authorize(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        action: AdminAction,
+    ) -> Result<(), Error> {
+        match self.policy.authorize(actor, tenant, action).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Forbidden {
+                actor: actor.clone(),
+                action,
+            }),
+            Err(e) => Err(Error::Policy(e)),
+        }
+    }
+
+    fn event(
+        &self,
+        tenant: &TenantId,
+        actor: Option<&ActorId>,
+        invitation: Option<InvitationId>,
+        kind: EventKind,
+    ) -> Event {
+        Event {
+            tenant: tenant.clone(),
+            at: self.clock.now(),
+            actor: actor.cloned(),
+            invitation,
+            role: None,
+            kind,
+        }
+    }
+
+    // ---------------------------------------------------------------- inviting
+
+    /// Invites one address. See [`invite_many`](Self::invite_many).
+    pub async fn invite(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        invitation: NewInvitation,
+        delivery: Delivery,
+    ) -> Result<InviteOutcome, Error> {
+        let mut report = self
+            .invite_many(actor, tenant, vec![invitation], delivery, None)
+            .await?;
+        Ok(report.outcomes.pop().unwrap_or(InviteOutcome::UnknownRole))
+    }
+
+    /// Invites many addresses at once, in one store transaction.
+    ///
+    /// Each input gets an [`InviteOutcome`]: duplicates within the call (case-folded),
+    /// addresses with an open invitation, members of the tenant and unknown roles are
+    /// reported and not invited. With [`Delivery::SendNow`] every created invitation's
+    /// email is queued in the same transaction.
+    pub async fn invite_many(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        invitations: Vec<NewInvitation>,
+        delivery: Delivery,
+        batch: Option<BatchId>,
+    ) -> Result<InviteReport, Error> {
+        self.authorize(actor, tenant, AdminAction::Invite).await?;
+        let roles = self.policy.roles(tenant).await.map_err(Error::Policy)?;
+        let expiry = self.policy.expiry(tenant).await.map_err(Error::Policy)?;
+        let now = self.clock.now();
+
+        let mut outcomes: Vec<Option<InviteOutcome>> = vec![None; invitations.len()];
+        let mut first_of_key: HashMap<&str, usize> = HashMap::with_capacity(invitations.len());
+        let mut candidates = Vec::with_capacity(invitations.len());
+        for (index, new) in invitations.iter().enumerate() {
+            if !roles.contains(&new.role) {
+                outcomes[index] = Some(InviteOutcome::UnknownRole);
+            } else if expiry.resolve(new.ttl).is_err() {
+                outcomes[index] = Some(InviteOutcome::InvalidTtl);
+            } else if let Some(first) = first_of_key.get(new.email.key()) {
+                outcomes[index] = Some(InviteOutcome::DuplicateOf(*first));
+            } else {
+                first_of_key.insert(new.email.key(), index);
+                candidates.push(index);
+            }
+        }
+        let emails: Vec<EmailAddress> = candidates
+            .iter()
+            .map(|&i| invitations[i].email.clone())
+            .collect();
+        let members = self
+            .policy
+            .existing_members(tenant, &emails)
+            .await
+            .map_err(Error::Policy)?;
+        drop(first_of_key);
+
+        let mut writes = Vec::with_capacity(candidates.len());
+        let mut write_index = Vec::with_capacity(candidates.len());
+        let mut invitations: Vec<Option<NewInvitation>> =
+            invitations.into_iter().map(Some).collect();
+        for index in candidates {
+            let Some(new) = invitations[index].take() else {
+                continue;
+            };
+            if members.contains(new.email.key()) {
+                outcomes[index] = Some(InviteOutcome::AlreadyMember);
+                continue;
+            }
+            let ttl = expiry.resolve(new.ttl)?;
+            let invitation =
+                Invitation::create(tenant.clone(), new, ttl, actor.clone(), batch, now);
+            let write = match delivery {
+                Delivery::KeepUnsent => InvitationWrite {
+                    invitation,
+                    outbox: None,
+                },
+                Delivery::SendNow => {
+                    let (invitation, queue) = invitation.send(now)?;
+                    let entry = OutboxEntry::queue(tenant.clone(), invitation.id, queue.kind, now);
+                    InvitationWrite {
+                        invitation,
+                        outbox: Some(entry),
+                    }
+                }
+            };
+            writes.push(write);
+            write_index.push(index);
+        }
+
+        let report = self.store.create_invitations(tenant, &writes).await?;
+        let mut events = Vec::with_capacity(report.created.len() * 2);
+        for &w in &report.created {
+            let id = writes[w].invitation.id;
+            outcomes[write_index[w]] = Some(InviteOutcome::Created(id));
+            events.push(self.event(tenant, Some(actor), Some(id), EventKind::Created));
+            if writes[w].outbox.is_some() {
+                events.push(self.event(tenant, Some(actor), Some(id), EventKind::Sent));
+            }
+        }
+        for &(w, existing) in &report.conflicts {
+            outcomes[write_index[w]] = Some(InviteOutcome::AlreadyInvited(existing));
+        }
+        self.events.record(events).await;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| {
+                    Error::Conflict("the store reported neither success nor conflict".into())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(InviteReport { batch, outcomes })
+    }
+
+    // ------------------------------------------------------------ admin actions
+
+    async fn load(&self, tenant: &TenantId, id: InvitationId) -> Result<Invitation, Error> {
+        self.store
+            .get_invitations(tenant, &[id])
+            .await?
+            .pop()
+            .ok_or(Error::NotFound)
+    }
+
+    async fn persist_one(
+        &self,
+        tenant: &TenantId,
+        transition: Transition,
+    ) -> Result<Invitation, Error> {
+        let report = self
+            .store
+            .record_transitions(tenant, std::slice::from_ref(&transition))
+            .await?;
+        if report.applied.contains(&transition.invitation.id) {
+            Ok(transition.invitation)
+        } else {
+            Err(Error::Conflict(
+                "the invitation changed meanwhile; reload and try again".into(),
+            ))
+        }
+    }
+
+    /// Sends unsent invitations (a chosen subset of an import, say), in one store
+    /// transaction per call. Each id is reported as applied, refused by the state
+    /// machine, not found, or stale.
+    pub async fn send(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<BulkReport, Error> {
+        self.authorize(actor, tenant, AdminAction::Send).await?;
+        let now = self.clock.now();
+        let found = self.store.get_invitations(tenant, ids).await?;
+        let mut report = BulkReport::default();
+        let mut by_id: HashMap<InvitationId, Invitation> =
+            found.into_iter().map(|i| (i.id, i)).collect();
+        let mut transitions = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(invitation) = by_id.remove(&id) else {
+                report.not_found.push(id);
+                continue;
+            };
+            let expected_version = invitation.version;
+            match invitation.send(now) {
+                Ok((next, queue)) => {
+                    let entry = OutboxEntry::queue(tenant.clone(), id, queue.kind, now);
+                    transitions.push(Transition {
+                        expected_version,
+                        invitation: next,
+                        outbox: Some(entry),
+                    });
+                }
+                Err(e) => report.refused.push((id, e)),
+            }
+        }
+        let stored = self.store.record_transitions(tenant, &transitions).await?;
+        let events = stored
+            .applied
+            .iter()
+            .map(|id| self.event(tenant, Some(actor), Some(*id), EventKind::Sent))
+            .collect();
+        self.events.record(events).await;
+        report.applied = stored.applied;
+        report.stale = stored.stale;
+        Ok(report)
+    }
+
+    /// Sends every unsent invitation of an import, a page at a time.
+    pub async fn send_batch(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        batch: BatchId,
+    ) -> Result<BulkReport, Error> {
+        self.authorize(actor, tenant, AdminAction::Send).await?;
+        let filter = InvitationFilter::statuses([InvitationStatus::Unsent]).in_batch(batch);
+        let mut total = BulkReport::default();
+        loop {
+            // Sent invitations leave the filter, so the first page is always the next.
+            let page = self
+                .store
+                .list_invitations(
+                    tenant,
+                    &filter,
+                    PageRequest::first(PageRequest::MAX_LIMIT),
+                    self.clock.now(),
+                )
+                .await?;
+            if page.items.is_empty() {
+                return Ok(total);
+            }
+            let ids: Vec<InvitationId> = page.items.iter().map(|i| i.id).collect();
+            let report = self.send(actor, tenant, &ids).await?;
+            if report.applied.is_empty() {
+                total.stale.extend(report.stale);
+                total.refused.extend(report.refused);
+                return Ok(total);
+            }
+            total.applied.extend(report.applied);
+            total.refused.extend(report.refused);
+            total.stale.extend(report.stale);
+        }
+    }
+
+    /// Issues a new link for the admin to copy (the previous link dies, the expiry
+    /// starts again). Shown once: only its hash is kept.
+    pub async fn copy_link(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        id: InvitationId,
+    ) -> Result<IssuedLink, Error> {
+        self.authorize(actor, tenant, AdminAction::CopyLink).await?;
+        let invitation = self.load(tenant, id).await?;
+        let (token, hash) = LinkToken::generate();
+        let expected_version = invitation.version;
+        let next = invitation.copy_link(hash, self.clock.now())?;
+        let saved = self
+            .persist_one(
+                tenant,
+                Transition {
+                    expected_version,
+                    invitation: next,
+                    outbox: None,
+                },
+            )
+            .await?;
+        self.events
+            .record(vec![self.event(
+                tenant,
+                Some(actor),
+                Some(id),
+                EventKind::LinkCopied,
+            )])
+            .await;
+        Ok(IssuedLink {
+            url: self.links.accept.render(tenant, &token),
+            token,
+            expires_at: saved.expires_at,
+        })
+    }
+
+    /// Sends the invitation again with a new link and a new expiry; the old link dies now.
+    pub async fn resend(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        id: InvitationId,
+    ) -> Result<Invitation, Error> {
+        self.authorize(actor, tenant, AdminAction::Resend).await?;
+        let invitation = self.load(tenant, id).await?;
+        let now = self.clock.now();
+        let expected_version = invitation.version;
+        let (next, queue) = invitation.resend(now)?;
+        let entry = OutboxEntry::queue(tenant.clone(), id, queue.kind, now);
+        let saved = self
+            .persist_one(
+                tenant,
+                Transition {
+                    expected_version,
+                    invitation: next,
+                    outbox: Some(entry),
+                },
+            )
+            .await?;
+        self.events
+            .record(vec![self.event(
+                tenant,
+                Some(actor),
+                Some(id),
+                EventKind::Resent,
+            )])
+            .await;
+        Ok(saved)
+    }
+
+    /// Cancels an invitation (wrong address or role); its link dies.
+    pub async fn revoke(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        id: InvitationId,
+    ) -> Result<Invitation, Error> {
+        self.authorize(actor, tenant, AdminAction::Revoke).await?;
+        let invitation = self.load(tenant, id).await?;
+        let expected_version = invitation.version;
+        let next = invitation.revoke(actor.clone(), self.clock.now())?;
+        let saved = self
+            .persist_one(
+                tenant,
+                Transition {
+                    expected_version,
+                    invitation: next,
+                    outbox: None,
+                },
+            )
+            .await?;
+        self.events
+            .record(vec![self.event(
+                tenant,
+                Some(actor),
+                Some(id),
+                EventKind::Revoked,
+            )])
+            .await;
+        Ok(saved)
+    }
+
+    /// Reads one invitation.
+    pub async fn get(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        id: InvitationId,
+    ) -> Result<Invitation, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        self.load(tenant, id).await
+    }
+
+    /// One page of invitations matching `filter` (e.g. pending ones for the admin list;
+    /// accepted invitations leave it).
+    pub async fn list(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Invitation>, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        Ok(self
+            .store
+            .list_invitations(tenant, filter, page, self.clock.now())
+            .await?)
+    }
+
+    /// How many invitations match `filter`.
+    pub async fn count(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+    ) -> Result<u64, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        Ok(self
+            .store
+            .count_invitations(tenant, filter, self.clock.now())
+            .await?)
+    }
+
+    /// Accepted invitations of a tenant, in one query: for billing jobs, so it asks no
+    /// actor.
+    pub async fn count_accepted(&self, tenant: &TenantId) -> Result<u64, Error> {
+        let filter = InvitationFilter::statuses([InvitationStatus::Accepted]);
+        Ok(self
+            .store
+            .count_invitations(tenant, &filter, self.clock.now())
+            .await?)
+    }
+
+    /// The delivery attempts of one invitation.
+    pub async fn outbox(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        id: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        Ok(self.store.list_outbox(tenant, id).await?)
+    }
+
+    /// Persists expiry for the tenant's pending invitations past their time to live
+    /// (they already read as expired; this makes the stored status say so too).
+    pub async fn expire_due(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<InvitationId>, Error> {
+        let expired = self
+            .store
+            .expire_due(tenant, self.clock.now(), limit)
+            .await?;
+        let ids: Vec<InvitationId> = expired.iter().map(|i| i.id).collect();
+        let events = ids
+            .iter()
+            .map(|id| self.event(tenant, None, Some(*id), EventKind::Expired))
+            .collect();
+        self.events.record(events).await;
+        Ok(ids)
+    }
+
+    /// Records that the provider reported the invitation's email as bounced (a webhook
+    /// or a bounce message, after the send had succeeded): the invitation becomes
+    /// delivery failed with `reason`, and its link dies. A system call, so it asks no
+    /// actor; the webhook endpoint must authenticate the provider itself.
+    pub async fn record_bounce(
+        &self,
+        tenant: &TenantId,
+        id: InvitationId,
+        reason: &str,
+    ) -> Result<Invitation, Error> {
+        let invitation = self.load(tenant, id).await?;
+        let expected_version = invitation.version;
+        let next = invitation.mark_failed(reason, self.clock.now())?;
+        let saved = self
+            .persist_one(
+                tenant,
+                Transition {
+                    expected_version,
+                    invitation: next,
+                    outbox: None,
+                },
+            )
+            .await?;
+        self.events
+            .record(vec![self.event(
+                tenant,
+                None,
+                Some(id),
+                EventKind::DeliveryFailed {
+                    reason: reason.to_owned(),
+                },
+            )])
+            .await;
+        Ok(saved)
+    }
+
+    // ------------------------------------------------------------- link visitors
+
+    async fn refuse(
+        &self,
+        tenant: &TenantId,
+        invitation: Option<InvitationId>,
+        role: Option<Role>,
+        reason: &str,
+    ) -> LinkError {
+        let mut event = self.event(
+            tenant,
+            None,
+            invitation,
+            EventKind::LinkRefused {
+                reason: reason.to_owned(),
+            },
+        );
+        event.role = role;
+        self.events.record(vec![event]).await;
+        LinkError::InvalidOrExpired
+    }
+
+    /// What a personal link offers, without using it: safe for GET requests, mail
+    /// scanners and chat previews.
+    pub async fn open(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+    ) -> Result<InvitationPreview, LinkError> {
+        let Ok(token) = LinkToken::parse(token) else {
+            return Err(self.refuse(tenant, None, None, "malformed token").await);
+        };
+        let invitation = match self.store.find_by_token(tenant, &token.hash()).await {
+            Ok(invitation) => invitation,
+            Err(StoreError::NotFound) => {
+                return Err(self
+                    .refuse(tenant, None, None, "unknown or replaced token")
+                    .await);
+            }
+            Err(e) => return Err(LinkError::Unavailable(e)),
+        };
+        let status = invitation.status_at(self.clock.now());
+        if status != InvitationStatus::Pending {
+            let reason = format!("invitation is {status}");
+            return Err(self
+                .refuse(tenant, Some(invitation.id), None, &reason)
+                .await);
+        }
+        Ok(InvitationPreview {
+            id: invitation.id,
+            tenant: invitation.tenant,
+            role: invitation.role,
+            email: invitation.email,
+            invited_by: invitation.invited_by,
+            message: invitation.message,
+            expires_at: invitation.expires_at,
+        })
+    }
+
+    /// Uses a personal link for `user` (the host resolved who they are). Succeeds once;
+    /// the same user accepting again gets the same invitation back, anyone else gets
+    /// [`LinkError::InvalidOrExpired`].
+    pub async fn accept(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+        user: &UserId,
+    ) -> Result<Invitation, LinkError> {
+        let Ok(token) = LinkToken::parse(token) else {
+            return Err(self.refuse(tenant, None, None, "malformed token").await);
+        };
+        let hash = token.hash();
+        let now = self.clock.now();
+        match self.store.accept(tenant, &hash, user, now).await {
+            Ok(invitation) => {
+                self.events
+                    .record(vec![self.event(
+                        tenant,
+                        None,
+                        Some(invitation.id),
+                        EventKind::Accepted { by: user.clone() },
+                    )])
+                    .await;
+                Ok(invitation)
+            }
+            Err(StoreError::NotFound) => match self.store.find_by_token(tenant, &hash).await {
+                Ok(invitation)
+                    if invitation.status == InvitationStatus::Accepted
+                        && invitation.accepted_by.as_ref() == Some(user) =>
+                {
+                    Ok(invitation)
+                }
+                Ok(invitation) => {
+                    let reason = format!("invitation is {}", invitation.status_at(now));
+                    Err(self
+                        .refuse(tenant, Some(invitation.id), None, &reason)
+                        .await)
+                }
+                Err(StoreError::NotFound) => Err(self
+                    .refuse(tenant, None, None, "unknown or replaced token")
+                    .await),
+                Err(e) => Err(LinkError::Unavailable(e)),
+            },
+            Err(e) => Err(LinkError::Unavailable(e)),
+        }
+    }
+
+    // --------------------------------------------------------------- group links
+
+    async fn known_role(&self, tenant: &TenantId, role: &Role) -> Result<(), Error> {
+        let roles = self.policy.roles(tenant).await.map_err(Error::Policy)?;
+        if roles.contains(role) {
+            Ok(())
+        } else {
+            Err(Error::UnknownRole(role.clone()))
+        }
+    }
+
+    fn group_event(&self, link: &GroupLink, actor: Option<&ActorId>, kind: EventKind) -> Event {
+        let mut event = self.event(&link.tenant, actor, None, kind);
+        event.role = Some(link.role.clone());
+        event
+    }
+
+    fn issued(&self, link: &GroupLink, token: LinkToken) -> IssuedLink {
+        IssuedLink {
+            url: self.links.join.render(&link.tenant, &token),
+            token,
+            expires_at: link.settings.expires_at,
+        }
+    }
+
+    /// Creates the tenant's group link for `role`. Shown once: only its hash is kept.
+    pub async fn create_group_link(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        role: Role,
+        settings: GroupLinkSettings,
+    ) -> Result<IssuedLink, Error> {
+        self.authorize(actor, tenant, AdminAction::ManageGroupLinks)
+            .await?;
+        self.known_role(tenant, &role).await?;
+        let settings = settings
+            .normalized()
+            .map_err(|e| Error::Conflict(format!("allowed domain: {e}")))?;
+        let (token, hash) = LinkToken::generate();
+        let link = GroupLink::create(
+            tenant.clone(),
+            role,
+            hash,
+            settings,
+            actor.clone(),
+            self.clock.now(),
+        );
+        self.store.create_group_link(&link).await?;
+        self.events
+            .record(vec![self.group_event(
+                &link,
+                Some(actor),
+                EventKind::GroupLinkCreated,
+            )])
+            .await;
+        Ok(self.issued(&link, token))
+    }
+
+    async fn load_link(&self, tenant: &TenantId, role: &Role) -> Result<GroupLink, Error> {
+        self.store
+            .get_group_link(tenant, role)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn save_link(&self, link: &GroupLink, expected_version: u32) -> Result<(), Error> {
+        match self.store.update_group_link(link, expected_version).await {
+            Err(StoreError::NotFound) => Err(Error::Conflict(
+                "the group link changed meanwhile; reload and try again".into(),
+            )),
+            other => Ok(other?),
+        }
+    }
+
+    /// Replaces the group link's token: the old link answers like one that never
+    /// existed, and the use count starts again.
+    pub async fn refresh_group_link(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<IssuedLink, Error> {
+        self.authorize(actor, tenant, AdminAction::ManageGroupLinks)
+            .await?;
+        let link = self.load_link(tenant, role).await?;
+        let expected = link.version;
+        let (token, hash) = LinkToken::generate();
+        let link = link.refresh(hash, actor.clone(), self.clock.now());
+        self.save_link(&link, expected).await?;
+        self.events
+            .record(vec![self.group_event(
+                &link,
+                Some(actor),
+                EventKind::GroupLinkRefreshed {
+                    version: link.version,
+                },
+            )])
+            .await;
+        Ok(self.issued(&link, token))
+    }
+
+    /// Turns the group link on or off.
+    pub async fn set_group_link_enabled(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        role: &Role,
+        enabled: bool,
+    ) -> Result<GroupLink, Error> {
+        self.authorize(actor, tenant, AdminAction::ManageGroupLinks)
+            .await?;
+        let link = self.load_link(tenant, role).await?;
+        let expected = link.version;
+        let link = link.set_enabled(enabled, actor.clone(), self.clock.now());
+        self.save_link(&link, expected).await?;
+        self.events
+            .record(vec![self.group_event(
+                &link,
+                Some(actor),
+                EventKind::GroupLinkChanged { enabled },
+            )])
+            .await;
+        Ok(link)
+    }
+
+    /// Replaces the group link's limits.
+    pub async fn configure_group_link(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        role: &Role,
+        settings: GroupLinkSettings,
+    ) -> Result<GroupLink, Error> {
+        self.authorize(actor, tenant, AdminAction::ManageGroupLinks)
+            .await?;
+        let settings = settings
+            .normalized()
+            .map_err(|e| Error::Conflict(format!("allowed domain: {e}")))?;
+        let link = self.load_link(tenant, role).await?;
+        let expected = link.version;
+        let link = link.configure(settings, actor.clone(), self.clock.now());
+        self.save_link(&link, expected).await?;
+        self.events
+            .record(vec![self.group_event(
+                &link,
+                Some(actor),
+                EventKind::GroupLinkChanged {
+                    enabled: link.enabled,
+                },
+            )])
+            .await;
+        Ok(link)
+    }
+
+    /// The tenant's group links.
+    pub async fn group_links(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+    ) -> Result<Vec<GroupLink>, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        Ok(self.store.list_group_links(tenant).await?)
+    }
+
+    /// Who joined through the tenant's group link for `role`, and through which version.
+    pub async fn group_joins(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Vec<GroupJoin>, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        Ok(self.store.list_group_joins(tenant, role).await?)
+    }
+
+    async fn find_link(&self, tenant: &TenantId, token: &str) -> Result<GroupLink, LinkError> {
+        let Ok(token) = LinkToken::parse(token) else {
+            return Err(self
+                .refuse(tenant, None, None, "malformed group token")
+                .await);
+        };
+        match self.store.find_group_link(tenant, &token.hash()).await {
+            Ok(link) => Ok(link),
+            Err(StoreError::NotFound) => Err(self
+                .refuse(tenant, None, None, "unknown or refreshed group token")
+                .await),
+            Err(e) => Err(LinkError::Unavailable(e)),
+        }
+    }
+
+    /// What a group link offers, without using it.
+    pub async fn open_group_link(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+    ) -> Result<GroupLinkPreview, LinkError> {
+        let link = self.find_link(tenant, token).await?;
+        let now = self.clock.now();
+        let refusal = if !link.enabled {
+            Some(JoinRefusal::Disabled)
+        } else if link
+            .settings
+            .expires_at
+            .is_some_and(|at| !crate::expiry::is_live(at, now))
+        {
+            Some(JoinRefusal::Expired)
+        } else if link.settings.max_uses.is_some_and(|max| link.uses >= max) {
+            Some(JoinRefusal::UsedUp)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Err(self
+                .refuse(tenant, None, Some(link.role), &refusal.to_string())
+                .await);
+        }
+        Ok(GroupLinkPreview {
+            tenant: link.tenant,
+            role: link.role,
+            expires_at: link.settings.expires_at,
+        })
+    }
+
+    /// Joins `user` (with `email`) through a group link. Joining again returns the
+    /// first join and counts nothing.
+    pub async fn join_group_link(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+        user: &UserId,
+        email: &EmailAddress,
+    ) -> Result<GroupJoin, LinkError> {
+        let link = self.find_link(tenant, token).await?;
+        let now = self.clock.now();
+        match link.check_join(email, now) {
+            // The store decides "used up" atomically, after "already joined".
+            Ok(()) | Err(JoinRefusal::UsedUp) => {}
+            Err(refusal) => {
+                return Err(self
+                    .refuse(tenant, None, Some(link.role), &refusal.to_string())
+                    .await);
+            }
+        }
+        let join = GroupJoin {
+            tenant: tenant.clone(),
+            role: link.role.clone(),
+            link_version: link.version,
+            user: user.clone(),
+            email: email.clone(),
+            joined_at: now,
+        };
+        match self
+            .store
+            .join_group_link(tenant, &link.token_hash, &join)
+            .await
+        {
+            Ok(JoinOutcome::Joined(join)) => {
+                let kind = EventKind::GroupLinkJoined {
+                    by: user.clone(),
+                    version: join.link_version,
+                };
+                self.events
+                    .record(vec![self.group_event(&link, None, kind)])
+                    .await;
+                Ok(join)
+            }
+            Ok(JoinOutcome::AlreadyJoined(join)) => Ok(join),
+            Err(StoreError::NotFound) => Err(self
+                .refuse(
+                    tenant,
+                    None,
+                    Some(link.role),
+                    "group link used up, changed or refreshed",
+                )
+                .await),
+            Err(e) => Err(LinkError::Unavailable(e)),
+        }
+    }
+
+    // ----------------------------------------------------------------- delivery
+
+    /// Claims up to `limit` due emails across tenants for this process to deliver.
+    pub async fn claim_due(&self, limit: u32) -> Result<Vec<OutboxClaim>, StoreError> {
+        self.store
+            .claim_due_outbox(self.clock.now(), limit, self.lease)
+            .await
+    }
+
+    /// Delivers one claimed email: mints its link (a retry mints a new one), stores the
+    /// hash, writes and sends the email, and records the outcome (sent, retry with
+    /// backoff, or delivery failed).
+    pub async fn deliver(&self, claim: &OutboxClaim) -> Result<Delivered, StoreError> {
+        let entry = &claim.entry;
+        let tenant = &entry.tenant;
+        let now = self.clock.now();
+        let complete = |outcome: DeliveryOutcome| async move {
+            match self
+                .store
+                .complete_outbox(
+                    &entry.tenant,
+                    entry.id,
+                    claim.lease_until,
+                    &outcome,
+                    self.clock.now(),
+                )
+                .await
+            {
+                Err(StoreError::NotFound) => Ok(false),
+                other => other.map(|()| true),
+            }
+        };
+        let (InvitationStatus::Pending, Some(expires_at)) =
+            (claim.invitation.status_at(now), claim.invitation.expires_at)
+        else {
+            return Ok(if complete(DeliveryOutcome::Cancelled).await? {
+                Delivered::Cancelled
+            } else {
+                Delivered::LeaseLost
+            });
+        };
+        let (token, hash) = LinkToken::generate();
+        match self
+            .store
+            .attach_token(tenant, entry.id, claim.lease_until, &hash)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Ok(Delivered::LeaseLost),
+            Err(e) => return Err(e),
+        }
+        let link = self.links.accept.render(tenant, &token);
+        let context = MessageContext {
+            invitation: &claim.invitation,
+            kind: entry.kind,
+            link: &link,
+            expires_at,
+        };
+        let result = match self.composer.compose(&context) {
+            Ok(composed) => {
+                let email = OutgoingEmail {
+                    message_id: format!("<{}@{}>", entry.id, self.message_id_domain),
+                    tenant: tenant.clone(),
+                    invitation: claim.invitation.id,
+                    outbox: entry.id,
+                    kind: entry.kind,
+                    to: claim.invitation.email.clone(),
+                    to_name: display_name(&claim.invitation),
+                    subject: composed.subject.replace(['\r', '\n'], " "),
+                    text: composed.text,
+                    html: composed.html,
+                };
+                self.mailer.send(&email).await
+            }
+            Err(e) => Err(MailError::permanent(format!(
+                "the email could not be written: {}",
+                e.message()
+            ))),
+        };
+        let (outcome, delivered) = match result {
+            Ok(()) => (DeliveryOutcome::Sent, Delivered::Sent),
+            Err(e) => match self
+                .retry
+                .next_attempt(entry.id, entry.attempts, self.clock.now())
+            {
+                Some(next_attempt_at) if e.is_transient() => (
+                    DeliveryOutcome::Retry {
+                        next_attempt_at,
+                        error: e.message().to_owned(),
+                    },
+                    Delivered::Retrying,
+                ),
+                _ => (
+                    DeliveryOutcome::Failed {
+                        error: e.message().to_owned(),
+                    },
+                    Delivered::Failed,
+                ),
+            },
+        };
+        let event_kind = match &outcome {
+            DeliveryOutcome::Sent => Some(EventKind::Delivered),
+            DeliveryOutcome::Failed { error } => Some(EventKind::DeliveryFailed {
+                reason: error.clone(),
+            }),
+            _ => None,
+        };
+        if !complete(outcome).await? {
+            return Ok(Delivered::LeaseLost);
+        }
+        if let Some(kind) = event_kind {
+            self.events
+                .record(vec![self.event(
+                    tenant,
+                    None,
+                    Some(claim.invitation.id),
+                    kind,
+                )])
+                .await;
+        }
+        Ok(delivered)
+    }
+
+    /// One dispatch pass: claims up to `limit` due emails and delivers them one after
+    /// another. `invite-mail`'s dispatcher adds concurrency, throttling and a loop.
+    pub async fn dispatch_due(&self, limit: u32) -> Result<DispatchSummary, StoreError> {
+        let mut summary = DispatchSummary::default();
+        for claim in self.claim_due(limit).await? {
+            match self.deliver(&claim).await? {
+                Delivered::Sent => summary.sent += 1,
+                Delivered::Retrying => summary.retrying += 1,
+                Delivered::Failed => summary.failed += 1,
+                _ => summary.skipped += 1,
+            }
+        }
+        Ok(summary)
+    }
+}
+
+fn display_name(invitation: &Invitation) -> Option<String> {
+    let names = &invitation.names;
+    let name = match (&names.first, &names.last) {
+        (Some(f), Some(l)) => format!("{f} {l}"),
+        (Some(n), None) | (None, Some(n)) => n.clone(),
+        (None, None) => return None,
+    };
+    Some(name.replace(['\r', '\n'], " "))
+}

@@ -1,0 +1,2 @@
+//! The Store conformance suite against the reference store.
+invite_core::store_conformance!(|| async { invite_core::MemoryStore::new() });

@@ -1,0 +1,701 @@
+//! The facade's behavior end to end on the reference store: what a host's admin page
+//! and link pages rely on.
+
+use std::sync::Arc;
+
+use invite_core::*;
+use secrecy::ExposeSecret;
+use time::{Duration, OffsetDateTime, macros::datetime};
+
+const START: OffsetDateTime = datetime!(2030-01-01 9:00 UTC);
+
+struct World {
+    service: Invitations,
+    mailer: Arc<RecordingMailer>,
+    clock: Arc<ManualClock>,
+    events: Arc<RecordingEventSink>,
+    tenant: TenantId,
+    admin: ActorId,
+    role: Role,
+}
+
+fn world_with(policy: impl FnOnce(StaticPolicy, &TenantId) -> StaticPolicy) -> World {
+    let tenant = TenantId::new("acme").unwrap();
+    let admin = ActorId::new("alice").unwrap();
+    let role = Role::new("contractor").unwrap();
+    let base = StaticPolicy::new([role.clone(), Role::new("viewer").unwrap()])
+        .with_admin(tenant.clone(), admin.clone());
+    let mailer = Arc::new(RecordingMailer::ok());
+    let clock = Arc::new(ManualClock::new(START));
+    let events = Arc::new(RecordingEventSink::new());
+    let service = Invitations::builder(
+        Arc::new(MemoryStore::new()),
+        mailer.clone(),
+        Arc::new(policy(base, &tenant)),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(clock.clone())
+    .events(events.clone())
+    .build();
+    World {
+        service,
+        mailer,
+        clock,
+        events,
+        tenant,
+        admin,
+        role,
+    }
+}
+
+fn world() -> World {
+    world_with(|p, _| p)
+}
+
+fn email(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+
+fn token_of(mail: &OutgoingEmail) -> String {
+    let link = mail
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("Accept the invitation: "))
+        .expect("the email carries the link");
+    link.rsplit('/').next().unwrap().to_owned()
+}
+
+impl World {
+    fn new_invite(&self, address: &str) -> NewInvitation {
+        NewInvitation::new(email(address), self.role.clone())
+    }
+
+    async fn invite(&self, address: &str) -> InvitationId {
+        match self
+            .service
+            .invite(
+                &self.admin,
+                &self.tenant,
+                self.new_invite(address),
+                Delivery::SendNow,
+            )
+            .await
+            .unwrap()
+        {
+            InviteOutcome::Created(id) => id,
+            other => panic!("not created: {other:?}"),
+        }
+    }
+
+    /// Invites and delivers, returning the emailed token.
+    async fn invite_and_deliver(&self, address: &str) -> (InvitationId, String) {
+        let id = self.invite(address).await;
+        assert_eq!(self.service.dispatch_due(100).await.unwrap().sent, 1);
+        (id, token_of(self.mailer.sent().last().unwrap()))
+    }
+
+    fn user(&self, name: &str) -> UserId {
+        UserId::new(name).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn bulk_invite_reports_every_row() {
+    let w = world_with(|p, t| p.with_member(t.clone(), &email("member@acme.com")));
+    w.invite("old@x.com").await;
+    let inputs = vec![
+        w.new_invite("ann@x.com"),
+        w.new_invite("ANN@X.com"),
+        w.new_invite("member@ACME.com"),
+        w.new_invite("old@x.com"),
+        NewInvitation::new(email("bo@y.org"), Role::new("admin").unwrap()),
+        w.new_invite("cy@z.net").with_ttl(Duration::seconds(5)),
+        w.new_invite("di@z.net").with_ttl(Duration::hours(48)),
+    ];
+    let report = w
+        .service
+        .invite_many(&w.admin, &w.tenant, inputs, Delivery::KeepUnsent, None)
+        .await
+        .unwrap();
+    let o = &report.outcomes;
+    assert!(matches!(o[0], InviteOutcome::Created(_)));
+    assert_eq!(o[1], InviteOutcome::DuplicateOf(0));
+    assert_eq!(o[2], InviteOutcome::AlreadyMember);
+    assert!(matches!(o[3], InviteOutcome::AlreadyInvited(_)));
+    assert_eq!(o[4], InviteOutcome::UnknownRole);
+    assert_eq!(o[5], InviteOutcome::InvalidTtl);
+    let InviteOutcome::Created(di) = o[6] else {
+        panic!("{:?}", o[6])
+    };
+    assert_eq!(report.created().count(), 2);
+    let di = w.service.get(&w.admin, &w.tenant, di).await.unwrap();
+    assert_eq!(
+        (di.status, di.ttl),
+        (InvitationStatus::Unsent, Duration::hours(48))
+    );
+    // KeepUnsent queued nothing.
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1); // only old@x.com
+}
+
+#[tokio::test]
+async fn imported_invitations_wait_until_a_chosen_subset_is_sent() {
+    let w = world();
+    let batch = w.service.new_batch();
+    let inputs = ["a@x.com", "b@x.com", "c@x.com"]
+        .map(|a| w.new_invite(a))
+        .to_vec();
+    let report = w
+        .service
+        .invite_many(
+            &w.admin,
+            &w.tenant,
+            inputs,
+            Delivery::KeepUnsent,
+            Some(batch),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = report.created().collect();
+    assert_eq!(
+        w.service.dispatch_due(100).await.unwrap(),
+        DispatchSummary::default()
+    );
+
+    let sent = w
+        .service
+        .send(&w.admin, &w.tenant, &ids[..1])
+        .await
+        .unwrap();
+    assert_eq!(sent.applied, ids[..1]);
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    assert_eq!(w.mailer.sent()[0].to.as_str(), "a@x.com");
+
+    // Sending again is refused by the state machine, not duplicated.
+    let again = w
+        .service
+        .send(&w.admin, &w.tenant, &ids[..1])
+        .await
+        .unwrap();
+    assert_eq!(again.refused[0].1.action, Action::Send);
+
+    let rest = w
+        .service
+        .send_batch(&w.admin, &w.tenant, batch)
+        .await
+        .unwrap();
+    assert_eq!(rest.applied.len(), 2);
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 2);
+    let unsent = InvitationFilter::statuses([InvitationStatus::Unsent]).in_batch(batch);
+    assert_eq!(
+        w.service.count(&w.admin, &w.tenant, &unsent).await.unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn opening_never_consumes_and_accept_is_single_use_and_idempotent() {
+    let w = world();
+    let (id, token) = w.invite_and_deliver("ann@x.com").await;
+    for _ in 0..3 {
+        assert_eq!(w.service.open(&w.tenant, &token).await.unwrap().id, id);
+    }
+    let ann = w.user("ann");
+    let first = w.service.accept(&w.tenant, &token, &ann).await.unwrap();
+    // The same user again (double click, back button): same answer, not an error.
+    let again = w.service.accept(&w.tenant, &token, &ann).await.unwrap();
+    assert_eq!(first.accepted_at, again.accepted_at);
+    assert!(matches!(
+        w.service.accept(&w.tenant, &token, &w.user("eve")).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    assert!(matches!(
+        w.service.open(&w.tenant, &token).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    // Accepted invitations leave the pending list.
+    let pending = InvitationFilter::statuses([InvitationStatus::Pending]);
+    assert_eq!(
+        w.service
+            .count(&w.admin, &w.tenant, &pending)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(w.service.count_accepted(&w.tenant).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn every_bad_link_gets_the_same_answer_and_the_reason_goes_to_the_audit_log() {
+    let w = world();
+    let (id, token) = w.invite_and_deliver("ann@x.com").await;
+    let other = TenantId::new("globex").unwrap();
+    let (never_issued, _) = LinkToken::generate();
+    let cases = [
+        (w.tenant.clone(), "garbage".to_owned()),
+        (w.tenant.clone(), never_issued.expose_secret().to_owned()),
+        (other, token.clone()),
+    ];
+    for (tenant, t) in cases {
+        let err = w
+            .service
+            .accept(&tenant, &t, &w.user("eve"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "this link is invalid or has expired");
+    }
+    w.service.revoke(&w.admin, &w.tenant, id).await.unwrap();
+    let err = w
+        .service
+        .accept(&w.tenant, &token, &w.user("ann"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LinkError::InvalidOrExpired));
+    let reasons: Vec<String> = w
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::LinkRefused { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "malformed token",
+            "unknown or replaced token", // never issued
+            "unknown or replaced token", // another tenant's
+            "unknown or replaced token", // revoked: its hash is gone
+        ]
+    );
+    // Revoking cleared the hash, so the revoked link is as unknown as a forged one.
+    let audit = format!("{:?}", w.events.events());
+    assert!(!audit.contains(&token), "a token leaked into the audit log");
+}
+
+#[tokio::test]
+async fn links_expire_after_the_ttl_and_resend_revives_with_a_new_link() {
+    let w = world_with(|p, t| {
+        p.with_expiry(t.clone(), ExpiryPolicy::new(Duration::hours(48)).unwrap())
+    });
+    let (id, old) = w.invite_and_deliver("ann@x.com").await;
+    w.clock.advance(Duration::hours(48));
+    assert!(matches!(
+        w.service.open(&w.tenant, &old).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    let expired = InvitationFilter::statuses([InvitationStatus::Expired]);
+    assert_eq!(
+        w.service
+            .count(&w.admin, &w.tenant, &expired)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let resent = w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(resent.expires_at, Some(w.clock.now() + Duration::hours(48)));
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    let new = token_of(w.mailer.sent().last().unwrap());
+    assert_ne!(new, old);
+    assert_eq!(w.mailer.sent().last().unwrap().kind, MailKind::Reminder);
+    assert!(matches!(
+        w.service.accept(&w.tenant, &old, &w.user("ann")).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    w.service
+        .accept(&w.tenant, &new, &w.user("ann"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn resend_before_delivery_sends_one_email_with_the_newest_link() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+    let summary = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!(
+        summary.sent, 1,
+        "the superseded email was cancelled: {summary:?}"
+    );
+    let outbox = w.service.outbox(&w.admin, &w.tenant, id).await.unwrap();
+    let states: Vec<_> = outbox.iter().map(|e| e.state).collect();
+    assert_eq!(states, [OutboxState::Cancelled, OutboxState::Sent]);
+}
+
+#[tokio::test]
+async fn copy_link_is_shown_once_and_replaces_the_emailed_link() {
+    let w = world();
+    let (id, emailed) = w.invite_and_deliver("ann@x.com").await;
+    let copied = w.service.copy_link(&w.admin, &w.tenant, id).await.unwrap();
+    assert!(
+        copied
+            .url
+            .expose_secret()
+            .starts_with("https://app.example.com/t/acme/invite/")
+    );
+    assert!(!format!("{copied:?}").contains(copied.token.expose_secret()));
+    assert!(matches!(
+        w.service.open(&w.tenant, &emailed).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    w.service
+        .accept(&w.tenant, copied.token.expose_secret(), &w.user("ann"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn transient_failures_retry_with_backoff_then_fail_for_good() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    w.mailer.set_behavior(MailBehavior::FailTransient);
+    let first = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!(first.retrying, 1);
+    // Not due again until the backoff passes.
+    assert_eq!(
+        w.service.dispatch_due(100).await.unwrap(),
+        DispatchSummary::default()
+    );
+    for _ in 0..10 {
+        w.clock.advance(Duration::hours(7));
+        w.service.dispatch_due(100).await.unwrap();
+    }
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+    assert_eq!(
+        invitation.last_error.as_deref(),
+        Some("421 try again later")
+    );
+    let outbox = w.service.outbox(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(
+        (outbox[0].state, outbox[0].attempts),
+        (OutboxState::Failed, RetryPolicy::default().max_attempts)
+    );
+
+    // The admin fixes things and resends: it goes out.
+    w.mailer.set_behavior(MailBehavior::Accept);
+    w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+}
+
+#[tokio::test]
+async fn permanent_failures_fail_at_once() {
+    let w = world();
+    let id = w.invite("nobody@x.com").await;
+    w.mailer.set_behavior(MailBehavior::FailPermanent);
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().failed, 1);
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+    let failed = InvitationFilter::statuses([InvitationStatus::DeliveryFailed]);
+    assert_eq!(
+        w.service.count(&w.admin, &w.tenant, &failed).await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_bounce_after_delivery_fails_the_invitation_and_kills_its_link() {
+    let w = world();
+    let (id, token) = w.invite_and_deliver("ann@x.com").await;
+    let failed = w
+        .service
+        .record_bounce(&w.tenant, id, "550 5.1.1 user unknown")
+        .await
+        .unwrap();
+    assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
+    assert!(matches!(
+        w.service.open(&w.tenant, &token).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    // A second bounce report for the same email is refused by the state machine.
+    assert!(matches!(
+        w.service.record_bounce(&w.tenant, id, "again").await,
+        Err(Error::Transition(_))
+    ));
+}
+
+#[tokio::test]
+async fn revoked_before_delivery_is_never_sent() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    w.service.revoke(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 0);
+    assert!(w.mailer.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_invitation_can_be_replaced_by_a_new_one() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    w.service.revoke(&w.admin, &w.tenant, id).await.unwrap();
+    assert_ne!(w.invite("ann@x.com").await, id);
+    assert!(matches!(
+        w.service.revoke(&w.admin, &w.tenant, id).await,
+        Err(Error::Transition(TransitionError {
+            from: InvitationStatus::Revoked,
+            action: Action::Revoke
+        }))
+    ));
+}
+
+#[tokio::test]
+async fn only_authorized_actors_act_and_tenants_are_isolated() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    let mallory = ActorId::new("mallory").unwrap();
+    assert!(matches!(
+        w.service
+            .invite(
+                &mallory,
+                &w.tenant,
+                w.new_invite("x@x.com"),
+                Delivery::SendNow
+            )
+            .await,
+        Err(Error::Forbidden {
+            action: AdminAction::Invite,
+            ..
+        })
+    ));
+    assert!(matches!(
+        w.service.revoke(&mallory, &w.tenant, id).await,
+        Err(Error::Forbidden { .. })
+    ));
+    // Alice is admin of acme only; globex cannot see acme's invitation.
+    let globex = TenantId::new("globex").unwrap();
+    assert!(matches!(
+        w.service.revoke(&w.admin, &globex, id).await,
+        Err(Error::Forbidden { .. })
+    ));
+    let w2 = world_with(|p, _| {
+        p.with_admin(
+            TenantId::new("globex").unwrap(),
+            ActorId::new("alice").unwrap(),
+        )
+    });
+    let acme_id = w2.invite("ann@x.com").await;
+    assert!(matches!(
+        w2.service.revoke(&w2.admin, &globex, acme_id).await,
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        w2.service.get(&w2.admin, &globex, acme_id).await,
+        Err(Error::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn audit_trail_records_who_did_what_and_never_a_token() {
+    let w = world();
+    let (id, token) = w.invite_and_deliver("ann@x.com").await;
+    w.service
+        .accept(&w.tenant, &token, &w.user("ann"))
+        .await
+        .unwrap();
+    let kinds: Vec<EventKind> = w
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| e.invitation == Some(id))
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Created,
+            EventKind::Sent,
+            EventKind::Delivered,
+            EventKind::Accepted { by: w.user("ann") }
+        ]
+    );
+    let created = &w.events.events()[0];
+    assert_eq!(created.actor.as_ref(), Some(&w.admin));
+    let json = serde_json::to_string(&w.events.events()).unwrap();
+    assert!(!json.contains(&token));
+}
+
+#[tokio::test]
+async fn emails_have_one_recipient_a_stable_message_id_and_a_clean_subject() {
+    let w = world();
+    let new = w
+        .new_invite("ann@x.com")
+        .with_names(Some("Ann\r\nBcc: eve@evil.com".into()), Some("Lee".into()));
+    w.service
+        .invite(&w.admin, &w.tenant, new, Delivery::SendNow)
+        .await
+        .unwrap();
+    w.service.dispatch_due(10).await.unwrap();
+    let mail = &w.mailer.sent()[0];
+    assert_eq!(mail.to.as_str(), "ann@x.com");
+    assert_eq!(
+        mail.message_id,
+        format!("<{}@app.example.com>", mail.outbox)
+    );
+    assert!(!mail.to_name.as_deref().unwrap().contains('\n'));
+    assert!(
+        !format!("{mail:?}").contains(&token_of(mail)),
+        "Debug shows the body"
+    );
+}
+
+mod group_links {
+    use super::*;
+
+    fn token(link: &IssuedLink) -> String {
+        link.token.expose_secret().to_owned()
+    }
+
+    #[tokio::test]
+    async fn join_refresh_disable_and_limits() {
+        let w = world();
+        let settings = GroupLinkSettings {
+            allowed_domains: vec!["Acme.com".into()],
+            max_uses: Some(2),
+            expires_at: Some(START + Duration::days(30)),
+        };
+        let issued = w
+            .service
+            .create_group_link(&w.admin, &w.tenant, w.role.clone(), settings)
+            .await
+            .unwrap();
+        assert!(
+            issued
+                .url
+                .expose_secret()
+                .starts_with("https://app.example.com/t/acme/join/")
+        );
+        let t1 = token(&issued);
+        assert_eq!(
+            w.service
+                .open_group_link(&w.tenant, &t1)
+                .await
+                .unwrap()
+                .role,
+            w.role
+        );
+
+        let ann = w.user("ann");
+        let join = w
+            .service
+            .join_group_link(&w.tenant, &t1, &ann, &email("ann@acme.com"))
+            .await
+            .unwrap();
+        assert_eq!(join.link_version, 1);
+        // Joining again is idempotent and counts nothing.
+        w.service
+            .join_group_link(&w.tenant, &t1, &ann, &email("ann@acme.com"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            w.service
+                .join_group_link(&w.tenant, &t1, &w.user("eve"), &email("eve@evil.com"))
+                .await,
+            Err(LinkError::InvalidOrExpired)
+        ));
+        w.service
+            .join_group_link(&w.tenant, &t1, &w.user("bo"), &email("bo@acme.com"))
+            .await
+            .unwrap();
+        // Max uses reached.
+        assert!(
+            w.service
+                .join_group_link(&w.tenant, &t1, &w.user("cy"), &email("cy@acme.com"))
+                .await
+                .is_err()
+        );
+
+        // Refresh: the old link answers like a forged one; the new one starts counting again.
+        let fresh = w
+            .service
+            .refresh_group_link(&w.admin, &w.tenant, &w.role)
+            .await
+            .unwrap();
+        let t2 = token(&fresh);
+        assert!(matches!(
+            w.service.open_group_link(&w.tenant, &t1).await,
+            Err(LinkError::InvalidOrExpired)
+        ));
+        let cy = w
+            .service
+            .join_group_link(&w.tenant, &t2, &w.user("cy"), &email("cy@acme.com"))
+            .await
+            .unwrap();
+        assert_eq!(cy.link_version, 2);
+
+        w.service
+            .set_group_link_enabled(&w.admin, &w.tenant, &w.role, false)
+            .await
+            .unwrap();
+        assert!(w.service.open_group_link(&w.tenant, &t2).await.is_err());
+        w.service
+            .set_group_link_enabled(&w.admin, &w.tenant, &w.role, true)
+            .await
+            .unwrap();
+        w.service.open_group_link(&w.tenant, &t2).await.unwrap();
+
+        w.clock.advance(Duration::days(30));
+        assert!(w.service.open_group_link(&w.tenant, &t2).await.is_err());
+
+        let joins = w
+            .service
+            .group_joins(&w.admin, &w.tenant, &w.role)
+            .await
+            .unwrap();
+        let who: Vec<(&str, u32)> = joins
+            .iter()
+            .map(|j| (j.user.as_str(), j.link_version))
+            .collect();
+        assert_eq!(who, [("ann", 1), ("bo", 1), ("cy", 2)]);
+    }
+
+    #[tokio::test]
+    async fn one_link_per_role_and_only_known_roles() {
+        let w = world();
+        w.service
+            .create_group_link(
+                &w.admin,
+                &w.tenant,
+                w.role.clone(),
+                GroupLinkSettings::default(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            w.service
+                .create_group_link(
+                    &w.admin,
+                    &w.tenant,
+                    w.role.clone(),
+                    GroupLinkSettings::default()
+                )
+                .await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            w.service
+                .create_group_link(
+                    &w.admin,
+                    &w.tenant,
+                    Role::new("owner").unwrap(),
+                    GroupLinkSettings::default()
+                )
+                .await,
+            Err(Error::UnknownRole(_))
+        ));
+        let viewer = Role::new("viewer").unwrap();
+        w.service
+            .create_group_link(&w.admin, &w.tenant, viewer, GroupLinkSettings::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            w.service
+                .group_links(&w.admin, &w.tenant)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}

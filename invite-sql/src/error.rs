@@ -1,0 +1,40 @@
+//! Mapping sqlx errors to the core's `StoreError` by classified kind and SQLSTATE,
+//! never by message text (sqlx 0.9 appends the server's source line to messages).
+
+use invite_core::StoreError;
+
+/// A row that does not map back to the domain: a bug or a hand-edited table.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt {table} row: {what}")]
+pub(crate) struct CorruptRow {
+    pub(crate) table: &'static str,
+    pub(crate) what: String,
+}
+
+pub(crate) fn corrupt(table: &'static str, what: impl Into<String>) -> StoreError {
+    StoreError::backend(CorruptRow {
+        table,
+        what: what.into(),
+    })
+}
+
+/// SQLSTATE 40001: PostgreSQL's `serialization_failure` (the losing side of a race
+/// under REPEATABLE READ or SERIALIZABLE) and InnoDB's deadlock victim. For the
+/// conditional writes of this crate it means "someone else changed the row first",
+/// which is a conflict, not an outage.
+const SERIALIZATION_FAILURE: &str = "40001";
+
+pub(crate) fn from_sqlx(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict("a record with the same unique key exists".into())
+        }
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some(SERIALIZATION_FAILURE)) =>
+        {
+            StoreError::Conflict("a concurrent change won".into())
+        }
+        _ => StoreError::backend(error),
+    }
+}

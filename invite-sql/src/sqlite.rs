@@ -1,0 +1,939 @@
+//! SQLite store. Writes go through one connection in `BEGIN IMMEDIATE` transactions (no
+//! busy-handler sleeps between writers); accept is one conditional `UPDATE ... RETURNING`;
+//! bulk insert is multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` batches sized
+//! under SQLite's bind limit.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use invite_core::{
+    CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, TenantId, TokenHash, Transition,
+    TransitionReport, UserId,
+};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::from_sqlx;
+use crate::prefix::{InvalidPrefix, TablePrefix};
+use crate::rows::{
+    self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, GroupLinkCols, INVITATION_COLUMN_COUNT,
+    INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// SQLite's bound-parameter limit in the bundled build (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_BINDS: usize = 32_766;
+
+/// An [`invite_core::Store`] on SQLite.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use invite_sql::SqliteStore;
+///
+/// let store = SqliteStore::open("invitations.db").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    prefix: TablePrefix,
+}
+
+impl SqliteStore {
+    /// A store on the host's pool, used for reads and writes alike. With more than one
+    /// connection, concurrent writers wait in SQLite's busy handler; prefer
+    /// [`open`](Self::open), which routes writes through one connection.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self {
+            writer: pool.clone(),
+            reader: pool,
+            prefix: TablePrefix::default(),
+        }
+    }
+
+    /// Opens (creating if missing) a database file in WAL mode, with one writer
+    /// connection and a small pool of readers.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(StdDuration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            writer,
+            reader,
+            prefix: TablePrefix::default(),
+        })
+    }
+
+    /// Uses `prefix` instead of `invite_` for every table and index, for hosts whose
+    /// schema already has an `invitations` table. Lowercase ASCII letters, digits and
+    /// `_`, starting with a letter, at most 32 bytes.
+    pub fn with_table_prefix(mut self, prefix: &str) -> Result<Self, InvalidPrefix> {
+        self.prefix = TablePrefix::new(prefix)?;
+        Ok(self)
+    }
+
+    /// The pool writes go through.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The embedded migrations, with this store's table prefix, tracked in
+    /// `<prefix>migrations` so they never mix with the host's own sqlx migrations.
+    pub fn migrator(&self) -> Migrator {
+        self.prefix.migrator(&MIGRATOR)
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        self.migrator().run(&self.writer).await
+    }
+
+    fn sql(&self, text: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        self.prefix.apply(text)
+    }
+
+    fn builder(&self, text: &'static str) -> QueryBuilder<Sqlite> {
+        QueryBuilder::new(self.sql(text).0.into_owned())
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(from_sqlx)
+    }
+
+    async fn invitations_by_id(
+        &self,
+        conn: &mut SqliteConnection,
+        tenant: Option<&TenantId>,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BINDS - 1) {
+            let mut q = self.builder("SELECT ");
+            q.push(INVITATION_COLUMNS)
+                .push(self.sql(" FROM invite_invitations WHERE ").0);
+            if let Some(tenant) = tenant {
+                q.push("tenant = ").push_bind(tenant.as_str()).push(" AND ");
+            }
+            q.push("id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_uuid().as_bytes().as_slice());
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&mut *conn).await.map_err(from_sqlx)?;
+            for row in &rows {
+                out.push(rows::invitation(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cancel_queued(
+        &self,
+        conn: &mut SqliteConnection,
+        tenant: &TenantId,
+        invitation: InvitationId,
+    ) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "UPDATE invite_outbox SET state = 'cancelled', claimed_until = NULL \
+             WHERE tenant = ? AND invitation_id = ? AND state = 'queued'",
+        ))
+        .bind(tenant.as_str())
+        .bind(invitation.as_uuid().as_bytes().as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn insert_outbox(
+        &self,
+        conn: &mut SqliteConnection,
+        entries: &[&OutboxEntry],
+    ) -> Result<(), StoreError> {
+        for chunk in entries.chunks(MAX_BINDS / OUTBOX_COLUMN_COUNT) {
+            let mut q = self.builder("INSERT INTO invite_outbox (");
+            q.push(OUTBOX_COLUMNS).push(") ");
+            q.push_values(chunk, |mut b, entry| {
+                let c = OutboxCols::of(entry);
+                b.push_bind(c.id)
+                    .push_bind(c.tenant)
+                    .push_bind(c.invitation_id)
+                    .push_bind(c.kind)
+                    .push_bind(c.state)
+                    .push_bind(c.attempts)
+                    .push_bind(c.next_attempt_at)
+                    .push_bind(c.claimed_until)
+                    .push_bind(c.last_error)
+                    .push_bind(c.created_at);
+            });
+            q.build().execute(&mut *conn).await.map_err(from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    /// The WHERE clause shared by list and count: tenant, filter, effective statuses.
+    fn push_filter(
+        q: &mut QueryBuilder<Sqlite>,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) {
+        q.push(" WHERE tenant = ")
+            .push_bind(tenant.as_str().to_owned());
+        if let Some(batch) = filter.batch {
+            q.push(" AND batch_id = ")
+                .push_bind(batch.as_uuid().as_bytes().to_vec());
+        }
+        if let Some(role) = &filter.role {
+            q.push(" AND role = ").push_bind(role.as_str().to_owned());
+        }
+        if !filter.statuses.is_empty() {
+            let now = micros(now);
+            q.push(" AND (");
+            for (n, status) in filter.statuses.iter().enumerate() {
+                if n > 0 {
+                    q.push(" OR ");
+                }
+                match status {
+                    InvitationStatus::Pending => {
+                        q.push("(status = 'pending' AND (expires_at IS NULL OR expires_at > ")
+                            .push_bind(now)
+                            .push("))");
+                    }
+                    InvitationStatus::Expired => {
+                        q.push("status = 'expired' OR (status = 'pending' AND expires_at <= ")
+                            .push_bind(now)
+                            .push(")");
+                    }
+                    other => {
+                        q.push("status = ").push_bind(other.as_str());
+                    }
+                }
+            }
+            q.push(")");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_invitations(
+        &self,
+        tenant: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> Result<CreateReport, StoreError> {
+        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+            return Err(StoreError::Conflict(format!(
+                "invitation {} belongs to another tenant",
+                w.invitation.id
+            )));
+        }
+        let mut tx = self.begin().await?;
+        let mut inserted: HashSet<[u8; 16]> = HashSet::with_capacity(writes.len());
+        for chunk in writes.chunks(MAX_BINDS / INVITATION_COLUMN_COUNT) {
+            let mut q = self.builder("INSERT INTO invite_invitations (");
+            q.push(INVITATION_COLUMNS).push(") ");
+            q.push_values(chunk, |mut b, write| {
+                let c = InvitationCols::of(&write.invitation);
+                b.push_bind(c.id)
+                    .push_bind(c.tenant)
+                    .push_bind(c.email)
+                    .push_bind(c.email_key)
+                    .push_bind(c.role)
+                    .push_bind(c.first_name)
+                    .push_bind(c.last_name)
+                    .push_bind(c.message)
+                    .push_bind(c.metadata)
+                    .push_bind(c.invited_by)
+                    .push_bind(c.batch_id)
+                    .push_bind(c.status)
+                    .push_bind(c.token_hash)
+                    .push_bind(c.ttl_seconds)
+                    .push_bind(c.created_at)
+                    .push_bind(c.sent_at)
+                    .push_bind(c.delivered_at)
+                    .push_bind(c.expires_at)
+                    .push_bind(c.accepted_at)
+                    .push_bind(c.accepted_by)
+                    .push_bind(c.revoked_at)
+                    .push_bind(c.revoked_by)
+                    .push_bind(c.last_error)
+                    .push_bind(c.version);
+            });
+            q.push(
+                " ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') \
+                 DO NOTHING RETURNING id",
+            );
+            let ids: Vec<Vec<u8>> = q
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            for id in ids {
+                let id: [u8; 16] = id
+                    .try_into()
+                    .map_err(|_| crate::error::corrupt("invitations", "id is not 16 bytes"))?;
+                inserted.insert(id);
+            }
+        }
+
+        let mut report = CreateReport::default();
+        let mut conflicted_keys: Vec<&str> = Vec::new();
+        let mut outbox: Vec<&OutboxEntry> = Vec::new();
+        for (index, write) in writes.iter().enumerate() {
+            if inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
+                report.created.push(index);
+                outbox.extend(write.outbox.as_ref());
+            } else {
+                conflicted_keys.push(write.invitation.email.key());
+            }
+        }
+        if !conflicted_keys.is_empty() {
+            let existing = open_ids_by_key(self, &mut tx, tenant, &conflicted_keys).await?;
+            for (index, write) in writes.iter().enumerate() {
+                if !inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
+                    let id = existing.get(write.invitation.email.key()).ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "invitation {} was refused without a conflicting open invitation",
+                            write.invitation.id
+                        ))
+                    })?;
+                    report.conflicts.push((index, *id));
+                }
+            }
+        }
+        self.insert_outbox(&mut tx, &outbox).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(report)
+    }
+
+    async fn get_invitations(
+        &self,
+        tenant: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(from_sqlx)?;
+        self.invitations_by_id(&mut conn, Some(tenant), ids).await
+    }
+
+    async fn find_by_token(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<Invitation, StoreError> {
+        let row: Option<SqliteRow> = sqlx::query(self.sql(
+            "SELECT id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version \
+             FROM invite_invitations WHERE tenant = ? AND token_hash = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(from_sqlx)?;
+        rows::invitation(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn find_open_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(MAX_BINDS - 1) {
+            let mut q = self.builder("SELECT ");
+            q.push(INVITATION_COLUMNS)
+                .push(self.sql(" FROM invite_invitations WHERE tenant = ").0)
+                .push_bind(tenant.as_str())
+                .push(" AND status IN ('unsent', 'pending') AND email_key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            q.push(")");
+            for row in &q.build().fetch_all(&self.reader).await.map_err(from_sqlx)? {
+                out.push(rows::invitation(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_transitions(
+        &self,
+        tenant: &TenantId,
+        transitions: &[Transition],
+    ) -> Result<TransitionReport, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut report = TransitionReport::default();
+        for t in transitions {
+            let i = &t.invitation;
+            if &i.tenant != tenant {
+                report.stale.push(i.id);
+                continue;
+            }
+            let c = InvitationCols::of(i);
+            let opens = matches!(
+                i.status,
+                InvitationStatus::Unsent | InvitationStatus::Pending
+            );
+            let result = sqlx::query(self.sql(
+                "UPDATE invite_invitations SET status = ?, token_hash = ?, sent_at = ?, \
+                 delivered_at = ?, expires_at = ?, accepted_at = ?, accepted_by = ?, \
+                 revoked_at = ?, revoked_by = ?, last_error = ?, version = ? \
+                 WHERE tenant = ? AND id = ? AND version = ? \
+                 AND (? = 0 OR NOT EXISTS (SELECT 1 FROM invite_invitations o \
+                      WHERE o.tenant = ? AND o.email_key = ? AND o.id <> ? \
+                      AND o.status IN ('unsent', 'pending')))",
+            ))
+            .bind(c.status)
+            .bind(c.token_hash)
+            .bind(c.sent_at)
+            .bind(c.delivered_at)
+            .bind(c.expires_at)
+            .bind(c.accepted_at)
+            .bind(c.accepted_by)
+            .bind(c.revoked_at)
+            .bind(c.revoked_by)
+            .bind(c.last_error)
+            .bind(c.version)
+            .bind(c.tenant)
+            .bind(c.id)
+            .bind(i64::from(t.expected_version))
+            .bind(opens)
+            .bind(c.tenant)
+            .bind(c.email_key)
+            .bind(c.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            if result.rows_affected() != 1 {
+                report.stale.push(i.id);
+                continue;
+            }
+            self.cancel_queued(&mut tx, tenant, i.id).await?;
+            if let Some(entry) = &t.outbox {
+                self.insert_outbox(&mut tx, &[entry]).await?;
+            }
+            report.applied.push(i.id);
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(report)
+    }
+
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, StoreError> {
+        let now = micros(now);
+        let row: Option<SqliteRow> = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET status = 'accepted', accepted_at = ?, accepted_by = ?, \
+             version = version + 1 \
+             WHERE tenant = ? AND token_hash = ? AND status = 'pending' AND expires_at > ? \
+             RETURNING id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version",
+        ))
+        .bind(now)
+        .bind(user.as_str())
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(from_sqlx)?;
+        rows::invitation(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn expire_due(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows: Vec<SqliteRow> = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET status = 'expired', token_hash = NULL, version = version + 1 \
+             WHERE id IN (SELECT id FROM invite_invitations \
+                          WHERE tenant = ? AND status = 'pending' AND expires_at <= ? \
+                          ORDER BY id LIMIT ?) \
+             RETURNING id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version",
+        ))
+        .bind(tenant.as_str())
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut expired = rows
+            .iter()
+            .map(rows::invitation)
+            .collect::<Result<Vec<_>, _>>()?;
+        expired.sort_by_key(|i| i.id);
+        for invitation in &expired {
+            self.cancel_queued(&mut tx, tenant, invitation.id).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(expired)
+    }
+
+    async fn list_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<Invitation>, StoreError> {
+        let limit = page.clamped_limit();
+        let mut q = self.builder("SELECT ");
+        q.push(INVITATION_COLUMNS)
+            .push(self.sql(" FROM invite_invitations").0);
+        Self::push_filter(&mut q, tenant, filter, now);
+        if let Some(after) = page.after {
+            q.push(" AND id > ")
+                .push_bind(after.as_uuid().as_bytes().to_vec());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(from_sqlx)?;
+        let items = rows
+            .iter()
+            .map(rows::invitation)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (items.len() == limit as usize).then(|| PageRequest {
+            after: items.last().map(|i| i.id),
+            limit: page.limit,
+        });
+        Ok(Page { items, next })
+    }
+
+    async fn count_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let mut q = self.builder("SELECT COUNT(*) FROM invite_invitations");
+        Self::push_filter(&mut q, tenant, filter, now);
+        let n: i64 = q
+            .build_query_scalar()
+            .fetch_one(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        u64::try_from(n).map_err(|_| crate::error::corrupt("invitations", "negative count"))
+    }
+
+    async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
+        let c = GroupLinkCols::of(link);
+        let result = sqlx::query(self.sql(
+            "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(c.tenant)
+        .bind(c.role)
+        .bind(c.enabled)
+        .bind(c.token_hash)
+        .bind(c.version)
+        .bind(c.expires_at)
+        .bind(c.max_uses)
+        .bind(c.uses)
+        .bind(c.allowed_domains)
+        .bind(c.updated_by)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(&self.writer)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match from_sqlx(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a group link for role {} exists", link.role))
+                }
+                other => other,
+            }),
+        }
+    }
+
+    async fn update_group_link(
+        &self,
+        link: &GroupLink,
+        expected_version: u32,
+    ) -> Result<(), StoreError> {
+        let c = GroupLinkCols::of(link);
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_group_links SET enabled = ?, token_hash = ?, \
+             uses = CASE WHEN version = ? THEN uses ELSE ? END, version = ?, \
+             expires_at = ?, max_uses = ?, allowed_domains = ?, updated_by = ?, updated_at = ? \
+             WHERE tenant = ? AND role = ? AND version = ?",
+        ))
+        .bind(c.enabled)
+        .bind(c.token_hash)
+        .bind(c.version)
+        .bind(c.uses)
+        .bind(c.version)
+        .bind(c.expires_at)
+        .bind(c.max_uses)
+        .bind(c.allowed_domains)
+        .bind(c.updated_by)
+        .bind(c.updated_at)
+        .bind(c.tenant)
+        .bind(c.role)
+        .bind(i64::from(expected_version))
+        .execute(&self.writer)
+        .await
+        .map_err(from_sqlx)?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn get_group_link(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Option<GroupLink>, StoreError> {
+        let row: Option<SqliteRow> = sqlx::query(self.sql(
+            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+             FROM invite_group_links WHERE tenant = ? AND role = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(role.as_str())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(from_sqlx)?;
+        row.as_ref().map(rows::group_link).transpose()
+    }
+
+    async fn list_group_links(&self, tenant: &TenantId) -> Result<Vec<GroupLink>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_LINK_COLUMNS)
+            .push(self.sql(" FROM invite_group_links WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" ORDER BY role");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::group_link).collect()
+    }
+
+    async fn find_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<GroupLink, StoreError> {
+        let row: Option<SqliteRow> = sqlx::query(self.sql(
+            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+             FROM invite_group_links WHERE tenant = ? AND token_hash = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(from_sqlx)?;
+        rows::group_link(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn join_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        join: &GroupJoin,
+    ) -> Result<JoinOutcome, StoreError> {
+        if &join.tenant != tenant {
+            return Err(StoreError::NotFound);
+        }
+        let mut tx = self.begin().await?;
+        let existing: Option<SqliteRow> = sqlx::query(self.sql(
+            "SELECT tenant, role, user_id, link_version, email, joined_at FROM invite_group_joins \
+             WHERE tenant = ? AND role = ? AND user_id = ?",
+        ))
+        .bind(tenant.as_str())
+        .bind(join.role.as_str())
+        .bind(join.user.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        if let Some(row) = existing {
+            return Ok(JoinOutcome::AlreadyJoined(rows::group_join(&row)?));
+        }
+        let counted = sqlx::query(self.sql(
+            "UPDATE invite_group_links SET uses = uses + 1 \
+             WHERE tenant = ? AND token_hash = ? AND role = ? AND version = ? AND enabled \
+             AND (expires_at IS NULL OR expires_at > ?) \
+             AND (max_uses IS NULL OR uses < max_uses)",
+        ))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(join.role.as_str())
+        .bind(i64::from(join.link_version))
+        .bind(micros(join.joined_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        if counted.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(self.sql(
+            "INSERT INTO invite_group_joins (tenant, role, user_id, link_version, email, joined_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(tenant.as_str())
+        .bind(join.role.as_str())
+        .bind(join.user.as_str())
+        .bind(i64::from(join.link_version))
+        .bind(join.email.as_str())
+        .bind(micros(join.joined_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(JoinOutcome::Joined(join.clone()))
+    }
+
+    async fn list_group_joins(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Vec<GroupJoin>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_JOIN_COLUMNS)
+            .push(self.sql(" FROM invite_group_joins WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND role = ")
+            .push_bind(role.as_str())
+            .push(" ORDER BY joined_at, rowid");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::group_join).collect()
+    }
+
+    async fn claim_due_outbox(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, StoreError> {
+        let mut tx = self.begin().await?;
+        let now_us = micros(now);
+        let rows: Vec<SqliteRow> = sqlx::query(self.sql(
+            "UPDATE invite_outbox SET claimed_until = ?, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM invite_outbox \
+                          WHERE state = 'queued' AND next_attempt_at <= ? \
+                          AND (claimed_until IS NULL OR claimed_until <= ?) \
+                          ORDER BY next_attempt_at, id LIMIT ?) \
+             RETURNING id, tenant, invitation_id, kind, state, attempts, next_attempt_at, claimed_until, last_error, created_at",
+        ))
+        .bind(micros(now + lease))
+        .bind(now_us)
+        .bind(now_us)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut entries = rows
+            .iter()
+            .map(rows::outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| (e.next_attempt_at, e.id));
+        let ids: Vec<InvitationId> = entries.iter().map(|e| e.invitation).collect();
+        let invitations: HashMap<InvitationId, Invitation> = self
+            .invitations_by_id(&mut tx, None, &ids)
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| {
+                let invitation = invitations.get(&entry.invitation)?.clone();
+                let lease_until = entry.claimed_until?;
+                (invitation.tenant == entry.tenant).then_some(OutboxClaim {
+                    entry,
+                    invitation,
+                    lease_until,
+                })
+            })
+            .collect())
+    }
+
+    async fn attach_token(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        token_hash: &TokenHash,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET token_hash = ? \
+             WHERE tenant = ? AND status = 'pending' AND id = \
+             (SELECT invitation_id FROM invite_outbox \
+              WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ?)",
+        ))
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(entry.as_uuid().as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(micros(lease_until))
+        .execute(&self.writer)
+        .await
+        .map_err(from_sqlx)?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn complete_outbox(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        outcome: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state, next_attempt_at, error) = match outcome {
+            DeliveryOutcome::Sent => ("sent", None, None),
+            DeliveryOutcome::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                "queued",
+                Some(micros(*next_attempt_at)),
+                Some(error.as_str()),
+            ),
+            DeliveryOutcome::Failed { error } => ("failed", None, Some(error.as_str())),
+            DeliveryOutcome::Cancelled => ("cancelled", None, None),
+            _ => {
+                return Err(StoreError::Conflict(
+                    "unknown delivery outcome for this store version".into(),
+                ));
+            }
+        };
+        let mut tx = self.begin().await?;
+        let invitation: Option<Vec<u8>> = sqlx::query_scalar(self.sql(
+            "UPDATE invite_outbox SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
+             last_error = COALESCE(?, last_error), claimed_until = NULL \
+             WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ? \
+             RETURNING invitation_id",
+        ))
+        .bind(state)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(entry.as_uuid().as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(micros(lease_until))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let invitation = invitation.ok_or(StoreError::NotFound)?;
+        let now = micros(now);
+        match outcome {
+            DeliveryOutcome::Sent => {
+                sqlx::query(self.sql(
+                    "UPDATE invite_invitations SET delivered_at = ?, version = version + 1 \
+                     WHERE tenant = ? AND id = ? AND status = 'pending' \
+                     AND (expires_at IS NULL OR expires_at > ?)",
+                ))
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(&invitation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            }
+            DeliveryOutcome::Failed { error } => {
+                sqlx::query(self.sql(
+                    "UPDATE invite_invitations SET status = 'delivery_failed', last_error = ?, \
+                     token_hash = NULL, version = version + 1 \
+                     WHERE tenant = ? AND id = ? AND status = 'pending' \
+                     AND (expires_at IS NULL OR expires_at > ?)",
+                ))
+                .bind(error.as_str())
+                .bind(tenant.as_str())
+                .bind(&invitation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            }
+            _ => {}
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn list_outbox(
+        &self,
+        tenant: &TenantId,
+        invitation: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(OUTBOX_COLUMNS)
+            .push(self.sql(" FROM invite_outbox WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND invitation_id = ")
+            .push_bind(invitation.as_uuid().as_bytes().as_slice())
+            .push(" ORDER BY id");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::outbox).collect()
+    }
+}
+
+async fn open_ids_by_key(
+    store: &SqliteStore,
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    keys: &[&str],
+) -> Result<HashMap<String, InvitationId>, StoreError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(MAX_BINDS - 1) {
+        let mut q = store.builder("SELECT email_key, id FROM invite_invitations WHERE tenant = ");
+        q.push_bind(tenant.as_str())
+            .push(" AND status IN ('unsent', 'pending') AND email_key IN (");
+        let mut list = q.separated(", ");
+        for key in chunk {
+            list.push_bind(*key);
+        }
+        q.push(")");
+        let rows: Vec<(String, Vec<u8>)> = q
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+        for (key, id) in rows {
+            let id = uuid::Uuid::from_slice(&id)
+                .map_err(|e| crate::error::corrupt("invitations", e.to_string()))?;
+            found.insert(key, InvitationId::from_uuid(id));
+        }
+    }
+    Ok(found)
+}
