@@ -1,0 +1,668 @@
+//! The outbox dispatcher: claims due emails in batches, delivers them with bounded
+//! concurrency under per-tenant and global rate limits, as a loop with graceful shutdown
+//! or one pass at a time.
+//!
+//! Delivery itself is [`Invitations::deliver`]: it mints the link at send time (a retry
+//! mints a new one), stores its hash under the claim's lease, renders, sends, and
+//! records sent, retry with backoff and jitter, or delivery failed. The dispatcher adds
+//! the *when* and *how many at once*.
+//!
+//! # Crash safety
+//!
+//! A claim is a lease in the store. A dispatcher that dies between claim and send
+//! leaves its entries claimed until the lease ends ([`InvitationsBuilder::lease`],
+//! 5 minutes by default); then any dispatcher claims and delivers them, with fresh
+//! links. An entry whose send completed is marked sent in the same step, so it is
+//! never claimed again. The one window that can duplicate a message is a crash after
+//! the provider took it and before the store recorded it (at-least-once delivery); the
+//! stable Message-ID lets providers and mail clients fold such a duplicate.
+//!
+//! # Throttling
+//!
+//! Rates are token buckets (GCRA) driven by the injected [`Clock`]: every claim gets a
+//! send time that respects both its tenant's rate and the global rate (booked one
+//! tenant at a time in turn, so a big import does not push other tenants back), claims
+//! are delivered in send-time order, and the dispatcher sleeps (`tokio::time`) until each
+//! is due. A claim whose send time is further away than
+//! [`with_max_wait`](Dispatcher::with_max_wait) is handed back to the outbox for that
+//! time instead of holding its lease.
+//!
+//! [`InvitationsBuilder::lease`]: invite_core::InvitationsBuilder::lease
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt as _;
+use invite_core::{
+    Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError, SystemClock, TenantId,
+};
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// A sustained rate with a burst allowance.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use invite_mail::Rate;
+///
+/// let rate = Rate::per_second(NonZeroU32::new(10).unwrap()).with_burst(NonZeroU32::MIN);
+/// assert_eq!(rate.interval(), time::Duration::milliseconds(100));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    interval: Duration,
+    burst: NonZeroU32,
+}
+
+impl Rate {
+    /// `n` messages per second, bursting up to `n` at once.
+    pub fn per_second(n: NonZeroU32) -> Self {
+        Self {
+            interval: Duration::nanoseconds(1_000_000_000 / i64::from(n.get())),
+            burst: n,
+        }
+    }
+
+    /// `n` messages per minute, bursting up to 1.
+    pub fn per_minute(n: NonZeroU32) -> Self {
+        Self {
+            interval: Duration::nanoseconds(60_000_000_000 / i64::from(n.get())),
+            burst: NonZeroU32::MIN,
+        }
+    }
+
+    /// How many may go at once after a quiet period.
+    #[must_use]
+    pub fn with_burst(mut self, burst: NonZeroU32) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// Time between two messages at the sustained rate.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The burst allowance.
+    pub fn burst(&self) -> NonZeroU32 {
+        self.burst
+    }
+}
+
+/// One token bucket in its GCRA form: the theoretical arrival time of the next message.
+#[derive(Debug, Clone)]
+struct Gcra {
+    rate: Rate,
+    tat: Option<OffsetDateTime>,
+}
+
+impl Gcra {
+    fn new(rate: Rate) -> Self {
+        Self { rate, tat: None }
+    }
+
+    fn tolerance(&self) -> Duration {
+        self.rate.interval * (self.rate.burst.get() - 1)
+    }
+
+    /// The earliest instant at or after `at` a message may go.
+    fn earliest(&self, at: OffsetDateTime) -> OffsetDateTime {
+        self.tat.map_or(at, |tat| at.max(tat - self.tolerance()))
+    }
+
+    /// Books a message at `at` (which must be at or after `earliest(at)`).
+    fn commit(&mut self, at: OffsetDateTime) {
+        let base = self.tat.map_or(at, |tat| tat.max(at));
+        self.tat = Some(base + self.rate.interval);
+    }
+
+    /// Whether the bucket is full again at `now`, i.e. forgetting it changes nothing.
+    fn idle(&self, now: OffsetDateTime) -> bool {
+        self.tat.is_none_or(|tat| tat <= now)
+    }
+}
+
+/// Per-tenant and global rate limits: hands out send times.
+///
+/// Pure bookkeeping, driven by the instants it is given; the [`Dispatcher`] feeds it
+/// its clock and sleeps until the times it returns.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use invite_core::TenantId;
+/// use invite_mail::{Rate, Throttle};
+/// use time::{Duration, macros::datetime};
+///
+/// let now = datetime!(2030-01-01 0:00 UTC);
+/// let two = Rate::per_second(NonZeroU32::new(2).unwrap()).with_burst(NonZeroU32::MIN);
+/// let mut throttle = Throttle::new(None, Some(two));
+/// let acme = TenantId::new("acme")?;
+/// let globex = TenantId::new("globex")?;
+/// assert_eq!(throttle.reserve(&acme, now), now);
+/// assert_eq!(throttle.reserve(&acme, now), now + Duration::milliseconds(500));
+/// assert_eq!(throttle.reserve(&globex, now), now); // tenants do not slow each other
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Throttle {
+    global: Option<Gcra>,
+    tenant_rate: Option<Rate>,
+    tenants: HashMap<TenantId, Gcra>,
+}
+
+impl Throttle {
+    /// Limits all messages to `global` and each tenant's to `per_tenant`; `None` is
+    /// unlimited.
+    pub fn new(global: Option<Rate>, per_tenant: Option<Rate>) -> Self {
+        Self {
+            global: global.map(Gcra::new),
+            tenant_rate: per_tenant,
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// When a message of `tenant` may go, at the earliest `now`, without booking it.
+    pub fn peek(&self, tenant: &TenantId, now: OffsetDateTime) -> OffsetDateTime {
+        let at = self
+            .tenants
+            .get(tenant)
+            .map_or(now, |bucket| bucket.earliest(now));
+        self.global.as_ref().map_or(at, |g| g.earliest(at))
+    }
+
+    /// Books the next message of `tenant` and returns when it may go (at the earliest
+    /// `now`): the first instant both its tenant's bucket and the global bucket allow.
+    pub fn reserve(&mut self, tenant: &TenantId, now: OffsetDateTime) -> OffsetDateTime {
+        let at = self.peek(tenant, now);
+        if let Some(global) = &mut self.global {
+            global.commit(at);
+        }
+        if let Some(rate) = self.tenant_rate {
+            self.tenants
+                .entry(tenant.clone())
+                .or_insert_with(|| Gcra::new(rate))
+                .commit(at);
+        }
+        at
+    }
+
+    /// Forgets tenants whose bucket is full again, so memory follows active tenants.
+    pub fn prune(&mut self, now: OffsetDateTime) {
+        self.tenants.retain(|_, bucket| !bucket.idle(now));
+    }
+}
+
+/// What one [`Dispatcher::run_once`] pass did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct DispatchReport {
+    /// Entries claimed.
+    pub claimed: u32,
+    /// Taken by the provider.
+    pub sent: u32,
+    /// Transient failures, scheduled for retry with backoff.
+    pub retrying: u32,
+    /// Given up: the invitation shows delivery failed.
+    pub failed: u32,
+    /// No longer needed (revoked or replaced meanwhile).
+    pub cancelled: u32,
+    /// Handed back to the outbox because the rate limits put them too far ahead.
+    pub deferred: u32,
+    /// Lost to another dispatcher (lease ran out); nothing was sent by this one.
+    pub lease_lost: u32,
+    /// Store errors of individual deliveries; the entries stay claimed until their
+    /// lease ends and are then retried.
+    pub errors: Vec<StoreError>,
+}
+
+impl DispatchReport {
+    fn add(&mut self, other: Self) {
+        self.claimed += other.claimed;
+        self.sent += other.sent;
+        self.retrying += other.retrying;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+        self.deferred += other.deferred;
+        self.lease_lost += other.lease_lost;
+        self.errors.extend(other.errors);
+    }
+}
+
+type ErrorHook = Arc<dyn Fn(&StoreError) + Send + Sync>;
+
+/// Delivers the outbox: see the module docs.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::num::NonZeroU32;
+/// use invite_core::*;
+/// use invite_mail::{Dispatcher, Rate};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let acme = TenantId::new("acme")?;
+/// let alice = ActorId::new("alice")?;
+/// let mailer = Arc::new(RecordingMailer::ok());
+/// let service = Invitations::builder(
+///     Arc::new(MemoryStore::new()),
+///     mailer.clone(),
+///     Arc::new(StaticPolicy::new([Role::new("member")?]).with_admin(acme.clone(), alice.clone())),
+///     Links::under("https://app.example.com")?,
+/// )
+/// .build();
+/// for address in ["a@example.com", "b@example.com", "c@example.com"] {
+///     let new = NewInvitation::new(EmailAddress::parse(address)?, Role::new("member")?);
+///     service.invite(&alice, &acme, new, Delivery::SendNow).await?;
+/// }
+///
+/// let dispatcher = Dispatcher::new(service)
+///     .with_concurrency(8)
+///     .with_tenant_rate(Rate::per_second(NonZeroU32::new(50).unwrap()));
+/// let report = dispatcher.run_once().await?;
+/// assert_eq!(report.sent, 3);
+/// assert_eq!(mailer.sent().len(), 3);
+///
+/// // Or as a loop until the host shuts down:
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let running = tokio::spawn(async move { dispatcher.run(async { stopped.await.ok(); }).await });
+/// stop.send(()).ok();
+/// running.await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Dispatcher {
+    service: Invitations,
+    clock: Arc<dyn Clock>,
+    concurrency: usize,
+    batch_size: u32,
+    poll_interval: std::time::Duration,
+    max_wait: Duration,
+    global_rate: Option<Rate>,
+    throttle: Arc<Mutex<Throttle>>,
+    on_error: Option<ErrorHook>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("service", &self.service)
+            .field("concurrency", &self.concurrency)
+            .field("batch_size", &self.batch_size)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_wait", &self.max_wait)
+            .field("throttle", &self.throttle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher for `service`: 8 sends at once, batches of 100, polling every
+    /// second when idle, no rate limits, the system clock.
+    pub fn new(service: Invitations) -> Self {
+        Self {
+            service,
+            clock: Arc::new(SystemClock),
+            concurrency: 8,
+            batch_size: 100,
+            poll_interval: std::time::Duration::from_secs(1),
+            max_wait: Duration::minutes(1),
+            global_rate: None,
+            throttle: Arc::new(Mutex::new(Throttle::default())),
+            on_error: None,
+        }
+    }
+
+    /// The clock the rate limits read (use the service's).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many deliveries run at once (at least 1). Default 8.
+    #[must_use]
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How many entries one pass claims (1 to 1000). Default 100.
+    #[must_use]
+    pub fn with_batch_size(mut self, batch_size: u32) -> Self {
+        self.batch_size = batch_size.clamp(1, 1000);
+        self
+    }
+
+    /// How long [`run`](Self::run) waits before polling again when nothing was due.
+    /// Default 1 second.
+    #[must_use]
+    pub fn with_poll_interval(mut self, interval: std::time::Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The longest a claimed entry waits for its rate-limited send time before it is
+    /// handed back to the outbox instead (it must stay well under the service's lease).
+    /// Default 1 minute.
+    #[must_use]
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait.max(Duration::ZERO);
+        self
+    }
+
+    /// Limits all messages of this dispatcher to `rate`.
+    #[must_use]
+    pub fn with_global_rate(mut self, rate: Rate) -> Self {
+        self.global_rate = Some(rate);
+        let tenant = lock(&self.throttle).tenant_rate;
+        self.throttle = Arc::new(Mutex::new(Throttle::new(Some(rate), tenant)));
+        self
+    }
+
+    /// Limits each tenant's messages to `rate`, so one tenant's 10,000-row import
+    /// neither trips a provider's limit nor delays other tenants for long.
+    #[must_use]
+    pub fn with_tenant_rate(mut self, rate: Rate) -> Self {
+        self.throttle = Arc::new(Mutex::new(Throttle::new(self.global_rate, Some(rate))));
+        self
+    }
+
+    /// Called with each store error the [`run`](Self::run) loop meets (it keeps going).
+    #[must_use]
+    pub fn with_error_hook(mut self, hook: impl Fn(&StoreError) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// How many to claim: a full batch, unless the global rate could not send that
+    /// many within `max_wait` anyway (they would only be handed back).
+    fn claim_limit(&self) -> u32 {
+        let Some(rate) = self.global_rate else {
+            return self.batch_size;
+        };
+        let interval_ns = rate.interval.whole_nanoseconds().max(1);
+        let in_window = self.max_wait.whole_nanoseconds() / interval_ns;
+        let affordable = i128::from(rate.burst.get()).saturating_add(in_window);
+        u32::try_from(affordable)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.batch_size)
+    }
+
+    /// One pass: claims up to a batch of due entries and delivers them, returning when
+    /// every claimed entry is sent, scheduled for retry, failed, or handed back.
+    ///
+    /// Errors only if the claim itself fails; a delivery's store error is counted in
+    /// [`DispatchReport::errors`].
+    pub async fn run_once(&self) -> Result<DispatchReport, StoreError> {
+        let claims = self.service.claim_due(self.claim_limit()).await?;
+        let mut report = DispatchReport {
+            claimed: u32::try_from(claims.len()).unwrap_or(u32::MAX),
+            ..DispatchReport::default()
+        };
+        if claims.is_empty() {
+            return Ok(report);
+        }
+
+        // Book a send time for each claim, tenants interleaved in claim order.
+        let now = self.clock.now();
+        let horizon = now + self.max_wait;
+        let mut scheduled = Vec::with_capacity(claims.len());
+        let mut deferred = Vec::new();
+        {
+            let mut throttle = lock(&self.throttle);
+            throttle.prune(now);
+            for claim in round_robin(claims) {
+                let at = throttle.peek(&claim.entry.tenant, now);
+                if at > horizon {
+                    deferred.push((at, claim));
+                } else {
+                    scheduled.push((throttle.reserve(&claim.entry.tenant, now), claim));
+                }
+            }
+        }
+        // Stable: equal times keep the round-robin order.
+        scheduled.sort_by_key(|(at, _)| *at);
+
+        for (at, claim) in deferred {
+            match self.defer(&claim, at).await {
+                Ok(true) => report.deferred += 1,
+                Ok(false) => report.lease_lost += 1,
+                Err(e) => report.errors.push(e),
+            }
+        }
+
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        for (at, claim) in scheduled {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break; // the semaphore is never closed
+            };
+            let service = self.service.clone();
+            let clock = self.clock.clone();
+            tasks.spawn(async move {
+                // Negative (already due) does not convert: no sleep.
+                if let Ok(wait) = std::time::Duration::try_from(at - clock.now())
+                    && !wait.is_zero()
+                {
+                    tokio::time::sleep(wait).await;
+                }
+                let outcome = service.deliver(&claim).await;
+                drop(permit);
+                outcome
+            });
+            // Reap finished deliveries as we go, so the set stays small.
+            while let Some(done) = tasks.try_join_next() {
+                tally(&mut report, done);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            tally(&mut report, done);
+        }
+        Ok(report)
+    }
+
+    /// Hands a claim back to the outbox for `at`. `Ok(false)` if the lease was lost.
+    async fn defer(&self, claim: &OutboxClaim, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let outcome = DeliveryOutcome::Retry {
+            next_attempt_at: at,
+            error: "deferred by the dispatcher's rate limit".to_owned(),
+        };
+        let entry = &claim.entry;
+        match self
+            .service
+            .store()
+            .complete_outbox(
+                &entry.tenant,
+                entry.id,
+                claim.lease_until,
+                &outcome,
+                self.clock.now(),
+            )
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs passes until `shutdown` completes, then returns the totals.
+    ///
+    /// A pass that claimed a full batch is followed at once by the next; otherwise the
+    /// loop sleeps for the poll interval (waking early on shutdown). Shutdown is
+    /// graceful: the pass in progress finishes its claimed entries (at most
+    /// [`with_max_wait`](Self::with_max_wait) plus one send), nothing new is claimed.
+    /// Store errors go to the error hook and the loop carries on after a poll interval.
+    ///
+    /// `shutdown` is any future: `tokio::signal::ctrl_c()`, a oneshot receiver, a
+    /// cancellation token's `cancelled()`.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> DispatchReport {
+        let mut shutdown = std::pin::pin!(shutdown.fuse());
+        let mut total = DispatchReport::default();
+        loop {
+            if (&mut shutdown).now_or_never().is_some() {
+                return total;
+            }
+            let busy = match self.run_once().await {
+                Ok(report) => {
+                    let busy = report.claimed >= self.claim_limit();
+                    if let Some(hook) = &self.on_error {
+                        report.errors.iter().for_each(|e| hook(e));
+                    }
+                    total.add(report);
+                    busy
+                }
+                Err(e) => {
+                    if let Some(hook) = &self.on_error {
+                        hook(&e);
+                    }
+                    total.errors.push(e);
+                    false
+                }
+            };
+            if !busy {
+                let sleep = std::pin::pin!(tokio::time::sleep(self.poll_interval));
+                if let futures::future::Either::Left(_) =
+                    futures::future::select(&mut shutdown, sleep).await
+                {
+                    return total;
+                }
+            }
+        }
+    }
+}
+
+/// The claims reordered one per tenant in turn (tenants in order of first claim), so
+/// one tenant's big import does not book every global slot before the others.
+fn round_robin(claims: Vec<OutboxClaim>) -> Vec<OutboxClaim> {
+    let total = claims.len();
+    let mut queues: Vec<std::collections::VecDeque<OutboxClaim>> = Vec::new();
+    let mut index: HashMap<TenantId, usize> = HashMap::new();
+    for claim in claims {
+        let slot = *index.entry(claim.entry.tenant.clone()).or_insert_with(|| {
+            queues.push(std::collections::VecDeque::new());
+            queues.len() - 1
+        });
+        queues[slot].push_back(claim);
+    }
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        for queue in &mut queues {
+            if let Some(claim) = queue.pop_front() {
+                out.push(claim);
+            }
+        }
+    }
+    out
+}
+
+fn tally(
+    report: &mut DispatchReport,
+    done: Result<Result<Delivered, StoreError>, tokio::task::JoinError>,
+) {
+    match done {
+        Ok(Ok(Delivered::Sent)) => report.sent += 1,
+        Ok(Ok(Delivered::Retrying)) => report.retrying += 1,
+        Ok(Ok(Delivered::Failed)) => report.failed += 1,
+        Ok(Ok(Delivered::Cancelled)) => report.cancelled += 1,
+        Ok(Ok(_)) => report.lease_lost += 1,
+        Ok(Err(e)) => report.errors.push(e),
+        Err(e) => report.errors.push(StoreError::backend(e)),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
+
+    fn n(v: u32) -> NonZeroU32 {
+        NonZeroU32::new(v).unwrap()
+    }
+
+    #[test]
+    fn bursts_then_spaces_at_the_rate() {
+        let mut throttle = Throttle::new(Some(Rate::per_second(n(4)).with_burst(n(2))), None);
+        let t = TenantId::new("a").unwrap();
+        let times: Vec<_> = (0..5).map(|_| throttle.reserve(&t, T0)).collect();
+        let ms = |m| T0 + Duration::milliseconds(m);
+        assert_eq!(times, vec![T0, T0, ms(250), ms(500), ms(750)]);
+        // After a quiet second the burst is available again.
+        let later = T0 + Duration::seconds(2);
+        assert_eq!(throttle.reserve(&t, later), later);
+        assert_eq!(throttle.reserve(&t, later), later);
+        assert_eq!(
+            throttle.reserve(&t, later),
+            later + Duration::milliseconds(250)
+        );
+    }
+
+    #[test]
+    fn both_limits_hold_together() {
+        // Tenant: 1/s; global: 2/s. Three tenants at once share the global rate.
+        let mut throttle = Throttle::new(
+            Some(Rate::per_second(n(2)).with_burst(n(1))),
+            Some(Rate::per_second(n(1)).with_burst(n(1))),
+        );
+        let tenants: Vec<TenantId> = ["a", "b", "c"]
+            .iter()
+            .map(|t| TenantId::new(*t).unwrap())
+            .collect();
+        let mut booked: Vec<(usize, OffsetDateTime)> = Vec::new();
+        for round in 0..4 {
+            let _ = round;
+            for (i, t) in tenants.iter().enumerate() {
+                booked.push((i, throttle.reserve(t, T0)));
+            }
+        }
+        let mut all: Vec<_> = booked.iter().map(|(_, at)| *at).collect();
+        all.sort();
+        for pair in all.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::milliseconds(500),
+                "global rate broken: {all:?}"
+            );
+        }
+        for i in 0..3 {
+            let mine: Vec<_> = booked
+                .iter()
+                .filter(|(t, _)| *t == i)
+                .map(|(_, at)| *at)
+                .collect();
+            for pair in mine.windows(2) {
+                assert!(
+                    pair[1] - pair[0] >= Duration::seconds(1),
+                    "tenant rate broken: {mine:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn idle_tenants_are_forgotten() {
+        let mut throttle = Throttle::new(None, Some(Rate::per_second(n(1))));
+        let t = TenantId::new("a").unwrap();
+        throttle.reserve(&t, T0);
+        throttle.prune(T0);
+        assert_eq!(throttle.tenants.len(), 1);
+        throttle.prune(T0 + Duration::seconds(1));
+        assert!(throttle.tenants.is_empty());
+    }
+
+    #[test]
+    fn per_minute_rates() {
+        let rate = Rate::per_minute(n(30));
+        assert_eq!(rate.interval(), Duration::seconds(2));
+        assert_eq!(rate.burst(), n(1));
+    }
+}

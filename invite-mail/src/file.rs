@@ -1,0 +1,103 @@
+//! `FileMailer`: one `.eml` file per message in a folder, for development (the example
+//! server's default) and for tests that want to look at real RFC 5322 output.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use invite_core::{Clock, MailError, Mailer, OutgoingEmail, SystemClock};
+use lettre::message::Mailbox;
+
+/// Writes each message as `<outbox id>.eml` (RFC 5322, exactly what SMTP would carry)
+/// into a folder.
+///
+/// The name comes from the outbox entry, so a retried entry overwrites its earlier
+/// file and the folder holds one file per email the outbox sent. Files appear
+/// atomically (written to a temporary name, then renamed), so a watcher never sees half
+/// a message. I/O errors are transient: a full disk may have room later.
+///
+/// ```
+/// use std::sync::Arc;
+/// use invite_core::{EmailAddress, InvitationId, MailKind, Mailer, OutboxId, OutgoingEmail, TenantId};
+/// use invite_mail::FileMailer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let mailer = FileMailer::new(dir.path(), "Acme <no-reply@acme.example>".parse()?);
+/// # let now = time::macros::datetime!(2030-01-01 0:00 UTC);
+/// # let outbox = OutboxId::new(now);
+/// # let email = OutgoingEmail {
+/// #     message_id: format!("<{outbox}@acme.example>"), tenant: TenantId::new("acme")?,
+/// #     invitation: InvitationId::new(now), outbox, kind: MailKind::Invitation,
+/// #     to: EmailAddress::parse("ann@example.com")?, to_name: None,
+/// #     subject: "Hello".into(), text: "Hi".into(), html: Some("<p>Hi</p>".into()),
+/// # };
+/// mailer.send(&email).await?;
+/// let eml = std::fs::read_to_string(mailer.path_of(&email))?;
+/// assert!(eml.contains("Subject: Hello"));
+/// # Ok(()) }
+/// ```
+pub struct FileMailer {
+    dir: PathBuf,
+    from: Mailbox,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for FileMailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileMailer")
+            .field("dir", &self.dir)
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileMailer {
+    /// Writes into `dir` (created on first send if missing), with `from` as sender.
+    pub fn new(dir: impl Into<PathBuf>, from: Mailbox) -> Self {
+        Self {
+            dir: dir.into(),
+            from,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The clock that dates messages (default: the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `email` is (or will be) written.
+    pub fn path_of(&self, email: &OutgoingEmail) -> PathBuf {
+        self.dir.join(format!("{}.eml", email.outbox))
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        let message = crate::message::build(email, &self.from, self.clock.now())?;
+        let io = |what: &str, e: std::io::Error| {
+            MailError::transient(format!("{what}: {e}")).with_source(e)
+        };
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| io("cannot create the mail folder", e))?;
+        let path = self.path_of(email);
+        let temporary = self.dir.join(format!(".{}.eml.tmp", email.outbox));
+        tokio::fs::write(&temporary, message.formatted())
+            .await
+            .map_err(|e| io("cannot write the message", e))?;
+        tokio::fs::rename(&temporary, &path)
+            .await
+            .map_err(|e| io("cannot move the message in place", e))
+    }
+}

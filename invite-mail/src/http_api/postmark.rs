@@ -1,0 +1,67 @@
+//! Postmark: `POST /email` with `X-Postmark-Server-Token`.
+//!
+//! | answer | outcome |
+//! |---|---|
+//! | 200, `ErrorCode` 0 | sent |
+//! | 429, 5xx | transient |
+//! | 401 (bad token) | transient: fix the token and the queue goes out |
+//! | 422, `ErrorCode` 10, 400, 401, 405, 412 (token, sender signature, account state) | transient |
+//! | 422, any other `ErrorCode` (300 invalid request, 406 inactive recipient, …) | permanent |
+//! | other 4xx | permanent |
+
+use invite_core::{MailError, OutgoingEmail};
+use lettre::message::Mailbox;
+use serde_json::{Value, json};
+
+use super::{META_INVITATION, META_OUTBOX, META_TENANT, excerpt, mailbox_string};
+
+pub(super) fn body(email: &OutgoingEmail, from: &Mailbox, stream: &str) -> Value {
+    // Postmark takes RFC 5322 address strings; lettre quotes the name.
+    let to = match (&email.to_name, email.to.as_str().parse()) {
+        (Some(name), Ok(address)) => mailbox_string(&Mailbox::new(Some(name.clone()), address)),
+        _ => email.to.as_str().to_owned(),
+    };
+    let mut body = json!({
+        "From": mailbox_string(from),
+        "To": to,
+        "Subject": crate::template::clean_subject(&email.subject),
+        "TextBody": email.text,
+        "MessageStream": stream,
+        "TrackOpens": false,
+        "TrackLinks": "None",
+        "Metadata": {
+            META_TENANT: email.tenant.as_str(),
+            META_INVITATION: email.invitation.to_string(),
+            META_OUTBOX: email.outbox.to_string(),
+        },
+    });
+    if let Some(html) = &email.html {
+        body["HtmlBody"] = Value::from(html.as_str());
+    }
+    body
+}
+
+/// Postmark error codes that are about the account or its configuration, not this
+/// message: retrying after the fix delivers.
+const CONFIGURATION_CODES: &[i64] = &[10, 400, 401, 405, 412];
+
+pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let code = parsed.as_ref().and_then(|v| v["ErrorCode"].as_i64());
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v["Message"].as_str())
+        .map_or_else(|| excerpt(body), str::to_owned);
+    let said = |code: Option<i64>| match code {
+        Some(code) => format!("Postmark {status} (ErrorCode {code}): {message}"),
+        None => format!("Postmark {status}: {message}"),
+    };
+    match status {
+        200..=299 if code.unwrap_or(0) == 0 => Ok(()),
+        429 | 500..=599 | 401 => Err(MailError::transient(said(code))),
+        _ if code.is_some_and(|c| CONFIGURATION_CODES.contains(&c)) => {
+            Err(MailError::transient(said(code)))
+        }
+        _ => Err(MailError::permanent(said(code))),
+    }
+}

@@ -1,0 +1,81 @@
+//! SendGrid v3: `POST /v3/mail/send` with `Authorization: Bearer <key>`.
+//!
+//! | answer | outcome |
+//! |---|---|
+//! | 2xx (202 Accepted) | sent |
+//! | 429, 5xx | transient |
+//! | 401, 403 (key missing, revoked, without Mail Send) | transient: fix the key and the queue goes out |
+//! | 400, 413 and other 4xx (`errors[].message` says why) | permanent |
+
+use invite_core::{MailError, OutgoingEmail};
+use lettre::message::Mailbox;
+use serde_json::{Value, json};
+
+use super::{META_INVITATION, META_OUTBOX, META_TENANT, excerpt};
+
+fn address(mailbox: &Mailbox) -> Value {
+    match &mailbox.name {
+        Some(name) => json!({ "email": mailbox.email.to_string(), "name": name }),
+        None => json!({ "email": mailbox.email.to_string() }),
+    }
+}
+
+pub(super) fn body(email: &OutgoingEmail, from: &Mailbox) -> Value {
+    let mut to = json!({ "email": email.to.as_str() });
+    if let Some(name) = &email.to_name {
+        to["name"] = Value::from(name.as_str());
+    }
+    let mut content = vec![json!({ "type": "text/plain", "value": email.text })];
+    if let Some(html) = &email.html {
+        content.push(json!({ "type": "text/html", "value": html }));
+    }
+    json!({
+        "personalizations": [{
+            "to": [to],
+            "custom_args": {
+                META_TENANT: email.tenant.as_str(),
+                META_INVITATION: email.invitation.to_string(),
+                META_OUTBOX: email.outbox.to_string(),
+            },
+        }],
+        "from": address(from),
+        "subject": crate::template::clean_subject(&email.subject),
+        "content": content,
+        "tracking_settings": {
+            "click_tracking": { "enable": false, "enable_text": false },
+            "open_tracking": { "enable": false },
+        },
+    })
+}
+
+pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let messages: Vec<String> = parsed
+        .as_ref()
+        .and_then(|v| v["errors"].as_array())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| {
+                    let message = e["message"].as_str()?;
+                    Some(match e["field"].as_str() {
+                        Some(field) => format!("{field}: {message}"),
+                        None => message.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let said = if messages.is_empty() {
+        format!("SendGrid {status}: {}", excerpt(body))
+    } else {
+        format!("SendGrid {status}: {}", messages.join("; "))
+    };
+    match status {
+        429 | 500..=599 | 401 | 403 => Err(MailError::transient(said)),
+        _ => Err(MailError::permanent(said)),
+    }
+}

@@ -1,0 +1,478 @@
+//! SMTP mailer on lettre's async connection, over TCP streams it owns with
+//! `TCP_NODELAY` set, kept in its own small pool.
+//!
+//! Why not lettre's `AsyncSmtpTransport` pool: lettre 0.11 never sets `TCP_NODELAY`
+//! and writes a message body and its final `.` in two writes, so each message waits for
+//! the peer's delayed ACK (~40 ms on Linux): about 22 messages per second per
+//! connection on loopback. Opening the `TcpStream` here, setting `TCP_NODELAY`, and
+//! handing it to [`AsyncSmtpConnection::connect_with_transport`] removes that wait (see
+//! `BENCHMARKS.md`); lettre's pool cannot take such streams, hence the pool below.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use invite_core::{Clock, MailError, Mailer, OutgoingEmail, SystemClock};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::{ClientId, Extension};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Security {
+    /// TLS from the first byte ("implicit TLS", SMTPS, usually port 465).
+    Tls,
+    /// Plain TCP upgraded with `STARTTLS`, which the server must offer (usually port
+    /// 587); a server without it is refused rather than spoken to in clear.
+    StartTls,
+    /// No encryption at all: for a relay on the same host or network only.
+    UnencryptedDangerous,
+}
+
+/// Why an [`SmtpMailer`] could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SmtpConfigError {
+    /// The host is not a valid TLS server name.
+    #[error("{0:?} is not a valid server name for TLS")]
+    ServerName(String),
+    /// The TLS configuration could not be built.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Username and password for `AUTH PLAIN`/`LOGIN`; the password is a secret (redacted
+/// in `Debug`, exposed only to the SMTP exchange).
+#[derive(Debug, Clone)]
+pub struct SmtpCredentials {
+    username: String,
+    password: SecretString,
+}
+
+impl SmtpCredentials {
+    /// Credentials from a username and a password.
+    pub fn new(username: impl Into<String>, password: SecretString) -> Self {
+        Self {
+            username: username.into(),
+            password,
+        }
+    }
+}
+
+/// A connection in the pool, with a duplicate of its socket's file descriptor to read
+/// socket options without owning the stream.
+struct Pooled {
+    connection: AsyncSmtpConnection,
+    socket: std::net::TcpStream,
+    idle_since: Instant,
+}
+
+/// What one of the mailer's pooled connections looks like: for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The local end.
+    pub local_addr: SocketAddr,
+    /// The relay's end.
+    pub peer_addr: SocketAddr,
+    /// Whether `TCP_NODELAY` is set on the socket.
+    pub nodelay: bool,
+}
+
+/// Sends through an SMTP relay: pooled, `TCP_NODELAY` connections, TLS by default.
+///
+/// | constructor | port | protection |
+/// |---|---|---|
+/// | [`relay`](Self::relay) | 465 | implicit TLS (rustls, webpki roots) |
+/// | [`starttls_relay`](Self::starttls_relay) | 587 | `STARTTLS`, required |
+/// | [`unencrypted_dangerous`](Self::unencrypted_dangerous) | given | none: local relays only |
+///
+/// Replies map to [`MailError`]: 4xx is transient, 5xx permanent, and I/O errors,
+/// timeouts, TLS and authentication failures are transient (the relay or its
+/// configuration may be fixed before the next attempt, and the outbox retries with
+/// backoff).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use invite_mail::{SmtpCredentials, SmtpMailer};
+///
+/// let mailer = SmtpMailer::relay("smtp.example.com", "Acme <no-reply@acme.example>".parse()?)?
+///     .with_credentials(SmtpCredentials::new("apikey", std::env::var("SMTP_PASSWORD")?.into()))
+///     .with_max_connections(16);
+/// # let _ = Arc::new(mailer);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SmtpMailer {
+    host: String,
+    port: u16,
+    security: Security,
+    wrapper_tls: Option<tokio_rustls::TlsConnector>,
+    credentials: Option<SmtpCredentials>,
+    hello: ClientId,
+    from: Mailbox,
+    timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    sending: Arc<Semaphore>,
+    pool: Mutex<Vec<Pooled>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpMailer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("credentials", &self.credentials)
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .field("max_idle", &self.max_idle)
+            .field("idle", &lock(&self.pool).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pooled connections idle longer than this are checked with `NOOP` before use.
+const CHECK_AFTER: Duration = Duration::from_secs(5);
+
+impl SmtpMailer {
+    fn with_security(host: &str, port: u16, security: Security, from: Mailbox) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            security,
+            wrapper_tls: None,
+            credentials: None,
+            hello: ClientId::default(),
+            from,
+            timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 16,
+            sending: Arc::new(Semaphore::new(16)),
+            pool: Mutex::new(Vec::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A relay speaking implicit TLS on port 465, its certificate checked against the
+    /// webpki roots for `host`.
+    pub fn relay(host: &str, from: Mailbox) -> Result<Self, SmtpConfigError> {
+        rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| SmtpConfigError::ServerName(host.to_owned()))?;
+        let config = crate::tls::client_config().map_err(|e| SmtpConfigError::Tls(Box::new(e)))?;
+        let mut mailer = Self::with_security(host, 465, Security::Tls, from);
+        mailer.wrapper_tls = Some(tokio_rustls::TlsConnector::from(Arc::new(config)));
+        Ok(mailer)
+    }
+
+    /// A relay on port 587 that must offer `STARTTLS`; the certificate is checked
+    /// against the webpki roots for `host`.
+    pub fn starttls_relay(host: &str, from: Mailbox) -> Result<Self, SmtpConfigError> {
+        TlsParameters::new(host.to_owned()).map_err(|e| SmtpConfigError::Tls(Box::new(e)))?;
+        Ok(Self::with_security(host, 587, Security::StartTls, from))
+    }
+
+    /// A relay spoken to in clear text, e.g. a local MTA or a development sink. Anyone
+    /// on the path reads every link: never use it across a network.
+    pub fn unencrypted_dangerous(host: &str, port: u16, from: Mailbox) -> Self {
+        Self::with_security(host, port, Security::UnencryptedDangerous, from)
+    }
+
+    /// Another port than the constructor's default.
+    #[must_use]
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Authenticates each connection (`AUTH PLAIN`, else `LOGIN`).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: SmtpCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The name sent in `EHLO` (default: lettre's, the host name or `localhost`).
+    #[must_use]
+    pub fn with_hello_name(mut self, name: impl Into<String>) -> Self {
+        self.hello = ClientId::Domain(name.into());
+        self
+    }
+
+    /// Limit for connecting and for each send. Default 30 seconds.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many messages are in flight at once (each on its own connection), and how
+    /// many idle connections are kept. Default 16.
+    #[must_use]
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        let n = n.max(1);
+        self.max_idle = n;
+        self.sending = Arc::new(Semaphore::new(n));
+        self
+    }
+
+    /// Idle connections older than this are closed rather than reused. Default 60 s.
+    #[must_use]
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The clock that dates messages (default: the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The idle connections in the pool right now.
+    pub fn idle_connections(&self) -> Vec<ConnectionInfo> {
+        lock(&self.pool)
+            .iter()
+            .filter_map(|p| {
+                Some(ConnectionInfo {
+                    local_addr: p.socket.local_addr().ok()?,
+                    peer_addr: p.socket.peer_addr().ok()?,
+                    nodelay: p.socket.nodelay().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn connect(&self) -> Result<Pooled, MailError> {
+        let network = |what: &str, e: io::Error| {
+            MailError::transient(format!("{what} {}:{}: {e}", self.host, self.port)).with_source(e)
+        };
+        let tcp = tokio::time::timeout(
+            self.timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            MailError::transient(format!(
+                "timed out connecting to {}:{}",
+                self.host, self.port
+            ))
+        })?
+        .map_err(|e| network("cannot connect to", e))?;
+        // The point of owning the stream: lettre leaves Nagle on (see the module docs).
+        tcp.set_nodelay(true)
+            .map_err(|e| network("cannot set TCP_NODELAY on", e))?;
+        let std = tcp
+            .into_std()
+            .map_err(|e| network("cannot configure the socket to", e))?;
+        let socket = std
+            .try_clone()
+            .map_err(|e| network("cannot configure the socket to", e))?;
+        let tcp =
+            TcpStream::from_std(std).map_err(|e| network("cannot configure the socket to", e))?;
+
+        let handshake = async {
+            let stream: Box<dyn AsyncTokioStream> = match (&self.wrapper_tls, self.security) {
+                (Some(tls), Security::Tls) => {
+                    let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(
+                        |e| MailError::transient(format!("bad server name {}: {e}", self.host)),
+                    )?;
+                    let tls = tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| network("TLS handshake failed with", e))?;
+                    Box::new(TlsTcp(tls))
+                }
+                _ => Box::new(tcp),
+            };
+            let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+                .await
+                .map_err(|e| session_error("greeting", e))?;
+            if self.security == Security::StartTls {
+                if !connection
+                    .server_info()
+                    .supports_feature(Extension::StartTls)
+                {
+                    connection.abort().await;
+                    return Err(MailError::transient(format!(
+                        "{} does not offer STARTTLS; refusing to send in clear",
+                        self.host
+                    )));
+                }
+                let parameters =
+                    TlsParameters::new(self.host.clone()).map_err(|e| session_error("TLS", e))?;
+                connection
+                    .starttls(parameters, &self.hello)
+                    .await
+                    .map_err(|e| session_error("STARTTLS", e))?;
+            }
+            if let Some(credentials) = &self.credentials {
+                let credentials = Credentials::new(
+                    credentials.username.clone(),
+                    credentials.password.expose_secret().to_owned(),
+                );
+                connection
+                    .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                    .await
+                    .map_err(|e| session_error("authentication", e))?;
+            }
+            Ok(connection)
+        };
+        let connection = tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| {
+                MailError::transient(format!(
+                    "timed out opening an SMTP session with {}",
+                    self.host
+                ))
+            })??;
+        Ok(Pooled {
+            connection,
+            socket,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// An idle connection that still works, or a new one.
+    async fn checkout(&self) -> Result<Pooled, MailError> {
+        loop {
+            let candidate = lock(&self.pool).pop();
+            let Some(mut pooled) = candidate else {
+                return self.connect().await;
+            };
+            let idle = pooled.idle_since.elapsed();
+            if idle > self.idle_timeout {
+                pooled.connection.abort().await;
+                continue;
+            }
+            if idle <= CHECK_AFTER || pooled.connection.test_connected().await {
+                return Ok(pooled);
+            }
+            pooled.connection.abort().await;
+        }
+    }
+
+    fn checkin(&self, mut pooled: Pooled) {
+        if pooled.connection.has_broken() {
+            return;
+        }
+        let mut pool = lock(&self.pool);
+        if pool.len() < self.max_idle {
+            pooled.idle_since = Instant::now();
+            pool.push(pooled);
+        }
+    }
+}
+
+/// Connection-level failures (greeting, TLS, AUTH) are transient: they say nothing
+/// about the recipient, and the relay or its configuration may be fixed before the
+/// next attempt.
+fn session_error(stage: &str, error: lettre::transport::smtp::Error) -> MailError {
+    MailError::transient(format!("SMTP {stage} failed: {error}")).with_source(error)
+}
+
+/// A reply to the message itself: 5xx is permanent, everything else transient.
+fn send_error(error: lettre::transport::smtp::Error) -> MailError {
+    let message = format!("SMTP relay refused the message: {error}");
+    if error.is_permanent() {
+        MailError::permanent(message).with_source(error)
+    } else {
+        MailError::transient(message).with_source(error)
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        let message = crate::message::build(email, &self.from, self.clock.now())?;
+        let bytes = message.formatted();
+        let _permit = self
+            .sending
+            .acquire()
+            .await
+            .map_err(|e| MailError::transient("the mailer is shutting down").with_source(e))?;
+        let mut pooled = self.checkout().await?;
+        let sent = tokio::time::timeout(
+            self.timeout,
+            pooled.connection.send(message.envelope(), &bytes),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_response)) => {
+                self.checkin(pooled);
+                Ok(())
+            }
+            // lettre ends the session on any error (it sends QUIT), so the connection
+            // is dropped here, never pooled.
+            Ok(Err(error)) => Err(send_error(error)),
+            Err(_) => {
+                pooled.connection.abort().await;
+                Err(MailError::transient(format!(
+                    "timed out after {:?} sending to {}",
+                    self.timeout, self.host
+                )))
+            }
+        }
+    }
+}
+
+/// A TLS stream over a TCP stream, as lettre's transport trait wants it.
+struct TlsTcp(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl fmt::Debug for TlsTcp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TlsTcp").field(self.0.get_ref().0).finish()
+    }
+}
+
+impl AsyncRead for TlsTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsTcp {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}

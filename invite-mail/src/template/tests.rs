@@ -1,0 +1,347 @@
+use std::sync::Arc;
+
+use invite_core::{
+    ActorId, EmailAddress, Invitation, MailKind, ManualClock, NewInvitation, Role, TenantId,
+};
+use secrecy::SecretString;
+use time::macros::{datetime, offset};
+
+use super::*;
+
+const NOW: OffsetDateTime = datetime!(2030-11-22 9:00 UTC);
+
+fn invitation(message: Option<&str>) -> Invitation {
+    let mut new = NewInvitation::new(
+        EmailAddress::parse("ann@example.com").unwrap(),
+        Role::new("contractor").unwrap(),
+    )
+    .with_names(Some("Ann".into()), Some("Lee".into()));
+    if let Some(m) = message {
+        new = new.with_message(m);
+    }
+    let created = Invitation::create(
+        TenantId::new("acme").unwrap(),
+        new,
+        Duration::days(7),
+        ActorId::new("alice").unwrap(),
+        None,
+        NOW,
+    );
+    created.send(NOW).unwrap().0
+}
+
+fn templates() -> Templates {
+    let acme = TenantId::new("acme").unwrap();
+    Templates::new()
+        .with_clock(Arc::new(ManualClock::new(NOW)))
+        .with_directory(Arc::new(
+            StaticDirectory::new()
+                .tenant(acme.clone(), "Acme Corp")
+                .actor(acme.clone(), ActorId::new("alice").unwrap(), "Alice Martin")
+                .role(acme, Role::new("contractor").unwrap(), "Contractor"),
+        ))
+}
+
+fn compose(templates: &Templates, inv: &Invitation, kind: MailKind) -> ComposedEmail {
+    let link = SecretString::from("https://app.example.com/t/acme/invite/TOKEN");
+    let expires_at = inv.expires_at.unwrap();
+    templates
+        .compose(&MessageContext {
+            invitation: inv,
+            kind,
+            link: &link,
+            expires_at,
+        })
+        .unwrap()
+}
+
+#[test]
+fn defaults_render_every_documented_value() {
+    let inv = invitation(Some("Welcome aboard!"));
+    let email = compose(&templates(), &inv, MailKind::Invitation);
+    assert_eq!(email.subject, "Alice Martin invited you to join Acme Corp");
+    let html = email.html.as_ref().unwrap();
+    // HTML escaping writes `/` as `&#x2f;`, which browsers read back as `/`.
+    assert!(html.contains(
+        "href=\"https:&#x2f;&#x2f;app.example.com&#x2f;t&#x2f;acme&#x2f;invite&#x2f;TOKEN\""
+    ));
+    assert!(
+        email
+            .text
+            .contains("https://app.example.com/t/acme/invite/TOKEN")
+    );
+    for body in [&email.text, html] {
+        assert!(body.contains("Hello Ann Lee,"), "{body}");
+        assert!(body.contains("Contractor"));
+        assert!(body.contains("Welcome aboard!"));
+        assert!(
+            body.contains("in 7 days, on 29 November 2030 at 09:00 UTC"),
+            "{body}"
+        );
+    }
+    let reminder = compose(&templates(), &inv, MailKind::Reminder);
+    assert!(reminder.subject.starts_with("Reminder: "));
+    assert!(reminder.text.contains("replaces any earlier one"));
+}
+
+#[test]
+fn optional_values_disappear_when_absent() {
+    let mut inv = invitation(None);
+    inv.names = invite_core::Names::default();
+    let email = compose(&templates(), &inv, MailKind::Invitation);
+    assert!(email.text.starts_with("Hello,\n"), "{}", email.text);
+    assert!(!email.text.contains("Message from"));
+    assert!(!email.html.unwrap().contains("border-left:3px"));
+}
+
+#[test]
+fn html_escapes_values_and_text_does_not() {
+    let inv = invitation(Some("<script>alert(1)</script> & co"));
+    let email = compose(&templates(), &inv, MailKind::Invitation);
+    let html = email.html.unwrap();
+    assert!(!html.contains("<script>"));
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; co"),
+        "{html}"
+    );
+    assert!(email.text.contains("<script>alert(1)</script> & co"));
+}
+
+#[test]
+fn subjects_cannot_carry_header_lines() {
+    let acme = TenantId::new("acme").unwrap();
+    let templates = Templates::new().with_directory(Arc::new(
+        StaticDirectory::new().tenant(acme, "Evil\r\nBcc: victim@example.com\n\tx"),
+    ));
+    let email = compose(&templates, &invitation(None), MailKind::Invitation);
+    assert!(!email.subject.contains(['\r', '\n', '\t']));
+    assert_eq!(
+        email.subject,
+        "alice invited you to join Evil Bcc: victim@example.com x"
+    );
+}
+
+#[test]
+fn names_default_to_ids() {
+    let email = compose(&Templates::new(), &invitation(None), MailKind::Invitation);
+    assert_eq!(email.subject, "alice invited you to join acme");
+    assert!(email.text.contains("as contractor."));
+}
+
+#[test]
+fn unknown_variables_are_refused_with_their_position() {
+    let t = templates();
+    let mut set = TemplateSet::default_invitation();
+    set.text = "Hi,\n\n  {{ accept_link }} {{ user.name }}\n{% if oops %}x{% endif %}".into();
+    match t.validate("invitation", &set) {
+        Err(TemplateError::UnknownVariable {
+            part: Part::Text,
+            name,
+            line: 3,
+            column: 24,
+        }) => {
+            assert_eq!(name, "user");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Attributes and strings named like a variable are not uses of it.
+    set.text = "{{ 'user' }} {{ tenant_name.user }} {{ user }}".into();
+    assert!(matches!(
+        t.validate("invitation", &set),
+        Err(TemplateError::UnknownVariable {
+            line: 1,
+            column: 40,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn syntax_errors_are_refused_with_line_and_column() {
+    let t = templates();
+    let mut set = TemplateSet::default_invitation();
+    set.html = "<p>\n<p>{{ accept_link }</p>".into();
+    match t.validate("invitation", &set) {
+        Err(TemplateError::Syntax {
+            part: Part::Html,
+            line: 2,
+            column,
+            message,
+        }) => {
+            assert!(column > 1, "column {column}: {message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    set.html = "{% if message %}unclosed".into();
+    assert!(matches!(
+        t.validate("invitation", &set),
+        Err(TemplateError::Syntax { .. })
+    ));
+}
+
+#[test]
+fn runtime_errors_are_refused_when_saved() {
+    let t = templates();
+    let acme = TenantId::new("acme").unwrap();
+    let mut set = TemplateSet::default_invitation();
+    set.subject = "{% if message %}{{ message | no_such_filter }}{% endif %}Hi".into();
+    let err = t
+        .set_tenant_templates(&acme, "invitation", set)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TemplateError::Render {
+                part: Part::Subject,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!t.has_tenant_templates(&acme, "invitation"));
+}
+
+#[test]
+fn tenant_templates_override_only_their_tenant() {
+    let t = templates();
+    let acme = TenantId::new("acme").unwrap();
+    let mut set = TemplateSet::default_invitation();
+    set.subject = "Welcome to {{ tenant_name }}, {{ recipient_email }}".into();
+    t.set_tenant_templates(&acme, "invitation", set).unwrap();
+    let inv = invitation(None);
+    assert_eq!(
+        compose(&t, &inv, MailKind::Invitation).subject,
+        "Welcome to Acme Corp, ann@example.com"
+    );
+    // Reminders keep the default; another tenant keeps the default.
+    assert!(
+        compose(&t, &inv, MailKind::Reminder)
+            .subject
+            .starts_with("Reminder:")
+    );
+    let mut other = inv.clone();
+    other.tenant = TenantId::new("globex").unwrap();
+    assert!(
+        compose(&t, &other, MailKind::Invitation)
+            .subject
+            .ends_with("join globex")
+    );
+    assert!(t.remove_tenant_templates(&acme, "invitation"));
+    assert!(
+        compose(&t, &inv, MailKind::Invitation)
+            .subject
+            .ends_with("join Acme Corp")
+    );
+}
+
+#[test]
+fn host_kinds_declare_their_variables() {
+    let t = templates();
+    let set = TemplateSet::new(
+        "Set your password for {{ tenant_name }}",
+        "Open {{ reset_link }}",
+        "<a href=\"{{ reset_link }}\">Set password</a>",
+    );
+    assert!(matches!(
+        t.register_kind("set-password", set.clone(), &[]),
+        Err(TemplateError::UnknownVariable { .. })
+    ));
+    assert!(matches!(
+        t.register_kind("Set Password", set.clone(), &["reset_link"]),
+        Err(TemplateError::InvalidKindName(_))
+    ));
+    t.register_kind("set-password", set, &["reset_link"])
+        .unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let vars = Variables::empty()
+        .with("tenant_name", Some("Acme".into()))
+        .with("reset_link", Some("https://x.test/r?a=1&b=2".into()));
+    let email = t.render(&acme, "set-password", &vars).unwrap();
+    assert_eq!(email.text, "Open https://x.test/r?a=1&b=2");
+    assert_eq!(
+        email.html.unwrap(),
+        "<a href=\"https:&#x2f;&#x2f;x.test&#x2f;r?a=1&amp;b=2\">Set password</a>"
+    );
+    // Strict undefined: a missing value is an error, not an empty string.
+    let err = t
+        .render(&acme, "set-password", &Variables::empty())
+        .unwrap_err();
+    assert!(matches!(err, TemplateError::Render { .. }), "{err}");
+    assert!(matches!(
+        t.render(&acme, "nope", &vars),
+        Err(TemplateError::UnknownKind(_))
+    ));
+}
+
+#[test]
+fn expiry_reads_in_the_recipients_terms() {
+    assert_eq!(humanize(Duration::days(7)).as_deref(), Some("7 days"));
+    assert_eq!(
+        humanize(Duration::days(7) - Duration::seconds(5)).as_deref(),
+        Some("7 days")
+    );
+    assert_eq!(humanize(Duration::hours(48)).as_deref(), Some("2 days"));
+    assert_eq!(humanize(Duration::hours(36)).as_deref(), Some("36 hours"));
+    assert_eq!(
+        humanize(Duration::minutes(60)).as_deref(),
+        Some("60 minutes")
+    );
+    assert_eq!(humanize(Duration::minutes(1)).as_deref(), Some("1 minute"));
+    assert_eq!(humanize(Duration::seconds(-5)), None);
+    let at = datetime!(2030-11-29 9:00 UTC);
+    assert_eq!(
+        format_instant(at, UtcOffset::UTC),
+        "29 November 2030 at 09:00 UTC"
+    );
+    assert_eq!(
+        format_instant(at, offset!(+2)),
+        "29 November 2030 at 11:00 UTC+02:00"
+    );
+    assert_eq!(
+        format_instant(at, offset!(-9:30)),
+        "28 November 2030 at 23:30 UTC-09:30"
+    );
+    assert_eq!(format_rfc3339(at), "2030-11-29T09:00:00Z");
+
+    let acme = TenantId::new("acme").unwrap();
+    let t = Templates::new()
+        .with_clock(Arc::new(ManualClock::new(NOW + Duration::hours(12))))
+        .with_directory(Arc::new(
+            StaticDirectory::new().utc_offset(acme, offset!(+1)),
+        ));
+    let link = SecretString::from("https://x.test/i/T");
+    let inv = invitation(None);
+    let vars = t.variables(&MessageContext {
+        invitation: &inv,
+        kind: MailKind::Invitation,
+        link: &link,
+        expires_at: inv.expires_at.unwrap(),
+    });
+    assert_eq!(
+        vars.values["expires"].as_deref(),
+        Some("in 7 days, on 29 November 2030 at 10:00 UTC+01:00")
+    );
+    assert!(
+        !format!("{vars:?}").contains("x.test/i/T"),
+        "Debug hides the link"
+    );
+}
+
+#[test]
+fn too_large_templates_are_refused() {
+    let mut set = TemplateSet::default_invitation();
+    set.html = "x".repeat(MAX_TEMPLATE_LEN + 1);
+    assert!(matches!(
+        templates().validate("invitation", &set),
+        Err(TemplateError::TooLarge {
+            part: Part::Html,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn subject_cleaning() {
+    assert_eq!(clean_subject("  a\r\nb\u{7}c  \n"), "a b c");
+    assert_eq!(clean_subject("\n"), "");
+}

@@ -1,0 +1,477 @@
+//! The dispatcher against the reference store: crash recovery, concurrency bound,
+//! rate limits, retries and shutdown. Time is a `ManualClock`, or tokio's paused clock
+//! where the dispatcher must sleep; nothing here measures wall time.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use invite_core::*;
+use invite_mail::{Dispatcher, FileMailer, Rate, Templates};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+const T0: OffsetDateTime = datetime!(2030-01-01 9:00 UTC);
+
+fn acme() -> TenantId {
+    TenantId::new("acme").unwrap()
+}
+
+fn alice() -> ActorId {
+    ActorId::new("alice").unwrap()
+}
+
+fn member() -> Role {
+    Role::new("member").unwrap()
+}
+
+struct World {
+    service: Invitations,
+    store: Arc<MemoryStore>,
+}
+
+fn world(mailer: Arc<dyn Mailer>, clock: Arc<dyn Clock>) -> World {
+    let store = Arc::new(MemoryStore::new());
+    let policy = StaticPolicy::new([member()])
+        .with_admin(acme(), alice())
+        .with_admin(TenantId::new("globex").unwrap(), alice());
+    let service = Invitations::builder(
+        store.clone(),
+        mailer,
+        Arc::new(policy),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(clock.clone())
+    .composer(Arc::new(Templates::new().with_clock(clock)))
+    .build();
+    World { service, store }
+}
+
+async fn invite(service: &Invitations, tenant: &TenantId, count: usize) -> Vec<InvitationId> {
+    let new = (0..count)
+        .map(|i| {
+            NewInvitation::new(
+                EmailAddress::parse(&format!("user{i}@{tenant}.example")).unwrap(),
+                member(),
+            )
+        })
+        .collect();
+    let report = service
+        .invite_many(&alice(), tenant, new, Delivery::SendNow, None)
+        .await
+        .unwrap();
+    report.created().collect()
+}
+
+fn token_of(email: &OutgoingEmail) -> String {
+    let link = email
+        .text
+        .lines()
+        .find(|l| l.starts_with("https://app.example.com/"))
+        .expect("the text part carries the link");
+    link.rsplit('/').next().unwrap().to_owned()
+}
+
+fn per_recipient(emails: &[OutgoingEmail]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for e in emails {
+        *counts.entry(e.to.as_str().to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+/// Sends the first `ok` emails, then hangs forever in `send`: a process that dies
+/// between claim and send, once aborted.
+#[derive(Debug)]
+struct HangAfter {
+    ok: usize,
+    seen: AtomicUsize,
+    sent: Mutex<Vec<OutgoingEmail>>,
+}
+
+#[async_trait]
+impl Mailer for HangAfter {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) < self.ok {
+            self.sent.lock().unwrap().push(email.clone());
+            return Ok(());
+        }
+        futures::future::pending::<()>().await;
+        unreachable!()
+    }
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_between_claim_and_send_is_taken_over_after_the_lease() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let recording = Arc::new(RecordingMailer::ok());
+    let w = world(recording.clone(), clock.clone());
+    let ids = invite(&w.service, &acme(), 20).await;
+
+    // The first process claims everything and dies before sending anything.
+    let claimed = w.service.claim_due(100).await.unwrap();
+    assert_eq!(claimed.len(), 20);
+    drop(claimed);
+
+    // A second dispatcher finds nothing while the lease holds...
+    let second = Dispatcher::new(w.service.clone()).with_clock(clock.clone());
+    assert_eq!(second.run_once().await.unwrap().claimed, 0);
+    // ...and delivers everything once it has run out.
+    clock.advance(Duration::minutes(5) + Duration::seconds(1));
+    let report = second.run_once().await.unwrap();
+    assert_eq!((report.claimed, report.sent), (20, 20));
+    assert!(report.errors.is_empty());
+
+    let sent = recording.sent();
+    assert!(per_recipient(&sent).values().all(|&n| n == 1));
+    for email in &sent {
+        let accepted = w
+            .service
+            .accept(&acme(), &token_of(email), &UserId::new("u").unwrap())
+            .await
+            .unwrap();
+        assert!(ids.contains(&accepted.id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_recipient_gets_two_messages_when_a_killed_run_had_finished_sending() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let first_mailer = Arc::new(HangAfter {
+        ok: 7,
+        seen: AtomicUsize::new(0),
+        sent: Mutex::new(Vec::new()),
+    });
+    let first = world(first_mailer.clone(), clock.clone());
+    let events = Arc::new(RecordingEventSink::default());
+    let ids = invite(&first.service, &acme(), 20).await;
+    // The same store, seen by a second process with a working mailer.
+    let recording = Arc::new(RecordingMailer::ok());
+    let second_service = Invitations::builder(
+        first.store.clone(),
+        recording.clone(),
+        Arc::new(StaticPolicy::new([member()])),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(clock.clone())
+    .events(events.clone())
+    .composer(Arc::new(Templates::new()))
+    .build();
+
+    // Run the first dispatcher until 7 emails are recorded sent in the store and the
+    // other 13 hang in `send`, then kill it.
+    let dispatcher = Dispatcher::new(first.service.clone())
+        .with_clock(clock.clone())
+        .with_concurrency(20);
+    let running = tokio::spawn(async move { dispatcher.run_once().await });
+    loop {
+        let mut delivered = 0;
+        for id in &ids {
+            let entries = first.store.list_outbox(&acme(), *id).await.unwrap();
+            delivered += entries
+                .iter()
+                .filter(|e| e.state == OutboxState::Sent)
+                .count();
+        }
+        if delivered == 7 && first_mailer.seen.load(Ordering::SeqCst) == 20 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+
+    clock.advance(Duration::minutes(6));
+    let report = Dispatcher::new(second_service.clone())
+        .with_clock(clock.clone())
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((report.claimed, report.sent), (13, 13));
+
+    let mut all = first_mailer.sent.lock().unwrap().clone();
+    all.extend(recording.sent());
+    let counts = per_recipient(&all);
+    assert_eq!(counts.len(), 20, "every recipient got their email");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "nobody got two: {counts:?}"
+    );
+    // The taken-over emails carry fresh, working links.
+    for email in recording.sent() {
+        second_service
+            .accept(&acme(), &token_of(&email), &UserId::new("u").unwrap())
+            .await
+            .unwrap();
+    }
+    let delivered = events
+        .events()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Delivered))
+        .count();
+    assert_eq!(delivered, 13);
+}
+
+/// Counts sends in flight; each send takes 10 ms of tokio time.
+#[derive(Debug, Default)]
+struct Gauge {
+    in_flight: AtomicUsize,
+    max: AtomicUsize,
+    sent: AtomicUsize,
+}
+
+#[async_trait]
+impl Mailer for Gauge {
+    async fn send(&self, _email: &OutgoingEmail) -> Result<(), MailError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let gauge = Arc::new(Gauge::default());
+    let w = world(gauge.clone(), clock.clone());
+    invite(&w.service, &acme(), 40).await;
+    let report = Dispatcher::new(w.service.clone())
+        .with_clock(clock)
+        .with_concurrency(4)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 40);
+    assert_eq!(gauge.max.load(Ordering::SeqCst), 4);
+    assert_eq!(gauge.sent.load(Ordering::SeqCst), 40);
+}
+
+/// A clock that follows tokio's (paused) clock, so the dispatcher's sleeps move it.
+#[derive(Debug)]
+struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> OffsetDateTime {
+        let elapsed = tokio::time::Instant::now() - self.start;
+        T0 + Duration::try_from(elapsed).unwrap()
+    }
+}
+
+/// Records the clock time of each send, by tenant.
+#[derive(Debug)]
+struct Stamps {
+    clock: Arc<dyn Clock>,
+    at: Mutex<Vec<(TenantId, OffsetDateTime)>>,
+}
+
+#[async_trait]
+impl Mailer for Stamps {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        self.at
+            .lock()
+            .unwrap()
+            .push((email.tenant.clone(), self.clock.now()));
+        Ok(())
+    }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn rates_hold_per_tenant_and_globally() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let stamps = Arc::new(Stamps {
+        clock: clock.clone(),
+        at: Mutex::new(Vec::new()),
+    });
+    let w = world(stamps.clone(), clock.clone());
+    let globex = TenantId::new("globex").unwrap();
+    invite(&w.service, &acme(), 12).await;
+    invite(&w.service, &globex, 4).await;
+    let report = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_concurrency(16)
+        .with_tenant_rate(Rate::per_second(nz(4)).with_burst(nz(1)))
+        .with_global_rate(Rate::per_second(nz(5)).with_burst(nz(2)))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 16);
+
+    let at = stamps.at.lock().unwrap().clone();
+    let by = |t: &TenantId| -> Vec<OffsetDateTime> {
+        at.iter().filter(|(x, _)| x == t).map(|(_, a)| *a).collect()
+    };
+    for tenant in [acme(), globex.clone()] {
+        let mut times = by(&tenant);
+        times.sort();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::milliseconds(250),
+                "{tenant}: {times:?}"
+            );
+        }
+    }
+    // Globally: never more than the burst of 2 plus 5 per second in any window.
+    let mut all: Vec<OffsetDateTime> = at.iter().map(|(_, a)| *a).collect();
+    all.sort();
+    for (i, start) in all.iter().enumerate() {
+        let in_second = all[i..]
+            .iter()
+            .take_while(|a| **a - *start < Duration::seconds(1))
+            .count();
+        assert!(
+            in_second <= 6,
+            "{in_second} sends in one second from {start}: {all:?}"
+        );
+    }
+    // Globex was not queued behind acme's twelve.
+    assert!(by(&globex).iter().max().unwrap() < by(&acme()).iter().max().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_too_far_ahead_are_handed_back_not_held() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let stamps = Arc::new(Stamps {
+        clock: clock.clone(),
+        at: Mutex::new(Vec::new()),
+    });
+    let w = world(stamps.clone(), clock.clone());
+    let ids = invite(&w.service, &acme(), 10).await;
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_tenant_rate(Rate::per_second(nz(1)))
+        .with_max_wait(Duration::seconds(3));
+    let report = dispatcher.run_once().await.unwrap();
+    // A burst of 1 at t=0, then one per second until the 3 s horizon: 4 sent.
+    assert_eq!((report.sent, report.deferred), (4, 6), "{report:?}");
+    let mut waiting = 0;
+    for id in &ids {
+        for entry in w.store.list_outbox(&acme(), *id).await.unwrap() {
+            if entry.state == OutboxState::Queued {
+                waiting += 1;
+                assert!(entry.next_attempt_at > T0 + Duration::seconds(3));
+                assert!(entry.claimed_until.is_none_or(|c| c <= clock.now()));
+            }
+        }
+    }
+    assert_eq!(waiting, 6);
+    // Later passes pick them up when they are due, at the same rate.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let report = dispatcher.run_once().await.unwrap();
+    assert_eq!((report.claimed, report.sent, report.deferred), (6, 4, 2));
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert_eq!(dispatcher.run_once().await.unwrap().sent, 2);
+    assert_eq!(stamps.at.lock().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn transient_failures_retry_and_permanent_ones_fail() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mailer = Arc::new(RecordingMailer::failing(MailBehavior::FailTransient));
+    let w = world(mailer.clone(), clock.clone());
+    let ids = invite(&w.service, &acme(), 3).await;
+    let dispatcher = Dispatcher::new(w.service.clone()).with_clock(clock.clone());
+
+    let report = dispatcher.run_once().await.unwrap();
+    assert_eq!(report.retrying, 3);
+    assert_eq!(
+        dispatcher.run_once().await.unwrap().claimed,
+        0,
+        "backoff holds them"
+    );
+
+    clock.advance(Duration::minutes(2));
+    mailer.set_behavior(MailBehavior::FailPermanent);
+    let report = dispatcher.run_once().await.unwrap();
+    assert_eq!(report.failed, 3);
+    let failed = w.service.get(&alice(), &acme(), ids[0]).await.unwrap();
+    assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
+    assert_eq!(failed.last_error.as_deref(), Some("550 no such mailbox"));
+}
+
+#[tokio::test]
+async fn the_loop_delivers_until_shut_down() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mailer = Arc::new(RecordingMailer::ok());
+    let w = world(mailer.clone(), clock.clone());
+    invite(&w.service, &acme(), 250).await;
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock)
+        .with_batch_size(100)
+        .with_poll_interval(std::time::Duration::from_millis(5));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        dispatcher
+            .run(async {
+                stopped.await.ok();
+            })
+            .await
+    });
+    while mailer.sent().len() < 250 {
+        tokio::task::yield_now().await;
+    }
+    stop.send(()).unwrap();
+    let total = running.await.unwrap();
+    assert_eq!((total.claimed, total.sent), (250, 250));
+    assert!(total.errors.is_empty());
+}
+
+#[tokio::test]
+async fn file_mailer_writes_one_eml_per_email_with_a_working_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mailer = Arc::new(
+        FileMailer::new(
+            dir.path().join("outbox"),
+            "Acme <no-reply@acme.example>".parse().unwrap(),
+        )
+        .with_clock(clock.clone()),
+    );
+    let w = world(mailer, clock.clone());
+    let ids = invite(&w.service, &acme(), 2).await;
+    let report = Dispatcher::new(w.service.clone())
+        .with_clock(clock)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 2);
+
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (path, id) in files.iter().zip(&ids) {
+        let outbox = w.store.list_outbox(&acme(), *id).await.unwrap();
+        assert_eq!(
+            path.file_name().unwrap().to_str().unwrap(),
+            format!("{}.eml", outbox[0].id)
+        );
+        let eml = std::fs::read_to_string(path).unwrap();
+        assert!(
+            eml.contains(&format!("Message-ID: <{}@app.example.com>", outbox[0].id)),
+            "{eml}"
+        );
+        assert!(eml.contains("Date: Tue, 01 Jan 2030 09:00:00 +0000"));
+        assert!(eml.contains("From: Acme <no-reply@acme.example>"));
+        assert!(eml.contains("Content-Type: multipart/alternative"));
+        assert!(
+            eml.contains("Content-Type: text/plain") && eml.contains("Content-Type: text/html")
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! `HttpApiMailer` against a local HTTP server playing Postmark and SendGrid, including
+//! their error answers, and the bounce webhooks back into the service.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use invite_core::*;
+use invite_mail::bounce::{self, BounceError};
+use invite_mail::{Dispatcher, HttpApiMailer, Provider};
+use serde_json::{Value, json};
+use time::macros::datetime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+/// A tiny HTTP/1.1 server: records requests, answers from a script (default 200 `{}`).
+struct FakeApi {
+    base: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    replies: Arc<Mutex<VecDeque<(u16, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeApi {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let replies: Arc<Mutex<VecDeque<(u16, String)>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let (req, rep) = (requests.clone(), replies.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (req, rep) = (req.clone(), rep.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    loop {
+                        let mut line = String::new();
+                        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                        let mut headers = HashMap::new();
+                        loop {
+                            let mut h = String::new();
+                            read.read_line(&mut h).await.unwrap();
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            let (name, value) = h.split_once(':').unwrap();
+                            headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+                        }
+                        let length: usize = headers
+                            .get("content-length")
+                            .map_or(0, |l| l.parse().unwrap());
+                        let mut body = vec![0; length];
+                        read.read_exact(&mut body).await.unwrap();
+                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        req.lock().unwrap().push(Recorded {
+                            path,
+                            headers,
+                            body,
+                        });
+                        let (status, answer) = rep
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or((200, "{}".into()));
+                        let response = format!(
+                            "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if write.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            base,
+            requests,
+            replies,
+            task,
+        }
+    }
+
+    fn reply(&self, status: u16, body: Value) {
+        self.replies
+            .lock()
+            .unwrap()
+            .push_back((status, body.to_string()));
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn from() -> invite_mail::Mailbox {
+    "Acme <no-reply@acme.example>".parse().unwrap()
+}
+
+fn email() -> OutgoingEmail {
+    let now = datetime!(2030-11-22 9:00 UTC);
+    let outbox = OutboxId::new(now);
+    OutgoingEmail {
+        message_id: format!("<{outbox}@acme.example>"),
+        tenant: TenantId::new("acme").unwrap(),
+        invitation: InvitationId::new(now),
+        outbox,
+        kind: MailKind::Invitation,
+        to: EmailAddress::parse("ann@example.com").unwrap(),
+        to_name: Some("Ann Lee".into()),
+        subject: "Join Acme".into(),
+        text: "Accept: https://app.example.com/t/acme/invite/T".into(),
+        html: Some("<a href=\"https://app.example.com/t/acme/invite/T\">Accept</a>".into()),
+    }
+}
+
+fn postmark(base: &str) -> HttpApiMailer {
+    HttpApiMailer::postmark("pm-token".to_owned().into(), from())
+        .unwrap()
+        .with_base_url(base)
+}
+
+fn sendgrid(base: &str) -> HttpApiMailer {
+    HttpApiMailer::sendgrid("SG.key".to_owned().into(), from())
+        .unwrap()
+        .with_base_url(base)
+}
+
+#[test]
+fn postmark_requests_follow_the_documented_shape() {
+    let e = email();
+    let request = postmark("https://api.postmarkapp.com/").request(&e);
+    assert_eq!(request.url, "https://api.postmarkapp.com/email");
+    assert_eq!(request.auth_header, "X-Postmark-Server-Token");
+    assert!(!format!("{request:?}").contains("pm-token"));
+    let b = &request.body;
+    assert_eq!(b["From"], "Acme <no-reply@acme.example>");
+    assert_eq!(b["To"], "Ann Lee <ann@example.com>");
+    assert_eq!(b["Subject"], "Join Acme");
+    assert_eq!(b["TextBody"], e.text.as_str());
+    assert_eq!(b["HtmlBody"], e.html.as_deref().unwrap());
+    assert_eq!(b["MessageStream"], "outbound");
+    assert_eq!(
+        (b["TrackOpens"].clone(), b["TrackLinks"].clone()),
+        (json!(false), json!("None"))
+    );
+    assert_eq!(b["Metadata"]["invite_tenant"], "acme");
+    assert_eq!(b["Metadata"]["invite_invitation"], e.invitation.to_string());
+    assert_eq!(b["Metadata"]["invite_outbox"], e.outbox.to_string());
+}
+
+#[test]
+fn sendgrid_requests_follow_the_documented_shape() {
+    let e = email();
+    let request = sendgrid("https://api.sendgrid.com").request(&e);
+    assert_eq!(request.url, "https://api.sendgrid.com/v3/mail/send");
+    assert_eq!(request.auth_header, "Authorization");
+    let b = &request.body;
+    assert_eq!(
+        b["personalizations"][0]["to"],
+        json!([{ "email": "ann@example.com", "name": "Ann Lee" }])
+    );
+    assert_eq!(
+        b["personalizations"][0]["custom_args"]["invite_tenant"],
+        "acme"
+    );
+    assert_eq!(
+        b["personalizations"][0]["custom_args"]["invite_invitation"],
+        e.invitation.to_string()
+    );
+    assert_eq!(
+        b["from"],
+        json!({ "email": "no-reply@acme.example", "name": "Acme" })
+    );
+    assert_eq!(b["content"][0]["type"], "text/plain");
+    assert_eq!(b["content"][1]["type"], "text/html");
+    assert_eq!(b["tracking_settings"]["click_tracking"]["enable"], false);
+}
+
+#[tokio::test]
+async fn postmark_sends_and_maps_its_errors() {
+    let api = FakeApi::start().await;
+    let mailer = postmark(&api.base);
+    api.reply(
+        200,
+        json!({ "ErrorCode": 0, "Message": "OK", "MessageID": "b7bc2f4a" }),
+    );
+    mailer.send(&email()).await.unwrap();
+    let seen = &api.requests()[0];
+    assert_eq!(seen.path, "/email");
+    assert_eq!(seen.headers["x-postmark-server-token"], "pm-token");
+    assert_eq!(seen.headers["content-type"], "application/json");
+    assert_eq!(seen.body["To"], "Ann Lee <ann@example.com>");
+
+    let cases = [
+        (
+            422,
+            json!({ "ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been marked as inactive." }),
+            false,
+        ),
+        (
+            422,
+            json!({ "ErrorCode": 300, "Message": "Invalid 'To' address: 'ann@'." }),
+            false,
+        ),
+        (
+            422,
+            json!({ "ErrorCode": 400, "Message": "The 'From' address you supplied is not a Sender Signature." }),
+            true,
+        ),
+        (
+            401,
+            json!({ "ErrorCode": 10, "Message": "Request does not contain a valid Server token." }),
+            true,
+        ),
+        (
+            429,
+            json!({ "ErrorCode": 429, "Message": "Rate limit exceeded" }),
+            true,
+        ),
+        (
+            500,
+            json!({ "ErrorCode": 0, "Message": "Internal Server Error" }),
+            true,
+        ),
+    ];
+    for (status, body, transient) in cases {
+        let said = body["Message"].as_str().unwrap().to_owned();
+        api.reply(status, body);
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert_eq!(err.is_transient(), transient, "{status}: {err}");
+        assert!(err.message().contains(&said), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn sendgrid_sends_and_maps_its_errors() {
+    let api = FakeApi::start().await;
+    let mailer = sendgrid(&api.base);
+    api.replies.lock().unwrap().push_back((202, String::new()));
+    mailer.send(&email()).await.unwrap();
+    let seen = &api.requests()[0];
+    assert_eq!(seen.path, "/v3/mail/send");
+    assert_eq!(seen.headers["authorization"], "Bearer SG.key");
+
+    api.reply(400, json!({ "errors": [{ "message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email", "help": null }] }));
+    let err = mailer.send(&email()).await.unwrap_err();
+    assert!(err.is_permanent());
+    assert_eq!(
+        err.message(),
+        "SendGrid 400: personalizations.0.to.0.email: Does not contain a valid address."
+    );
+    for status in [401, 403, 429, 500, 503] {
+        api.reply(status, json!({ "errors": [{ "message": "nope" }] }));
+        assert!(
+            mailer.send(&email()).await.unwrap_err().is_transient(),
+            "{status}"
+        );
+    }
+    api.reply(
+        413,
+        json!({ "errors": [{ "message": "Payload too large" }] }),
+    );
+    assert!(mailer.send(&email()).await.unwrap_err().is_permanent());
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_transient() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = postmark(&format!("http://127.0.0.1:{port}"))
+        .send(&email())
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+}
+
+fn service(mailer: HttpApiMailer) -> Invitations {
+    let acme = TenantId::new("acme").unwrap();
+    Invitations::builder(
+        Arc::new(MemoryStore::new()),
+        Arc::new(mailer),
+        Arc::new(
+            StaticPolicy::new([Role::new("member").unwrap()])
+                .with_admin(acme, ActorId::new("alice").unwrap()),
+        ),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(Arc::new(ManualClock::new(datetime!(2030-11-22 9:00 UTC))))
+    .build()
+}
+
+async fn invite_one(service: &Invitations, address: &str) -> InvitationId {
+    let outcome = service
+        .invite(
+            &ActorId::new("alice").unwrap(),
+            &TenantId::new("acme").unwrap(),
+            NewInvitation::new(
+                EmailAddress::parse(address).unwrap(),
+                Role::new("member").unwrap(),
+            ),
+            Delivery::SendNow,
+        )
+        .await
+        .unwrap();
+    match outcome {
+        InviteOutcome::Created(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_postmark_bounce_webhook_marks_the_invitation_failed() {
+    let api = FakeApi::start().await;
+    let service = service(postmark(&api.base));
+    let acme = TenantId::new("acme").unwrap();
+    let alice = ActorId::new("alice").unwrap();
+    let id = invite_one(&service, "ann@example.com").await;
+    assert_eq!(
+        Dispatcher::new(service.clone())
+            .run_once()
+            .await
+            .unwrap()
+            .sent,
+        1
+    );
+
+    // Postmark echoes the metadata we sent in its bounce webhook.
+    let metadata = api.requests()[0].body["Metadata"].clone();
+    let webhook = json!({
+        "RecordType": "Bounce", "ID": 4323372036854775807_i64, "Type": "HardBounce", "TypeCode": 1,
+        "Name": "Hard bounce", "MessageStream": "outbound", "Inactive": true,
+        "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "Email": "ann@example.com", "Metadata": metadata,
+    });
+    let parsed = bounce::parse_postmark(webhook.to_string().as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (parsed.tenant.clone(), parsed.invitation),
+        (acme.clone(), id)
+    );
+    let report = bounce::record(&service, vec![parsed.clone()]).await;
+    assert_eq!(report.recorded.len(), 1);
+    let invitation = service.get(&alice, &acme, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+    assert!(invitation.last_error.unwrap().contains("550 5.1.1"));
+
+    // A second delivery of the same webhook changes nothing and says so.
+    let again = bounce::record(&service, vec![parsed]).await;
+    assert_eq!((again.recorded.len(), again.ignored.len()), (0, 1));
+}
+
+#[tokio::test]
+async fn a_sendgrid_event_batch_marks_bounced_invitations_failed() {
+    let api = FakeApi::start().await;
+    api.replies
+        .lock()
+        .unwrap()
+        .extend([(202, String::new()), (202, String::new())]);
+    let service = service(sendgrid(&api.base));
+    let ann = invite_one(&service, "ann@example.com").await;
+    let bob = invite_one(&service, "bob@example.com").await;
+    assert_eq!(
+        Dispatcher::new(service.clone())
+            .run_once()
+            .await
+            .unwrap()
+            .sent,
+        2
+    );
+
+    let args = |i: usize| api.requests()[i].body["personalizations"][0]["custom_args"].clone();
+    let (a, b) = (args(0), args(1));
+    let events = json!([
+        { "email": "ann@example.com", "event": "bounce", "type": "bounce", "status": "5.1.1",
+          "reason": "550 5.1.1 unknown user", "invite_tenant": a["invite_tenant"], "invite_invitation": a["invite_invitation"] },
+        { "email": "bob@example.com", "event": "bounce", "type": "blocked", "reason": "421 try later",
+          "invite_tenant": b["invite_tenant"], "invite_invitation": b["invite_invitation"] },
+        { "email": "bob@example.com", "event": "delivered",
+          "invite_tenant": b["invite_tenant"], "invite_invitation": b["invite_invitation"] },
+        { "email": "someone@example.com", "event": "dropped", "reason": "Bounced Address" },
+    ]);
+    let bounces = bounce::parse_sendgrid(events.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        bounces.len(),
+        1,
+        "blocked is soft; foreign events have no ids: {bounces:?}"
+    );
+    let report = bounce::record(&service, bounces).await;
+    assert_eq!(report.recorded.len(), 1);
+    let acme = TenantId::new("acme").unwrap();
+    let alice = ActorId::new("alice").unwrap();
+    assert_eq!(
+        service.get(&alice, &acme, ann).await.unwrap().status,
+        InvitationStatus::DeliveryFailed
+    );
+    assert_eq!(
+        service.get(&alice, &acme, bob).await.unwrap().status,
+        InvitationStatus::Pending
+    );
+}
+
+#[test]
+fn webhooks_that_are_not_permanent_bounces_are_ignored_and_garbage_refused() {
+    let soft = json!({ "RecordType": "Bounce", "Type": "SoftBounce", "Inactive": false,
+        "Metadata": { "invite_tenant": "acme", "invite_invitation": "0190f5a4-3c2e-7c1a-9f00-000000000001" } });
+    assert_eq!(
+        bounce::parse_postmark(soft.to_string().as_bytes()).unwrap(),
+        None
+    );
+    let delivery = json!({ "RecordType": "Delivery" });
+    assert_eq!(
+        bounce::parse_postmark(delivery.to_string().as_bytes()).unwrap(),
+        None
+    );
+    let foreign = json!({ "RecordType": "Bounce", "Type": "HardBounce", "Metadata": {} });
+    assert_eq!(
+        bounce::parse_postmark(foreign.to_string().as_bytes()).unwrap(),
+        None
+    );
+    assert!(matches!(
+        bounce::parse_postmark(b"not json"),
+        Err(BounceError::Malformed(_))
+    ));
+    assert!(matches!(
+        bounce::parse_sendgrid(b"{}"),
+        Err(BounceError::Malformed(_))
+    ));
+    assert_eq!(
+        HttpApiMailer::classify(Provider::Postmark, 200, "{\"ErrorCode\":0}").ok(),
+        Some(())
+    );
+}

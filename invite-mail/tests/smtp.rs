@@ -1,0 +1,393 @@
+//! `SmtpMailer` against a real SMTP server on loopback (`testing::SmtpSink`), through
+//! the service and the dispatcher: recipients, subjects, both parts, working links,
+//! 4xx-then-250 retries, 5xx failures, pooling with `TCP_NODELAY`, and refusals.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use invite_core::*;
+use invite_mail::testing::{ReceivedMessage, Reply, SmtpSink};
+use invite_mail::{Dispatcher, SmtpCredentials, SmtpMailer, StaticDirectory, Templates};
+use time::Duration;
+use time::macros::datetime;
+
+fn acme() -> TenantId {
+    TenantId::new("acme").unwrap()
+}
+
+fn alice() -> ActorId {
+    ActorId::new("alice").unwrap()
+}
+
+fn from() -> invite_mail::Mailbox {
+    "Acme <no-reply@acme.example>".parse().unwrap()
+}
+
+struct World {
+    service: Invitations,
+    clock: Arc<ManualClock>,
+    mailer: Arc<SmtpMailer>,
+}
+
+fn world(mailer: SmtpMailer) -> World {
+    let clock = Arc::new(ManualClock::new(datetime!(2030-11-22 9:00 UTC)));
+    let mailer = Arc::new(mailer.with_clock(clock.clone()));
+    let templates = Templates::new()
+        .with_clock(clock.clone())
+        .with_directory(Arc::new(StaticDirectory::new().tenant(acme(), "Acme Corp")));
+    let service = Invitations::builder(
+        Arc::new(MemoryStore::new()),
+        mailer.clone(),
+        Arc::new(StaticPolicy::new([Role::new("contractor").unwrap()]).with_admin(acme(), alice())),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(clock.clone())
+    .composer(Arc::new(templates))
+    .build();
+    World {
+        service,
+        clock,
+        mailer,
+    }
+}
+
+async fn invite(w: &World, addresses: &[&str]) -> Vec<InvitationId> {
+    let new = addresses
+        .iter()
+        .map(|a| {
+            NewInvitation::new(
+                EmailAddress::parse(a).unwrap(),
+                Role::new("contractor").unwrap(),
+            )
+            .with_message("Glad to have you — see you Monday!")
+        })
+        .collect();
+    let report = w
+        .service
+        .invite_many(&alice(), &acme(), new, Delivery::SendNow, None)
+        .await
+        .unwrap();
+    report.created().collect()
+}
+
+fn dispatcher(w: &World) -> Dispatcher {
+    Dispatcher::new(w.service.clone()).with_clock(w.clock.clone())
+}
+
+/// The decoded bodies of a message's MIME parts, by content type.
+fn parts(message: &ReceivedMessage) -> Vec<(String, String)> {
+    let raw = message.text();
+    let boundary = raw
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a multipart message")
+        .to_owned();
+    raw.split(&format!("--{boundary}"))
+        .skip(1)
+        .filter(|p| !p.starts_with("--"))
+        .map(|part| {
+            let (head, body) = part.split_once("\r\n\r\n").unwrap();
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .unwrap_or_default()
+            };
+            let kind = header("Content-Type:")
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            let body = match header("Content-Transfer-Encoding:").as_str() {
+                "base64" => {
+                    let joined: String = body.split_whitespace().collect();
+                    String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(joined)
+                            .unwrap(),
+                    )
+                    .unwrap()
+                }
+                "quoted-printable" => decode_quoted_printable(body),
+                _ => body.to_owned(),
+            };
+            (kind, body)
+        })
+        .collect()
+}
+
+fn decode_quoted_printable(body: &str) -> String {
+    let unwrapped = body.replace("=\r\n", "");
+    let bytes = unwrapped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn header(message: &ReceivedMessage, name: &str) -> String {
+    let raw = message.text();
+    let head = raw.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn invitations_arrive_with_recipient_subject_both_parts_and_a_working_link() {
+    let sink = SmtpSink::start().await.unwrap();
+    let w = world(SmtpMailer::unencrypted_dangerous(
+        "127.0.0.1",
+        sink.port(),
+        from(),
+    ));
+    let ids = invite(
+        &w,
+        &["ann@example.com", "bob@example.org", "cy@example.net"],
+    )
+    .await;
+
+    let report = dispatcher(&w).run_once().await.unwrap();
+    assert_eq!(report.sent, 3, "{report:?}");
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 3);
+
+    for message in &messages {
+        assert_eq!(message.from, "no-reply@acme.example");
+        assert_eq!(message.to.len(), 1, "one recipient per message");
+        let to = &message.to[0];
+        assert_eq!(header(message, "To"), *to);
+        assert_eq!(
+            header(message, "Subject"),
+            "alice invited you to join Acme Corp"
+        );
+        assert!(header(message, "Message-ID").ends_with("@app.example.com>"));
+        assert!(header(message, "Content-Type").starts_with("multipart/alternative"));
+
+        let parts = parts(message);
+        let kinds: Vec<&str> = parts.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["text/plain", "text/html"]);
+        let text = &parts[0].1;
+        assert!(
+            text.contains("Glad to have you — see you Monday!"),
+            "{text}"
+        );
+        assert!(parts[1].1.contains("Accept the invitation</a>"));
+        let link = text
+            .lines()
+            .find(|l| l.starts_with("https://app.example.com/t/acme/invite/"))
+            .unwrap();
+        let token = link.rsplit('/').next().unwrap();
+
+        let user = UserId::new(format!("user-{to}")).unwrap();
+        let accepted = w.service.accept(&acme(), token, &user).await.unwrap();
+        assert_eq!(accepted.email.as_str(), to);
+        assert!(ids.contains(&accepted.id));
+    }
+}
+
+#[tokio::test]
+async fn connections_are_pooled_and_have_tcp_nodelay() {
+    let sink = SmtpSink::start().await.unwrap();
+    let w = world(SmtpMailer::unencrypted_dangerous(
+        "127.0.0.1",
+        sink.port(),
+        from(),
+    ));
+    invite(
+        &w,
+        &[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+        ],
+    )
+    .await;
+    // One at a time: every message after the first reuses the pooled connection.
+    let report = dispatcher(&w).with_concurrency(1).run_once().await.unwrap();
+    assert_eq!(report.sent, 4);
+
+    let idle = w.mailer.idle_connections();
+    assert_eq!(idle.len(), 1);
+    assert_eq!(
+        sink.sessions(),
+        vec![idle[0].local_addr],
+        "one session carried all four"
+    );
+    assert!(
+        idle.iter().all(|c| c.nodelay),
+        "TCP_NODELAY must be set: {idle:?}"
+    );
+    assert!(sink.messages().iter().all(|m| m.peer == idle[0].local_addr));
+    assert_eq!(idle[0].peer_addr, sink.addr());
+}
+
+#[tokio::test]
+async fn concurrent_sends_open_several_nodelay_connections() {
+    let sink = SmtpSink::start().await.unwrap();
+    let w = world(
+        SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from()).with_max_connections(4),
+    );
+    let addresses: Vec<String> = (0..24).map(|i| format!("u{i}@example.com")).collect();
+    let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    invite(&w, &refs).await;
+    let report = dispatcher(&w).with_concurrency(8).run_once().await.unwrap();
+    assert_eq!(report.sent, 24);
+    assert_eq!(sink.accepted(), 24);
+    let idle = w.mailer.idle_connections();
+    assert!(!idle.is_empty() && idle.len() <= 4, "{idle:?}");
+    assert!(idle.iter().all(|c| c.nodelay));
+    assert!(
+        sink.sessions().len() <= 4,
+        "at most max_connections in flight: {:?}",
+        sink.sessions()
+    );
+}
+
+#[tokio::test]
+async fn a_4xx_reply_is_retried_and_then_delivered() {
+    let sink = SmtpSink::start().await.unwrap();
+    let w = world(SmtpMailer::unencrypted_dangerous(
+        "127.0.0.1",
+        sink.port(),
+        from(),
+    ));
+    let ids = invite(&w, &["ann@example.com"]).await;
+    sink.reply_next(Reply::new(451, "4.3.0 mailbox temporarily unavailable"));
+
+    let d = dispatcher(&w);
+    let report = d.run_once().await.unwrap();
+    assert_eq!(report.retrying, 1, "{report:?}");
+    assert!(sink.messages().is_empty());
+    let entry = &w.service.outbox(&alice(), &acme(), ids[0]).await.unwrap()[0];
+    assert!(
+        entry.last_error.as_deref().unwrap().contains("451"),
+        "{entry:?}"
+    );
+
+    w.clock.advance(Duration::minutes(2));
+    let report = d.run_once().await.unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(sink.messages().len(), 1);
+    let entry = &w.service.outbox(&alice(), &acme(), ids[0]).await.unwrap()[0];
+    assert_eq!((entry.state, entry.attempts), (OutboxState::Sent, 2));
+    let invitation = w.service.get(&alice(), &acme(), ids[0]).await.unwrap();
+    assert!(invitation.delivered_at.is_some());
+}
+
+#[tokio::test]
+async fn a_5xx_reply_fails_the_invitation_with_the_servers_words() {
+    let sink = SmtpSink::start().await.unwrap();
+    let w = world(SmtpMailer::unencrypted_dangerous(
+        "127.0.0.1",
+        sink.port(),
+        from(),
+    ));
+    let ids = invite(&w, &["nobody@example.com"]).await;
+    sink.reply_next(Reply::new(550, "5.1.1 no such user"));
+
+    let report = dispatcher(&w).run_once().await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let invitation = w.service.get(&alice(), &acme(), ids[0]).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+    let reason = invitation.last_error.unwrap();
+    assert!(
+        reason.contains("550") && reason.contains("no such user"),
+        "{reason}"
+    );
+    assert!(sink.messages().is_empty());
+}
+
+fn email() -> OutgoingEmail {
+    let now = datetime!(2030-11-22 9:00 UTC);
+    let outbox = OutboxId::new(now);
+    OutgoingEmail {
+        message_id: format!("<{outbox}@acme.example>"),
+        tenant: acme(),
+        invitation: InvitationId::new(now),
+        outbox,
+        kind: MailKind::Invitation,
+        to: EmailAddress::parse("ann@example.com").unwrap(),
+        to_name: Some("Ann Lee".into()),
+        subject: "Hello".into(),
+        text: "Hi".into(),
+        html: Some("<p>Hi</p>".into()),
+    }
+}
+
+#[tokio::test]
+async fn credentials_are_sent_with_auth_plain() {
+    let sink = SmtpSink::start().await.unwrap();
+    let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from())
+        .with_credentials(SmtpCredentials::new("apikey", "s3cret".to_owned().into()));
+    assert!(
+        !format!("{mailer:?}").contains("s3cret"),
+        "Debug redacts the password"
+    );
+    mailer.send(&email()).await.unwrap();
+    let auth = sink.auth_attempts();
+    assert_eq!(auth.len(), 1);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&auth[0])
+        .unwrap();
+    assert_eq!(decoded, b"\0apikey\0s3cret");
+    assert_eq!(
+        header(&sink.messages()[0], "To"),
+        "\"Ann Lee\" <ann@example.com>"
+    );
+}
+
+#[tokio::test]
+async fn starttls_is_required_not_optional() {
+    let sink = SmtpSink::start().await.unwrap();
+    let mailer = SmtpMailer::starttls_relay("localhost", from())
+        .unwrap()
+        .with_port(sink.port());
+    let err = mailer.send(&email()).await.unwrap_err();
+    assert!(err.is_transient());
+    assert!(err.message().contains("does not offer STARTTLS"), "{err}");
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn implicit_tls_against_a_clear_text_server_fails_transiently() {
+    let sink = SmtpSink::start().await.unwrap();
+    let mailer = SmtpMailer::relay("localhost", from())
+        .unwrap()
+        .with_port(sink.port())
+        .with_timeout(std::time::Duration::from_secs(5));
+    let err = mailer.send(&email()).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_is_a_transient_failure() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from());
+    let err = mailer.send(&email()).await.unwrap_err();
+    assert!(err.is_transient());
+    assert!(err.message().contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn relay_refuses_invalid_server_names() {
+    assert!(SmtpMailer::relay("not a host name", from()).is_err());
+}
