@@ -51,10 +51,33 @@ use crate::{
 /// ```ignore
 /// invite_core::store_conformance!(|| async { invite_core::MemoryStore::new() });
 /// ```
+///
+/// For a store that needs a server, `optional` takes a closure returning a future of
+/// `Option<store>`: `None` means "not configured here", and each test then returns
+/// without checking anything. The closure should say so (e.g. print
+/// `skipped: INVITE_TEST_POSTGRES_URL is not set`), and must fail rather than return
+/// `None` when a server is configured but unreachable.
+///
+/// ```ignore
+/// invite_core::store_conformance!(optional || async { postgres_store_or_skip().await });
+/// ```
 #[macro_export]
 macro_rules! store_conformance {
+    (optional $make:expr) => {
+        $crate::__store_conformance_list! { optional $make }
+    };
     ($make:expr) => {
-        $crate::__store_conformance_tests! { $make;
+        $crate::__store_conformance_list! { required $make }
+    };
+}
+
+/// The list of checks, in one place for both modes of [`store_conformance!`]; not
+/// public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_list {
+    ($mode:ident $make:expr) => {
+        $crate::__store_conformance_tests! { $mode $make;
             create_then_get_round_trips_every_field,
             create_reports_conflicts_with_open_invitations_case_folded,
             create_reports_conflicts_within_one_call,
@@ -114,11 +137,27 @@ macro_rules! store_conformance {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_conformance_tests {
-    ($make:expr; $($check:ident),* $(,)?) => {
+    (required $make:expr; $($check:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $check() {
                 let store = ($make)().await;
+                $crate::conformance::$check(&store).await;
+            }
+        )*
+
+        #[test]
+        fn conformance_suite_lists_every_check() {
+            $crate::conformance::__assert_lists_every_check(&[$(::core::stringify!($check)),*]);
+        }
+    };
+    (optional $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let Some(store) = ($make)().await else {
+                    return;
+                };
                 $crate::conformance::$check(&store).await;
             }
         )*

@@ -15,9 +15,9 @@ use crate::{
     ActorId, AdminAction, BatchId, Clock, Composer, DeliveryOutcome, EmailAddress, Error, Event,
     EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, Invitation, InvitationFilter,
     InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal, LinkError,
-    LinkTemplate, LinkToken, MailError, Mailer, MessageContext, NewInvitation, NoEvents,
+    LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation, NoEvents,
     OutboxClaim, OutboxEntry, OutgoingEmail, Page, PageRequest, PlainComposer, Policy, RetryPolicy,
-    Role, Store, StoreError, SystemClock, TenantId, Transition, UserId,
+    Role, Store, StoreError, SystemClock, TenantId, Transition, TransitionError, UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -588,6 +588,41 @@ impl Invitations {
         }
     }
 
+    /// Loads one invitation, applies a transition of the state machine to it, persists
+    /// the result (compare-and-set on its version, with the email it queued) and
+    /// records `event`: the shape of every single-invitation admin action.
+    async fn transition_one(
+        &self,
+        tenant: &TenantId,
+        actor: Option<&ActorId>,
+        id: InvitationId,
+        event: EventKind,
+        step: impl FnOnce(
+            Invitation,
+            OffsetDateTime,
+        ) -> Result<(Invitation, Option<MailKind>), TransitionError>,
+    ) -> Result<Invitation, Error> {
+        let invitation = self.load(tenant, id).await?;
+        let now = self.clock.now();
+        let expected_version = invitation.version;
+        let (next, mail) = step(invitation, now)?;
+        let outbox = mail.map(|kind| OutboxEntry::queue(tenant.clone(), id, kind, now));
+        let saved = self
+            .persist_one(
+                tenant,
+                Transition {
+                    expected_version,
+                    invitation: next,
+                    outbox,
+                },
+            )
+            .await?;
+        self.events
+            .record(vec![self.event(tenant, actor, Some(id), event)])
+            .await;
+        Ok(saved)
+    }
+
     /// Issues a new link for the admin to copy (the previous link dies, the expiry
     /// starts again). Shown once: only its hash is kept.
     pub async fn copy_link(
@@ -597,28 +632,12 @@ impl Invitations {
         id: InvitationId,
     ) -> Result<IssuedLink, Error> {
         self.authorize(actor, tenant, AdminAction::CopyLink).await?;
-        let invitation = self.load(tenant, id).await?;
         let (token, hash) = LinkToken::generate();
-        let expected_version = invitation.version;
-        let next = invitation.copy_link(hash, self.clock.now())?;
         let saved = self
-            .persist_one(
-                tenant,
-                Transition {
-                    expected_version,
-                    invitation: next,
-                    outbox: None,
-                },
-            )
+            .transition_one(tenant, Some(actor), id, EventKind::LinkCopied, |i, now| {
+                Ok((i.copy_link(hash, now)?, None))
+            })
             .await?;
-        self.events
-            .record(vec![self.event(
-                tenant,
-                Some(actor),
-                Some(id),
-                EventKind::LinkCopied,
-            )])
-            .await;
         Ok(IssuedLink {
             url: self.links.accept.render(tenant, &token),
             token,
@@ -634,30 +653,11 @@ impl Invitations {
         id: InvitationId,
     ) -> Result<Invitation, Error> {
         self.authorize(actor, tenant, AdminAction::Resend).await?;
-        let invitation = self.load(tenant, id).await?;
-        let now = self.clock.now();
-        let expected_version = invitation.version;
-        let (next, queue) = invitation.resend(now)?;
-        let entry = OutboxEntry::queue(tenant.clone(), id, queue.kind, now);
-        let saved = self
-            .persist_one(
-                tenant,
-                Transition {
-                    expected_version,
-                    invitation: next,
-                    outbox: Some(entry),
-                },
-            )
-            .await?;
-        self.events
-            .record(vec![self.event(
-                tenant,
-                Some(actor),
-                Some(id),
-                EventKind::Resent,
-            )])
-            .await;
-        Ok(saved)
+        self.transition_one(tenant, Some(actor), id, EventKind::Resent, |i, now| {
+            let (next, queue) = i.resend(now)?;
+            Ok((next, Some(queue.kind)))
+        })
+        .await
     }
 
     /// Cancels an invitation (wrong address or role); its link dies.
@@ -668,28 +668,10 @@ impl Invitations {
         id: InvitationId,
     ) -> Result<Invitation, Error> {
         self.authorize(actor, tenant, AdminAction::Revoke).await?;
-        let invitation = self.load(tenant, id).await?;
-        let expected_version = invitation.version;
-        let next = invitation.revoke(actor.clone(), self.clock.now())?;
-        let saved = self
-            .persist_one(
-                tenant,
-                Transition {
-                    expected_version,
-                    invitation: next,
-                    outbox: None,
-                },
-            )
-            .await?;
-        self.events
-            .record(vec![self.event(
-                tenant,
-                Some(actor),
-                Some(id),
-                EventKind::Revoked,
-            )])
-            .await;
-        Ok(saved)
+        self.transition_one(tenant, Some(actor), id, EventKind::Revoked, |i, now| {
+            Ok((i.revoke(actor.clone(), now)?, None))
+        })
+        .await
     }
 
     /// Reads one invitation.
@@ -784,30 +766,13 @@ impl Invitations {
         id: InvitationId,
         reason: &str,
     ) -> Result<Invitation, Error> {
-        let invitation = self.load(tenant, id).await?;
-        let expected_version = invitation.version;
-        let next = invitation.mark_failed(reason, self.clock.now())?;
-        let saved = self
-            .persist_one(
-                tenant,
-                Transition {
-                    expected_version,
-                    invitation: next,
-                    outbox: None,
-                },
-            )
-            .await?;
-        self.events
-            .record(vec![self.event(
-                tenant,
-                None,
-                Some(id),
-                EventKind::DeliveryFailed {
-                    reason: reason.to_owned(),
-                },
-            )])
-            .await;
-        Ok(saved)
+        let reason_event = EventKind::DeliveryFailed {
+            reason: reason.to_owned(),
+        };
+        self.transition_one(tenant, None, id, reason_event, |i, now| {
+            Ok((i.mark_failed(reason, now)?, None))
+        })
+        .await
     }
 
     // ------------------------------------------------------------- link visitors

@@ -1,0 +1,383 @@
+//! Email-column detection: which row is the header and which columns hold the
+//! address, role, names and message.
+//!
+//! Matching ignores case, spaces, punctuation and parenthesised remarks, so
+//! `E-mail`, `EMAIL ADDRESS`, `Contractor email (required)` and `work_email` all
+//! name the email column.
+
+use serde::Serialize;
+
+/// How many leading non-empty rows may hold the header (title rows above it).
+pub(crate) const HEADER_SEARCH_ROWS: usize = 10;
+
+/// What a header cell names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    /// An email column; `exact` for plain `Email`/`Email address`, not for `Work email`.
+    Email {
+        exact: bool,
+    },
+    Role,
+    FirstName,
+    LastName,
+    FullName,
+    Message,
+}
+
+/// Lower-case letters and digits only, parenthesised remarks removed.
+pub(crate) fn normalize(header: &str) -> String {
+    let mut out = String::with_capacity(header.len());
+    let mut depth = 0u32;
+    for c in header.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 && c.is_alphanumeric() => out.extend(c.to_lowercase()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Classifies one header cell.
+pub(crate) fn classify(header: &str) -> Option<Field> {
+    let n = normalize(header);
+    let exact_email = [
+        "email",
+        "emails",
+        "mail",
+        "emailaddress",
+        "emailaddresses",
+        "mailaddress",
+        "emailid",
+        "courriel",
+        "correo",
+        "correoelectronico",
+        "epost",
+    ];
+    if exact_email.contains(&n.as_str()) {
+        return Some(Field::Email { exact: true });
+    }
+    if ["email", "emailaddress", "mailaddress"]
+        .iter()
+        .any(|suffix| n.ends_with(suffix))
+    {
+        return Some(Field::Email { exact: false });
+    }
+    let field = match n.as_str() {
+        "role" | "roles" | "accessrole" | "userrole" | "permission" | "permissions"
+        | "accesslevel" => Field::Role,
+        _ if n.ends_with("role") => Field::Role,
+        "firstname" | "first" | "givenname" | "forename" | "fname" | "prenom" | "prénom" => {
+            Field::FirstName
+        }
+        "lastname" | "last" | "surname" | "familyname" | "lname" | "nom" => Field::LastName,
+        "name" | "fullname" | "displayname" | "contactname" | "contractorname" | "inviteename" => {
+            Field::FullName
+        }
+        "message" | "welcomemessage" | "personalmessage" | "invitemessage"
+        | "invitationmessage" | "note" | "notes" => Field::Message,
+        _ => return None,
+    };
+    Some(field)
+}
+
+/// Which columns (zero-based) hold what, and which row is the header.
+///
+/// Detected by the importer, or given by the admin through
+/// [`ImportOptions::with_mapping`](crate::ImportOptions::with_mapping).
+///
+/// ```
+/// use invite_import::ColumnMapping;
+///
+/// // Addresses in column C under a header in row 2, roles in column E.
+/// let mapping = ColumnMapping::new(2).with_header_row(2).with_role(4);
+/// assert_eq!(mapping.email, 2);
+/// # assert_eq!(ColumnMapping::letters("C").unwrap(), ColumnMapping::new(2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ColumnMapping {
+    /// The header row as the admin's program numbers it (1-based); rows up to and
+    /// including it are skipped. `None`: every row is data.
+    pub header_row: Option<u64>,
+    /// The email column.
+    pub email: u32,
+    /// The role column, if any.
+    pub role: Option<u32>,
+    /// The first-name column, if any.
+    pub first_name: Option<u32>,
+    /// The last-name column, if any.
+    pub last_name: Option<u32>,
+    /// A full-name column (`Name`), split at the first space (or after `Last, First`'s comma).
+    pub full_name: Option<u32>,
+    /// The welcome-message column, if any.
+    pub message: Option<u32>,
+}
+
+impl ColumnMapping {
+    /// Addresses in column `email` (zero-based), no header row, no other columns.
+    pub fn new(email: u32) -> Self {
+        Self {
+            header_row: None,
+            email,
+            role: None,
+            first_name: None,
+            last_name: None,
+            full_name: None,
+            message: None,
+        }
+    }
+
+    /// Addresses in the column with these letters (`"C"`), or `None` if they are not letters.
+    pub fn letters(email: &str) -> Option<Self> {
+        crate::column_index(email).map(Self::new)
+    }
+
+    /// Sets the header row (1-based, as the admin's program shows it).
+    #[must_use]
+    pub fn with_header_row(mut self, row: u64) -> Self {
+        self.header_row = Some(row);
+        self
+    }
+
+    /// Sets the role column.
+    #[must_use]
+    pub fn with_role(mut self, column: u32) -> Self {
+        self.role = Some(column);
+        self
+    }
+
+    /// Sets the first- and last-name columns.
+    #[must_use]
+    pub fn with_names(mut self, first: Option<u32>, last: Option<u32>) -> Self {
+        self.first_name = first;
+        self.last_name = last;
+        self
+    }
+
+    /// Sets a full-name column.
+    #[must_use]
+    pub fn with_full_name(mut self, column: u32) -> Self {
+        self.full_name = Some(column);
+        self
+    }
+
+    /// Sets the welcome-message column.
+    #[must_use]
+    pub fn with_message(mut self, column: u32) -> Self {
+        self.message = Some(column);
+        self
+    }
+
+    /// The largest column index the mapping reads.
+    pub(crate) fn max_column(&self) -> u32 {
+        [
+            Some(self.email),
+            self.role,
+            self.first_name,
+            self.last_name,
+            self.full_name,
+            self.message,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// Every column the mapping reads.
+    pub(crate) fn columns(&self) -> impl Iterator<Item = u32> + '_ {
+        [
+            Some(self.email),
+            self.role,
+            self.first_name,
+            self.last_name,
+            self.full_name,
+            self.message,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// A header found in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Detected {
+    pub(crate) mapping: ColumnMapping,
+    /// Other email-like columns that were not chosen: (column, header text).
+    pub(crate) other_email_columns: Vec<(u32, String)>,
+    /// The header texts of the chosen row, by column.
+    pub(crate) headers: Vec<String>,
+}
+
+/// Looks for a header among `rows` (row number, cell texts by column).
+pub(crate) fn detect(rows: &[(u64, Vec<String>)]) -> Option<Detected> {
+    for (row, cells) in rows.iter().take(HEADER_SEARCH_ROWS) {
+        let mut email: Vec<(u32, bool, &str)> = Vec::new();
+        let mut mapping = ColumnMapping::new(0).with_header_row(*row);
+        for (index, text) in cells.iter().enumerate() {
+            let Ok(column) = u32::try_from(index) else {
+                break;
+            };
+            let slot = match classify(text) {
+                Some(Field::Email { exact }) => {
+                    email.push((column, exact, text));
+                    continue;
+                }
+                Some(Field::Role) => &mut mapping.role,
+                Some(Field::FirstName) => &mut mapping.first_name,
+                Some(Field::LastName) => &mut mapping.last_name,
+                Some(Field::FullName) => &mut mapping.full_name,
+                Some(Field::Message) => &mut mapping.message,
+                None => continue,
+            };
+            slot.get_or_insert(column);
+        }
+        let chosen = email
+            .iter()
+            .find(|(_, exact, _)| *exact)
+            .or_else(|| email.first())
+            .map(|(column, _, _)| *column);
+        if let Some(chosen) = chosen {
+            mapping.email = chosen;
+            let other_email_columns = email
+                .iter()
+                .filter(|(column, _, _)| *column != chosen)
+                .map(|(column, _, text)| (*column, (*text).to_owned()))
+                .collect();
+            return Some(Detected {
+                mapping,
+                other_email_columns,
+                headers: cells.clone(),
+            });
+        }
+    }
+    None
+}
+
+/// Whether column A of the first rows holds addresses (at least half of its
+/// non-empty cells contain `@`).
+pub(crate) fn column_a_holds_addresses(rows: &[(u64, Vec<String>)]) -> bool {
+    let mut filled = 0;
+    let mut addresses = 0;
+    for (_, cells) in rows.iter().take(HEADER_SEARCH_ROWS) {
+        if let Some(a) = cells.first().filter(|a| !a.trim().is_empty()) {
+            filled += 1;
+            if a.contains('@') {
+                addresses += 1;
+            }
+        }
+    }
+    addresses > 0 && addresses * 2 >= filled
+}
+
+/// `row 1: "Name", "Phone"` for the error message.
+pub(crate) fn describe_first_row(rows: &[(u64, Vec<String>)]) -> String {
+    match rows.first() {
+        None => "no rows".to_owned(),
+        Some((row, cells)) => {
+            let shown: Vec<String> = cells
+                .iter()
+                .filter(|c| !c.is_empty())
+                .take(6)
+                .map(|c| format!("{:?}", c.chars().take(40).collect::<String>()))
+                .collect();
+            format!("row {row}: {}", shown.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_headers_in_many_spellings() {
+        for h in [
+            "Email",
+            "E-mail",
+            "EMAIL ADDRESS",
+            "Email address",
+            "e_mail",
+            " Contractor email ",
+            "Work E-Mail",
+            "Email (required)",
+            "Mail",
+        ] {
+            assert!(
+                matches!(classify(h), Some(Field::Email { .. })),
+                "{h:?} should be an email header"
+            );
+        }
+        for h in ["Emailed on", "Name", "Phone", "", "Email sent?"] {
+            assert!(
+                !matches!(classify(h), Some(Field::Email { .. })),
+                "{h:?} is not an email header"
+            );
+        }
+        assert_eq!(classify("Work email"), Some(Field::Email { exact: false }));
+        assert_eq!(classify("E-mail"), Some(Field::Email { exact: true }));
+    }
+
+    #[test]
+    fn other_columns() {
+        assert_eq!(classify("First name"), Some(Field::FirstName));
+        assert_eq!(classify("last_name"), Some(Field::LastName));
+        assert_eq!(classify("Surname"), Some(Field::LastName));
+        assert_eq!(classify("Project role"), Some(Field::Role));
+        assert_eq!(classify("Full name"), Some(Field::FullName));
+        assert_eq!(classify("Welcome message"), Some(Field::Message));
+        assert_eq!(classify("Task"), None);
+    }
+
+    fn rows(rows: &[&[&str]]) -> Vec<(u64, Vec<String>)> {
+        rows.iter()
+            .zip(1u64..)
+            .map(|(cells, n)| (n, cells.iter().map(|c| (*c).to_owned()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn header_below_title_rows_and_exact_beats_suffix() {
+        let found = detect(&rows(&[
+            &["Contractors for March"],
+            &[""],
+            &[
+                "Task",
+                "Manager email",
+                "Email",
+                "Role",
+                "First name",
+                "Last name",
+            ],
+        ]))
+        .unwrap();
+        assert_eq!(
+            found.mapping,
+            ColumnMapping::new(2)
+                .with_header_row(3)
+                .with_role(3)
+                .with_names(Some(4), Some(5))
+        );
+        assert_eq!(
+            found.other_email_columns,
+            vec![(1, "Manager email".to_owned())]
+        );
+    }
+
+    #[test]
+    fn column_a_fallback_needs_addresses() {
+        assert!(column_a_holds_addresses(&rows(&[
+            &["ann@x.com"],
+            &["bo@y.org"],
+            &["nope"]
+        ])));
+        assert!(!column_a_holds_addresses(&rows(&[
+            &["a"],
+            &["b"],
+            &["c@d.e"]
+        ])));
+        assert!(!column_a_holds_addresses(&rows(&[])));
+    }
+}

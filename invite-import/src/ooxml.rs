@@ -1,0 +1,441 @@
+//! The zip side of xlsx/xlsm/xlsb/ods: format classification and zip-bomb checks
+//! from the central directory alone, and a single streaming scan of an xlsx sheet
+//! for what calamine's cell reader does not expose (merged cells, hidden rows,
+//! `mailto:` hyperlinks).
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+
+use zip::ZipArchive;
+
+use crate::validate::{Merge, SheetExtras};
+use crate::{FileHint, Format, ImportError, ImportLimits};
+
+type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
+
+fn open(bytes: &[u8], format: Format) -> Result<Archive<'_>, ImportError> {
+    ZipArchive::new(Cursor::new(bytes)).map_err(|error| ImportError::Corrupt {
+        format,
+        detail: "the zip container is cut off or damaged".to_owned(),
+        source: Some(Box::new(error)),
+    })
+}
+
+/// Classifies a zip container and checks its declared sizes against the limits.
+pub(crate) fn inspect(
+    bytes: &[u8],
+    hint: FileHint<'_>,
+    limits: &ImportLimits,
+) -> Result<Format, ImportError> {
+    let claimed = hint.claimed_format().unwrap_or(Format::Xlsx);
+    let mut archive = open(bytes, claimed)?;
+    let mut uncompressed: u64 = 0;
+    let mut compressed: u64 = 0;
+    let mut encrypted = false;
+    for index in 0..archive.len() {
+        let entry = archive
+            .by_index_data(index)
+            .map_err(|error| ImportError::Corrupt {
+                format: claimed,
+                detail: "the zip directory is damaged".to_owned(),
+                source: Some(Box::new(error)),
+            })?;
+        uncompressed = uncompressed.saturating_add(entry.size());
+        compressed = compressed.saturating_add(entry.compressed_size());
+        encrypted |= entry.encrypted();
+    }
+    let has = |name: &str| archive.index_for_name(name).is_some();
+    let format = if has("xl/workbook.bin") {
+        Format::Xlsb
+    } else if has("xl/workbook.xml") {
+        let macro_enabled = read_small(&mut archive, "[Content_Types].xml", 1 << 20)
+            .is_some_and(|types| types.to_ascii_lowercase().contains("macroenabled"));
+        if macro_enabled {
+            Format::Xlsm
+        } else {
+            Format::Xlsx
+        }
+    } else if has("content.xml") || has("mimetype") {
+        let mimetype = read_small(&mut archive, "mimetype", 256).unwrap_or_default();
+        if mimetype.contains("opendocument.spreadsheet") {
+            Format::Ods
+        } else if mimetype.contains("opendocument") {
+            return Err(ImportError::NotASpreadsheet {
+                detected: "an OpenDocument file that is not a spreadsheet",
+                name: hint.describe(),
+            });
+        } else {
+            Format::Ods
+        }
+    } else if has("word/document.xml") {
+        return Err(ImportError::NotASpreadsheet {
+            detected: "a Word document",
+            name: hint.describe(),
+        });
+    } else if has("ppt/presentation.xml") {
+        return Err(ImportError::NotASpreadsheet {
+            detected: "a PowerPoint presentation",
+            name: hint.describe(),
+        });
+    } else if archive.is_empty() {
+        return Err(ImportError::Corrupt {
+            format: claimed,
+            detail: "the zip container is empty".to_owned(),
+            source: None,
+        });
+    } else {
+        return Err(ImportError::NotASpreadsheet {
+            detected: "a zip archive",
+            name: hint.describe(),
+        });
+    };
+    if encrypted {
+        return Err(ImportError::Encrypted { format });
+    }
+    if uncompressed > limits.max_uncompressed_bytes {
+        return Err(ImportError::ArchiveTooLarge {
+            format,
+            uncompressed,
+            limit: limits.max_uncompressed_bytes,
+        });
+    }
+    if uncompressed > ImportLimits::RATIO_CHECK_FLOOR {
+        let ratio = uncompressed / compressed.max(1);
+        if ratio > u64::from(limits.max_compression_ratio) {
+            return Err(ImportError::CompressionRatio {
+                format,
+                ratio,
+                limit: limits.max_compression_ratio,
+            });
+        }
+    }
+    Ok(format)
+}
+
+/// Reads a small entry as text, at most `max` bytes.
+fn read_small(archive: &mut Archive<'_>, name: &str, max: u64) -> Option<String> {
+    let entry = archive.by_name(name).ok()?;
+    let mut text = String::new();
+    entry.take(max).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Sheet name → path of its XML part, from `xl/workbook.xml` and its relationships.
+pub(crate) fn sheet_paths(bytes: &[u8]) -> HashMap<String, String> {
+    let mut paths = HashMap::new();
+    let Ok(mut archive) = ZipArchive::new(Cursor::new(bytes)) else {
+        return paths;
+    };
+    let (Some(workbook), Some(rels)) = (
+        read_small(&mut archive, "xl/workbook.xml", 16 << 20),
+        read_small(&mut archive, "xl/_rels/workbook.xml.rels", 16 << 20),
+    ) else {
+        return paths;
+    };
+    let mut targets = HashMap::new();
+    scan_tags(rels.as_bytes(), &[b"Relationship"], |_, tag| {
+        if let (Some(id), Some(target)) = (attr(tag, b"Id"), attr(tag, b"Target")) {
+            targets.insert(unescape(id), resolve_target("xl/", &unescape(target)));
+        }
+    });
+    scan_tags(workbook.as_bytes(), &[b"sheet"], |_, tag| {
+        if let (Some(name), Some(id)) = (attr(tag, b"name"), attr(tag, b"id"))
+            && let Some(path) = targets.get(&unescape(id))
+        {
+            paths.insert(unescape(name), path.clone());
+        }
+    });
+    paths
+}
+
+fn resolve_target(base: &str, target: &str) -> String {
+    if let Some(absolute) = target.strip_prefix('/') {
+        return absolute.to_owned();
+    }
+    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+    for part in target.split('/') {
+        match part {
+            ".." => {
+                parts.pop();
+            }
+            "." | "" => {}
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+/// One streaming pass over a sheet's XML for hidden rows, merged cells and
+/// `mailto:` hyperlinks. A sheet that cannot be read yields no extras: calamine
+/// reports the damage itself.
+pub(crate) fn sheet_extras(bytes: &[u8], sheet_path: &str) -> SheetExtras {
+    let mut extras = SheetExtras::default();
+    let Ok(mut archive) = ZipArchive::new(Cursor::new(bytes)) else {
+        return extras;
+    };
+    let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    if let Ok(entry) = archive.by_name(sheet_path) {
+        let mut row: u64 = 0;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, entry);
+        let _ = scan_tags_read(
+            &mut reader,
+            &[b"row", b"mergeCell", b"hyperlink"],
+            |name, tag| match name {
+                b"row" => {
+                    row = attr(tag, b"r")
+                        .and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
+                        .unwrap_or(row + 1);
+                    if matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
+                        extras.hidden_rows.insert(row);
+                    }
+                }
+                b"mergeCell" => {
+                    if let Some(merge) = attr(tag, b"ref").and_then(parse_range) {
+                        extras.merges.push(merge);
+                    }
+                }
+                _ => {
+                    if let (Some(range), Some(id)) = (attr(tag, b"ref"), attr(tag, b"id")) {
+                        links.push((range.to_vec(), id.to_vec()));
+                    }
+                }
+            },
+        );
+    }
+    if links.is_empty() {
+        return extras;
+    }
+    let (dir, file) = sheet_path.rsplit_once('/').unwrap_or(("", sheet_path));
+    let rels_path = format!("{dir}/_rels/{file}.rels");
+    let Some(rels) = read_small(&mut archive, &rels_path, 16 << 20) else {
+        return extras;
+    };
+    let mut targets = HashMap::new();
+    scan_tags(rels.as_bytes(), &[b"Relationship"], |_, tag| {
+        if let (Some(id), Some(target)) = (attr(tag, b"Id"), attr(tag, b"Target")) {
+            targets.insert(id.to_vec(), unescape(target));
+        }
+    });
+    for (range, id) in links {
+        let (Some(target), Some(merge)) = (targets.get(&id), parse_range(&range)) else {
+            continue;
+        };
+        let (address, _) = crate::validate::extract_address(target);
+        if !target.to_ascii_lowercase().starts_with("mailto:") {
+            continue;
+        }
+        let cells = u64::from(merge.last_row - merge.first_row + 1)
+            * u64::from(merge.last_col - merge.first_col + 1);
+        if cells > 10_000 {
+            continue;
+        }
+        for r in merge.first_row..=merge.last_row {
+            for c in merge.first_col..=merge.last_col {
+                extras.mailto.insert((r, c), address.to_owned());
+            }
+        }
+    }
+    extras
+}
+
+/// `B5` → zero-based (row 4, column 1); `$` signs allowed.
+fn parse_cell(reference: &[u8]) -> Option<(u32, u32)> {
+    let reference: Vec<u8> = reference.iter().copied().filter(|b| *b != b'$').collect();
+    let split = reference.iter().position(u8::is_ascii_digit)?;
+    let letters = std::str::from_utf8(&reference[..split]).ok()?;
+    let column = crate::column_index(letters)?;
+    let row: u32 = std::str::from_utf8(&reference[split..])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((row.checked_sub(1)?, column))
+}
+
+/// `B5:C7` (or a single cell) → a zero-based inclusive region.
+fn parse_range(range: &[u8]) -> Option<Merge> {
+    let (start, end) = match range.iter().position(|b| *b == b':') {
+        Some(colon) => (&range[..colon], &range[colon + 1..]),
+        None => (range, range),
+    };
+    let (r0, c0) = parse_cell(start)?;
+    let (r1, c1) = parse_cell(end)?;
+    Some(Merge {
+        first_row: r0.min(r1),
+        last_row: r0.max(r1),
+        first_col: c0.min(c1),
+        last_col: c0.max(c1),
+    })
+}
+
+/// An attribute's raw value; `name` matches the local name (`r:id` matches `id`).
+fn attr<'t>(tag: &'t [u8], name: &[u8]) -> Option<&'t [u8]> {
+    let mut rest = tag;
+    loop {
+        let eq = memchr::memchr(b'=', rest)?;
+        let key_start = rest[..eq]
+            .iter()
+            .rposition(u8::is_ascii_whitespace)
+            .map_or(0, |p| p + 1);
+        let key = &rest[key_start..eq];
+        let local = key.rsplit(|b| *b == b':').next().unwrap_or(key);
+        let after = &rest[eq + 1..];
+        let quote = *after.first()?;
+        if quote != b'"' && quote != b'\'' {
+            return None;
+        }
+        let close = memchr::memchr(quote, &after[1..])?;
+        if local == name {
+            return Some(&after[1..=close]);
+        }
+        rest = &after[close + 2..];
+    }
+}
+
+fn unescape(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if !text.contains('&') {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_ref();
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let Some(semi) = rest.find(';').filter(|s| *s <= 10) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity.strip_prefix('#').and_then(|n| {
+                let code = match n.strip_prefix('x') {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => n.parse().ok(),
+                };
+                code.and_then(char::from_u32)
+            }),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Calls `on_tag(local_name, tag_body)` for each start tag named in `wanted`.
+fn scan_tags(xml: &[u8], wanted: &[&[u8]], on_tag: impl FnMut(&[u8], &[u8])) {
+    let _ = scan_tags_read(&mut &*xml, wanted, on_tag);
+}
+
+/// Streaming version of [`scan_tags`]: holds at most one chunk plus one tag.
+fn scan_tags_read<R: Read>(
+    reader: &mut R,
+    wanted: &[&[u8]],
+    mut on_tag: impl FnMut(&[u8], &[u8]),
+) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 16;
+    const MAX_TAG: usize = 1 << 20;
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while let Some(lt) = memchr::memchr(b'<', &buf[at..]) {
+            let start = at + lt;
+            let Some(gt) = memchr::memchr(b'>', &buf[start..]) else {
+                at = start;
+                break;
+            };
+            let tag = &buf[start + 1..start + gt];
+            let name_end = tag
+                .iter()
+                .position(|b| b.is_ascii_whitespace() || *b == b'/')
+                .unwrap_or(tag.len());
+            let name = &tag[..name_end];
+            let local = name.rsplit(|b| *b == b':').next().unwrap_or(name);
+            if wanted.contains(&local) {
+                on_tag(local, tag);
+            }
+            at = start + gt + 1;
+        }
+        if memchr::memchr(b'<', &buf[at..]).is_none() {
+            at = buf.len();
+        }
+        if buf.len() - at > MAX_TAG {
+            at = buf.len();
+        }
+        buf.drain(..at);
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_and_ranges() {
+        let tag = br#"row r="7" spans="1:4" hidden="1" x14ac:dyDescent="0.25""#;
+        assert_eq!(attr(tag, b"r"), Some(&b"7"[..]));
+        assert_eq!(attr(tag, b"hidden"), Some(&b"1"[..]));
+        assert_eq!(attr(tag, b"dyDescent"), Some(&b"0.25"[..]));
+        assert_eq!(attr(tag, b"missing"), None);
+        assert_eq!(
+            parse_range(b"B5:$C$7"),
+            Some(Merge {
+                first_row: 4,
+                last_row: 6,
+                first_col: 1,
+                last_col: 2
+            })
+        );
+        assert_eq!(parse_cell(b"A0"), None);
+        assert_eq!(unescape(b"R&amp;D &#x41;&#66; &bogus;"), "R&D AB &bogus;");
+        assert_eq!(
+            resolve_target("xl/", "worksheets/sheet1.xml"),
+            "xl/worksheets/sheet1.xml"
+        );
+        assert_eq!(
+            resolve_target("xl/", "/xl/worksheets/s.xml"),
+            "xl/worksheets/s.xml"
+        );
+        assert_eq!(resolve_target("xl/", "../x.xml"), "x.xml");
+    }
+
+    #[test]
+    fn tags_split_across_chunks_are_found() {
+        let mut xml = Vec::new();
+        for i in 0..20_000 {
+            xml.extend_from_slice(
+                format!("<row r=\"{i}\" hidden=\"{}\"><c/></row>", i % 7 == 0).as_bytes(),
+            );
+        }
+        let mut hidden = 0;
+        let mut rows = 0;
+        scan_tags_read(&mut &xml[..], &[b"row"], |_, tag| {
+            rows += 1;
+            if attr(tag, b"hidden") == Some(b"true") {
+                hidden += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!((rows, hidden), (20_000, 2858));
+    }
+}

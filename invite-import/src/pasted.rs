@@ -1,0 +1,133 @@
+//! Pasted lists: entries separated by commas, semicolons, new lines, spaces or
+//! tabs, as typed or as copied from an email client (`Ann Lee <ann@x.com>,
+//! "Lee, Bo" <bo@y.org>`). Quotes and angle brackets protect the separators
+//! inside them. Each entry's row number is its position in the list (1-based).
+
+/// Splits on `,` `;` and line breaks outside quotes and angle brackets.
+fn chunks(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            ',' | ';' | '\n' | '\r' if !in_quotes && !in_angle => {
+                out.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+/// Splits on whitespace outside quotes and angle brackets.
+fn words(chunk: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    for (i, c) in chunk.char_indices() {
+        let separator = is_space(c) && !in_quotes && !in_angle;
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            _ => {}
+        }
+        match (separator, start) {
+            (true, Some(s)) => {
+                out.push(&chunk[s..i]);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push(&chunk[s..]);
+    }
+    out
+}
+
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}' | '\u{FEFF}')
+}
+
+fn is_address_word(word: &str) -> bool {
+    word.contains('@')
+}
+
+/// The entries of a pasted list, in order: each an address, possibly with a
+/// display name before it (`Ann Lee <ann@x.com>`), or a leftover word that is
+/// not an address (reported as invalid).
+pub(crate) fn entries(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in chunks(text) {
+        let words = words(chunk);
+        if words.is_empty() {
+            continue;
+        }
+        if !words.iter().any(|w| is_address_word(w)) {
+            out.push(words.join(" "));
+            continue;
+        }
+        let mut name: Vec<&str> = Vec::new();
+        for word in words {
+            if !is_address_word(word) {
+                name.push(word);
+                continue;
+            }
+            if name.is_empty() {
+                out.push(word.to_owned());
+            } else if word.starts_with('<') {
+                out.push(format!("{} {word}", name.join(" ")));
+            } else {
+                out.push(format!("{} <{word}>", name.join(" ")));
+            }
+            name.clear();
+        }
+        if !name.is_empty() {
+            out.push(name.join(" "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators() {
+        assert_eq!(
+            entries("a@x.com,b@x.com; c@x.com\n d@x.com\te@x.com  f@x.com\r\n"),
+            [
+                "a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com", "f@x.com"
+            ]
+        );
+    }
+
+    #[test]
+    fn email_client_lists() {
+        assert_eq!(
+            entries("Ann Lee <ann@x.com>, \"Lee, Bo\" <bo@y.org>; <cy@z.net>"),
+            [
+                "Ann Lee <ann@x.com>",
+                "\"Lee, Bo\" <bo@y.org>",
+                "<cy@z.net>"
+            ]
+        );
+        assert_eq!(entries("Ann Lee ann@x.com"), ["Ann Lee <ann@x.com>"]);
+        assert_eq!(
+            entries("ann@x.com trailing words"),
+            ["ann@x.com", "trailing words"]
+        );
+        assert_eq!(entries("just words"), ["just words"]);
+        assert!(entries(" ,;\n ").is_empty());
+    }
+}

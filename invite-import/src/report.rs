@@ -1,0 +1,549 @@
+//! [`ImportReport`]: every row, what will happen to it, and why.
+
+use std::fmt;
+
+use invite_core::{EmailAddress, InvalidEmail, NewInvitation, Role};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+
+use crate::{ColumnMapping, Format};
+
+/// The result of an import: one [`ImportRow`] per non-blank source row, in source
+/// order, a [`Summary`], and [`Note`]s about how the file was read.
+///
+/// Nothing has been invited yet: show it to the admin, then pass
+/// [`to_invitations`](Self::to_invitations) to `Invitations::invite_many`, which adds
+/// what only the store knows (already invited, already a member).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ImportReport {
+    /// The format that was read.
+    pub format: Format,
+    /// The sheet that was read (spreadsheets only).
+    pub sheet: Option<String>,
+    /// The columns that were read, and the header row.
+    pub mapping: ColumnMapping,
+    /// How the mapping was found.
+    pub mapping_source: MappingSource,
+    /// The header row's cells by column (empty without a header): what an
+    /// admin picks from to override the mapping.
+    pub headers: Vec<String>,
+    /// One entry per non-blank row, in source order.
+    pub rows: Vec<ImportRow>,
+    /// Counts per outcome.
+    pub summary: Summary,
+    /// How the file was read: fallbacks, skipped sheets, merged cells, hidden rows.
+    pub notes: Vec<Note>,
+}
+
+impl ImportReport {
+    /// The rows that will be invited, in source order.
+    pub fn valid_rows(&self) -> impl Iterator<Item = &ImportRow> {
+        self.rows.iter().filter(|r| r.outcome.is_valid())
+    }
+
+    /// The rows that will not be invited: invalid, duplicate, unknown role.
+    pub fn problem_rows(&self) -> impl Iterator<Item = &ImportRow> {
+        self.rows.iter().filter(|r| !r.outcome.is_valid())
+    }
+
+    /// The valid rows as invitations, in the order of [`valid_rows`](Self::valid_rows),
+    /// so the `i`th outcome of `Invitations::invite_many` belongs to the `i`th valid row.
+    ///
+    /// ```
+    /// use invite_core::Role;
+    /// use invite_import::{ImportOptions, parse_pasted};
+    ///
+    /// let options = ImportOptions::new(Role::new("contractor")?);
+    /// let report = parse_pasted("Ann Lee <ann@x.com>, nope", &options)?;
+    /// let invitations = report.to_invitations();
+    /// assert_eq!(invitations.len(), 1);
+    /// assert_eq!(invitations[0].email.as_str(), "ann@x.com");
+    /// assert_eq!(invitations[0].names.first.as_deref(), Some("Ann"));
+    /// let rows: Vec<u64> = report.valid_rows().map(|r| r.row()).collect();
+    /// assert_eq!(rows, [1]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_invitations(&self) -> Vec<NewInvitation> {
+        self.rows
+            .iter()
+            .filter_map(|row| match &row.outcome {
+                RowOutcome::Valid { email, role, .. } => {
+                    let mut new = NewInvitation::new(email.clone(), role.clone()).with_names(
+                        row.first_name().map(str::to_owned),
+                        row.last_name().map(str::to_owned),
+                    );
+                    if let Some(message) = row.message() {
+                        new = new.with_message(message);
+                    }
+                    Some(new)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The problem rows as a CSV file the admin can fix and upload again: the
+    /// original columns (`Email`, `Role`, `First name`, `Last name`, `Message`),
+    /// then `Row`, `Problem` and `Suggestion`.
+    ///
+    /// Cells that start with `=`, `+`, `-`, `@`, tab or carriage return get a
+    /// leading `'`, so no spreadsheet program runs them as formulas (CSV injection).
+    ///
+    /// ```
+    /// use invite_core::Role;
+    /// use invite_import::{ImportOptions, parse_pasted};
+    ///
+    /// let report = parse_pasted("=cmd|' /C calc'!A0", &ImportOptions::new(Role::new("member")?))?;
+    /// let csv = report.problems_csv();
+    /// assert!(csv.lines().nth(1).unwrap().starts_with("'=cmd"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn problems_csv(&self) -> String {
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::new());
+        let header = [
+            "Email",
+            "Role",
+            "First name",
+            "Last name",
+            "Message",
+            "Row",
+            "Problem",
+            "Suggestion",
+        ];
+        // Writing to a Vec cannot fail.
+        let _ = writer.write_record(header);
+        for row in self.problem_rows() {
+            let problem = row.outcome.to_string();
+            let suggestion = match &row.outcome {
+                RowOutcome::Invalid { suggestion, .. } => suggestion.clone().unwrap_or_default(),
+                _ => String::new(),
+            };
+            let number = row.row.to_string();
+            let fields = [
+                row.raw(),
+                row.role_cell().unwrap_or(""),
+                row.first_name().unwrap_or(""),
+                row.last_name().unwrap_or(""),
+                row.message().unwrap_or(""),
+                &number,
+                &problem,
+                &suggestion,
+            ];
+            let _ = writer.write_record(fields.iter().map(|f| escape_formula(f).into_owned()));
+        }
+        let bytes = writer.into_inner().unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+/// Prefixes `'` to a cell a spreadsheet would otherwise run as a formula.
+///
+/// ```
+/// use invite_import::escape_formula;
+/// assert_eq!(escape_formula("=1+2"), "'=1+2");
+/// assert_eq!(escape_formula("@SUM(A1)"), "'@SUM(A1)");
+/// assert_eq!(escape_formula("ann@x.com"), "ann@x.com");
+/// ```
+pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+/// How the email column was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MappingSource {
+    /// A header row names the columns.
+    Header,
+    /// No header was found, but column A holds addresses.
+    ColumnA,
+    /// The admin chose the columns ([`ImportOptions::with_mapping`](crate::ImportOptions::with_mapping)).
+    Given,
+    /// Pasted text: no columns.
+    Pasted,
+}
+
+/// One source row and its outcome.
+///
+/// `row` is the row number the admin sees: the spreadsheet row, the CSV line on
+/// which the record starts, or the position of the entry in a pasted list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportRow {
+    pub(crate) row: u64,
+    pub(crate) raw: Box<str>,
+    pub(crate) role: Option<Box<str>>,
+    pub(crate) first_name: Option<Box<str>>,
+    pub(crate) last_name: Option<Box<str>>,
+    pub(crate) message: Option<Box<str>>,
+    pub(crate) hidden: bool,
+    pub(crate) outcome: RowOutcome,
+}
+
+impl ImportRow {
+    /// The row number as the admin's program shows it.
+    pub fn row(&self) -> u64 {
+        self.row
+    }
+
+    /// The email cell exactly as it was in the file (numbers and dates as shown).
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The role cell, cleaned; `None` if empty (the default role applies).
+    pub fn role_cell(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// The first name, from its column, a `Name` column or the address's display name.
+    pub fn first_name(&self) -> Option<&str> {
+        self.first_name.as_deref()
+    }
+
+    /// The last name, like [`first_name`](Self::first_name).
+    pub fn last_name(&self) -> Option<&str> {
+        self.last_name.as_deref()
+    }
+
+    /// The welcome message cell, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// Whether the row is hidden in the spreadsheet (xlsx/xlsm; always `false` elsewhere).
+    /// Hidden rows are imported like any other; the report points them out.
+    pub fn hidden(&self) -> bool {
+        self.hidden
+    }
+
+    /// What will happen to the row.
+    pub fn outcome(&self) -> &RowOutcome {
+        &self.outcome
+    }
+}
+
+impl Serialize for ImportRow {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("ImportRow", 8)?;
+        s.serialize_field("row", &self.row)?;
+        s.serialize_field("raw", &*self.raw)?;
+        s.serialize_field("role_cell", &self.role)?;
+        s.serialize_field("first_name", &self.first_name)?;
+        s.serialize_field("last_name", &self.last_name)?;
+        s.serialize_field("message", &self.message)?;
+        s.serialize_field("hidden", &self.hidden)?;
+        s.serialize_field("outcome", &self.outcome)?;
+        s.end()
+    }
+}
+
+/// What will happen to one row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RowOutcome {
+    /// Will be invited.
+    Valid {
+        /// The normalized address.
+        email: EmailAddress,
+        /// The role: the row's (matched case-insensitively to the tenant's), or the default.
+        role: Role,
+        /// A likely intended address when the domain looks like a provider typo
+        /// (`gmial.com` → `gmail.com`). The row is still valid: ask the admin.
+        suggestion: Option<EmailAddress>,
+    },
+    /// Not an address.
+    Invalid {
+        /// Why.
+        reason: InvalidReason,
+        /// A corrected address, when an obvious one exists.
+        suggestion: Option<String>,
+    },
+    /// The same address (case-folded) appears in an earlier row.
+    DuplicateOf {
+        /// That earlier row, as the admin's program numbers it.
+        row: u64,
+    },
+    /// The role is not one of the tenant's roles.
+    UnknownRole {
+        /// The (valid) address.
+        email: EmailAddress,
+        /// The role as written.
+        role: String,
+    },
+}
+
+impl RowOutcome {
+    /// Whether the row will be invited.
+    pub fn is_valid(&self) -> bool {
+        matches!(self, Self::Valid { .. })
+    }
+}
+
+impl fmt::Display for RowOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Valid {
+                email,
+                suggestion: None,
+                ..
+            } => write!(f, "will invite {email}"),
+            Self::Valid {
+                email,
+                suggestion: Some(s),
+                ..
+            } => {
+                write!(f, "will invite {email} (did you mean {s}?)")
+            }
+            Self::Invalid {
+                reason,
+                suggestion: None,
+            } => write!(f, "{reason}"),
+            Self::Invalid {
+                reason,
+                suggestion: Some(s),
+            } => write!(f, "{reason} (did you mean {s}?)"),
+            Self::DuplicateOf { row } => write!(f, "duplicate of row {row}"),
+            Self::UnknownRole { role, .. } => {
+                write!(f, "role {role:?} is not one of this workspace's roles")
+            }
+        }
+    }
+}
+
+/// Why a row is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// The text is not a valid address; the reason comes from `invite-core`.
+    Email(InvalidEmail),
+    /// The email cell holds a number, date or boolean, not text.
+    NotText {
+        /// `"number"`, `"date"` or `"true/false value"`.
+        kind: &'static str,
+    },
+    /// The email cell shows a formula error such as `#N/A`.
+    CellError {
+        /// The error as shown.
+        code: String,
+    },
+    /// The row has other values but no address.
+    Missing,
+}
+
+impl InvalidReason {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Email(_) => "invalid_email",
+            Self::NotText { .. } => "not_text",
+            Self::CellError { .. } => "cell_error",
+            Self::Missing => "missing_email",
+        }
+    }
+}
+
+impl fmt::Display for InvalidReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Email(error) => write!(f, "not a valid address: {error}"),
+            Self::NotText { kind } => {
+                write!(
+                    f,
+                    "the email cell holds a {kind}, not an address; type the address as text"
+                )
+            }
+            Self::CellError { code } => {
+                write!(
+                    f,
+                    "the email cell shows the error {code}; fix the formula or type the address"
+                )
+            }
+            Self::Missing => write!(f, "no email address in this row"),
+        }
+    }
+}
+
+impl Serialize for InvalidReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("InvalidReason", 2)?;
+        s.serialize_field("code", self.code())?;
+        s.serialize_field("message", &self.to_string())?;
+        s.end()
+    }
+}
+
+/// Counts per outcome. `rows` is the number of [`ImportRow`]s (blank rows excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Non-blank rows.
+    pub rows: u64,
+    /// Rows that will be invited.
+    pub valid: u64,
+    /// Valid rows with a "did you mean" suggestion.
+    pub with_suggestion: u64,
+    /// Rows that are not addresses.
+    pub invalid: u64,
+    /// Repeats of an earlier row's address.
+    pub duplicates: u64,
+    /// Rows whose role the tenant does not have.
+    pub unknown_role: u64,
+    /// Rows with nothing in the columns read: skipped and not listed.
+    pub blank: u64,
+    /// Listed rows that are hidden in the spreadsheet.
+    pub hidden: u64,
+}
+
+impl Summary {
+    pub(crate) fn count(&mut self, outcome: &RowOutcome) {
+        self.rows += 1;
+        match outcome {
+            RowOutcome::Valid { suggestion, .. } => {
+                self.valid += 1;
+                if suggestion.is_some() {
+                    self.with_suggestion += 1;
+                }
+            }
+            RowOutcome::Invalid { .. } => self.invalid += 1,
+            RowOutcome::DuplicateOf { .. } => self.duplicates += 1,
+            RowOutcome::UnknownRole { .. } => self.unknown_role += 1,
+        }
+    }
+}
+
+/// Something the admin should know about how the file was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Note {
+    /// No header was found; addresses were read from column A.
+    ColumnA,
+    /// Several columns look like email columns; one was chosen.
+    SeveralEmailColumns {
+        /// The chosen column, e.g. `C ("Email")`.
+        chosen: String,
+        /// The others.
+        ignored: Vec<String>,
+    },
+    /// The first sheets had no email column; a later one was read.
+    SheetsSkipped {
+        /// The sheet read.
+        read: String,
+        /// The sheets before it without an email column.
+        skipped: Vec<String>,
+    },
+    /// Merged cells: the top-left value was used for every cell of the region.
+    MergedCells {
+        /// The region, e.g. `B5:B7`.
+        range: String,
+    },
+    /// Hidden rows were imported.
+    HiddenRows {
+        /// The first hidden rows (at most 20).
+        rows: Vec<u64>,
+        /// How many hidden rows in all.
+        count: u64,
+    },
+    /// calamine does not expose this format's hidden rows (or merged cells).
+    Undetected {
+        /// The format.
+        format: Format,
+        /// `"hidden rows"` or `"hidden rows and merged cells"`.
+        what: &'static str,
+    },
+    /// The text was not UTF-8 and was decoded from another encoding.
+    Decoded {
+        /// The encoding, e.g. `UTF-16LE` or `windows-1252`.
+        encoding: &'static str,
+    },
+    /// The delimiter that was detected.
+    Delimiter {
+        /// `,`, `;`, tab or `|`.
+        delimiter: char,
+    },
+    /// The file's name says spreadsheet, but it holds text: it was read as CSV.
+    ReadAsCsv {
+        /// The file name or media type given.
+        name: String,
+    },
+}
+
+impl Note {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ColumnA => "column_a",
+            Self::SeveralEmailColumns { .. } => "several_email_columns",
+            Self::SheetsSkipped { .. } => "sheets_skipped",
+            Self::MergedCells { .. } => "merged_cells",
+            Self::HiddenRows { .. } => "hidden_rows",
+            Self::Undetected { .. } => "undetected",
+            Self::Decoded { .. } => "decoded",
+            Self::Delimiter { .. } => "delimiter",
+            Self::ReadAsCsv { .. } => "read_as_csv",
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ColumnA => f.write_str(
+                "no header row was found, so addresses were read from column A; add an `Email` header to be sure",
+            ),
+            Self::SeveralEmailColumns { chosen, ignored } => write!(
+                f,
+                "several columns look like email columns; read {chosen}, ignored {}; choose another column if this is wrong",
+                ignored.join(", ")
+            ),
+            Self::SheetsSkipped { read, skipped } => write!(
+                f,
+                "read sheet {read:?}; sheets without an email column were skipped: {}",
+                skipped.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+            ),
+            Self::MergedCells { range } => write!(
+                f,
+                "cells {range} are merged; the top-left value was used for each of their rows"
+            ),
+            Self::HiddenRows { rows, count } => {
+                let list: Vec<String> = rows.iter().map(u64::to_string).collect();
+                let more = if *count > u64::try_from(rows.len()).unwrap_or(u64::MAX) {
+                    ", …"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "{count} hidden row(s) were imported (rows {}{more}); unhide them to check, or delete them",
+                    list.join(", ")
+                )
+            }
+            Self::Undetected { format, what } => write!(
+                f,
+                "{what} cannot be detected in {format} files; every row was imported as its cells read"
+            ),
+            Self::Decoded { encoding } => write!(f, "the text was decoded as {encoding}"),
+            Self::Delimiter { delimiter: '\t' } => f.write_str("the columns are separated by tabs"),
+            Self::Delimiter { delimiter } => write!(f, "the columns are separated by {delimiter:?}"),
+            Self::ReadAsCsv { name } => write!(
+                f,
+                "{name:?} is named like a spreadsheet but holds text; it was read as CSV"
+            ),
+        }
+    }
+}
+
+impl Serialize for Note {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Note", 2)?;
+        s.serialize_field("code", self.code())?;
+        s.serialize_field("message", &self.to_string())?;
+        s.end()
+    }
+}

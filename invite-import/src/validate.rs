@@ -1,0 +1,514 @@
+//! Per-row validation: cell cleanup, address extraction, role resolution, names,
+//! case-folded dedupe and "did you mean" suggestions. Readers push rows into a
+//! [`RowSink`] one at a time, so memory is the report, not the file.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use invite_core::{EmailAddress, Role};
+
+use crate::report::{ImportRow, InvalidReason, RowOutcome, Summary};
+use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
+
+/// One cell as a reader hands it over: already typed, text borrowed where possible.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum CellValue<'a> {
+    #[default]
+    Empty,
+    Text(Cow<'a, str>),
+    /// A number, with the text a spreadsheet would show for it.
+    Number(String),
+    /// A date or time, as `YYYY-MM-DD[ HH:MM:SS]`.
+    Date(String),
+    Bool(bool),
+    /// A formula error such as `#N/A`.
+    Error(String),
+}
+
+impl CellValue<'_> {
+    /// The text the admin sees in the cell.
+    pub(crate) fn display(&self) -> Cow<'_, str> {
+        match self {
+            Self::Empty => Cow::Borrowed(""),
+            Self::Text(t) => Cow::Borrowed(t),
+            Self::Number(t) | Self::Date(t) | Self::Error(t) => Cow::Borrowed(t),
+            Self::Bool(true) => Cow::Borrowed("TRUE"),
+            Self::Bool(false) => Cow::Borrowed("FALSE"),
+        }
+    }
+
+    fn is_blank(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Text(t) => clean(t).is_empty(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn into_owned(self) -> CellValue<'static> {
+        match self {
+            Self::Empty => CellValue::Empty,
+            Self::Text(t) => CellValue::Text(Cow::Owned(t.into_owned())),
+            Self::Number(t) => CellValue::Number(t),
+            Self::Date(t) => CellValue::Date(t),
+            Self::Bool(b) => CellValue::Bool(b),
+            Self::Error(t) => CellValue::Error(t),
+        }
+    }
+}
+
+/// Formats a float the way a spreadsheet shows a general number.
+pub(crate) fn number_text(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        value.to_string()
+    }
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+    )
+}
+
+fn is_odd_space(c: char) -> bool {
+    matches!(c, '\u{00A0}' | '\u{2007}' | '\u{202F}')
+}
+
+/// Trims, removes zero-width characters and turns non-breaking spaces into spaces.
+/// Borrows when nothing changes (the common case).
+pub(crate) fn clean(text: &str) -> Cow<'_, str> {
+    let trimmed = text.trim();
+    if trimmed.is_ascii() {
+        return Cow::Borrowed(trimmed);
+    }
+    if !trimmed.chars().any(|c| is_invisible(c) || is_odd_space(c)) {
+        return Cow::Borrowed(trimmed);
+    }
+    let mapped: String = trimmed
+        .chars()
+        .filter(|c| !is_invisible(*c))
+        .map(|c| if is_odd_space(c) { ' ' } else { c })
+        .collect();
+    Cow::Owned(mapped.trim().to_owned())
+}
+
+/// Splits `Ann Lee <ann@x.com>`, `"Lee, Ann" <ann@x.com>`, `mailto:ann@x.com?subject=hi`
+/// and `<ann@x.com>` into the address text and an optional display name.
+pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
+    let mut address = text;
+    let mut display = None;
+    if let (Some(open), Some(close)) = (text.rfind('<'), text.rfind('>'))
+        && open < close
+        && text[open..close].contains('@')
+    {
+        address = text[open + 1..close].trim();
+        let name = text[..open].trim().trim_matches('"').trim();
+        if !name.is_empty() {
+            display = Some(name);
+        }
+    }
+    if let Some(prefix) = address.get(..7)
+        && prefix.eq_ignore_ascii_case("mailto:")
+    {
+        address = address[7..].trim_start();
+        if let Some(query) = address.find('?') {
+            address = &address[..query];
+        }
+    }
+    (address, display)
+}
+
+/// `Ann Lee` → (`Ann`, `Lee`); `Lee, Ann` → (`Ann`, `Lee`); `Ann` → (`Ann`, none).
+pub(crate) fn split_full_name(name: &str) -> (Option<String>, Option<String>) {
+    let name = name.trim();
+    if name.is_empty() {
+        return (None, None);
+    }
+    let non_empty = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    if let Some((last, first)) = name.split_once(',') {
+        return (non_empty(first), non_empty(last));
+    }
+    match name.split_once(char::is_whitespace) {
+        Some((first, last)) => (non_empty(first), non_empty(last)),
+        None => (Some(name.to_owned()), None),
+    }
+}
+
+/// A "did you mean" for text that is not a valid address: common slips fixed
+/// (`,` for `.`, spaces, doubled `@`, trailing dot), then the provider-typo check.
+pub(crate) fn suggest_fix(text: &str, options: &ImportOptions) -> Option<String> {
+    let mut fixed = text.replace(',', ".").replace(char::is_whitespace, "");
+    while fixed.contains("@@") {
+        fixed = fixed.replace("@@", "@");
+    }
+    let fixed = fixed.trim_end_matches('.').trim_start_matches('.');
+    if fixed != text
+        && let Ok(address) = EmailAddress::parse_with(fixed, &options.rules)
+    {
+        let better = address.suggestion().unwrap_or(address);
+        return Some(better.as_str().to_owned());
+    }
+    let (local, domain) = text.rsplit_once('@')?;
+    let domain = invite_core::suggest_domain(domain)?;
+    Some(format!("{local}@{domain}"))
+}
+
+/// A merged region, zero-based inclusive: the top-left cell's value stands for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Merge {
+    pub(crate) first_row: u32,
+    pub(crate) last_row: u32,
+    pub(crate) first_col: u32,
+    pub(crate) last_col: u32,
+}
+
+/// What the sheet says beyond its cell values (xlsx only, see `ooxml`).
+#[derive(Debug, Default)]
+pub(crate) struct SheetExtras {
+    /// 1-based rows marked hidden.
+    pub(crate) hidden_rows: HashSet<u64>,
+    pub(crate) merges: Vec<Merge>,
+    /// `mailto:` hyperlinks: (zero-based row, column) → address.
+    pub(crate) mailto: HashMap<(u32, u32), String>,
+}
+
+/// Receives rows (in order) and builds the report rows.
+#[derive(Debug)]
+pub(crate) struct RowSink<'o> {
+    options: &'o ImportOptions,
+    mapping: ColumnMapping,
+    /// The tenant's roles. A linear scan with ASCII case folding beats hashing a
+    /// lower-cased copy for the handful of roles a tenant has.
+    roles: Option<&'o [Role]>,
+    first_row_of: HashMap<String, u64>,
+    rows: Vec<ImportRow>,
+    summary: Summary,
+    data_rows: u64,
+    extras: SheetExtras,
+    /// Merged regions touching mapped data cells, with the top-left value once seen.
+    merge_values: Vec<(Merge, Option<CellValue<'static>>)>,
+    /// Merged regions that filled at least one cell (for the notes).
+    pub(crate) merges_used: Vec<Merge>,
+    pub(crate) hidden_rows_seen: Vec<u64>,
+}
+
+impl<'o> RowSink<'o> {
+    pub(crate) fn new(options: &'o ImportOptions, mapping: ColumnMapping) -> Self {
+        let roles = options.roles.as_deref();
+        Self {
+            options,
+            mapping,
+            roles,
+            first_row_of: HashMap::new(),
+            rows: Vec::new(),
+            summary: Summary::default(),
+            data_rows: 0,
+            extras: SheetExtras::default(),
+            merge_values: Vec::new(),
+            merges_used: Vec::new(),
+            hidden_rows_seen: Vec::new(),
+        }
+    }
+
+    pub(crate) fn mapping(&self) -> &ColumnMapping {
+        &self.mapping
+    }
+
+    /// Rows above this (1-based) are not data.
+    pub(crate) fn first_data_row(&self) -> u64 {
+        self.mapping.header_row.map_or(1, |h| h + 1)
+    }
+
+    pub(crate) fn set_extras(&mut self, extras: SheetExtras) {
+        let first_data = self.first_data_row();
+        let columns: Vec<u32> = self.mapping.columns().collect();
+        self.merge_values = extras
+            .merges
+            .iter()
+            .filter(|m| u64::from(m.last_row) + 1 >= first_data && m.last_row > m.first_row)
+            .filter(|m| {
+                columns
+                    .iter()
+                    .any(|c| (m.first_col..=m.last_col).contains(c))
+            })
+            .map(|m| (*m, None))
+            .collect();
+        self.merge_values.sort_by_key(|(m, _)| m.first_row);
+        self.extras = extras;
+    }
+
+    /// Takes one source row. `row` is 1-based as the admin's program shows it;
+    /// `cells` are indexed by zero-based column.
+    pub(crate) fn push(&mut self, row: u64, cells: &[CellValue<'_>]) -> Result<(), ImportError> {
+        if row < self.first_data_row() {
+            return Ok(());
+        }
+        self.data_rows += 1;
+        let limits = &self.options.limits;
+        if self.data_rows > limits.max_rows {
+            return Err(ImportError::TooManyRows {
+                row,
+                limit: limits.max_rows,
+            });
+        }
+        let mapping = self.mapping;
+        let get = |column: Option<u32>| -> Cow<'_, CellValue<'_>> {
+            let Some(column) = column else {
+                return Cow::Owned(CellValue::Empty);
+            };
+            let cell = usize::try_from(column).ok().and_then(|i| cells.get(i));
+            match cell {
+                Some(cell) if !matches!(cell, CellValue::Empty) => Cow::Borrowed(cell),
+                _ => Cow::Owned(CellValue::Empty),
+            }
+        };
+        let mut email = get(Some(mapping.email));
+        let mut role = get(mapping.role);
+        let mut first = get(mapping.first_name);
+        let mut last = get(mapping.last_name);
+        let mut full = get(mapping.full_name);
+        let mut message = get(mapping.message);
+        for (column, cell) in [
+            (Some(mapping.email), &email),
+            (mapping.role, &role),
+            (mapping.first_name, &first),
+            (mapping.last_name, &last),
+            (mapping.full_name, &full),
+            (mapping.message, &message),
+        ] {
+            let bytes = cell.display().len();
+            if bytes > usize::try_from(limits.max_cell_bytes).unwrap_or(usize::MAX) {
+                return Err(ImportError::CellTooLong {
+                    row,
+                    column: column_name(column.unwrap_or(0)),
+                    bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
+                    limit: limits.max_cell_bytes,
+                    preview: cell.display().chars().take(30).collect(),
+                });
+            }
+        }
+        if !self.merge_values.is_empty() {
+            let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
+            let mut fill = |column: Option<u32>, cell: &mut Cow<'_, CellValue<'_>>| {
+                let Some(column) = column else { return };
+                for (merge, value) in &mut self.merge_values {
+                    if merge.first_row > zero_row {
+                        break;
+                    }
+                    if zero_row > merge.last_row
+                        || !(merge.first_col..=merge.last_col).contains(&column)
+                    {
+                        continue;
+                    }
+                    if zero_row == merge.first_row && column == merge.first_col {
+                        *value = Some(cell.as_ref().clone().into_owned());
+                    } else if let Some(value) = value
+                        && matches!(cell.as_ref(), CellValue::Empty)
+                    {
+                        *cell = Cow::Owned(value.clone());
+                        if !self.merges_used.contains(merge) {
+                            self.merges_used.push(*merge);
+                        }
+                    }
+                }
+            };
+            fill(Some(mapping.email), &mut email);
+            fill(mapping.role, &mut role);
+            fill(mapping.first_name, &mut first);
+            fill(mapping.last_name, &mut last);
+            fill(mapping.full_name, &mut full);
+            fill(mapping.message, &mut message);
+        }
+        if [&email, &role, &first, &last, &full, &message]
+            .iter()
+            .all(|c| c.is_blank())
+        {
+            self.summary.blank += 1;
+            return Ok(());
+        }
+        let hidden = !self.extras.hidden_rows.is_empty() && self.extras.hidden_rows.contains(&row);
+        if hidden {
+            self.summary.hidden += 1;
+            self.hidden_rows_seen.push(row);
+        }
+        let text = |cell: &CellValue<'_>| -> Option<Box<str>> {
+            let shown = cell.display();
+            let cleaned = clean(&shown);
+            (!cleaned.is_empty()).then(|| Box::from(cleaned.as_ref()))
+        };
+        let raw: Box<str> = Box::from(email.display().as_ref());
+        let role_text = text(&role);
+        let mut first_name = text(&first);
+        let mut last_name = text(&last);
+        let message = text(&message);
+        if first_name.is_none()
+            && last_name.is_none()
+            && let Some(full) = text(&full)
+        {
+            let (f, l) = split_full_name(&full);
+            first_name = f.map(Box::from);
+            last_name = l.map(Box::from);
+        }
+
+        let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
+        let hyperlink = self.extras.mailto.get(&(zero_row, mapping.email)).cloned();
+        let outcome = match email.as_ref() {
+            CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
+            CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
+            CellValue::Bool(_) => invalid(InvalidReason::NotText {
+                kind: "true/false value",
+            }),
+            CellValue::Error(code) => invalid(InvalidReason::CellError { code: code.clone() }),
+            CellValue::Empty | CellValue::Text(_) => {
+                let shown = email.display();
+                let cleaned = clean(&shown);
+                let (mut address, display) = extract_address(&cleaned);
+                if let Some(target) = hyperlink.as_deref()
+                    && EmailAddress::parse_with(address, &self.options.rules).is_err()
+                {
+                    address = target;
+                }
+                if first_name.is_none()
+                    && last_name.is_none()
+                    && let Some(display) = display
+                {
+                    let (f, l) = split_full_name(display);
+                    first_name = f.map(Box::from);
+                    last_name = l.map(Box::from);
+                }
+                if address.is_empty() {
+                    invalid(InvalidReason::Missing)
+                } else {
+                    self.validate(row, address, role_text.as_deref())
+                }
+            }
+        };
+        self.summary.count(&outcome);
+        self.rows.push(ImportRow {
+            row,
+            raw,
+            role: role_text,
+            first_name,
+            last_name,
+            message,
+            hidden,
+            outcome,
+        });
+        Ok(())
+    }
+
+    fn validate(&mut self, row: u64, address: &str, role: Option<&str>) -> RowOutcome {
+        let email = match EmailAddress::parse_with(address, &self.options.rules) {
+            Ok(email) => email,
+            Err(error) => {
+                return RowOutcome::Invalid {
+                    suggestion: suggest_fix(address, self.options),
+                    reason: InvalidReason::Email(error),
+                };
+            }
+        };
+        if let Some(first) = self.first_row_of.get(email.key()) {
+            return RowOutcome::DuplicateOf { row: *first };
+        }
+        self.first_row_of.insert(email.key().to_owned(), row);
+        let role = match role {
+            None => Ok(self.options.default_role.clone()),
+            Some(text) => match self.roles {
+                Some(roles) => roles
+                    .iter()
+                    .find(|role| same_role(role.as_str(), text))
+                    .cloned()
+                    .ok_or_else(|| text.to_owned()),
+                None => Role::new(text).map_err(|_| text.to_owned()),
+            },
+        };
+        match role {
+            Ok(role) => RowOutcome::Valid {
+                suggestion: email.suggestion(),
+                email,
+                role,
+            },
+            Err(role) => RowOutcome::UnknownRole { email, role },
+        }
+    }
+
+    pub(crate) fn finish(self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
+        (
+            self.rows,
+            self.summary,
+            self.merges_used,
+            self.hidden_rows_seen,
+        )
+    }
+}
+
+/// Case-insensitive role match: ASCII fast path, full Unicode folding otherwise.
+fn same_role(role: &str, text: &str) -> bool {
+    if role.is_ascii() && text.is_ascii() {
+        role.eq_ignore_ascii_case(text)
+    } else {
+        role.to_lowercase() == text.to_lowercase()
+    }
+}
+
+fn invalid(reason: InvalidReason) -> RowOutcome {
+    RowOutcome::Invalid {
+        reason,
+        suggestion: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_removes_invisible_and_nbsp() {
+        assert_eq!(clean("  ann@x.com\t"), "ann@x.com");
+        assert_eq!(clean("\u{FEFF}ann@x.com\u{200B}\u{00A0}"), "ann@x.com");
+        assert_eq!(clean("Ann\u{00A0}Lee"), "Ann Lee");
+        assert!(matches!(clean("ann@x.com"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn extract_address_forms() {
+        assert_eq!(extract_address("mailto:ann@x.com"), ("ann@x.com", None));
+        assert_eq!(
+            extract_address("MAILTO:ann@x.com?subject=Hi"),
+            ("ann@x.com", None)
+        );
+        assert_eq!(
+            extract_address("Ann Lee <ann@x.com>"),
+            ("ann@x.com", Some("Ann Lee"))
+        );
+        assert_eq!(
+            extract_address("\"Lee, Bo\" <bo@y.org>"),
+            ("bo@y.org", Some("Lee, Bo"))
+        );
+        assert_eq!(extract_address("<bo@y.org>"), ("bo@y.org", None));
+        assert_eq!(extract_address("a < b > c"), ("a < b > c", None));
+    }
+
+    #[test]
+    fn full_names() {
+        assert_eq!(
+            split_full_name("Ann Lee"),
+            (Some("Ann".into()), Some("Lee".into()))
+        );
+        assert_eq!(
+            split_full_name("Lee, Bo"),
+            (Some("Bo".into()), Some("Lee".into()))
+        );
+        assert_eq!(split_full_name("Cher"), (Some("Cher".into()), None));
+        assert_eq!(split_full_name(" "), (None, None));
+    }
+
+    #[test]
+    fn numbers_display_like_a_spreadsheet() {
+        assert_eq!(number_text(42.0), "42");
+        assert_eq!(number_text(1.5), "1.5");
+    }
+}

@@ -1,0 +1,268 @@
+//! Hostile and broken input: each refused with its own `ImportError`, whose message
+//! says where and what to do. Nothing here may panic.
+
+mod common;
+
+use std::io::{Cursor, Write};
+
+use common::{fixture, options};
+use invite_import::{FileHint, Format, ImportError, ImportLimits, import, template_xlsx};
+use zip::write::SimpleFileOptions;
+
+fn zip_with(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let deflated =
+        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        writer.start_file(*name, deflated).unwrap();
+        writer.write_all(data).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn png_renamed_to_xlsx() {
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    let error = import(png, FileHint::FileName("contractors.xlsx"), &options()).unwrap_err();
+    assert!(matches!(
+        error,
+        ImportError::NotASpreadsheet {
+            detected: "a PNG image",
+            ..
+        }
+    ));
+    assert_eq!(
+        error.to_string(),
+        "\"contractors.xlsx\" is a PNG image, not a spreadsheet; upload an .xlsx, .xls, .ods or .csv file"
+    );
+}
+
+#[test]
+fn password_protected_workbook() {
+    let error = import(
+        &fixture("encrypted_msoffcrypto.xlsx"),
+        FileHint::FileName("secret.xlsx"),
+        &options(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::Encrypted {
+                format: Format::Xlsx
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("password-protected; remove the password")
+    );
+}
+
+#[test]
+fn truncated_workbooks() {
+    let whole = fixture("same_1000_openpyxl.xlsx");
+    for cut in [whole.len() / 2, whole.len() - 30, 100] {
+        let error = import(&whole[..cut], FileHint::FileName("t.xlsx"), &options()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::Corrupt {
+                    format: Format::Xlsx,
+                    ..
+                }
+            ),
+            "cut at {cut}: {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("the Excel (.xlsx) file is damaged or incomplete")
+        );
+    }
+    let xls = fixture("same_1000_libreoffice.xls");
+    let error = import(
+        &xls[..xls.len() / 3],
+        FileHint::FileName("t.xls"),
+        &options(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::Corrupt {
+                format: Format::Xls,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn empty_inputs() {
+    let error = import(
+        &fixture("empty_openpyxl.xlsx"),
+        FileHint::Unknown,
+        &options(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, ImportError::EmptyWorkbook { sheets } if sheets == "Sheet1"),
+        "{error:?}"
+    );
+    assert!(matches!(
+        import(b"", FileHint::Unknown, &options()),
+        Err(ImportError::Empty)
+    ));
+    assert!(matches!(
+        import(b" \r\n\n", FileHint::Unknown, &options()),
+        Err(ImportError::Empty)
+    ));
+    assert!(matches!(
+        import(b",,\r\n,,\n", FileHint::Unknown, &options()),
+        Err(ImportError::Empty)
+    ));
+}
+
+#[test]
+fn zip_bombs_are_refused_from_the_central_directory() {
+    let bomb = zip_with(&[
+        ("xl/workbook.xml", b"<workbook/>".to_vec()),
+        ("xl/worksheets/sheet1.xml", vec![b' '; 8 << 20]),
+    ]);
+    assert!(bomb.len() < 64 << 10, "the bomb itself is small");
+    let error = import(&bomb, FileHint::FileName("bomb.xlsx"), &options()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::CompressionRatio {
+                format: Format::Xlsx,
+                limit: 100,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let generous = options().with_limits(
+        ImportLimits::default()
+            .with_max_compression_ratio(u32::MAX)
+            .with_max_uncompressed_bytes(4 << 20),
+    );
+    let error = import(&bomb, FileHint::FileName("bomb.xlsx"), &generous).unwrap_err();
+    assert!(
+        matches!(error, ImportError::ArchiveTooLarge { uncompressed, limit, .. } if uncompressed > 8 << 20 && limit == 4 << 20),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn other_zip_documents() {
+    let docx = zip_with(&[("word/document.xml", b"<w:document/>".to_vec())]);
+    let error = import(&docx, FileHint::FileName("list.xlsx"), &options()).unwrap_err();
+    assert!(matches!(
+        error,
+        ImportError::NotASpreadsheet {
+            detected: "a Word document",
+            ..
+        }
+    ));
+    let other = zip_with(&[("readme.txt", b"hi".to_vec())]);
+    let error = import(&other, FileHint::Unknown, &options()).unwrap_err();
+    assert!(matches!(
+        error,
+        ImportError::NotASpreadsheet {
+            detected: "a zip archive",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn size_rows_columns_and_cells_are_bounded() {
+    let small = |limits: ImportLimits| options().with_limits(limits);
+
+    let error = import(
+        b"Email\na@x.com\n",
+        FileHint::Unknown,
+        &small(ImportLimits::default().with_max_bytes(8)),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the file is 14 bytes, more than the 8 bytes allowed; split it into smaller files"
+    );
+
+    let csv = b"Email\na@x.com\nb@x.com\nc@x.com\nd@x.com\n";
+    let error = import(
+        csv,
+        FileHint::Unknown,
+        &small(ImportLimits::default().with_max_rows(3)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ImportError::TooManyRows { row: 5, limit: 3 }),
+        "{error:?}"
+    );
+
+    let wide = format!("Email{}\na@x.com\n", ",x".repeat(300));
+    let error = import(wide.as_bytes(), FileHint::Unknown, &options()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "row 1 has a value in column IW, past the limit of 256 columns; delete the extra columns and try again"
+    );
+
+    let long = format!("Email\n{}@x.com\n", "a".repeat(5000));
+    let error = import(long.as_bytes(), FileHint::Unknown, &options()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cell A2 holds 5006 bytes (starting \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"), more than the 4096 allowed; shorten it"
+    );
+
+    // A stray cell far to the right of a spreadsheet.
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "Email").unwrap();
+    sheet.write_string(1, 0, "a@x.com").unwrap();
+    sheet.write_string(2, 5000, "stray").unwrap();
+    let bytes = workbook.save_to_buffer().unwrap();
+    let error = import(&bytes, FileHint::Unknown, &options()).unwrap_err();
+    assert!(
+        matches!(&error, ImportError::TooManyColumns { row: 3, column, limit: 256 } if column == "GJI"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn no_email_column_says_what_it_saw() {
+    let error = import(
+        b"Name,Phone\nAnn,123\n",
+        FileHint::FileName("x.csv"),
+        &options(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no email column found: none of the first rows has a header such as `Email` or `Contractor email` (row 1: \"Name\", \"Phone\"), and column A does not hold addresses; add an `Email` header above the addresses, or choose the column"
+    );
+    let template = template_xlsx(&[]).unwrap();
+    let error = import(&template, FileHint::Unknown, &options().with_sheet("Nope")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "there is no sheet named \"Nope\" (sheets: Invitations, Instructions); pick one of those"
+    );
+}
+
+#[test]
+fn binary_garbage_named_csv_is_refused_not_crashed() {
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| u8::try_from(i.wrapping_mul(2_654_435_761) >> 24).unwrap())
+        .collect();
+    let result = import(&garbage, FileHint::FileName("x.csv"), &options());
+    assert!(
+        matches!(result, Err(ImportError::NoEmailColumn { .. })),
+        "{result:?}"
+    );
+}
