@@ -38,3 +38,31 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> StoreError {
         _ => StoreError::backend(error),
     }
 }
+
+/// For a conditional write whose contract answers [`StoreError::NotFound`] when its
+/// condition does not hold (accept, join, compare-and-set): a lost race (SQLSTATE 40001,
+/// e.g. under a host's `REPEATABLE READ` default) means the condition no longer holds,
+/// so it is `NotFound` — the visitor's "invalid or expired" — not an outage. Every other
+/// error maps as in [`from_sqlx`].
+#[cfg(feature = "postgres")]
+pub(crate) fn from_sqlx_conditional(error: sqlx::Error) -> StoreError {
+    if is_serialization_failure(&error) {
+        StoreError::NotFound
+    } else {
+        from_sqlx(error)
+    }
+}
+
+/// Whether `error` is SQLSTATE 40001: the losing side of a race (PostgreSQL's
+/// serialization failure, InnoDB's deadlock victim), after which the whole transaction
+/// was rolled back and may be retried from the start.
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
+pub(crate) fn is_serialization_failure(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some(SERIALIZATION_FAILURE)))
+}
+
+/// Whether `error` is a unique-key violation (classified by sqlx, not by message).
+#[cfg(feature = "mysql")]
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -3,6 +3,8 @@
 //! | store | feature | atomic accept | bulk insert | outbox claim |
 //! |---|---|---|---|---|
 //! | [`SqliteStore`] | `sqlite` (default) | conditional `UPDATE ... RETURNING` | multi-row `INSERT` batches | `UPDATE ... RETURNING` under one writer + lease |
+//! | [`PostgresStore`] | `postgres` | conditional `UPDATE ... RETURNING` | one static `INSERT ... SELECT FROM UNNEST` per batch | `FOR UPDATE SKIP LOCKED` + lease |
+//! | [`MySqlStore`] | `mysql` | conditional `UPDATE` + affected rows + read back, one transaction | multi-row `INSERT` batches after a read of the open keys | `FOR UPDATE SKIP LOCKED` + lease |
 //!
 //! Every store runs the core's conformance suite unchanged (`tests/`). Tables are
 //! created by embedded migrations (`migrate()`), one folder per dialect, tracked in
@@ -16,14 +18,27 @@
 //! # Features
 //!
 //! - `sqlite` (default): [`SqliteStore`], SQLite bundled (nothing to install).
+//! - `postgres`: [`PostgresStore`], PostgreSQL (tested on 15).
+//! - `mysql`: [`MySqlStore`], MySQL 8 or MariaDB 10.6+ (tested on MariaDB 10.11); keyed
+//!   text columns are `VARBINARY` there, because `utf8mb4_bin` pads trailing spaces.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod prefix;
 mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use mysql::MySqlStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresStore;
 pub use prefix::InvalidPrefix;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -1,0 +1,271 @@
+//! `MySqlStore` on the server named by `INVITE_TEST_MYSQL_URL` (skipped when unset),
+//! each figure next to the bare sqlx statement it is built on:
+//!
+//! - bulk create of 100,000 invitations vs one transaction of bare multi-row `INSERT`s
+//!   of the same rows into a table of the same shape (`LOAD DATA LOCAL INFILE`, the
+//!   server's fastest loader, is not reachable through sqlx);
+//! - accept throughput with 1 and 16 concurrent tasks vs the bare conditional `UPDATE`.
+//!
+//! `cargo bench -p invite-benches --bench store_mysql`; figures in BENCHMARKS.md.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration as StdDuration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use futures::future::join_all;
+use invite_core::{
+    ActorId, EmailAddress, Invitation, InvitationWrite, LinkToken, NewInvitation, Role, Store,
+    TenantId, TokenHash, UserId,
+};
+use invite_sql::MySqlStore;
+use invite_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use invite_sql::sqlx::{self, AssertSqlSafe, Connection, MySql, QueryBuilder};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use tokio::runtime::Runtime;
+
+const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
+const ROWS: usize = 100_000;
+const COLUMNS: &str = "id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version";
+
+static TENANTS: AtomicU64 = AtomicU64::new(0);
+
+fn next_tenant() -> TenantId {
+    TenantId::new(format!("bench-{}", TENANTS.fetch_add(1, Ordering::Relaxed))).expect("tenant")
+}
+
+fn invitations(tenant: &TenantId, n: usize) -> Vec<Invitation> {
+    let role = Role::new("member").expect("role");
+    let actor = ActorId::new("admin-1").expect("actor");
+    (0..n)
+        .map(|i| {
+            let email = EmailAddress::parse(&format!("user{i}@example.com")).expect("email");
+            let new = NewInvitation::new(email, role.clone());
+            Invitation::create(
+                tenant.clone(),
+                new,
+                Duration::days(7),
+                actor.clone(),
+                None,
+                T0,
+            )
+        })
+        .collect()
+}
+
+fn writes(invitations: &[Invitation]) -> Vec<InvitationWrite> {
+    invitations
+        .iter()
+        .map(|i| InvitationWrite {
+            invitation: i.clone(),
+            outbox: None,
+        })
+        .collect()
+}
+
+/// `n` pending invitations with links, created through the store; their hashes.
+async fn pending(store: &MySqlStore, n: usize) -> (TenantId, Vec<TokenHash>) {
+    let tenant = next_tenant();
+    let mut hashes = Vec::with_capacity(n);
+    let linked: Vec<Invitation> = invitations(&tenant, n)
+        .into_iter()
+        .map(|i| {
+            let hash = LinkToken::generate().1;
+            hashes.push(hash);
+            i.copy_link(hash, T0).expect("copy link")
+        })
+        .collect();
+    store
+        .create_invitations(&tenant, &writes(&linked))
+        .await
+        .expect("create pending");
+    (tenant, hashes)
+}
+
+/// The bare baseline: the same rows, multi-row INSERTs of 2,730 rows (65,535 binds),
+/// one transaction, into `bare_invitations` (same shape as the store's table).
+async fn bare_insert(pool: &MySqlPool, rows: &[Invitation]) {
+    let mut tx = pool.begin().await.expect("begin");
+    for chunk in rows.chunks(65_535 / 24) {
+        let mut q: QueryBuilder<MySql> =
+            QueryBuilder::new(format!("INSERT INTO bare_invitations ({COLUMNS}) "));
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(i.id.as_uuid().as_bytes().as_slice())
+                .push_bind(i.tenant.as_str())
+                .push_bind(i.email.as_str())
+                .push_bind(i.email.key())
+                .push_bind(i.role.as_str())
+                .push_bind(i.names.first.as_deref())
+                .push_bind(i.names.last.as_deref())
+                .push_bind(i.message.as_deref())
+                .push_bind(None::<String>)
+                .push_bind(i.invited_by.as_str())
+                .push_bind(None::<&[u8]>)
+                .push_bind(i.status.as_str())
+                .push_bind(None::<&[u8]>)
+                .push_bind(i.ttl.whole_seconds())
+                .push_bind(micros(i.created_at))
+                .push_bind(None::<i64>)
+                .push_bind(None::<i64>)
+                .push_bind(None::<i64>)
+                .push_bind(None::<i64>)
+                .push_bind(None::<&str>)
+                .push_bind(None::<i64>)
+                .push_bind(None::<&str>)
+                .push_bind(None::<&str>)
+                .push_bind(i64::from(i.version));
+        });
+        q.build().execute(&mut *tx).await.expect("bare insert");
+    }
+    tx.commit().await.expect("commit");
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).expect("in range")
+}
+
+/// The bare conditional UPDATE an accept is built on (autocommit, no read back).
+async fn bare_accept(pool: &MySqlPool, tenant: &TenantId, hash: &TokenHash, user: &UserId) {
+    let now = micros(T0 + Duration::hours(1));
+    let done = sqlx::query(
+        "UPDATE invite_invitations SET status = 'accepted', accepted_at = ?, accepted_by = ?, \
+         version = version + 1 \
+         WHERE tenant = ? AND token_hash = ? AND status = 'pending' AND expires_at > ?",
+    )
+    .bind(now)
+    .bind(user.as_str())
+    .bind(tenant.as_str())
+    .bind(hash.as_bytes().as_slice())
+    .bind(now)
+    .execute(pool)
+    .await
+    .expect("bare accept");
+    assert_eq!(done.rows_affected(), 1);
+}
+
+async fn setup(url: &str) -> MySqlStore {
+    let options = MySqlConnectOptions::from_str(url).expect("INVITE_TEST_MYSQL_URL");
+    let mut admin = MySqlConnection::connect_with(&options)
+        .await
+        .expect("INVITE_TEST_MYSQL_URL is set but the server cannot be reached");
+    let name: String = LinkToken::generate().1.as_bytes()[..12]
+        .iter()
+        .fold("bench_".to_owned(), |name, b| name + &format!("{b:02x}"));
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let pool = MySqlPoolOptions::new()
+        .max_connections(16)
+        .connect_with(options.database(&name))
+        .await
+        .expect("pool");
+    let store = MySqlStore::new(pool);
+    store.migrate().await.expect("migrate");
+    sqlx::raw_sql("CREATE TABLE bare_invitations LIKE invite_invitations")
+        .execute(store.pool())
+        .await
+        .expect("bare table");
+    store
+}
+
+fn bench_bulk(c: &mut Criterion, rt: &Runtime, store: &MySqlStore) {
+    let mut group = c.benchmark_group("mysql_bulk_create_100k");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(StdDuration::from_millis(1))
+        .measurement_time(StdDuration::from_secs(1))
+        .throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("store", |b| {
+        b.iter_custom(|iters| {
+            let mut total = StdDuration::ZERO;
+            for _ in 0..iters {
+                let tenant = next_tenant();
+                let batch = writes(&invitations(&tenant, ROWS));
+                let start = Instant::now();
+                let report = rt
+                    .block_on(store.create_invitations(&tenant, &batch))
+                    .expect("create");
+                total += start.elapsed();
+                assert_eq!(report.created.len(), ROWS);
+            }
+            total
+        });
+    });
+    group.bench_function("bare_multi_row_insert", |b| {
+        b.iter_custom(|iters| {
+            let mut total = StdDuration::ZERO;
+            for _ in 0..iters {
+                let rows = invitations(&next_tenant(), ROWS);
+                let start = Instant::now();
+                rt.block_on(bare_insert(store.pool(), &rows));
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+fn bench_accept(c: &mut Criterion, rt: &Runtime, store: &MySqlStore) {
+    let mut group = c.benchmark_group("mysql_accept");
+    group.sample_size(10);
+    let user = UserId::new("u-1").expect("user");
+    for tasks in [1usize, 16] {
+        group.throughput(Throughput::Elements(tasks as u64));
+        let now = T0 + Duration::hours(1);
+        group.bench_function(format!("store_{tasks}_tasks"), |b| {
+            b.iter_custom(|iters| {
+                let n = usize::try_from(iters).expect("iters") * tasks;
+                let (tenant, hashes) = rt.block_on(pending(store, n));
+                let start = Instant::now();
+                rt.block_on(async {
+                    for round in hashes.chunks(tasks) {
+                        let accepts = round.iter().map(|h| store.accept(&tenant, h, &user, now));
+                        for result in join_all(accepts).await {
+                            result.expect("accept");
+                        }
+                    }
+                });
+                start.elapsed()
+            });
+        });
+        group.bench_function(format!("bare_update_{tasks}_tasks"), |b| {
+            b.iter_custom(|iters| {
+                let n = usize::try_from(iters).expect("iters") * tasks;
+                let (tenant, hashes) = rt.block_on(pending(store, n));
+                let start = Instant::now();
+                rt.block_on(async {
+                    for round in hashes.chunks(tasks) {
+                        join_all(
+                            round
+                                .iter()
+                                .map(|h| bare_accept(store.pool(), &tenant, h, &user)),
+                        )
+                        .await;
+                    }
+                });
+                start.elapsed()
+            });
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let Some(url) = std::env::var("INVITE_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: INVITE_TEST_MYSQL_URL is not set");
+        return;
+    };
+    let rt = Runtime::new().expect("tokio runtime");
+    let store = rt.block_on(setup(&url));
+    let mut c = Criterion::default().sample_size(10).configure_from_args();
+    bench_bulk(&mut c, &rt, &store);
+    bench_accept(&mut c, &rt, &store);
+    c.final_summary();
+}

@@ -1,0 +1,1156 @@
+//! MySQL/MariaDB store. Accept is a conditional UPDATE checked by affected rows in one
+//! transaction; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
+//! limit after a read of the open address keys; outbox claims use
+//! `SELECT ... FOR UPDATE SKIP LOCKED` (MySQL 8, MariaDB 10.6+).
+//!
+//! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
+//! are read back inside the transaction that wrote them. InnoDB answers a lost race
+//! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
+//! write transaction here is retried from the start a few times before answering.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use invite_core::{
+    CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, TenantId, TokenHash, Transition,
+    TransitionReport, UserId,
+};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::mysql::{MySqlPool, MySqlRow};
+use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::{corrupt, from_sqlx, is_serialization_failure, is_unique_violation};
+use crate::prefix::{InvalidPrefix, TablePrefix};
+use crate::rows::{
+    self, GroupLinkCols, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols,
+    OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
+
+/// The protocol's limit on bound parameters per statement (a 16-bit count).
+const MAX_BINDS: usize = 65_535;
+
+/// How many times a transaction that lost a race (deadlock victim, or the open-key
+/// race of a bulk create) runs before its error is answered.
+const MAX_ATTEMPTS: u32 = 5;
+
+// Keyed text columns are VARBINARY (byte-exact, NO PAD; see the first migration) and
+// read back as text. The aliases keep the names `rows.rs` maps by; ORDER BY clauses
+// name columns through a table alias so they sort the bytes, not the converted text.
+const INVITATION_SELECT: &str = "id, CONVERT(tenant USING utf8mb4) AS tenant, email, \
+     CONVERT(email_key USING utf8mb4) AS email_key, CONVERT(role USING utf8mb4) AS role, \
+     first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, \
+     ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, \
+     revoked_at, revoked_by, last_error, version";
+const OUTBOX_SELECT: &str = "id, CONVERT(tenant USING utf8mb4) AS tenant, invitation_id, kind, \
+     state, attempts, next_attempt_at, claimed_until, last_error, created_at";
+const GROUP_LINK_SELECT: &str = "CONVERT(g.tenant USING utf8mb4) AS tenant, \
+     CONVERT(g.role USING utf8mb4) AS role, g.enabled, g.token_hash, g.version, g.expires_at, \
+     g.max_uses, g.uses, g.allowed_domains, g.updated_by, g.created_at, g.updated_at";
+const GROUP_JOIN_SELECT: &str = "CONVERT(j.tenant USING utf8mb4) AS tenant, \
+     CONVERT(j.role USING utf8mb4) AS role, CONVERT(j.user_id USING utf8mb4) AS user_id, \
+     j.link_version, j.email, j.joined_at";
+
+/// An [`invite_core::Store`] on MySQL 8 or MariaDB 10.6+ (InnoDB).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use invite_sql::MySqlStore;
+///
+/// let store = MySqlStore::connect("mysql://app@127.0.0.1:3306/app").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    prefix: TablePrefix,
+}
+
+/// Why one attempt at a transaction failed: the database said no (maybe a lost race,
+/// worth another attempt), or the answer is already decided.
+#[derive(Debug)]
+enum Failure {
+    Sql(sqlx::Error),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Sql(error)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl Failure {
+    fn is_lost_race(&self) -> bool {
+        matches!(self, Self::Sql(e) if is_serialization_failure(e))
+    }
+
+    fn into_store(self) -> StoreError {
+        match self {
+            Self::Sql(e) => from_sqlx(e),
+            Self::Store(e) => e,
+        }
+    }
+
+    /// For accept and join, a race still lost after every attempt means someone else
+    /// took the token or the last use: the operation's condition did not hold.
+    fn lost_race_is_not_found(self) -> StoreError {
+        if self.is_lost_race() {
+            StoreError::NotFound
+        } else {
+            self.into_store()
+        }
+    }
+}
+
+/// Runs `$attempt` (a future of `Result<_, Failure>`) again while it loses a race,
+/// at most [`MAX_ATTEMPTS`] times in all.
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut tries = 1;
+        loop {
+            match $attempt.await {
+                Err(f) if f.is_lost_race() && tries < MAX_ATTEMPTS => tries += 1,
+                done => break done,
+            }
+        }
+    }};
+}
+
+fn id_bytes(id: &InvitationId) -> &[u8] {
+    id.as_uuid().as_bytes().as_slice()
+}
+
+fn invitation_id(table: &'static str, bytes: &[u8]) -> Result<InvitationId, StoreError> {
+    uuid::Uuid::from_slice(bytes)
+        .map(InvitationId::from_uuid)
+        .map_err(|e| corrupt(table, format!("id: {e}")))
+}
+
+impl MySqlStore {
+    /// A store on the host's pool.
+    pub fn new(pool: MySqlPool) -> Self {
+        Self {
+            pool,
+            prefix: TablePrefix::default(),
+        }
+    }
+
+    /// Connects a pool with sqlx's defaults to `url` (`mysql://user:pass@host/db`).
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self::new(MySqlPool::connect(url).await?))
+    }
+
+    /// Uses `prefix` instead of `invite_` for every table and index, for hosts whose
+    /// schema already has an `invitations` table. Lowercase ASCII letters, digits and
+    /// `_`, starting with a letter, at most 32 bytes.
+    pub fn with_table_prefix(mut self, prefix: &str) -> Result<Self, InvalidPrefix> {
+        self.prefix = TablePrefix::new(prefix)?;
+        Ok(self)
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// The embedded migrations, with this store's table prefix, tracked in
+    /// `<prefix>migrations` so they never mix with the host's own sqlx migrations.
+    pub fn migrator(&self) -> Migrator {
+        self.prefix.migrator(&MIGRATOR)
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        self.migrator().run(&self.pool).await
+    }
+
+    fn sql(&self, text: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        self.prefix.apply(text)
+    }
+
+    fn builder(&self, text: &'static str) -> QueryBuilder<MySql> {
+        QueryBuilder::new(self.sql(text).0.into_owned())
+    }
+
+    /// `SELECT <invitation columns> FROM <invitations> ` (then WHERE ...).
+    fn select_invitations(&self) -> QueryBuilder<MySql> {
+        let mut q = self.builder("SELECT ");
+        q.push(INVITATION_SELECT)
+            .push(self.sql(" FROM invite_invitations ").0);
+        q
+    }
+
+    async fn invitations_by_id(
+        &self,
+        conn: &mut MySqlConnection,
+        tenant: Option<&TenantId>,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, Failure> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BINDS - 1) {
+            let mut q = self.select_invitations();
+            q.push("WHERE ");
+            if let Some(tenant) = tenant {
+                q.push("tenant = ").push_bind(tenant.as_str()).push(" AND ");
+            }
+            q.push("id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id_bytes(id));
+            }
+            q.push(") ORDER BY id");
+            for row in &q.build().fetch_all(&mut *conn).await? {
+                out.push(rows::invitation(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cancel_queued(
+        &self,
+        conn: &mut MySqlConnection,
+        tenant: &TenantId,
+        invitations: &[InvitationId],
+    ) -> Result<(), Failure> {
+        for chunk in invitations.chunks(MAX_BINDS - 1) {
+            let mut q = self.builder(
+                "UPDATE invite_outbox SET state = 'cancelled', claimed_until = NULL WHERE tenant = ",
+            );
+            q.push_bind(tenant.as_str())
+                .push(" AND state = 'queued' AND invitation_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id_bytes(id));
+            }
+            q.push(")");
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_outbox(
+        &self,
+        conn: &mut MySqlConnection,
+        entries: &[&OutboxEntry],
+    ) -> Result<(), Failure> {
+        for chunk in entries.chunks(MAX_BINDS / OUTBOX_COLUMN_COUNT) {
+            let mut q = self.builder("INSERT INTO invite_outbox (");
+            q.push(OUTBOX_COLUMNS).push(") ");
+            q.push_values(chunk, |mut b, entry| {
+                let c = OutboxCols::of(entry);
+                b.push_bind(c.id)
+                    .push_bind(c.tenant)
+                    .push_bind(c.invitation_id)
+                    .push_bind(c.kind)
+                    .push_bind(c.state)
+                    .push_bind(c.attempts)
+                    .push_bind(c.next_attempt_at)
+                    .push_bind(c.claimed_until)
+                    .push_bind(c.last_error)
+                    .push_bind(c.created_at);
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The open invitations of `tenant` holding any of `keys`, by key, read through
+    /// the generated `open_key` column and its unique index.
+    async fn open_ids_by_key(
+        &self,
+        conn: &mut MySqlConnection,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<HashMap<Vec<u8>, InvitationId>, Failure> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(MAX_BINDS - 1) {
+            let mut q = self.builder("SELECT open_key, id FROM invite_invitations WHERE tenant = ");
+            q.push_bind(tenant.as_str()).push(" AND open_key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(key.as_bytes());
+            }
+            q.push(")");
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = q.build_query_as().fetch_all(&mut *conn).await?;
+            for (key, id) in rows {
+                found.insert(key, invitation_id("invitations", &id)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The WHERE clause shared by list and count: tenant, filter, effective statuses.
+    fn push_filter(
+        q: &mut QueryBuilder<MySql>,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) {
+        q.push(" WHERE tenant = ")
+            .push_bind(tenant.as_str().to_owned());
+        if let Some(batch) = filter.batch {
+            q.push(" AND batch_id = ")
+                .push_bind(batch.as_uuid().as_bytes().to_vec());
+        }
+        if let Some(role) = &filter.role {
+            q.push(" AND role = ").push_bind(role.as_str().to_owned());
+        }
+        if !filter.statuses.is_empty() {
+            let now = micros(now);
+            q.push(" AND (");
+            for (n, status) in filter.statuses.iter().enumerate() {
+                if n > 0 {
+                    q.push(" OR ");
+                }
+                match status {
+                    InvitationStatus::Pending => {
+                        q.push("(status = 'pending' AND (expires_at IS NULL OR expires_at > ")
+                            .push_bind(now)
+                            .push("))");
+                    }
+                    InvitationStatus::Expired => {
+                        q.push("status = 'expired' OR (status = 'pending' AND expires_at <= ")
+                            .push_bind(now)
+                            .push(")");
+                    }
+                    other => {
+                        q.push("status = ").push_bind(other.as_str());
+                    }
+                }
+            }
+            q.push(")");
+        }
+    }
+
+    // ------------------------------------------------------------ one attempt each
+
+    /// One attempt at a bulk create.
+    ///
+    /// Why not `INSERT IGNORE` or `ON DUPLICATE KEY UPDATE id = id`: both swallow every
+    /// unique key at once (a duplicate id or token hash would vanish silently instead of
+    /// failing), and neither says which rows went in. Instead the transaction reads the
+    /// tenant's open invitations for the input keys (one `IN` list per batch, on the
+    /// `(tenant, open_key)` unique index), decides every input the way `MemoryStore`
+    /// does (an earlier input of the call counts as existing), and inserts only the
+    /// winners with plain multi-row `INSERT`s, so any unique violation is a real error.
+    /// The unique index stays the arbiter: a concurrent create that commits the same
+    /// key after our read makes our `INSERT` wait for it and then fail with a unique
+    /// violation (or a deadlock); the whole transaction is rolled back and retried, and
+    /// the retry's fresh read reports the winner as the conflict.
+    async fn try_create(
+        &self,
+        tenant: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> Result<CreateReport, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<&str> = writes.iter().map(|w| w.invitation.email.key()).collect();
+        let existing = self.open_ids_by_key(&mut tx, tenant, &keys).await?;
+
+        let mut report = CreateReport::default();
+        let mut taken: HashMap<&str, InvitationId> = HashMap::new();
+        let mut new_ids = HashSet::with_capacity(writes.len());
+        for (index, write) in writes.iter().enumerate() {
+            let key = write.invitation.email.key();
+            if let Some(id) = existing.get(key.as_bytes()).or_else(|| taken.get(key)) {
+                report.conflicts.push((index, *id));
+                continue;
+            }
+            if !new_ids.insert(write.invitation.id) {
+                return Err(StoreError::Conflict(format!(
+                    "invitation id {} appears twice",
+                    write.invitation.id
+                ))
+                .into());
+            }
+            if matches!(
+                write.invitation.status,
+                InvitationStatus::Unsent | InvitationStatus::Pending
+            ) {
+                taken.insert(key, write.invitation.id);
+            }
+            report.created.push(index);
+        }
+
+        let created: Vec<&InvitationWrite> = report.created.iter().map(|&i| &writes[i]).collect();
+        for chunk in created.chunks(MAX_BINDS / INVITATION_COLUMN_COUNT) {
+            let mut q = self.builder("INSERT INTO invite_invitations (");
+            q.push(INVITATION_COLUMNS).push(") ");
+            q.push_values(chunk, |mut b, write| {
+                let c = InvitationCols::of(&write.invitation);
+                b.push_bind(c.id)
+                    .push_bind(c.tenant)
+                    .push_bind(c.email)
+                    .push_bind(c.email_key)
+                    .push_bind(c.role)
+                    .push_bind(c.first_name)
+                    .push_bind(c.last_name)
+                    .push_bind(c.message)
+                    .push_bind(c.metadata)
+                    .push_bind(c.invited_by)
+                    .push_bind(c.batch_id)
+                    .push_bind(c.status)
+                    .push_bind(c.token_hash)
+                    .push_bind(c.ttl_seconds)
+                    .push_bind(c.created_at)
+                    .push_bind(c.sent_at)
+                    .push_bind(c.delivered_at)
+                    .push_bind(c.expires_at)
+                    .push_bind(c.accepted_at)
+                    .push_bind(c.accepted_by)
+                    .push_bind(c.revoked_at)
+                    .push_bind(c.revoked_by)
+                    .push_bind(c.last_error)
+                    .push_bind(c.version);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let outbox: Vec<&OutboxEntry> = created.iter().filter_map(|w| w.outbox.as_ref()).collect();
+        self.insert_outbox(&mut tx, &outbox).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn try_record(
+        &self,
+        tenant: &TenantId,
+        transitions: &[Transition],
+    ) -> Result<TransitionReport, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let mut report = TransitionReport::default();
+        for t in transitions {
+            let i = &t.invitation;
+            if &i.tenant != tenant {
+                report.stale.push(i.id);
+                continue;
+            }
+            let c = InvitationCols::of(i);
+            let result = sqlx::query(self.sql(
+                "UPDATE invite_invitations SET status = ?, token_hash = ?, sent_at = ?, \
+                 delivered_at = ?, expires_at = ?, accepted_at = ?, accepted_by = ?, \
+                 revoked_at = ?, revoked_by = ?, last_error = ?, version = ? \
+                 WHERE tenant = ? AND id = ? AND version = ?",
+            ))
+            .bind(c.status)
+            .bind(c.token_hash)
+            .bind(c.sent_at)
+            .bind(c.delivered_at)
+            .bind(c.expires_at)
+            .bind(c.accepted_at)
+            .bind(c.accepted_by)
+            .bind(c.revoked_at)
+            .bind(c.revoked_by)
+            .bind(c.last_error)
+            .bind(c.version)
+            .bind(c.tenant)
+            .bind(c.id)
+            .bind(i64::from(t.expected_version))
+            .execute(&mut *tx)
+            .await;
+            let applied = match result {
+                Ok(done) => done.rows_affected() == 1,
+                // The id is not updated and token hashes are random 32-byte digests, so
+                // the unique key this can hit is (tenant, open_key): moving into an
+                // open status while another invitation holds the address. InnoDB undid
+                // just this statement; the transaction goes on.
+                Err(e) if is_unique_violation(&e) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !applied {
+                report.stale.push(i.id);
+                continue;
+            }
+            self.cancel_queued(&mut tx, tenant, &[i.id]).await?;
+            if let Some(entry) = &t.outbox {
+                self.insert_outbox(&mut tx, &[entry]).await?;
+            }
+            report.applied.push(i.id);
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn try_accept(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        user: &UserId,
+        now: i64,
+    ) -> Result<Invitation, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET status = 'accepted', accepted_at = ?, accepted_by = ?, \
+             version = version + 1 \
+             WHERE tenant = ? AND token_hash = ? AND status = 'pending' AND expires_at > ?",
+        ))
+        .bind(now)
+        .bind(user.as_str())
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound.into());
+        }
+        let mut q = self.select_invitations();
+        q.push("WHERE tenant = ")
+            .push_bind(tenant.as_str())
+            .push(" AND token_hash = ")
+            .push_bind(token_hash.as_bytes().as_slice());
+        let row = q.build().fetch_one(&mut *tx).await?;
+        let accepted = rows::invitation(&row)?;
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    async fn try_expire(
+        &self,
+        tenant: &TenantId,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<Invitation>, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let due: Vec<Vec<u8>> = sqlx::query_scalar(self.sql(
+            "SELECT id FROM invite_invitations \
+             WHERE tenant = ? AND status = 'pending' AND expires_at <= ? \
+             ORDER BY id LIMIT ? FOR UPDATE",
+        ))
+        .bind(tenant.as_str())
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids = due
+            .iter()
+            .map(|id| invitation_id("invitations", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        for chunk in ids.chunks(MAX_BINDS - 1) {
+            let mut q = self.builder(
+                "UPDATE invite_invitations SET status = 'expired', token_hash = NULL, \
+                 version = version + 1 WHERE tenant = ",
+            );
+            q.push_bind(tenant.as_str()).push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id_bytes(id));
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        self.cancel_queued(&mut tx, tenant, &ids).await?;
+        let expired = self.invitations_by_id(&mut tx, Some(tenant), &ids).await?;
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    /// One attempt at a join. The join row goes in first: its primary key (tenant,
+    /// role, user) makes a concurrent join by the same user wait for this one and then
+    /// fail with a unique violation, which that join answers with `AlreadyJoined`
+    /// (InnoDB undoes only the failed statement). Only then is a use counted, by a
+    /// conditional UPDATE whose row lock serializes joins through one link, so the
+    /// count is judged against the latest value and never passes the maximum.
+    async fn try_join(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        join: &GroupJoin,
+    ) -> Result<JoinOutcome, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(self.sql(
+            "INSERT INTO invite_group_joins (tenant, role, user_id, link_version, email, joined_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(tenant.as_str())
+        .bind(join.role.as_str())
+        .bind(join.user.as_str())
+        .bind(i64::from(join.link_version))
+        .bind(join.email.as_str())
+        .bind(micros(join.joined_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                // A locking read sees the committed join (not an older snapshot); the
+                // shared lock is the one the failed insert already holds.
+                let mut q = self.builder("SELECT ");
+                q.push(GROUP_JOIN_SELECT)
+                    .push(self.sql(" FROM invite_group_joins j WHERE j.tenant = ").0)
+                    .push_bind(tenant.as_str())
+                    .push(" AND j.role = ")
+                    .push_bind(join.role.as_str())
+                    .push(" AND j.user_id = ")
+                    .push_bind(join.user.as_str())
+                    .push(" LOCK IN SHARE MODE");
+                let row = q.build().fetch_one(&mut *tx).await?;
+                let existing = rows::group_join(&row)?;
+                tx.commit().await?;
+                return Ok(JoinOutcome::AlreadyJoined(existing));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let counted = sqlx::query(self.sql(
+            "UPDATE invite_group_links SET uses = uses + 1 \
+             WHERE tenant = ? AND token_hash = ? AND role = ? AND version = ? AND enabled \
+             AND (expires_at IS NULL OR expires_at > ?) \
+             AND (max_uses IS NULL OR uses < max_uses)",
+        ))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(join.role.as_str())
+        .bind(i64::from(join.link_version))
+        .bind(micros(join.joined_at))
+        .execute(&mut *tx)
+        .await?;
+        if counted.rows_affected() != 1 {
+            return Err(StoreError::NotFound.into());
+        }
+        tx.commit().await?;
+        Ok(JoinOutcome::Joined(join.clone()))
+    }
+
+    async fn try_claim(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, Failure> {
+        let now_us = micros(now);
+        let lease_until = micros(now + lease);
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: entries another claimer is taking right now are not waited for
+        // but left to it; the lease below keeps them its own after it commits.
+        let due: Vec<Vec<u8>> = sqlx::query_scalar(self.sql(
+            "SELECT id FROM invite_outbox \
+             WHERE state = 'queued' AND next_attempt_at <= ? \
+             AND (claimed_until IS NULL OR claimed_until <= ?) \
+             ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+        ))
+        .bind(now_us)
+        .bind(now_us)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let mut entries = Vec::with_capacity(due.len());
+        for chunk in due.chunks(MAX_BINDS - 1) {
+            let mut q =
+                self.builder("UPDATE invite_outbox SET attempts = attempts + 1, claimed_until = ");
+            q.push_bind(lease_until).push(" WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_slice());
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+
+            let mut q = self.builder("SELECT ");
+            q.push(OUTBOX_SELECT)
+                .push(self.sql(" FROM invite_outbox WHERE id IN (").0);
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_slice());
+            }
+            q.push(")");
+            for row in &q.build().fetch_all(&mut *tx).await? {
+                entries.push(rows::outbox(row)?);
+            }
+        }
+        entries.sort_by_key(|e| (e.next_attempt_at, e.id));
+        let ids: Vec<InvitationId> = entries.iter().map(|e| e.invitation).collect();
+        let invitations: HashMap<InvitationId, Invitation> = self
+            .invitations_by_id(&mut tx, None, &ids)
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        tx.commit().await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| {
+                let invitation = invitations.get(&entry.invitation)?.clone();
+                let lease_until = entry.claimed_until?;
+                (invitation.tenant == entry.tenant).then_some(OutboxClaim {
+                    entry,
+                    invitation,
+                    lease_until,
+                })
+            })
+            .collect())
+    }
+
+    async fn try_complete(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        outcome: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), Failure> {
+        let (state, next_attempt_at, error) = match outcome {
+            DeliveryOutcome::Sent => ("sent", None, None),
+            DeliveryOutcome::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                "queued",
+                Some(micros(*next_attempt_at)),
+                Some(error.as_str()),
+            ),
+            DeliveryOutcome::Failed { error } => ("failed", None, Some(error.as_str())),
+            DeliveryOutcome::Cancelled => ("cancelled", None, None),
+            _ => {
+                return Err(StoreError::Conflict(
+                    "unknown delivery outcome for this store version".into(),
+                )
+                .into());
+            }
+        };
+        let entry_id = entry.as_uuid().as_bytes().as_slice();
+        let mut tx = self.pool.begin().await?;
+        let invitation: Option<Vec<u8>> = sqlx::query_scalar(self.sql(
+            "SELECT invitation_id FROM invite_outbox \
+             WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ? FOR UPDATE",
+        ))
+        .bind(entry_id)
+        .bind(tenant.as_str())
+        .bind(micros(lease_until))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let invitation = invitation.ok_or(StoreError::NotFound)?;
+        sqlx::query(self.sql(
+            "UPDATE invite_outbox SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
+             last_error = COALESCE(?, last_error), claimed_until = NULL WHERE id = ?",
+        ))
+        .bind(state)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(entry_id)
+        .execute(&mut *tx)
+        .await?;
+        let now = micros(now);
+        match outcome {
+            DeliveryOutcome::Sent => {
+                sqlx::query(self.sql(
+                    "UPDATE invite_invitations SET delivered_at = ?, version = version + 1 \
+                     WHERE tenant = ? AND id = ? AND status = 'pending' \
+                     AND (expires_at IS NULL OR expires_at > ?)",
+                ))
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(&invitation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            DeliveryOutcome::Failed { error } => {
+                sqlx::query(self.sql(
+                    "UPDATE invite_invitations SET status = 'delivery_failed', last_error = ?, \
+                     token_hash = NULL, version = version + 1 \
+                     WHERE tenant = ? AND id = ? AND status = 'pending' \
+                     AND (expires_at IS NULL OR expires_at > ?)",
+                ))
+                .bind(error.as_str())
+                .bind(tenant.as_str())
+                .bind(&invitation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn create_invitations(
+        &self,
+        tenant: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> Result<CreateReport, StoreError> {
+        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+            return Err(StoreError::Conflict(format!(
+                "invitation {} belongs to another tenant",
+                w.invitation.id
+            )));
+        }
+        // Besides deadlocks, a unique violation is retried: it is how a concurrent
+        // create that won an address shows (see `try_create`). A duplicate id fails
+        // every attempt and ends as a Conflict.
+        let mut tries = 1;
+        loop {
+            match self.try_create(tenant, writes).await {
+                Err(Failure::Sql(e))
+                    if tries < MAX_ATTEMPTS
+                        && (is_serialization_failure(&e) || is_unique_violation(&e)) =>
+                {
+                    tries += 1;
+                }
+                done => return done.map_err(Failure::into_store),
+            }
+        }
+    }
+
+    async fn get_invitations(
+        &self,
+        tenant: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
+        self.invitations_by_id(&mut conn, Some(tenant), ids)
+            .await
+            .map_err(Failure::into_store)
+    }
+
+    async fn find_by_token(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<Invitation, StoreError> {
+        let mut q = self.select_invitations();
+        q.push("WHERE tenant = ")
+            .push_bind(tenant.as_str())
+            .push(" AND token_hash = ")
+            .push_bind(token_hash.as_bytes().as_slice());
+        let row: Option<MySqlRow> = q
+            .build()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows::invitation(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn find_open_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(MAX_BINDS - 1) {
+            let mut q = self.select_invitations();
+            q.push("WHERE tenant = ")
+                .push_bind(tenant.as_str())
+                .push(" AND open_key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(key.as_bytes());
+            }
+            q.push(")");
+            for row in &q.build().fetch_all(&self.pool).await.map_err(from_sqlx)? {
+                out.push(rows::invitation(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_transitions(
+        &self,
+        tenant: &TenantId,
+        transitions: &[Transition],
+    ) -> Result<TransitionReport, StoreError> {
+        retrying!(self.try_record(tenant, transitions)).map_err(Failure::into_store)
+    }
+
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, StoreError> {
+        let now = micros(now);
+        retrying!(self.try_accept(tenant, token_hash, user, now))
+            .map_err(Failure::lost_race_is_not_found)
+    }
+
+    async fn expire_due(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let now = micros(now);
+        retrying!(self.try_expire(tenant, now, limit)).map_err(Failure::into_store)
+    }
+
+    async fn list_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<Invitation>, StoreError> {
+        let limit = page.clamped_limit();
+        let mut q = self.builder("SELECT ");
+        q.push(INVITATION_SELECT)
+            .push(self.sql(" FROM invite_invitations").0);
+        Self::push_filter(&mut q, tenant, filter, now);
+        if let Some(after) = page.after {
+            q.push(" AND id > ")
+                .push_bind(after.as_uuid().as_bytes().to_vec());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        let items = rows
+            .iter()
+            .map(rows::invitation)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (items.len() == limit as usize).then(|| PageRequest {
+            after: items.last().map(|i| i.id),
+            limit: page.limit,
+        });
+        Ok(Page { items, next })
+    }
+
+    async fn count_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let mut q = self.builder("SELECT COUNT(*) FROM invite_invitations");
+        Self::push_filter(&mut q, tenant, filter, now);
+        let n: i64 = q
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        u64::try_from(n).map_err(|_| corrupt("invitations", "negative count"))
+    }
+
+    async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
+        let c = GroupLinkCols::of(link);
+        let result = sqlx::query(self.sql(
+            "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(c.tenant)
+        .bind(c.role)
+        .bind(c.enabled)
+        .bind(c.token_hash)
+        .bind(c.version)
+        .bind(c.expires_at)
+        .bind(c.max_uses)
+        .bind(c.uses)
+        .bind(c.allowed_domains)
+        .bind(c.updated_by)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match from_sqlx(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a group link for role {} exists", link.role))
+                }
+                other => other,
+            }),
+        }
+    }
+
+    async fn update_group_link(
+        &self,
+        link: &GroupLink,
+        expected_version: u32,
+    ) -> Result<(), StoreError> {
+        let c = GroupLinkCols::of(link);
+        // `uses` is assigned before `version` (MySQL evaluates SET left to right), so
+        // the CASE still sees the stored version. Affected rows count matched rows:
+        // sqlx connects with CLIENT_FOUND_ROWS.
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_group_links SET enabled = ?, token_hash = ?, \
+             uses = CASE WHEN version = ? THEN uses ELSE ? END, version = ?, \
+             expires_at = ?, max_uses = ?, allowed_domains = ?, updated_by = ?, updated_at = ? \
+             WHERE tenant = ? AND role = ? AND version = ?",
+        ))
+        .bind(c.enabled)
+        .bind(c.token_hash)
+        .bind(c.version)
+        .bind(c.uses)
+        .bind(c.version)
+        .bind(c.expires_at)
+        .bind(c.max_uses)
+        .bind(c.allowed_domains)
+        .bind(c.updated_by)
+        .bind(c.updated_at)
+        .bind(c.tenant)
+        .bind(c.role)
+        .bind(i64::from(expected_version))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn get_group_link(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Option<GroupLink>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_LINK_SELECT)
+            .push(self.sql(" FROM invite_group_links g WHERE g.tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND g.role = ")
+            .push_bind(role.as_str());
+        let row: Option<MySqlRow> = q
+            .build()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(rows::group_link).transpose()
+    }
+
+    async fn list_group_links(&self, tenant: &TenantId) -> Result<Vec<GroupLink>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_LINK_SELECT)
+            .push(self.sql(" FROM invite_group_links g WHERE g.tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" ORDER BY g.role");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::group_link).collect()
+    }
+
+    async fn find_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<GroupLink, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_LINK_SELECT)
+            .push(self.sql(" FROM invite_group_links g WHERE g.tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND g.token_hash = ")
+            .push_bind(token_hash.as_bytes().as_slice());
+        let row: Option<MySqlRow> = q
+            .build()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows::group_link(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn join_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        join: &GroupJoin,
+    ) -> Result<JoinOutcome, StoreError> {
+        if &join.tenant != tenant {
+            return Err(StoreError::NotFound);
+        }
+        retrying!(self.try_join(tenant, token_hash, join)).map_err(Failure::lost_race_is_not_found)
+    }
+
+    async fn list_group_joins(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Vec<GroupJoin>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_JOIN_SELECT)
+            .push(self.sql(" FROM invite_group_joins j WHERE j.tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND j.role = ")
+            .push_bind(role.as_str())
+            .push(" ORDER BY j.joined_at, j.seq");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::group_join).collect()
+    }
+
+    async fn claim_due_outbox(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, StoreError> {
+        retrying!(self.try_claim(now, limit, lease)).map_err(Failure::into_store)
+    }
+
+    async fn attach_token(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        token_hash: &TokenHash,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET token_hash = ? \
+             WHERE tenant = ? AND status = 'pending' AND id = \
+             (SELECT invitation_id FROM invite_outbox \
+              WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ?)",
+        ))
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(entry.as_uuid().as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(micros(lease_until))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn complete_outbox(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        outcome: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        retrying!(self.try_complete(tenant, entry, lease_until, outcome, now))
+            .map_err(Failure::into_store)
+    }
+
+    async fn list_outbox(
+        &self,
+        tenant: &TenantId,
+        invitation: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(OUTBOX_SELECT)
+            .push(self.sql(" FROM invite_outbox WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND invitation_id = ")
+            .push_bind(id_bytes(&invitation))
+            .push(" ORDER BY id");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::outbox).collect()
+    }
+}

@@ -1,0 +1,1133 @@
+//! PostgreSQL store. Accept is one conditional `UPDATE ... RETURNING`; bulk insert is one
+//! static `UNNEST` statement per batch; outbox claims use `FOR UPDATE SKIP LOCKED`.
+//!
+//! Every guarantee holds across processes: the conditions live in the statements, so N
+//! app instances on N pools need no coordination beyond the database's row locks.
+//! Multi-statement operations run in transactions pinned to `READ COMMITTED`, whatever
+//! the host's `default_transaction_isolation`: their "insert, then re-read the row that
+//! won" steps need each statement to see what committed before it. Single-statement
+//! conditional writes (accept, compare-and-set) run under the session's level; under
+//! `REPEATABLE READ` their lost race is SQLSTATE 40001, answered as
+//! [`StoreError::NotFound`] like any other unmet condition.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use invite_core::{
+    CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, TenantId, TokenHash, Transition,
+    TransitionReport, UserId,
+};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::{corrupt, from_sqlx, from_sqlx_conditional};
+use crate::prefix::{InvalidPrefix, TablePrefix};
+use crate::rows::{
+    self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, GroupLinkCols, INVITATION_COLUMN_COUNT,
+    INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Rows per bulk `INSERT ... SELECT FROM UNNEST` statement. Each column is one array
+/// bind, so PostgreSQL's 65,535-bind limit never applies; the batch bounds the size of
+/// one message (~3 MB at 300 bytes a row) and the memory of the column arrays.
+const BATCH_ROWS: usize = 8_192;
+
+/// One statement per batch, the same text for every batch (prepared once per
+/// connection). `ON CONFLICT` names the partial unique index on open invitations, so an
+/// address already open (or opened earlier in the same call) is skipped, not an error;
+/// `RETURNING id` tells which rows went in.
+const INSERT_INVITATIONS: &str = "INSERT INTO invite_invitations (id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version) \
+     SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::bytea[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[], $20::text[], $21::int8[], $22::text[], $23::text[], $24::int8[]) \
+     ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') DO NOTHING \
+     RETURNING id";
+
+const INSERT_OUTBOX: &str = "INSERT INTO invite_outbox (id, tenant, invitation_id, kind, state, attempts, next_attempt_at, claimed_until, last_error, created_at) \
+     SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::int8[])";
+
+/// How many array parameters (`[]`) a statement has.
+const fn array_params(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'[' && bytes[i + 1] == b']' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+// The UNNEST inserts take one array per column, in `rows.rs` order.
+const _: () = assert!(array_params(INSERT_INVITATIONS) == INVITATION_COLUMN_COUNT);
+const _: () = assert!(array_params(INSERT_OUTBOX) == OUTBOX_COLUMN_COUNT);
+
+/// `INVITATION_COLUMNS` as a `RETURNING` list (a literal, so statements stay static).
+macro_rules! invitation_columns {
+    () => {
+        "id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version"
+    };
+}
+
+/// An [`invite_core::Store`] on PostgreSQL (tested on 15).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use invite_sql::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+///
+/// Or on the host's own pool, with another table prefix:
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use invite_sql::PostgresStore;
+///
+/// let store = PostgresStore::new(pool).with_table_prefix("acme_")?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    prefix: TablePrefix,
+}
+
+impl PostgresStore {
+    /// A store on the host's pool. Tables are found through the connections'
+    /// `search_path`, like the host's own.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            prefix: TablePrefix::default(),
+        }
+    }
+
+    /// Connects a pool with sqlx's defaults to `url` (`postgres://user@host/db`).
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self::new(PgPool::connect(url).await?))
+    }
+
+    /// Uses `prefix` instead of `invite_` for every table and index, for hosts whose
+    /// schema already has an `invitations` table. Lowercase ASCII letters, digits and
+    /// `_`, starting with a letter, at most 32 bytes.
+    pub fn with_table_prefix(mut self, prefix: &str) -> Result<Self, InvalidPrefix> {
+        self.prefix = TablePrefix::new(prefix)?;
+        Ok(self)
+    }
+
+    /// The pool every statement goes through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The embedded migrations, with this store's table prefix, tracked in
+    /// `<prefix>migrations` so they never mix with the host's own sqlx migrations.
+    pub fn migrator(&self) -> Migrator {
+        self.prefix.migrator(&MIGRATOR)
+    }
+
+    /// Applies the embedded migrations that are not applied yet (under sqlx's advisory
+    /// lock, so concurrent app instances may all call it at start-up).
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        self.migrator().run(&self.pool).await
+    }
+
+    fn sql(&self, text: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        self.prefix.apply(text)
+    }
+
+    fn builder(&self, text: &'static str) -> QueryBuilder<Postgres> {
+        QueryBuilder::new(self.sql(text).0.into_owned())
+    }
+
+    /// A transaction at `READ COMMITTED` (see the module docs).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(from_sqlx)
+    }
+
+    async fn invitations_by_id(
+        &self,
+        conn: &mut PgConnection,
+        tenant: Option<&TenantId>,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let ids: Vec<&[u8]> = ids
+            .iter()
+            .map(|i| i.as_uuid().as_bytes().as_slice())
+            .collect();
+        let rows: Vec<PgRow> = match tenant {
+            Some(tenant) => sqlx::query(self.sql(concat!(
+                "SELECT ",
+                invitation_columns!(),
+                " FROM invite_invitations WHERE tenant = $1 AND id = ANY($2)"
+            )))
+            .bind(tenant.as_str())
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?,
+            None => sqlx::query(self.sql(concat!(
+                "SELECT ",
+                invitation_columns!(),
+                " FROM invite_invitations WHERE id = ANY($1)"
+            )))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?,
+        };
+        rows.iter().map(rows::invitation).collect()
+    }
+
+    async fn insert_outbox(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[&OutboxEntry],
+    ) -> Result<(), StoreError> {
+        for chunk in entries.chunks(BATCH_ROWS) {
+            let mut cols = OutboxArrays::with_capacity(chunk.len());
+            for entry in chunk {
+                cols.push(OutboxCols::of(entry));
+            }
+            cols.bind(sqlx::query(self.sql(INSERT_OUTBOX)))
+                .execute(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    /// The WHERE clause shared by list and count: tenant, filter, effective statuses.
+    fn push_filter(
+        q: &mut QueryBuilder<Postgres>,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) {
+        q.push(" WHERE tenant = ")
+            .push_bind(tenant.as_str().to_owned());
+        if let Some(batch) = filter.batch {
+            q.push(" AND batch_id = ")
+                .push_bind(batch.as_uuid().as_bytes().to_vec());
+        }
+        if let Some(role) = &filter.role {
+            q.push(" AND role = ").push_bind(role.as_str().to_owned());
+        }
+        if !filter.statuses.is_empty() {
+            let now = micros(now);
+            q.push(" AND (");
+            for (n, status) in filter.statuses.iter().enumerate() {
+                if n > 0 {
+                    q.push(" OR ");
+                }
+                match status {
+                    InvitationStatus::Pending => {
+                        q.push("(status = 'pending' AND (expires_at IS NULL OR expires_at > ")
+                            .push_bind(now)
+                            .push("))");
+                    }
+                    InvitationStatus::Expired => {
+                        q.push("status = 'expired' OR (status = 'pending' AND expires_at <= ")
+                            .push_bind(now)
+                            .push(")");
+                    }
+                    other => {
+                        q.push("status = ").push_bind(other.as_str());
+                    }
+                }
+            }
+            q.push(")");
+        }
+    }
+}
+
+/// The invitation columns of one batch, as the arrays [`INSERT_INVITATIONS`] unnests.
+struct InvitationArrays<'a> {
+    id: Vec<&'a [u8]>,
+    tenant: Vec<&'a str>,
+    email: Vec<&'a str>,
+    email_key: Vec<&'a str>,
+    role: Vec<&'a str>,
+    first_name: Vec<Option<&'a str>>,
+    last_name: Vec<Option<&'a str>>,
+    message: Vec<Option<&'a str>>,
+    metadata: Vec<Option<String>>,
+    invited_by: Vec<&'a str>,
+    batch_id: Vec<Option<&'a [u8]>>,
+    status: Vec<&'static str>,
+    token_hash: Vec<Option<&'a [u8]>>,
+    ttl_seconds: Vec<i64>,
+    created_at: Vec<i64>,
+    sent_at: Vec<Option<i64>>,
+    delivered_at: Vec<Option<i64>>,
+    expires_at: Vec<Option<i64>>,
+    accepted_at: Vec<Option<i64>>,
+    accepted_by: Vec<Option<&'a str>>,
+    revoked_at: Vec<Option<i64>>,
+    revoked_by: Vec<Option<&'a str>>,
+    last_error: Vec<Option<&'a str>>,
+    version: Vec<i64>,
+}
+
+impl<'a> InvitationArrays<'a> {
+    fn of(writes: &'a [InvitationWrite]) -> Self {
+        let n = writes.len();
+        let mut a = Self {
+            id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            email: Vec::with_capacity(n),
+            email_key: Vec::with_capacity(n),
+            role: Vec::with_capacity(n),
+            first_name: Vec::with_capacity(n),
+            last_name: Vec::with_capacity(n),
+            message: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            invited_by: Vec::with_capacity(n),
+            batch_id: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            token_hash: Vec::with_capacity(n),
+            ttl_seconds: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            sent_at: Vec::with_capacity(n),
+            delivered_at: Vec::with_capacity(n),
+            expires_at: Vec::with_capacity(n),
+            accepted_at: Vec::with_capacity(n),
+            accepted_by: Vec::with_capacity(n),
+            revoked_at: Vec::with_capacity(n),
+            revoked_by: Vec::with_capacity(n),
+            last_error: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+        };
+        for write in writes {
+            let c = InvitationCols::of(&write.invitation);
+            a.id.push(c.id);
+            a.tenant.push(c.tenant);
+            a.email.push(c.email);
+            a.email_key.push(c.email_key);
+            a.role.push(c.role);
+            a.first_name.push(c.first_name);
+            a.last_name.push(c.last_name);
+            a.message.push(c.message);
+            a.metadata.push(c.metadata);
+            a.invited_by.push(c.invited_by);
+            a.batch_id.push(c.batch_id);
+            a.status.push(c.status);
+            a.token_hash.push(c.token_hash);
+            a.ttl_seconds.push(c.ttl_seconds);
+            a.created_at.push(c.created_at);
+            a.sent_at.push(c.sent_at);
+            a.delivered_at.push(c.delivered_at);
+            a.expires_at.push(c.expires_at);
+            a.accepted_at.push(c.accepted_at);
+            a.accepted_by.push(c.accepted_by);
+            a.revoked_at.push(c.revoked_at);
+            a.revoked_by.push(c.revoked_by);
+            a.last_error.push(c.last_error);
+            a.version.push(c.version);
+        }
+        a
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        q.bind(self.id)
+            .bind(self.tenant)
+            .bind(self.email)
+            .bind(self.email_key)
+            .bind(self.role)
+            .bind(self.first_name)
+            .bind(self.last_name)
+            .bind(self.message)
+            .bind(self.metadata)
+            .bind(self.invited_by)
+            .bind(self.batch_id)
+            .bind(self.status)
+            .bind(self.token_hash)
+            .bind(self.ttl_seconds)
+            .bind(self.created_at)
+            .bind(self.sent_at)
+            .bind(self.delivered_at)
+            .bind(self.expires_at)
+            .bind(self.accepted_at)
+            .bind(self.accepted_by)
+            .bind(self.revoked_at)
+            .bind(self.revoked_by)
+            .bind(self.last_error)
+            .bind(self.version)
+    }
+}
+
+/// The outbox columns of one batch, as the arrays [`INSERT_OUTBOX`] unnests.
+struct OutboxArrays<'a> {
+    id: Vec<&'a [u8]>,
+    tenant: Vec<&'a str>,
+    invitation_id: Vec<&'a [u8]>,
+    kind: Vec<&'static str>,
+    state: Vec<&'static str>,
+    attempts: Vec<i64>,
+    next_attempt_at: Vec<i64>,
+    claimed_until: Vec<Option<i64>>,
+    last_error: Vec<Option<&'a str>>,
+    created_at: Vec<i64>,
+}
+
+impl<'a> OutboxArrays<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            invitation_id: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            attempts: Vec::with_capacity(n),
+            next_attempt_at: Vec::with_capacity(n),
+            claimed_until: Vec::with_capacity(n),
+            last_error: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, c: OutboxCols<'a>) {
+        self.id.push(c.id);
+        self.tenant.push(c.tenant);
+        self.invitation_id.push(c.invitation_id);
+        self.kind.push(c.kind);
+        self.state.push(c.state);
+        self.attempts.push(c.attempts);
+        self.next_attempt_at.push(c.next_attempt_at);
+        self.claimed_until.push(c.claimed_until);
+        self.last_error.push(c.last_error);
+        self.created_at.push(c.created_at);
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        q.bind(self.id)
+            .bind(self.tenant)
+            .bind(self.invitation_id)
+            .bind(self.kind)
+            .bind(self.state)
+            .bind(self.attempts)
+            .bind(self.next_attempt_at)
+            .bind(self.claimed_until)
+            .bind(self.last_error)
+            .bind(self.created_at)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_invitations(
+        &self,
+        tenant: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> Result<CreateReport, StoreError> {
+        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+            return Err(StoreError::Conflict(format!(
+                "invitation {} belongs to another tenant",
+                w.invitation.id
+            )));
+        }
+        let mut tx = self.begin().await?;
+        let mut inserted: HashSet<[u8; 16]> = HashSet::with_capacity(writes.len());
+        for chunk in writes.chunks(BATCH_ROWS) {
+            let ids: Vec<Vec<u8>> = InvitationArrays::of(chunk)
+                .bind(sqlx::query(self.sql(INSERT_INVITATIONS)))
+                .try_map(|row: PgRow| sqlx::Row::try_get::<Vec<u8>, _>(&row, 0))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            for id in ids {
+                let id: [u8; 16] = id
+                    .try_into()
+                    .map_err(|_| corrupt("invitations", "id is not 16 bytes"))?;
+                inserted.insert(id);
+            }
+        }
+
+        let mut report = CreateReport::default();
+        let mut conflicted_keys: Vec<&str> = Vec::new();
+        let mut outbox: Vec<&OutboxEntry> = Vec::new();
+        for (index, write) in writes.iter().enumerate() {
+            if inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
+                report.created.push(index);
+                outbox.extend(write.outbox.as_ref());
+            } else {
+                conflicted_keys.push(write.invitation.email.key());
+            }
+        }
+        if !conflicted_keys.is_empty() {
+            // READ COMMITTED: this statement sees the rows that won the conflicts, ours
+            // (an earlier input of this call) or committed by others.
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(self.sql(
+                "SELECT email_key, id FROM invite_invitations \
+                 WHERE tenant = $1 AND status IN ('unsent', 'pending') AND email_key = ANY($2)",
+            ))
+            .bind(tenant.as_str())
+            .bind(&conflicted_keys)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            let mut existing = HashMap::with_capacity(rows.len());
+            for (key, id) in rows {
+                let id = uuid::Uuid::from_slice(&id)
+                    .map_err(|e| corrupt("invitations", e.to_string()))?;
+                existing.insert(key, InvitationId::from_uuid(id));
+            }
+            for (index, write) in writes.iter().enumerate() {
+                if !inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
+                    let id = existing.get(write.invitation.email.key()).ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "invitation {} was refused without a conflicting open invitation",
+                            write.invitation.id
+                        ))
+                    })?;
+                    report.conflicts.push((index, *id));
+                }
+            }
+        }
+        self.insert_outbox(&mut tx, &outbox).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(report)
+    }
+
+    async fn get_invitations(
+        &self,
+        tenant: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
+        self.invitations_by_id(&mut conn, Some(tenant), ids).await
+    }
+
+    async fn find_by_token(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<Invitation, StoreError> {
+        let row: Option<PgRow> = sqlx::query(self.sql(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invite_invitations WHERE tenant = $1 AND token_hash = $2"
+        )))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows::invitation(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn find_open_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let rows: Vec<PgRow> = sqlx::query(self.sql(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invite_invitations \
+             WHERE tenant = $1 AND status IN ('unsent', 'pending') AND email_key = ANY($2)"
+        )))
+        .bind(tenant.as_str())
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(rows::invitation).collect()
+    }
+
+    async fn record_transitions(
+        &self,
+        tenant: &TenantId,
+        transitions: &[Transition],
+    ) -> Result<TransitionReport, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut report = TransitionReport::default();
+        for t in transitions {
+            let i = &t.invitation;
+            if &i.tenant != tenant {
+                report.stale.push(i.id);
+                continue;
+            }
+            let c = InvitationCols::of(i);
+            let opens = matches!(
+                i.status,
+                InvitationStatus::Unsent | InvitationStatus::Pending
+            );
+            // The compare-and-set and the cancelling of the invitation's queued emails
+            // in one statement; the new email (if any) is queued after it.
+            let applied: bool = sqlx::query_scalar(self.sql(
+                "WITH t AS ( \
+                   UPDATE invite_invitations SET status = $1, token_hash = $2, sent_at = $3, \
+                   delivered_at = $4, expires_at = $5, accepted_at = $6, accepted_by = $7, \
+                   revoked_at = $8, revoked_by = $9, last_error = $10, version = $11 \
+                   WHERE tenant = $12 AND id = $13 AND version = $14 \
+                   AND (NOT $15 OR NOT EXISTS (SELECT 1 FROM invite_invitations o \
+                        WHERE o.tenant = $12 AND o.email_key = $16 AND o.id <> $13 \
+                        AND o.status IN ('unsent', 'pending'))) \
+                   RETURNING id), \
+                 c AS ( \
+                   UPDATE invite_outbox SET state = 'cancelled', claimed_until = NULL \
+                   WHERE tenant = $12 AND state = 'queued' AND invitation_id IN (SELECT id FROM t)) \
+                 SELECT EXISTS (SELECT 1 FROM t)",
+            ))
+            .bind(c.status)
+            .bind(c.token_hash)
+            .bind(c.sent_at)
+            .bind(c.delivered_at)
+            .bind(c.expires_at)
+            .bind(c.accepted_at)
+            .bind(c.accepted_by)
+            .bind(c.revoked_at)
+            .bind(c.revoked_by)
+            .bind(c.last_error)
+            .bind(c.version)
+            .bind(c.tenant)
+            .bind(c.id)
+            .bind(i64::from(t.expected_version))
+            .bind(opens)
+            .bind(c.email_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            if !applied {
+                report.stale.push(i.id);
+                continue;
+            }
+            if let Some(entry) = &t.outbox {
+                self.insert_outbox(&mut tx, &[entry]).await?;
+            }
+            report.applied.push(i.id);
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(report)
+    }
+
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, StoreError> {
+        // One statement: a concurrent winner holds the row lock, and the losers re-check
+        // `status = 'pending'` on the committed row (READ COMMITTED) and match nothing,
+        // or fail with 40001 (REPEATABLE READ). Both are NotFound.
+        let row: Option<PgRow> = sqlx::query(self.sql(concat!(
+            "UPDATE invite_invitations SET status = 'accepted', accepted_at = $1, accepted_by = $2, \
+             version = version + 1 \
+             WHERE tenant = $3 AND token_hash = $4 AND status = 'pending' AND expires_at > $1 \
+             RETURNING ",
+            invitation_columns!()
+        )))
+        .bind(micros(now))
+        .bind(user.as_str())
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx_conditional)?;
+        rows::invitation(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn expire_due(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        // The outer WHERE repeats the condition so a row accepted while this statement
+        // waited for its lock is re-checked and left alone.
+        let rows: Vec<PgRow> = sqlx::query(self.sql(concat!(
+            "WITH expired AS ( \
+               UPDATE invite_invitations SET status = 'expired', token_hash = NULL, version = version + 1 \
+               WHERE tenant = $1 AND status = 'pending' AND expires_at <= $2 \
+               AND id IN (SELECT id FROM invite_invitations \
+                          WHERE tenant = $1 AND status = 'pending' AND expires_at <= $2 \
+                          ORDER BY id LIMIT $3) \
+               RETURNING ",
+            invitation_columns!(),
+            "), c AS ( \
+               UPDATE invite_outbox SET state = 'cancelled', claimed_until = NULL \
+               WHERE tenant = $1 AND state = 'queued' AND invitation_id IN (SELECT id FROM expired)) \
+             SELECT * FROM expired"
+        )))
+        .bind(tenant.as_str())
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let mut expired = rows
+            .iter()
+            .map(rows::invitation)
+            .collect::<Result<Vec<_>, _>>()?;
+        expired.sort_by_key(|i| i.id);
+        Ok(expired)
+    }
+
+    async fn list_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<Invitation>, StoreError> {
+        let limit = page.clamped_limit();
+        let mut q = self.builder("SELECT ");
+        q.push(INVITATION_COLUMNS)
+            .push(self.sql(" FROM invite_invitations").0);
+        Self::push_filter(&mut q, tenant, filter, now);
+        if let Some(after) = page.after {
+            q.push(" AND id > ")
+                .push_bind(after.as_uuid().as_bytes().to_vec());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        let items = rows
+            .iter()
+            .map(rows::invitation)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (items.len() == limit as usize).then(|| PageRequest {
+            after: items.last().map(|i| i.id),
+            limit: page.limit,
+        });
+        Ok(Page { items, next })
+    }
+
+    async fn count_invitations(
+        &self,
+        tenant: &TenantId,
+        filter: &InvitationFilter,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let mut q = self.builder("SELECT COUNT(*) FROM invite_invitations");
+        Self::push_filter(&mut q, tenant, filter, now);
+        let n: i64 = q
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        u64::try_from(n).map_err(|_| corrupt("invitations", "negative count"))
+    }
+
+    async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
+        let c = GroupLinkCols::of(link);
+        let result = sqlx::query(self.sql(
+            "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        ))
+        .bind(c.tenant)
+        .bind(c.role)
+        .bind(c.enabled)
+        .bind(c.token_hash)
+        .bind(c.version)
+        .bind(c.expires_at)
+        .bind(c.max_uses)
+        .bind(c.uses)
+        .bind(c.allowed_domains)
+        .bind(c.updated_by)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match from_sqlx(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a group link for role {} exists", link.role))
+                }
+                other => other,
+            }),
+        }
+    }
+
+    async fn update_group_link(
+        &self,
+        link: &GroupLink,
+        expected_version: u32,
+    ) -> Result<(), StoreError> {
+        let c = GroupLinkCols::of(link);
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_group_links SET enabled = $1, token_hash = $2, \
+             uses = CASE WHEN version = $3 THEN uses ELSE $4 END, version = $3, \
+             expires_at = $5, max_uses = $6, allowed_domains = $7, updated_by = $8, updated_at = $9 \
+             WHERE tenant = $10 AND role = $11 AND version = $12",
+        ))
+        .bind(c.enabled)
+        .bind(c.token_hash)
+        .bind(c.version)
+        .bind(c.uses)
+        .bind(c.expires_at)
+        .bind(c.max_uses)
+        .bind(c.allowed_domains)
+        .bind(c.updated_by)
+        .bind(c.updated_at)
+        .bind(c.tenant)
+        .bind(c.role)
+        .bind(i64::from(expected_version))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx_conditional)?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn get_group_link(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Option<GroupLink>, StoreError> {
+        let row: Option<PgRow> = sqlx::query(self.sql(
+            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+             FROM invite_group_links WHERE tenant = $1 AND role = $2",
+        ))
+        .bind(tenant.as_str())
+        .bind(role.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        row.as_ref().map(rows::group_link).transpose()
+    }
+
+    async fn list_group_links(&self, tenant: &TenantId) -> Result<Vec<GroupLink>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_LINK_COLUMNS)
+            .push(self.sql(" FROM invite_group_links WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            // Byte order, as every other store, whatever the database's collation.
+            .push(" ORDER BY role COLLATE \"C\"");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::group_link).collect()
+    }
+
+    async fn find_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+    ) -> Result<GroupLink, StoreError> {
+        let row: Option<PgRow> = sqlx::query(self.sql(
+            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+             FROM invite_group_links WHERE tenant = $1 AND token_hash = $2",
+        ))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows::group_link(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn join_group_link(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        join: &GroupJoin,
+    ) -> Result<JoinOutcome, StoreError> {
+        if &join.tenant != tenant {
+            return Err(StoreError::NotFound);
+        }
+        let mut tx = self.begin().await?;
+        // The join row first: a concurrent join by the same user waits here on the
+        // primary key until ours commits or rolls back, then inserts nothing and
+        // re-reads ours. Only then the use is counted, against the maximum.
+        let recorded = sqlx::query(self.sql(
+            "INSERT INTO invite_group_joins (tenant, role, user_id, link_version, email, joined_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, role, user_id) DO NOTHING",
+        ))
+        .bind(tenant.as_str())
+        .bind(join.role.as_str())
+        .bind(join.user.as_str())
+        .bind(i64::from(join.link_version))
+        .bind(join.email.as_str())
+        .bind(micros(join.joined_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx_conditional)?;
+        if recorded.rows_affected() != 1 {
+            let existing: Option<PgRow> = sqlx::query(self.sql(
+                "SELECT tenant, role, user_id, link_version, email, joined_at FROM invite_group_joins \
+                 WHERE tenant = $1 AND role = $2 AND user_id = $3",
+            ))
+            .bind(tenant.as_str())
+            .bind(join.role.as_str())
+            .bind(join.user.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx_conditional)?;
+            tx.rollback().await.map_err(from_sqlx)?;
+            return match existing {
+                Some(row) => Ok(JoinOutcome::AlreadyJoined(rows::group_join(&row)?)),
+                None => Err(StoreError::NotFound),
+            };
+        }
+        let counted = sqlx::query(self.sql(
+            "UPDATE invite_group_links SET uses = uses + 1 \
+             WHERE tenant = $1 AND token_hash = $2 AND role = $3 AND version = $4 AND enabled \
+             AND (expires_at IS NULL OR expires_at > $5) \
+             AND (max_uses IS NULL OR uses < max_uses)",
+        ))
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(join.role.as_str())
+        .bind(i64::from(join.link_version))
+        .bind(micros(join.joined_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx_conditional)?;
+        if counted.rows_affected() != 1 {
+            tx.rollback().await.map_err(from_sqlx)?;
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(from_sqlx_conditional)?;
+        Ok(JoinOutcome::Joined(join.clone()))
+    }
+
+    async fn list_group_joins(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+    ) -> Result<Vec<GroupJoin>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(GROUP_JOIN_COLUMNS)
+            .push(self.sql(" FROM invite_group_joins WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND role = ")
+            .push_bind(role.as_str())
+            .push(" ORDER BY joined_at, user_id");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::group_join).collect()
+    }
+
+    async fn claim_due_outbox(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, StoreError> {
+        let mut tx = self.begin().await?;
+        // SKIP LOCKED: entries another claimer is taking right now are passed over, not
+        // waited for; an entry it already took is re-checked after its commit and no
+        // longer matches (its lease is in the future).
+        let rows: Vec<PgRow> = sqlx::query(self.sql(
+            "WITH due AS ( \
+               SELECT id FROM invite_outbox \
+               WHERE state = 'queued' AND next_attempt_at <= $1 \
+               AND (claimed_until IS NULL OR claimed_until <= $1) \
+               ORDER BY next_attempt_at, id LIMIT $2 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE invite_outbox o SET claimed_until = $3, attempts = o.attempts + 1 \
+             FROM due WHERE o.id = due.id \
+             RETURNING o.id, o.tenant, o.invitation_id, o.kind, o.state, o.attempts, \
+             o.next_attempt_at, o.claimed_until, o.last_error, o.created_at",
+        ))
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .bind(micros(now + lease))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut entries = rows
+            .iter()
+            .map(rows::outbox)
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| (e.next_attempt_at, e.id));
+        let ids: Vec<InvitationId> = entries.iter().map(|e| e.invitation).collect();
+        let invitations: HashMap<InvitationId, Invitation> = self
+            .invitations_by_id(&mut tx, None, &ids)
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| {
+                let invitation = invitations.get(&entry.invitation)?.clone();
+                let lease_until = entry.claimed_until?;
+                (invitation.tenant == entry.tenant).then_some(OutboxClaim {
+                    entry,
+                    invitation,
+                    lease_until,
+                })
+            })
+            .collect())
+    }
+
+    async fn attach_token(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        token_hash: &TokenHash,
+    ) -> Result<(), StoreError> {
+        // FOR SHARE holds the claim still while the token is written: a concurrent
+        // takeover or completion waits, or (having committed first) fails the re-check.
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET token_hash = $1 \
+             WHERE tenant = $2 AND status = 'pending' AND id = \
+             (SELECT invitation_id FROM invite_outbox \
+              WHERE id = $3 AND tenant = $2 AND state = 'queued' AND claimed_until = $4 \
+              FOR SHARE)",
+        ))
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(entry.as_uuid().as_bytes().as_slice())
+        .bind(micros(lease_until))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx_conditional)?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn complete_outbox(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        outcome: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        // One statement each: the fenced outbox update and its effect on the invitation
+        // (if any) in data-modifying CTEs, atomic without a transaction.
+        let (sql, state, next_attempt_at, error): (&'static str, _, _, _) = match outcome {
+            DeliveryOutcome::Sent => (
+                "WITH done AS ( \
+                   UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+                   last_error = COALESCE($3, last_error), claimed_until = NULL \
+                   WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
+                   RETURNING invitation_id), \
+                 i AS ( \
+                   UPDATE invite_invitations SET delivered_at = $7, version = version + 1 \
+                   WHERE tenant = $5 AND id IN (SELECT invitation_id FROM done) AND status = 'pending' \
+                   AND (expires_at IS NULL OR expires_at > $7)) \
+                 SELECT COUNT(*) FROM done",
+                "sent",
+                None,
+                None,
+            ),
+            DeliveryOutcome::Failed { error } => (
+                "WITH done AS ( \
+                   UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+                   last_error = COALESCE($3, last_error), claimed_until = NULL \
+                   WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
+                   RETURNING invitation_id), \
+                 i AS ( \
+                   UPDATE invite_invitations SET status = 'delivery_failed', last_error = $3, \
+                   token_hash = NULL, version = version + 1 \
+                   WHERE tenant = $5 AND id IN (SELECT invitation_id FROM done) AND status = 'pending' \
+                   AND (expires_at IS NULL OR expires_at > $7)) \
+                 SELECT COUNT(*) FROM done",
+                "failed",
+                None,
+                Some(error.as_str()),
+            ),
+            DeliveryOutcome::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                COMPLETE_ONLY,
+                "queued",
+                Some(micros(*next_attempt_at)),
+                Some(error.as_str()),
+            ),
+            DeliveryOutcome::Cancelled => (COMPLETE_ONLY, "cancelled", None, None),
+            _ => {
+                return Err(StoreError::Conflict(
+                    "unknown delivery outcome for this store version".into(),
+                ));
+            }
+        };
+        let done: i64 = sqlx::query_scalar(self.sql(sql))
+            .bind(state)
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(entry.as_uuid().as_bytes().as_slice())
+            .bind(tenant.as_str())
+            .bind(micros(lease_until))
+            .bind(micros(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx_conditional)?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn list_outbox(
+        &self,
+        tenant: &TenantId,
+        invitation: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut q = self.builder("SELECT ");
+        q.push(OUTBOX_COLUMNS)
+            .push(self.sql(" FROM invite_outbox WHERE tenant = ").0)
+            .push_bind(tenant.as_str())
+            .push(" AND invitation_id = ")
+            .push_bind(invitation.as_uuid().as_bytes().as_slice())
+            .push(" ORDER BY id");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
+        rows.iter().map(rows::outbox).collect()
+    }
+}
+
+/// `complete_outbox` for outcomes that leave the invitation alone. `$7` is bound but
+/// unused (sqlx sends every parameter's type, so PostgreSQL needs no reference to it).
+const COMPLETE_ONLY: &str = "WITH done AS ( \
+       UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+       last_error = COALESCE($3, last_error), claimed_until = NULL \
+       WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
+       RETURNING invitation_id) \
+     SELECT COUNT(*) FROM done";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invitation_columns_literal_matches_rows() {
+        assert_eq!(invitation_columns!(), INVITATION_COLUMNS);
+    }
+
+    #[test]
+    fn statements_name_only_prefixed_tables() {
+        // The prefix rewrite replaces every `invite_`; nothing else may contain it.
+        for sql in [INSERT_INVITATIONS, INSERT_OUTBOX, COMPLETE_ONLY] {
+            let rewritten = TablePrefix::new("acme_").unwrap().apply(sql).0;
+            assert!(!rewritten.contains("invite_"), "{rewritten}");
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The Store conformance suite and the MySQL-specific guarantees, on the server named
+//! by `INVITE_TEST_MYSQL_URL` (e.g. `mysql://root@127.0.0.1:3306/test`). Unset: every
+//! test prints `skipped: ...` and passes. Set but unreachable: every test fails. Each
+//! test creates its own database (`t_<uuid>`) through an admin connection, so tests
+//! run in parallel; the databases are left behind for inspection.
+#![cfg(feature = "mysql")]
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use futures::future::join_all;
+use invite_core::{
+    ActorId, EmailAddress, Invitation, InvitationWrite, LinkToken, NewInvitation, OutboxEntry,
+    Role, Store, StoreError, TenantId, UserId,
+};
+use invite_sql::MySqlStore;
+use invite_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use invite_sql::sqlx::{self, AssertSqlSafe, Connection};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+const URL_VAR: &str = "INVITE_TEST_MYSQL_URL";
+const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
+
+fn url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            // Straight to stderr: libtest captures `println!` of passing tests, and a
+            // skip must be visible.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "skipped: {URL_VAR} is not set");
+            None
+        }
+    }
+}
+
+/// A pool of `max` connections on a new, empty database.
+async fn fresh_pool(url: &str, max: u32) -> MySqlPool {
+    let options = MySqlConnectOptions::from_str(url)
+        .unwrap_or_else(|e| panic!("{URL_VAR} is not a MySQL URL: {e}"));
+    let mut admin = MySqlConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{URL_VAR} is set but the server cannot be reached: {e}"));
+    // Random, from the one generator the clippy rules allow outside `token.rs`.
+    let name: String = LinkToken::generate().1.as_bytes()[..12]
+        .iter()
+        .fold("t_".to_owned(), |name, b| name + &format!("{b:02x}"));
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    admin.close().await.expect("close the admin connection");
+    MySqlPoolOptions::new()
+        .max_connections(max)
+        .connect_with(options.database(&name))
+        .await
+        .expect("connect to the test database")
+}
+
+async fn fresh_store(url: &str, max: u32) -> MySqlStore {
+    let store = MySqlStore::new(fresh_pool(url, max).await);
+    store.migrate().await.expect("migrate");
+    store
+}
+
+mod conformance {
+    use super::*;
+
+    /// A migrated store on its own database, or `None` (after `skipped: ...`) when no
+    /// server is configured.
+    async fn store() -> Option<MySqlStore> {
+        let url = url()?;
+        Some(fresh_store(&url, 8).await)
+    }
+
+    invite_core::store_conformance!(optional store);
+}
+
+// ------------------------------------------------------------------ fixtures
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).expect("tenant id")
+}
+
+fn pending(tenant: &TenantId, address: &str) -> (Invitation, OutboxEntry) {
+    let new = NewInvitation::new(
+        EmailAddress::parse(address).expect("address"),
+        Role::new("member").expect("role"),
+    );
+    let created = Invitation::create(
+        tenant.clone(),
+        new,
+        Duration::days(7),
+        ActorId::new("admin-1").expect("actor"),
+        None,
+        T0,
+    );
+    let (sent, queue) = created.send(T0).expect("send");
+    let entry = OutboxEntry::queue(tenant.clone(), sent.id, queue.kind, T0);
+    (sent, entry)
+}
+
+fn writes(tenant: &TenantId, n: usize) -> Vec<InvitationWrite> {
+    (0..n)
+        .map(|i| {
+            let (invitation, entry) = pending(tenant, &format!("user{i}@example.com"));
+            InvitationWrite {
+                invitation,
+                outbox: Some(entry),
+            }
+        })
+        .collect()
+}
+
+async fn table_names(pool: &MySqlPool) -> Vec<String> {
+    let mut names: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list tables");
+    names.sort();
+    names
+}
+
+// ------------------------------------------------------------------ extra tests
+
+/// 64 concurrent accepts of one token over 16 pooled connections: one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_has_one_winner_among_64_over_16_connections() {
+    let Some(url) = url() else { return };
+    let store = fresh_store(&url, 16).await;
+    let t = tenant("acme");
+    let (invitation, _) = pending(&t, "ann@example.com");
+    let hash = LinkToken::generate().1;
+    let invitation = invitation.copy_link(hash, T0).expect("copy link");
+    store
+        .create_invitations(
+            &t,
+            &[InvitationWrite {
+                invitation,
+                outbox: None,
+            }],
+        )
+        .await
+        .expect("create");
+    let now = T0 + Duration::hours(1);
+    let results = join_all((0..64).map(|n| {
+        let (store, t) = (&store, &t);
+        async move {
+            let who = UserId::new(format!("u-{n}")).expect("user");
+            store.accept(t, &hash, &who, now).await
+        }
+    }))
+    .await;
+    let mut winners = 0;
+    for result in results {
+        match result {
+            Ok(_) => winners += 1,
+            Err(StoreError::NotFound) => {}
+            Err(e) => panic!("a losing accept must be NotFound, got {e:?}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one of 64 concurrent accepts must win");
+}
+
+/// Two stores on separate pools ("two app instances") drain one outbox of 200 entries
+/// concurrently: every entry is claimed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_claim_each_outbox_entry_once() {
+    let Some(url) = url() else { return };
+    let first = fresh_store(&url, 4).await;
+    let database: String = sqlx::query_scalar("SELECT DATABASE()")
+        .fetch_one(first.pool())
+        .await
+        .expect("database name");
+    let options = MySqlConnectOptions::from_str(&url)
+        .expect("URL")
+        .database(&database);
+    let second = MySqlStore::new(
+        MySqlPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .expect("second pool"),
+    );
+    let t = tenant("acme");
+    let batch = writes(&t, 200);
+    let report = first.create_invitations(&t, &batch).await.expect("create");
+    assert_eq!(report.created.len(), 200);
+
+    let now = T0 + Duration::minutes(1);
+    let drain = |store: MySqlStore| async move {
+        let mut claimed = Vec::new();
+        loop {
+            let claims = store
+                .claim_due_outbox(now, 7, Duration::minutes(5))
+                .await
+                .expect("claim");
+            if claims.is_empty() {
+                return claimed;
+            }
+            claimed.extend(claims.into_iter().map(|c| c.entry.id));
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(drain(first.clone())),
+        tokio::spawn(drain(second.clone()))
+    );
+    let (a, b) = (a.expect("first drain"), b.expect("second drain"));
+    let all: Vec<_> = a.iter().chain(&b).copied().collect();
+    let distinct: HashSet<_> = all.iter().copied().collect();
+    assert_eq!(
+        all.len(),
+        200,
+        "200 claims in all (first {}, second {})",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(distinct.len(), 200, "no entry may be claimed twice");
+    let expected: HashSet<_> = batch
+        .iter()
+        .filter_map(|w| w.outbox.as_ref().map(|e| e.id))
+        .collect();
+    assert_eq!(distinct, expected);
+}
+
+/// Running the migrations again changes nothing.
+#[tokio::test]
+async fn migrating_twice_is_a_no_op() {
+    let Some(url) = url() else { return };
+    let store = fresh_store(&url, 2).await;
+    let before = table_names(store.pool()).await;
+    store.migrate().await.expect("second migrate");
+    assert_eq!(table_names(store.pool()).await, before);
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invite_migrations")
+        .fetch_one(store.pool())
+        .await
+        .expect("count migrations");
+    assert_eq!(applied, 3);
+}
+
+/// An older schema with data in it upgrades in place.
+#[tokio::test]
+async fn upgrade_keeps_existing_data() {
+    let Some(url) = url() else { return };
+    let store = MySqlStore::new(fresh_pool(&url, 2).await);
+    store
+        .migrator()
+        .run_to(2, store.pool())
+        .await
+        .expect("migrate to version 2");
+    assert!(
+        !table_names(store.pool())
+            .await
+            .contains(&"invite_group_links".to_owned())
+    );
+    let t = tenant("acme");
+    let batch = writes(&t, 3);
+    store
+        .create_invitations(&t, &batch)
+        .await
+        .expect("create on version 2");
+
+    store
+        .migrate()
+        .await
+        .expect("migrate to the latest version");
+    let ids: Vec<_> = batch.iter().map(|w| w.invitation.id).collect();
+    let mut found = store.get_invitations(&t, &ids).await.expect("read back");
+    found.sort_by_key(|i| i.id);
+    let mut expected: Vec<_> = batch.iter().map(|w| w.invitation.clone()).collect();
+    expected.sort_by_key(|i| i.id);
+    assert_eq!(found, expected, "invitations survive the upgrade");
+    let queued = store.list_outbox(&t, ids[0]).await.expect("outbox");
+    assert_eq!(queued.len(), 1, "outbox entries survive the upgrade");
+    assert!(
+        store
+            .list_group_links(&t)
+            .await
+            .expect("new table")
+            .is_empty()
+    );
+}
+
+/// A table prefix renames every table, the migrations table included, and the store
+/// works on them.
+#[tokio::test]
+async fn table_prefix_renames_every_table() {
+    let Some(url) = url() else { return };
+    let store = MySqlStore::new(fresh_pool(&url, 2).await)
+        .with_table_prefix("acme_")
+        .expect("valid prefix");
+    store.migrate().await.expect("migrate with prefix");
+    assert_eq!(
+        table_names(store.pool()).await,
+        [
+            "acme_group_joins",
+            "acme_group_links",
+            "acme_invitations",
+            "acme_migrations",
+            "acme_outbox"
+        ]
+    );
+    let t = tenant("acme");
+    let batch = writes(&t, 2);
+    let report = store.create_invitations(&t, &batch).await.expect("create");
+    assert_eq!(report.created, [0, 1]);
+    let again = store
+        .create_invitations(&t, &batch[..1])
+        .await
+        .expect("create again");
+    assert_eq!(again.conflicts, [(0, batch[0].invitation.id)]);
+    assert!(
+        MySqlStore::new(store.pool().clone())
+            .with_table_prefix("Acme")
+            .is_err()
+    );
+}
+
+/// Keys compare byte for byte: ids differing only by trailing spaces (equal under
+/// `utf8mb4_bin`, which pads) stay apart.
+#[tokio::test]
+async fn keys_compare_byte_for_byte() {
+    let Some(url) = url() else { return };
+    let store = fresh_store(&url, 2).await;
+    let (plain, padded) = (tenant("acme"), tenant("acme "));
+    store
+        .create_invitations(&plain, &writes(&plain, 1))
+        .await
+        .expect("create");
+    let report = store
+        .create_invitations(&padded, &writes(&padded, 1))
+        .await
+        .expect("create");
+    assert_eq!(
+        report.created,
+        [0],
+        "another tenant's address is no conflict"
+    );
+    let mine = store
+        .list_invitations(
+            &padded,
+            &Default::default(),
+            invite_core::PageRequest::first(10),
+            T0,
+        )
+        .await
+        .expect("list");
+    assert_eq!(mine.items.len(), 1);
+    assert_eq!(mine.items[0].tenant, padded);
+}
