@@ -39,7 +39,8 @@ use crate::{
     ActorId, BatchId, CreateReport, DeliveryOutcome, EmailAddress, GroupJoin, GroupLink,
     GroupLinkSettings, Invitation, InvitationFilter, InvitationId, InvitationStatus,
     InvitationWrite, JoinOutcome, LinkToken, NewInvitation, OutboxClaim, OutboxEntry, OutboxId,
-    OutboxState, PageRequest, Role, Store, StoreError, TenantId, TokenHash, Transition, UserId,
+    OutboxState, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
+    Transition, UserId,
 };
 
 /// Runs every check of [`conformance`](crate::conformance) as its own `#[tokio::test]`.
@@ -129,6 +130,9 @@ macro_rules! __store_conformance_list {
             complete_cancelled_retires_the_entry,
             complete_with_a_lost_lease_changes_nothing,
             a_taken_over_claim_is_fenced,
+            suppressions_are_upserted_by_case_folded_key,
+            unsuppress_lifts_one_address,
+            suppressions_are_per_tenant,
         }
     };
 }
@@ -3915,4 +3919,114 @@ pub async fn a_taken_over_claim_is_fenced(store: &dyn Store) {
         (OutboxState::Sent, 2)
     );
     assert!(read(store, &t, ann.id).await.delivered_at.is_some());
+}
+
+// ---------------------------------------------------------------------- suppressions
+
+fn suppression(tenant: &TenantId, address: &str, reason: &str, at: OffsetDateTime) -> Suppression {
+    Suppression {
+        tenant: tenant.clone(),
+        email: email(address),
+        reason: reason.to_owned(),
+        at,
+    }
+}
+
+/// `suppress` adds or replaces by case-folded address; `suppressed` finds by key.
+pub async fn suppressions_are_upserted_by_case_folded_key(store: &dyn Store) {
+    let fx = Fx::new("suppressions_are_upserted_by_case_folded_key");
+    let t = fx.tenant(0);
+    let first = suppression(&t, "Ann@Example.com", "550 user unknown", T0);
+    must(store.suppress(&first).await, "suppress");
+    let found = must(
+        store
+            .suppressed(&t, &["ann@example.com", "bo@example.com"])
+            .await,
+        "suppressed",
+    );
+    assert_eq!(
+        found,
+        [first],
+        "suppressed must return the stored entry, exactly"
+    );
+
+    let again = suppression(&t, "ANN@example.com", "550 mailbox disabled", T0 + us(7));
+    must(store.suppress(&again).await, "suppress (again)");
+    let found = must(
+        store.suppressed(&t, &["ann@example.com"]).await,
+        "suppressed",
+    );
+    assert_eq!(
+        found,
+        [again],
+        "suppressing the same case-folded address again must replace the entry"
+    );
+    assert!(
+        must(store.suppressed(&t, &[]).await, "suppressed (no keys)").is_empty(),
+        "no keys, no suppressions"
+    );
+}
+
+/// `unsuppress` removes exactly one address and answers NotFound for an absent one.
+pub async fn unsuppress_lifts_one_address(store: &dyn Store) {
+    let fx = Fx::new("unsuppress_lifts_one_address");
+    let t = fx.tenant(0);
+    for address in ["ann@example.com", "bo@example.com"] {
+        must(
+            store
+                .suppress(&suppression(&t, address, "bounced", T0))
+                .await,
+            "suppress",
+        );
+    }
+    must(store.unsuppress(&t, "ann@example.com").await, "unsuppress");
+    let left = must(
+        store
+            .suppressed(&t, &["ann@example.com", "bo@example.com"])
+            .await,
+        "suppressed",
+    );
+    let keys: Vec<&str> = left.iter().map(|s| s.email.key()).collect();
+    assert_eq!(
+        keys,
+        ["bo@example.com"],
+        "unsuppress must lift only its address"
+    );
+    assert_not_found(
+        store.unsuppress(&t, "ann@example.com").await,
+        "unsuppressing an address that is not suppressed",
+    );
+}
+
+/// Tenant A's suppressions neither show up for nor can be lifted by tenant B.
+pub async fn suppressions_are_per_tenant(store: &dyn Store) {
+    let fx = Fx::new("suppressions_are_per_tenant");
+    let (a, b) = (fx.tenant(0), fx.tenant(1));
+    must(
+        store
+            .suppress(&suppression(&a, "ann@example.com", "bounced", T0))
+            .await,
+        "suppress",
+    );
+    assert!(
+        must(
+            store.suppressed(&b, &["ann@example.com"]).await,
+            "suppressed"
+        )
+        .is_empty(),
+        "suppressed must not read another tenant's list"
+    );
+    assert_not_found(
+        store.unsuppress(&b, "ann@example.com").await,
+        "unsuppress must not reach another tenant's list",
+    );
+    assert_eq!(
+        must(
+            store.suppressed(&a, &["ann@example.com"]).await,
+            "suppressed"
+        )
+        .len(),
+        1,
+        "the owner's entry must survive another tenant's unsuppress"
+    );
 }

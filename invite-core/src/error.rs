@@ -41,6 +41,12 @@ pub enum Error {
     /// The time to live is out of range.
     #[error(transparent)]
     InvalidTtl(#[from] InvalidTtl),
+    /// The address is suppressed (it bounced); lift the suppression first.
+    #[error("the address is suppressed: {reason}")]
+    Suppressed {
+        /// Why, as the mail provider said it.
+        reason: String,
+    },
     /// A concurrent change won; re-read and retry.
     #[error("conflict: {0}")]
     Conflict(String),

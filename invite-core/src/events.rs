@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{ActorId, InvitationId, Role, TenantId, UserId};
+use crate::{ActorId, EmailAddress, InvitationId, Role, TenantId, UserId};
 
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,11 @@ pub enum EventKind {
         by: UserId,
         /// The link version used.
         version: u32,
+    },
+    /// An admin lifted the suppression of an address.
+    SuppressionLifted {
+        /// The address.
+        email: EmailAddress,
     },
     /// A link visit was refused; the visitor saw "invalid or expired".
     LinkRefused {

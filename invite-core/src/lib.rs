@@ -74,6 +74,7 @@
 //! | [`Mailer`], [`Composer`], [`RecordingMailer`] | `mailer` |
 //! | [`Policy`], [`StaticPolicy`] | `policy` |
 //! | [`EventSink`]: the audit trail | `events` |
+//! | [`Suppression`]: addresses not to email again (hard bounces) | `suppression` |
 //! | [`Invitations`]: the facade | `service` |
 //!
 //! # Features
@@ -97,6 +98,7 @@ mod policy;
 mod service;
 mod state;
 mod store;
+mod suppression;
 mod tenant;
 mod token;
 
@@ -130,6 +132,7 @@ pub use store::{
     BoxError, CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest,
     Store, StoreError, Transition, TransitionReport,
 };
+pub use suppression::Suppression;
 pub use tenant::{ActorId, InvalidId, MAX_ID_LEN, Role, TenantId, UserId};
 pub use token::{LinkToken, MalformedToken, TOKEN_BYTES, TOKEN_LEN, TokenHash};
 

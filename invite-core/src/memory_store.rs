@@ -14,7 +14,7 @@ use crate::store::{
 };
 use crate::{
     DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationId, InvitationStatus, OutboxClaim,
-    OutboxEntry, OutboxId, OutboxState, Role, TenantId, TokenHash, UserId, expiry,
+    OutboxEntry, OutboxId, OutboxState, Role, Suppression, TenantId, TokenHash, UserId, expiry,
 };
 
 /// An in-memory [`Store`]: the reference implementation, used by the docs, the tests
@@ -32,6 +32,7 @@ struct State {
     outbox: BTreeMap<OutboxId, OutboxEntry>,
     group_links: BTreeMap<(TenantId, Role), GroupLink>,
     joins: Vec<GroupJoin>,
+    suppressions: HashMap<(TenantId, String), Suppression>,
 }
 
 /// Statuses that hold an address's "open invitation" slot (the partial unique index of
@@ -595,5 +596,38 @@ impl Store for MemoryStore {
             .filter(|e| &e.tenant == tenant && e.invitation == invitation)
             .cloned()
             .collect())
+    }
+
+    async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError> {
+        let key = (
+            suppression.tenant.clone(),
+            suppression.email.key().to_owned(),
+        );
+        self.lock().suppressions.insert(key, suppression.clone());
+        Ok(())
+    }
+
+    async fn suppressed(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Suppression>, StoreError> {
+        let state = self.lock();
+        let mut found: Vec<Suppression> = keys
+            .iter()
+            .filter_map(|key| state.suppressions.get(&(tenant.clone(), (*key).to_owned())))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
+        found.dedup_by(|a, b| a.email.key() == b.email.key());
+        Ok(found)
+    }
+
+    async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        self.lock()
+            .suppressions
+            .remove(&(tenant.clone(), key.to_owned()))
+            .map(|_| ())
+            .ok_or(StoreError::NotFound)
     }
 }

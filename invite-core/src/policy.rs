@@ -26,6 +26,8 @@ pub enum AdminAction {
     Revoke,
     /// Create, refresh, enable, disable or configure group links.
     ManageGroupLinks,
+    /// Lift suppressions (addresses that bounced).
+    ManageSuppressions,
     /// List and count invitations and group links.
     View,
 }

@@ -17,7 +17,8 @@ use crate::{
     InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal, LinkError,
     LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation, NoEvents,
     OutboxClaim, OutboxEntry, OutgoingEmail, Page, PageRequest, PlainComposer, Policy, RetryPolicy,
-    Role, Store, StoreError, SystemClock, TenantId, Transition, TransitionError, UserId,
+    Role, Store, StoreError, Suppression, SystemClock, TenantId, Transition, TransitionError,
+    UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -70,6 +71,12 @@ pub enum InviteOutcome {
     AlreadyInvited(InvitationId),
     /// The address already belongs to a member of the tenant.
     AlreadyMember,
+    /// The address is on the tenant's suppression list (it bounced); lift the
+    /// suppression or correct the address.
+    Suppressed {
+        /// Why, as the mail provider said it.
+        reason: String,
+    },
     /// The role is not one of the tenant's roles.
     UnknownRole,
     /// The per-invitation time to live is out of range.
@@ -106,6 +113,8 @@ pub struct BulkReport {
     pub not_found: Vec<InvitationId>,
     /// Changed concurrently; retry.
     pub stale: Vec<InvitationId>,
+    /// Not sent: the address is suppressed (it bounced before), with the reason.
+    pub suppressed: Vec<(InvitationId, String)>,
 }
 
 /// A link issued to an admin to copy. It is shown once: only its hash is kept.
@@ -417,6 +426,15 @@ impl Invitations {
             .existing_members(tenant, &emails)
             .await
             .map_err(Error::Policy)?;
+        let keys: Vec<&str> = emails.iter().map(EmailAddress::key).collect();
+        let suppressed: HashMap<String, String> = self
+            .store
+            .suppressed(tenant, &keys)
+            .await?
+            .into_iter()
+            .map(|s| (s.email.key().to_owned(), s.reason))
+            .collect();
+        drop(keys);
         drop(first_of_key);
 
         let mut writes = Vec::with_capacity(candidates.len());
@@ -429,6 +447,12 @@ impl Invitations {
             };
             if members.contains(new.email.key()) {
                 outcomes[index] = Some(InviteOutcome::AlreadyMember);
+                continue;
+            }
+            if let Some(reason) = suppressed.get(new.email.key()) {
+                outcomes[index] = Some(InviteOutcome::Suppressed {
+                    reason: reason.clone(),
+                });
                 continue;
             }
             let ttl = expiry.resolve(new.ttl)?;
@@ -520,12 +544,25 @@ impl Invitations {
         let mut report = BulkReport::default();
         let mut by_id: HashMap<InvitationId, Invitation> =
             found.into_iter().map(|i| (i.id, i)).collect();
+        let keys: Vec<&str> = by_id.values().map(|i| i.email.key()).collect();
+        let suppressed: HashMap<String, String> = self
+            .store
+            .suppressed(tenant, &keys)
+            .await?
+            .into_iter()
+            .map(|s| (s.email.key().to_owned(), s.reason))
+            .collect();
+        drop(keys);
         let mut transitions = Vec::with_capacity(ids.len());
         for &id in ids {
             let Some(invitation) = by_id.remove(&id) else {
                 report.not_found.push(id);
                 continue;
             };
+            if let Some(reason) = suppressed.get(invitation.email.key()) {
+                report.suppressed.push((id, reason.clone()));
+                continue;
+            }
             let expected_version = invitation.version;
             match invitation.send(now) {
                 Ok((next, queue)) => {
@@ -561,30 +598,25 @@ impl Invitations {
         self.authorize(actor, tenant, AdminAction::Send).await?;
         let filter = InvitationFilter::statuses([InvitationStatus::Unsent]).in_batch(batch);
         let mut total = BulkReport::default();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
-            // Sent invitations leave the filter, so the first page is always the next.
-            let page = self
+            // Walk by id: what was sent leaves the filter, what could not be sent
+            // (suppressed, stale) stays behind the cursor instead of blocking the walk.
+            let found = self
                 .store
-                .list_invitations(
-                    tenant,
-                    &filter,
-                    PageRequest::first(PageRequest::MAX_LIMIT),
-                    self.clock.now(),
-                )
+                .list_invitations(tenant, &filter, page, self.clock.now())
                 .await?;
-            if page.items.is_empty() {
-                return Ok(total);
-            }
-            let ids: Vec<InvitationId> = page.items.iter().map(|i| i.id).collect();
+            let ids: Vec<InvitationId> = found.items.iter().map(|i| i.id).collect();
             let report = self.send(actor, tenant, &ids).await?;
-            if report.applied.is_empty() {
-                total.stale.extend(report.stale);
-                total.refused.extend(report.refused);
-                return Ok(total);
-            }
             total.applied.extend(report.applied);
             total.refused.extend(report.refused);
+            total.not_found.extend(report.not_found);
             total.stale.extend(report.stale);
+            total.suppressed.extend(report.suppressed);
+            match found.next {
+                Some(next) => page = next,
+                None => return Ok(total),
+            }
         }
     }
 
@@ -653,6 +685,15 @@ impl Invitations {
         id: InvitationId,
     ) -> Result<Invitation, Error> {
         self.authorize(actor, tenant, AdminAction::Resend).await?;
+        let invitation = self.load(tenant, id).await?;
+        if let Some(s) = self
+            .store
+            .suppressed(tenant, &[invitation.email.key()])
+            .await?
+            .pop()
+        {
+            return Err(Error::Suppressed { reason: s.reason });
+        }
         self.transition_one(tenant, Some(actor), id, EventKind::Resent, |i, now| {
             let (next, queue) = i.resend(now)?;
             Ok((next, Some(queue.kind)))
@@ -766,6 +807,17 @@ impl Invitations {
         id: InvitationId,
         reason: &str,
     ) -> Result<Invitation, Error> {
+        let invitation = self.load(tenant, id).await?;
+        // The bounce is a fact about the address whatever the invitation's state, so
+        // the suppression is recorded even if the transition below is refused.
+        self.store
+            .suppress(&Suppression {
+                tenant: tenant.clone(),
+                email: invitation.email,
+                reason: reason.to_owned(),
+                at: self.clock.now(),
+            })
+            .await?;
         let reason_event = EventKind::DeliveryFailed {
             reason: reason.to_owned(),
         };
@@ -773,6 +825,43 @@ impl Invitations {
             Ok((i.mark_failed(reason, now)?, None))
         })
         .await
+    }
+
+    /// The tenant's suppressions among `emails`: for an import preview, before
+    /// anything is sent.
+    pub async fn suppressed(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        emails: &[EmailAddress],
+    ) -> Result<Vec<Suppression>, Error> {
+        self.authorize(actor, tenant, AdminAction::View).await?;
+        let keys: Vec<&str> = emails.iter().map(EmailAddress::key).collect();
+        Ok(self.store.suppressed(tenant, &keys).await?)
+    }
+
+    /// Lifts the suppression of `email` (the admin fixed the mailbox or the address):
+    /// it can be invited and resent to again.
+    pub async fn lift_suppression(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<(), Error> {
+        self.authorize(actor, tenant, AdminAction::ManageSuppressions)
+            .await?;
+        self.store.unsuppress(tenant, email.key()).await?;
+        self.events
+            .record(vec![self.event(
+                tenant,
+                Some(actor),
+                None,
+                EventKind::SuppressionLifted {
+                    email: email.clone(),
+                },
+            )])
+            .await;
+        Ok(())
     }
 
     // ------------------------------------------------------------- link visitors

@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     BatchId, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationId, InvitationStatus,
-    OutboxClaim, OutboxEntry, OutboxId, Role, TenantId, TokenHash, UserId,
+    OutboxClaim, OutboxEntry, OutboxId, Role, Suppression, TenantId, TokenHash, UserId,
 };
 
 /// A boxed error from a store's backend.
@@ -237,6 +237,9 @@ pub enum JoinOutcome {
 ///     async fn attach_token(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, h: &TokenHash) -> Result<(), StoreError> { self.inner.attach_token(t, e, l, h).await }
 ///     async fn complete_outbox(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, o: &DeliveryOutcome, now: OffsetDateTime) -> Result<(), StoreError> { self.inner.complete_outbox(t, e, l, o, now).await }
 ///     async fn list_outbox(&self, t: &TenantId, i: InvitationId) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.list_outbox(t, i).await }
+///     async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> { self.inner.suppress(s).await }
+///     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> { self.inner.suppressed(t, k).await }
+///     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> { self.inner.unsuppress(t, k).await }
 /// }
 ///
 /// let store: &dyn Store = &CountingStore::default();
@@ -424,6 +427,21 @@ pub trait Store: Debug + Send + Sync + 'static {
         outcome: &DeliveryOutcome,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// Adds `suppression` to its tenant's list, or replaces the entry for the same
+    /// case-folded address (the newest reason and time win).
+    async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError>;
+
+    /// The tenant's suppressions for any of these case-folded address keys.
+    async fn suppressed(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Suppression>, StoreError>;
+
+    /// Lifts the suppression of one case-folded address. [`StoreError::NotFound`] if
+    /// the tenant has none for it.
+    async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 
     /// The outbox entries of one invitation, oldest first (for the admin's view of
     /// attempts and errors).

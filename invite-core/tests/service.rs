@@ -417,6 +417,105 @@ async fn a_bounce_after_delivery_fails_the_invitation_and_kills_its_link() {
 }
 
 #[tokio::test]
+async fn a_bounced_address_is_suppressed_until_an_admin_lifts_it() {
+    let w = world();
+    let (id, _) = w.invite_and_deliver("ann@x.com").await;
+    w.service
+        .record_bounce(&w.tenant, id, "550 5.1.1 user unknown")
+        .await
+        .unwrap();
+    let ann = email("ANN@x.com");
+    let listed = w
+        .service
+        .suppressed(&w.admin, &w.tenant, std::slice::from_ref(&ann))
+        .await
+        .unwrap();
+    assert_eq!(listed[0].reason, "550 5.1.1 user unknown");
+
+    // Inviting the same address (any case) again is reported, not sent.
+    let outcome = w
+        .service
+        .invite(
+            &w.admin,
+            &w.tenant,
+            w.new_invite("Ann@X.com"),
+            Delivery::SendNow,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        InviteOutcome::Suppressed {
+            reason: "550 5.1.1 user unknown".into()
+        }
+    );
+    assert!(matches!(
+        w.service.resend(&w.admin, &w.tenant, id).await,
+        Err(Error::Suppressed { .. })
+    ));
+    // Another tenant's list is its own.
+    let globex = TenantId::new("globex").unwrap();
+    assert!(matches!(
+        w.service
+            .suppressed(&w.admin, &globex, std::slice::from_ref(&ann))
+            .await,
+        Err(Error::Forbidden { .. })
+    ));
+
+    w.service
+        .lift_suppression(&w.admin, &w.tenant, &ann)
+        .await
+        .unwrap();
+    w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(w.service.dispatch_due(10).await.unwrap().sent, 1);
+    assert!(matches!(
+        w.service.lift_suppression(&w.admin, &w.tenant, &ann).await,
+        Err(Error::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn sending_an_import_skips_suppressed_addresses() {
+    let w = world();
+    let (bounced, _) = w.invite_and_deliver("bo@x.com").await;
+    w.service
+        .record_bounce(&w.tenant, bounced, "550 no such user")
+        .await
+        .unwrap();
+    let batch = w.service.new_batch();
+    let inputs = ["a@x.com", "c@x.com"].map(|a| w.new_invite(a)).to_vec();
+    let report = w
+        .service
+        .invite_many(
+            &w.admin,
+            &w.tenant,
+            inputs,
+            Delivery::KeepUnsent,
+            Some(batch),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = report.created().collect();
+    // The address bounces (for another tenant's email, say) between import and send:
+    // the unsent invitation can't be marked failed, but the address is suppressed.
+    let refused = w
+        .service
+        .record_bounce(&w.tenant, ids[1], "550 mailbox disabled")
+        .await;
+    assert!(matches!(refused, Err(Error::Transition(_))));
+    let sent = w
+        .service
+        .send_batch(&w.admin, &w.tenant, batch)
+        .await
+        .unwrap();
+    assert_eq!(sent.applied, ids[..1]);
+    assert_eq!(
+        sent.suppressed,
+        [(ids[1], "550 mailbox disabled".to_owned())]
+    );
+}
+
+#[tokio::test]
 async fn revoked_before_delivery_is_never_sent() {
     let w = world();
     let id = w.invite("ann@x.com").await;

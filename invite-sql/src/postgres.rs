@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use invite_core::{
     CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
     InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
-    OutboxId, Page, PageRequest, Role, Store, StoreError, TenantId, TokenHash, Transition,
-    TransitionReport, UserId,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
+    Transition, TransitionReport, UserId,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgPool, PgRow};
@@ -1101,6 +1101,61 @@ impl Store for PostgresStore {
             .push(" ORDER BY id");
         let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
         rows.iter().map(rows::outbox).collect()
+    }
+
+    async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO invite_suppressions (tenant, email_key, email, reason, suppressed_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, email_key) DO UPDATE SET email = excluded.email, reason = excluded.reason, suppressed_at = excluded.suppressed_at",
+        ))
+        .bind(suppression.tenant.as_str())
+        .bind(suppression.email.key())
+        .bind(suppression.email.as_str())
+        .bind(suppression.reason.as_str())
+        .bind(micros(suppression.at))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn suppressed(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Suppression>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
+            let mut q = self.builder("SELECT tenant, email, reason, suppressed_at FROM invite_suppressions WHERE tenant = ");
+            q.push_bind(tenant.as_str()).push(" AND email_key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            q.push(")");
+            for row in &q.build().fetch_all(&self.pool).await.map_err(from_sqlx)? {
+                found.push(rows::suppression(row)?);
+            }
+        }
+        found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
+        found.dedup_by(|a, b| a.email.key() == b.email.key());
+        Ok(found)
+    }
+
+    async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            self.sql("DELETE FROM invite_suppressions WHERE tenant = $1 AND email_key = $2"),
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
     }
 }
 

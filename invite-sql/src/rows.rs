@@ -7,8 +7,8 @@
 
 use invite_core::{
     ActorId, BatchId, EmailAddress, EmailRules, GroupJoin, GroupLink, GroupLinkSettings,
-    Invitation, InvitationId, Names, OutboxEntry, OutboxId, Role, StoreError, TenantId, TokenHash,
-    UserId,
+    Invitation, InvitationId, Names, OutboxEntry, OutboxId, Role, StoreError, Suppression,
+    TenantId, TokenHash, UserId,
 };
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use time::{Duration, OffsetDateTime};
@@ -336,3 +336,24 @@ where
         joined_at: instant(T, get!(row, T, "joined_at", i64))?,
     })
 }
+
+/// Maps a row selected as `tenant, email, reason, suppressed_at`.
+pub(crate) fn suppression<R>(row: &R) -> Result<Suppression, StoreError>
+where
+    R: Row,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    const T: &str = "suppressions";
+    Ok(Suppression {
+        tenant: id(T, TenantId::new(get!(row, T, "tenant", &str)))?,
+        email: email(T, get!(row, T, "email", &str))?,
+        reason: get!(row, T, "reason", &str).to_owned(),
+        at: instant(T, get!(row, T, "suppressed_at", i64))?,
+    })
+}
+
+/// Keys per `IN (...)` list when reading suppressions: well under every dialect's bind
+/// limit.
+pub(crate) const SUPPRESSION_KEYS_PER_QUERY: usize = 1000;

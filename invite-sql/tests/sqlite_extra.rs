@@ -77,7 +77,7 @@ async fn migration_applied_twice_is_a_no_op() {
     assert_eq!(tables(&store).await, before);
     assert_eq!(
         applied_versions(&store, "invite_migrations").await,
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     seeded.assert_upgraded(&store).await;
 }
@@ -94,7 +94,7 @@ async fn upgrade_migrates_an_empty_database_and_one_with_data() {
     empty.migrate().await.expect("migrate to latest");
     assert_eq!(
         applied_versions(&empty, "invite_migrations").await,
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     common::join_race(&empty, 4, 2).await;
 
@@ -124,10 +124,14 @@ async fn table_prefix_applies_to_every_table() {
             "acme_group_links",
             "acme_invitations",
             "acme_migrations",
-            "acme_outbox"
+            "acme_outbox",
+            "acme_suppressions"
         ]
     );
-    assert_eq!(applied_versions(&store, "acme_migrations").await, [1, 2, 3]);
+    assert_eq!(
+        applied_versions(&store, "acme_migrations").await,
+        [1, 2, 3, 4]
+    );
     conformance::create_then_get_round_trips_every_field(&store).await;
     conformance::accept_is_single_use_under_concurrency(&store).await;
     conformance::join_never_exceeds_max_uses_under_concurrency(&store).await;
