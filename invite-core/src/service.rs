@@ -380,7 +380,11 @@ impl Invitations {
         let mut report = self
             .invite_many(actor, tenant, vec![invitation], delivery, None)
             .await?;
-        Ok(report.outcomes.pop().unwrap_or(InviteOutcome::UnknownRole))
+        // invite_many answers one outcome per input.
+        report
+            .outcomes
+            .pop()
+            .ok_or_else(|| Error::Conflict("no outcome for the invitation".into()))
     }
 
     /// Invites many addresses at once, in one store transaction.

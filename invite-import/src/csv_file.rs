@@ -257,19 +257,28 @@ pub(crate) fn read<'o>(
         );
         sink.push(*line, &cells)?;
     }
+    // One cell buffer for the whole file: emptied and handed back each row, so
+    // its borrow of the record ends before the next record is read.
+    let mut spare: Vec<CellValue<'static>> = Vec::with_capacity(max_mapped + 1);
     while reader.read_byte_record(&mut record).map_err(csv_error)? {
         let line = line_of(&record);
         check_width(line, record.len(), options)?;
-        let mut cells: Vec<CellValue<'_>> = Vec::with_capacity(max_mapped + 1);
-        cells.extend(
-            record
-                .iter()
-                .take(max_mapped + 1)
-                .map(|f| CellValue::Text(field_text(f))),
-        );
+        let mut cells = recycle(spare);
+        // Only the mapped columns are decoded (and checked as UTF-8).
+        for field in record.iter().take(max_mapped + 1) {
+            cells.push(CellValue::Text(field_text(field)));
+        }
         sink.push(line, &cells)?;
+        spare = recycle(cells);
     }
     Ok((plan, sink))
+}
+
+/// Empties a cell buffer and gives it another lifetime, keeping its allocation
+/// (an empty `Vec` collected in place into a type of the same layout).
+fn recycle<'b>(mut cells: Vec<CellValue<'_>>) -> Vec<CellValue<'b>> {
+    cells.clear();
+    cells.into_iter().map(|_| CellValue::Empty).collect()
 }
 
 #[cfg(test)]

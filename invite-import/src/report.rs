@@ -173,19 +173,108 @@ pub enum MappingSource {
 ///
 /// `row` is the row number the admin sees: the spreadsheet row, the CSV line on
 /// which the record starts, or the position of the entry in a pasted list.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Compact on purpose (a report can hold a million rows): the row's cells live in
+/// one buffer, and the email cell is not stored again when it is exactly the
+/// address the outcome holds (nor the role cell when it is exactly the role's name).
+#[derive(Debug, Clone)]
 pub struct ImportRow {
     pub(crate) row: u64,
-    pub(crate) raw: Box<str>,
-    pub(crate) role: Option<Box<str>>,
-    pub(crate) first_name: Option<Box<str>>,
-    pub(crate) last_name: Option<Box<str>>,
-    pub(crate) message: Option<Box<str>>,
-    pub(crate) hidden: bool,
+    /// `raw? ++ role? ++ first ++ last ++ message`, each as cleaned (raw as read).
+    text: Box<str>,
+    /// Ends of raw, role, first name and last name in `text`; the message runs to its end.
+    ends: [u32; 4],
+    flags: u8,
     pub(crate) outcome: RowOutcome,
 }
 
+/// `raw` is the outcome's [`EmailAddress::original`] and not in `text`.
+const RAW_IS_ADDRESS: u8 = 1;
+/// The role cell is exactly the outcome's role name and not in `text`.
+const ROLE_IS_ROLE: u8 = 2;
+/// The row is hidden in the spreadsheet.
+const HIDDEN: u8 = 4;
+/// The role cell is present (with [`ROLE_IS_ROLE`], it is not in `text`).
+const HAS_ROLE: u8 = 8;
+
+/// The cells of one row, borrowed, for [`ImportRow::new`].
+#[derive(Debug, Default)]
+pub(crate) struct RowCells<'a> {
+    pub(crate) raw: &'a str,
+    pub(crate) role: Option<&'a str>,
+    pub(crate) first_name: Option<&'a str>,
+    pub(crate) last_name: Option<&'a str>,
+    pub(crate) message: Option<&'a str>,
+    pub(crate) hidden: bool,
+}
+
 impl ImportRow {
+    /// Packs the cells into one buffer, leaving out what the outcome already holds.
+    /// `scratch` is a reusable buffer (cleared here).
+    pub(crate) fn new(
+        row: u64,
+        cells: &RowCells<'_>,
+        outcome: RowOutcome,
+        scratch: &mut String,
+    ) -> Self {
+        let (email, role) = match &outcome {
+            RowOutcome::Valid { email, role, .. } => (Some(email), Some(role.as_str())),
+            RowOutcome::UnknownRole { email, .. } => (Some(email), None),
+            _ => (None, None),
+        };
+        let mut flags = 0;
+        if cells.hidden {
+            flags |= HIDDEN;
+        }
+        scratch.clear();
+        if email.is_some_and(|e| e.original() == cells.raw) {
+            flags |= RAW_IS_ADDRESS;
+        } else {
+            scratch.push_str(cells.raw);
+        }
+        let end = |s: &String| u32::try_from(s.len()).unwrap_or(u32::MAX);
+        let raw_end = end(scratch);
+        if let Some(cell) = cells.role {
+            flags |= HAS_ROLE;
+            if role == Some(cell) {
+                flags |= ROLE_IS_ROLE;
+            } else {
+                scratch.push_str(cell);
+            }
+        }
+        let role_end = end(scratch);
+        scratch.push_str(cells.first_name.unwrap_or(""));
+        let first_end = end(scratch);
+        scratch.push_str(cells.last_name.unwrap_or(""));
+        let last_end = end(scratch);
+        scratch.push_str(cells.message.unwrap_or(""));
+        Self {
+            row,
+            text: Box::from(scratch.as_str()),
+            ends: [raw_end, role_end, first_end, last_end],
+            flags,
+            outcome,
+        }
+    }
+
+    fn part(&self, index: usize) -> &str {
+        let start = match index {
+            0 => 0,
+            _ => self.ends[index - 1],
+        };
+        let end = self.ends.get(index).copied().unwrap_or(u32::MAX);
+        let to = |n: u32| {
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(self.text.len())
+        };
+        self.text.get(to(start)..to(end)).unwrap_or("")
+    }
+
+    fn non_empty(&self, index: usize) -> Option<&str> {
+        Some(self.part(index)).filter(|s| !s.is_empty())
+    }
+
     /// The row number as the admin's program shows it.
     pub fn row(&self) -> u64 {
         self.row
@@ -193,38 +282,75 @@ impl ImportRow {
 
     /// The email cell exactly as it was in the file (numbers and dates as shown).
     pub fn raw(&self) -> &str {
-        &self.raw
+        if self.flags & RAW_IS_ADDRESS != 0
+            && let RowOutcome::Valid { email, .. } | RowOutcome::UnknownRole { email, .. } =
+                &self.outcome
+        {
+            return email.original();
+        }
+        self.part(0)
     }
 
     /// The role cell, cleaned; `None` if empty (the default role applies).
     pub fn role_cell(&self) -> Option<&str> {
-        self.role.as_deref()
+        if self.flags & HAS_ROLE == 0 {
+            return None;
+        }
+        if self.flags & ROLE_IS_ROLE != 0
+            && let RowOutcome::Valid { role, .. } = &self.outcome
+        {
+            return Some(role.as_str());
+        }
+        Some(self.part(1))
     }
 
     /// The first name, from its column, a `Name` column or the address's display name.
     pub fn first_name(&self) -> Option<&str> {
-        self.first_name.as_deref()
+        self.non_empty(2)
     }
 
     /// The last name, like [`first_name`](Self::first_name).
     pub fn last_name(&self) -> Option<&str> {
-        self.last_name.as_deref()
+        self.non_empty(3)
     }
 
     /// The welcome message cell, if any.
     pub fn message(&self) -> Option<&str> {
-        self.message.as_deref()
+        self.non_empty(4)
     }
 
     /// Whether the row is hidden in the spreadsheet (xlsx/xlsm; always `false` elsewhere).
     /// Hidden rows are imported like any other; the report points them out.
     pub fn hidden(&self) -> bool {
-        self.hidden
+        self.flags & HIDDEN != 0
     }
 
     /// What will happen to the row.
     pub fn outcome(&self) -> &RowOutcome {
         &self.outcome
+    }
+
+    /// The duplicate-detection key of the row's address, if it has one.
+    pub(crate) fn key(&self) -> Option<&str> {
+        match &self.outcome {
+            RowOutcome::Valid { email, .. } | RowOutcome::UnknownRole { email, .. } => {
+                Some(email.key())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for ImportRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.row == other.row
+            && self.raw() == other.raw()
+            && self.role_cell() == other.role_cell()
+            && self.first_name() == other.first_name()
+            && self.last_name() == other.last_name()
+            && self.message() == other.message()
+            && self.hidden() == other.hidden()
+            && self.outcome == other.outcome
     }
 }
 
@@ -232,12 +358,12 @@ impl Serialize for ImportRow {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("ImportRow", 8)?;
         s.serialize_field("row", &self.row)?;
-        s.serialize_field("raw", &*self.raw)?;
-        s.serialize_field("role_cell", &self.role)?;
-        s.serialize_field("first_name", &self.first_name)?;
-        s.serialize_field("last_name", &self.last_name)?;
-        s.serialize_field("message", &self.message)?;
-        s.serialize_field("hidden", &self.hidden)?;
+        s.serialize_field("raw", self.raw())?;
+        s.serialize_field("role_cell", &self.role_cell())?;
+        s.serialize_field("first_name", &self.first_name())?;
+        s.serialize_field("last_name", &self.last_name())?;
+        s.serialize_field("message", &self.message())?;
+        s.serialize_field("hidden", &self.hidden())?;
         s.serialize_field("outcome", &self.outcome)?;
         s.end()
     }

@@ -4,10 +4,15 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
 
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
+use hashbrown::HashTable;
 use invite_core::{EmailAddress, Role};
 
-use crate::report::{ImportRow, InvalidReason, RowOutcome, Summary};
+use crate::report::{ImportRow, InvalidReason, RowCells, RowOutcome, Summary};
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
 
 /// One cell as a reader hands it over: already typed, text borrowed where possible.
@@ -37,11 +42,14 @@ impl CellValue<'_> {
         }
     }
 
-    fn is_blank(&self) -> bool {
+    /// The text the admin sees in the cell, borrowed.
+    pub(crate) fn text(&self) -> &str {
         match self {
-            Self::Empty => true,
-            Self::Text(t) => clean(t).is_empty(),
-            _ => false,
+            Self::Empty => "",
+            Self::Text(t) => t,
+            Self::Number(t) | Self::Date(t) | Self::Error(t) => t,
+            Self::Bool(true) => "TRUE",
+            Self::Bool(false) => "FALSE",
         }
     }
 
@@ -183,8 +191,16 @@ pub(crate) struct RowSink<'o> {
     /// The tenant's roles. A linear scan with ASCII case folding beats hashing a
     /// lower-cased copy for the handful of roles a tenant has.
     roles: Option<&'o [Role]>,
-    first_row_of: HashMap<String, u64>,
+    /// Case-folded dedupe: (index into `rows`, folded hash) of each first
+    /// occurrence; the key itself is borrowed from that row's address.
+    first_rows: HashTable<(u32, u32)>,
+    /// Keyed hash for `first_rows`. The keys come from the upload, so the seed must
+    /// be secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
+    /// keys were, but foldhash is several times faster on short keys.
+    hasher: SeedableRandomState,
     rows: Vec<ImportRow>,
+    /// Reused to pack each row's cells into one allocation.
+    scratch: String,
     summary: Summary,
     data_rows: u64,
     extras: SheetExtras,
@@ -202,8 +218,10 @@ impl<'o> RowSink<'o> {
             options,
             mapping,
             roles,
-            first_row_of: HashMap::new(),
+            first_rows: HashTable::new(),
+            hasher: dedupe_hasher(),
             rows: Vec::new(),
+            scratch: String::new(),
             summary: Summary::default(),
             data_rows: 0,
             extras: SheetExtras::default(),
@@ -322,9 +340,21 @@ impl<'o> RowSink<'o> {
             fill(mapping.full_name, &mut full);
             fill(mapping.message, &mut message);
         }
-        if [&email, &role, &first, &last, &full, &message]
-            .iter()
-            .all(|c| c.is_blank())
+        let email_text = clean(email.text());
+        let role_text = clean(role.text());
+        let first_text = clean(first.text());
+        let last_text = clean(last.text());
+        let full_text = clean(full.text());
+        let message_text = clean(message.text());
+        let blank = |cell: &CellValue<'_>, text: &str| {
+            matches!(cell, CellValue::Empty | CellValue::Text(_)) && text.is_empty()
+        };
+        if blank(&email, &email_text)
+            && blank(&role, &role_text)
+            && blank(&first, &first_text)
+            && blank(&last, &last_text)
+            && blank(&full, &full_text)
+            && blank(&message, &message_text)
         {
             self.summary.blank += 1;
             return Ok(());
@@ -334,27 +364,25 @@ impl<'o> RowSink<'o> {
             self.summary.hidden += 1;
             self.hidden_rows_seen.push(row);
         }
-        let text = |cell: &CellValue<'_>| -> Option<Box<str>> {
-            let shown = cell.display();
-            let cleaned = clean(&shown);
-            (!cleaned.is_empty()).then(|| Box::from(cleaned.as_ref()))
-        };
-        let raw: Box<str> = Box::from(email.display().as_ref());
-        let role_text = text(&role);
-        let mut first_name = text(&first);
-        let mut last_name = text(&last);
-        let message = text(&message);
+        let role_text = present(role_text);
+        let mut first_name = present(first_text);
+        let mut last_name = present(last_text);
         if first_name.is_none()
             && last_name.is_none()
-            && let Some(full) = text(&full)
+            && let Some(full) = present(full_text)
         {
             let (f, l) = split_full_name(&full);
-            first_name = f.map(Box::from);
-            last_name = l.map(Box::from);
+            first_name = f.map(Cow::Owned);
+            last_name = l.map(Cow::Owned);
         }
 
-        let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
-        let hyperlink = self.extras.mailto.get(&(zero_row, mapping.email)).cloned();
+        let hyperlink = if self.extras.mailto.is_empty() {
+            None
+        } else {
+            let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
+            self.extras.mailto.get(&(zero_row, mapping.email)).cloned()
+        };
+        let mut first_of = None;
         let outcome = match email.as_ref() {
             CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
             CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
@@ -363,57 +391,95 @@ impl<'o> RowSink<'o> {
             }),
             CellValue::Error(code) => invalid(InvalidReason::CellError { code: code.clone() }),
             CellValue::Empty | CellValue::Text(_) => {
-                let shown = email.display();
-                let cleaned = clean(&shown);
-                let (mut address, display) = extract_address(&cleaned);
-                if let Some(target) = hyperlink.as_deref()
-                    && EmailAddress::parse_with(address, &self.options.rules).is_err()
-                {
-                    address = target;
-                }
+                let (mut address, display) = extract_address(&email_text);
+                let parsed = match hyperlink.as_deref() {
+                    Some(target) => match EmailAddress::parse_with(address, &self.options.rules) {
+                        Ok(parsed) => Some(Ok(parsed)),
+                        Err(_) => {
+                            address = target;
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 if first_name.is_none()
                     && last_name.is_none()
                     && let Some(display) = display
                 {
                     let (f, l) = split_full_name(display);
-                    first_name = f.map(Box::from);
-                    last_name = l.map(Box::from);
+                    first_name = f.map(Cow::Owned);
+                    last_name = l.map(Cow::Owned);
                 }
                 if address.is_empty() {
                     invalid(InvalidReason::Missing)
                 } else {
-                    self.validate(row, address, role_text.as_deref())
+                    let parsed = parsed
+                        .unwrap_or_else(|| EmailAddress::parse_with(address, &self.options.rules));
+                    let (outcome, hash) = self.validate(address, parsed, role_text.as_deref());
+                    first_of = hash;
+                    outcome
                 }
             }
         };
         self.summary.count(&outcome);
-        self.rows.push(ImportRow {
-            row,
-            raw,
-            role: role_text,
-            first_name,
-            last_name,
-            message,
+        let cells = RowCells {
+            raw: email.text(),
+            role: role_text.as_deref(),
+            first_name: first_name.as_deref(),
+            last_name: last_name.as_deref(),
+            message: Some(message_text.as_ref()).filter(|m| !m.is_empty()),
             hidden,
-            outcome,
-        });
+        };
+        let index = self.rows.len();
+        self.rows
+            .push(ImportRow::new(row, &cells, outcome, &mut self.scratch));
+        if let Some(hash) = first_of {
+            let index = u32::try_from(index).map_err(|_| ImportError::TooManyRows {
+                row,
+                limit: u64::from(u32::MAX),
+            })?;
+            self.first_rows
+                .insert_unique(widen(hash), (index, hash), |&(_, h)| widen(h));
+        }
         Ok(())
     }
 
-    fn validate(&mut self, row: u64, address: &str, role: Option<&str>) -> RowOutcome {
-        let email = match EmailAddress::parse_with(address, &self.options.rules) {
+    /// The outcome of a row with an address, and, for the first row with its key,
+    /// the key's hash (the caller records the row in `first_rows` once pushed).
+    fn validate(
+        &mut self,
+        address: &str,
+        parsed: Result<EmailAddress, invite_core::InvalidEmail>,
+        role: Option<&str>,
+    ) -> (RowOutcome, Option<u32>) {
+        let email = match parsed {
             Ok(email) => email,
             Err(error) => {
-                return RowOutcome::Invalid {
+                let outcome = RowOutcome::Invalid {
                     suggestion: suggest_fix(address, self.options),
                     reason: InvalidReason::Email(error),
                 };
+                return (outcome, None);
             }
         };
-        if let Some(first) = self.first_row_of.get(email.key()) {
-            return RowOutcome::DuplicateOf { row: *first };
+        let key = email.key();
+        let hash = fold(self.hasher.hash_one(key));
+        let rows = &self.rows;
+        let first = self.first_rows.find(widen(hash), |&(index, h)| {
+            h == hash
+                && usize::try_from(index)
+                    .ok()
+                    .and_then(|i| rows.get(i))
+                    .and_then(ImportRow::key)
+                    == Some(key)
+        });
+        if let Some(&(index, _)) = first {
+            let row = usize::try_from(index)
+                .ok()
+                .and_then(|i| rows.get(i))
+                .map_or(0, ImportRow::row);
+            return (RowOutcome::DuplicateOf { row }, None);
         }
-        self.first_row_of.insert(email.key().to_owned(), row);
         let role = match role {
             None => Ok(self.options.default_role.clone()),
             Some(text) => match self.roles {
@@ -425,14 +491,15 @@ impl<'o> RowSink<'o> {
                 None => Role::new(text).map_err(|_| text.to_owned()),
             },
         };
-        match role {
+        let outcome = match role {
             Ok(role) => RowOutcome::Valid {
                 suggestion: email.suggestion(),
                 email,
                 role,
             },
             Err(role) => RowOutcome::UnknownRole { email, role },
-        }
+        };
+        (outcome, Some(hash))
     }
 
     pub(crate) fn finish(self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
@@ -443,6 +510,33 @@ impl<'o> RowSink<'o> {
             self.hidden_rows_seen,
         )
     }
+}
+
+/// The dedupe hasher: foldhash keyed from std's `RandomState`, whose keys come
+/// from the operating system's random generator, so a crafted file cannot aim
+/// for collisions.
+fn dedupe_hasher() -> SeedableRandomState {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    let random = std::hash::RandomState::new();
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random.hash_one(0x5eed_u64)));
+    SeedableRandomState::with_seed(random.hash_one(0x0dd_u64), shared)
+}
+
+/// A 64-bit hash folded to the 32 bits kept per table entry (so growing the table
+/// never re-reads the keys).
+fn fold(hash: u64) -> u32 {
+    let [a, b, c, d, e, f, g, h] = hash.to_le_bytes();
+    u32::from_le_bytes([a ^ e, b ^ f, c ^ g, d ^ h])
+}
+
+/// The table hash of a folded hash: the same bits high (hashbrown's tag) and low
+/// (its bucket index).
+fn widen(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
+fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (!text.is_empty()).then_some(text)
 }
 
 /// Case-insensitive role match: ASCII fast path, full Unicode folding otherwise.

@@ -59,6 +59,26 @@ const KNOWN_DOMAINS: &[&str] = &[
     "zoho.com",
 ];
 
+/// For each first byte, the run of [`KNOWN_DOMAINS`] starting with it (the list is
+/// sorted), as `(start, end)` indices; empty for bytes no provider starts with.
+const BY_FIRST_BYTE: [(u8, u8); 256] = {
+    let mut table = [(0_u8, 0_u8); 256];
+    let mut i = 0;
+    while i < KNOWN_DOMAINS.len() {
+        let first = KNOWN_DOMAINS[i].as_bytes()[0] as usize;
+        // The list has fewer than 256 entries (checked by the assertion below).
+        #[allow(clippy::cast_possible_truncation)]
+        let index = i as u8;
+        if table[first].1 == 0 {
+            table[first].0 = index;
+        }
+        table[first].1 = index + 1;
+        i += 1;
+    }
+    table
+};
+const _: () = assert!(KNOWN_DOMAINS.len() < 256);
+
 /// Longest domain [`suggest_domain`] looks at; longer input is never a typo of
 /// a (short) provider domain.
 const MAX_LEN: usize = 32;
@@ -103,7 +123,12 @@ pub fn suggest_domain(domain: &str) -> Option<&'static str> {
     lower.make_ascii_lowercase();
     let lower: &[u8] = lower;
 
-    if KNOWN_DOMAINS.iter().any(|known| known.as_bytes() == lower) {
+    // Only the providers that share the first letter can match or be suggested
+    // (a known domain never starts with a dot): the list is sorted, so they are
+    // one run of it. Most corporate domains have no or one such neighbour.
+    let (from, to) = BY_FIRST_BYTE[usize::from(lower[0])];
+    let neighbours = &KNOWN_DOMAINS[usize::from(from)..usize::from(to)];
+    if neighbours.iter().any(|known| known.as_bytes() == lower) {
         return None;
     }
     let (name, suffix) = split_name(lower);
@@ -113,9 +138,17 @@ pub fn suggest_domain(domain: &str) -> Option<&'static str> {
 
     let mut best: Option<(usize, &'static str)> = None;
     let mut tie = false;
-    for &known in KNOWN_DOMAINS {
+    for &known in neighbours {
         let (kname, ksuffix) = split_name(known.as_bytes());
         if kname.first() != name.first() {
+            continue;
+        }
+        // Cheap bound first: an edit distance is at least the length difference,
+        // and the budget below is at most two edits for names of seven or more
+        // letters, one for longer short names, none in the name for the shortest.
+        let bound = name.len().abs_diff(kname.len()) + suffix.len().abs_diff(ksuffix.len());
+        let most = if kname.len() >= 7 { 2 } else { 1 };
+        if bound > most || (kname.len() <= 3 && name.len() != kname.len()) {
             continue;
         }
         let suffix_distance = osa_distance(suffix, ksuffix);
@@ -281,6 +314,19 @@ mod tests {
             assert_eq!(suggest_domain(known), None, "{known}");
             assert_eq!(suggest_domain(&known.to_ascii_uppercase()), None, "{known}");
         }
+    }
+
+    #[test]
+    fn first_byte_runs_cover_the_list() {
+        for (i, known) in KNOWN_DOMAINS.iter().enumerate() {
+            let (from, to) = super::BY_FIRST_BYTE[usize::from(known.as_bytes()[0])];
+            assert!((usize::from(from)..usize::from(to)).contains(&i), "{known}");
+        }
+        let covered: usize = super::BY_FIRST_BYTE
+            .iter()
+            .map(|(from, to)| usize::from(to - from))
+            .sum();
+        assert_eq!(covered, KNOWN_DOMAINS.len());
     }
 
     #[test]
