@@ -257,7 +257,7 @@ fn bulk_postgres(c: &mut Criterion, rt: &Runtime, url: &str) {
     group.sample_size(10);
     group.measurement_time(StdDuration::from_secs(20));
     group.throughput(Throughput::Elements(u64::from(BULK_ROWS)));
-    group.bench_function("PostgresStore::create_invitations (UNNEST)", |b| {
+    group.bench_function("PostgresStore::create_invitations", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = StdDuration::ZERO;

@@ -3,8 +3,8 @@
 //! | store | feature | atomic accept | bulk insert | outbox claim |
 //! |---|---|---|---|---|
 //! | [`SqliteStore`] | `sqlite` (default) | conditional `UPDATE ... RETURNING` | multi-row `INSERT` batches | `UPDATE ... RETURNING` under one writer + lease |
-//! | [`PostgresStore`] | `postgres` | conditional `UPDATE ... RETURNING` | one static `INSERT ... SELECT FROM UNNEST` per batch | `FOR UPDATE SKIP LOCKED` + lease |
-//! | [`MySqlStore`] | `mysql` | conditional `UPDATE` + affected rows + read back, one transaction | multi-row `INSERT` batches after a read of the open keys | `FOR UPDATE SKIP LOCKED` + lease |
+//! | [`PostgresStore`] | `postgres` | conditional `UPDATE ... RETURNING` | text `COPY` per batch under a savepoint; on a unique violation, that batch again as one static `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING` (small calls: `UNNEST` only) | `FOR UPDATE SKIP LOCKED` + lease |
+//! | [`MySqlStore`] | `mysql` | one conditional `UPDATE` + affected rows, then a read-back of the final row | multi-row `INSERT` batches after a read of the open keys | `FOR UPDATE SKIP LOCKED` + lease |
 //!
 //! Every store runs the core's conformance suite unchanged (`tests/`). Tables are
 //! created by embedded migrations (`migrate()`), one folder per dialect, tracked in

@@ -1,10 +1,11 @@
-//! MySQL/MariaDB store. Accept is a conditional UPDATE checked by affected rows in one
-//! transaction; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
+//! MySQL/MariaDB store. Accept is one conditional UPDATE checked by affected rows, then
+//! a read-back of the (now final) row; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
 //! limit after a read of the open address keys; outbox claims use
 //! `SELECT ... FOR UPDATE SKIP LOCKED` (MySQL 8, MariaDB 10.6+).
 //!
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
-//! are read back inside the transaction that wrote them. InnoDB answers a lost race
+//! are read back inside the transaction that wrote them, except after accept, whose
+//! row no other write can change any more. InnoDB answers a lost race
 //! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
 //! write transaction here is retried from the start a few times before answering.
 
@@ -489,7 +490,12 @@ impl MySqlStore {
         user: &UserId,
         now: i64,
     ) -> Result<Invitation, Failure> {
-        let mut tx = self.pool.begin().await?;
+        // The compare-and-set is this one autocommitted UPDATE: InnoDB row-locks the
+        // invitation, so of any number of concurrent acceptors exactly one sees an
+        // affected row. The read-back needs no transaction around it: an accepted
+        // invitation is final (every other write is conditioned on `pending` or on its
+        // version, which this UPDATE bumped), so what we read is what we wrote. Two
+        // round trips instead of four (BEGIN, UPDATE, SELECT, COMMIT).
         let updated = sqlx::query(self.sql(
             "UPDATE invite_invitations SET status = 'accepted', accepted_at = ?, accepted_by = ?, \
              version = version + 1 \
@@ -500,7 +506,7 @@ impl MySqlStore {
         .bind(tenant.as_str())
         .bind(token_hash.as_bytes().as_slice())
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(StoreError::NotFound.into());
@@ -510,10 +516,8 @@ impl MySqlStore {
             .push_bind(tenant.as_str())
             .push(" AND token_hash = ")
             .push_bind(token_hash.as_bytes().as_slice());
-        let row = q.build().fetch_one(&mut *tx).await?;
-        let accepted = rows::invitation(&row)?;
-        tx.commit().await?;
-        Ok(accepted)
+        let row = q.build().fetch_one(&self.pool).await?;
+        Ok(rows::invitation(&row)?)
     }
 
     async fn try_expire(

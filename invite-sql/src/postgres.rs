@@ -1,5 +1,16 @@
-//! PostgreSQL store. Accept is one conditional `UPDATE ... RETURNING`; bulk insert is one
-//! static `UNNEST` statement per batch; outbox claims use `FOR UPDATE SKIP LOCKED`.
+//! PostgreSQL store. Accept is one conditional `UPDATE ... RETURNING`; bulk insert is a
+//! text `COPY` per batch under a savepoint, falling back to one static `UNNEST ... ON
+//! CONFLICT DO NOTHING` statement per batch when an address is already open; outbox
+//! claims use `FOR UPDATE SKIP LOCKED`.
+//!
+//! Bulk create decides in-call duplicates in Rust (the first open input of an address
+//! wins), then streams each batch with `COPY` (the common case: nothing conflicts, at
+//! `COPY`'s rate). A unique violation (SQLSTATE 23505, classified by sqlx) rolls back to
+//! the batch's savepoint and re-inserts that batch with the `UNNEST` statement, whose
+//! `ON CONFLICT` names the partial unique index on open invitations, so each refused
+//! input is reported with the id of the open invitation that holds its address. Calls
+//! under [`COPY_MIN_ROWS`] rows go straight to the `UNNEST` statement (one round trip, no
+//! savepoint).
 //!
 //! Every guarantee holds across processes: the conditions live in the statements, so N
 //! app instances on N pools need no coordination beyond the database's row locks.
@@ -11,7 +22,9 @@
 //! [`StoreError::NotFound`] like any other unmet condition.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use async_trait::async_trait;
 use invite_core::{
@@ -32,12 +45,47 @@ use crate::rows::{
     INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
 };
 
+/// `INVITATION_COLUMNS` as a `RETURNING` list (a literal, so statements stay static).
+macro_rules! invitation_columns {
+    () => {
+        "id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version"
+    };
+}
+
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Rows per bulk `INSERT ... SELECT FROM UNNEST` statement. Each column is one array
 /// bind, so PostgreSQL's 65,535-bind limit never applies; the batch bounds the size of
 /// one message (~3 MB at 300 bytes a row) and the memory of the column arrays.
 const BATCH_ROWS: usize = 8_192;
+
+/// Calls (and outbox lists) smaller than this skip `COPY`: the `UNNEST` statement is one
+/// round trip, where `COPY` under a savepoint takes four.
+const COPY_MIN_ROWS: usize = 64;
+
+/// Rows per `COPY` batch, the unit of work redone through `UNNEST` after a conflict.
+const COPY_BATCH_ROWS: usize = 16_384;
+
+/// At most this many `COPY` batches (so savepoints) per call: larger calls get larger
+/// batches. Each batch is a subtransaction that writes, and PostgreSQL caches at most
+/// 64 subtransaction ids per backend before every other session's snapshots slow down.
+const MAX_COPY_BATCHES: usize = 32;
+
+/// `COPY` text is sent in chunks of about this many bytes, so the client builds the next
+/// chunk while the server parses the last, and memory stays bounded.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Room for the row that crosses [`COPY_CHUNK_BYTES`].
+const COPY_ROW_SLACK: usize = 4 * 1024;
+
+/// Text format (tab-separated, `\N` for NULL), columns in `rows.rs` order.
+const COPY_INVITATIONS: &str = concat!(
+    "COPY invite_invitations (",
+    invitation_columns!(),
+    ") FROM STDIN"
+);
+
+const COPY_OUTBOX: &str = "COPY invite_outbox (id, tenant, invitation_id, kind, state, attempts, next_attempt_at, claimed_until, last_error, created_at) FROM STDIN";
 
 /// One statement per batch, the same text for every batch (prepared once per
 /// connection). `ON CONFLICT` names the partial unique index on open invitations, so an
@@ -50,6 +98,15 @@ const INSERT_INVITATIONS: &str = "INSERT INTO invite_invitations (id, tenant, em
 
 const INSERT_OUTBOX: &str = "INSERT INTO invite_outbox (id, tenant, invitation_id, kind, state, attempts, next_attempt_at, claimed_until, last_error, created_at) \
      SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::int8[])";
+
+fn is_open(status: InvitationStatus) -> bool {
+    matches!(status, InvitationStatus::Unsent | InvitationStatus::Pending)
+}
+
+/// A unique-key violation (SQLSTATE 23505), classified by sqlx, not by message.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
 
 /// How many array parameters (`[]`) a statement has.
 const fn array_params(sql: &str) -> usize {
@@ -67,13 +124,6 @@ const fn array_params(sql: &str) -> usize {
 // The UNNEST inserts take one array per column, in `rows.rs` order.
 const _: () = assert!(array_params(INSERT_INVITATIONS) == INVITATION_COLUMN_COUNT);
 const _: () = assert!(array_params(INSERT_OUTBOX) == OUTBOX_COLUMN_COUNT);
-
-/// `INVITATION_COLUMNS` as a `RETURNING` list (a literal, so statements stay static).
-macro_rules! invitation_columns {
-    () => {
-        "id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version"
-    };
-}
 
 /// An [`invite_core::Store`] on PostgreSQL (tested on 15).
 ///
@@ -210,6 +260,107 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The fallback (and small-call) path of bulk create: the inputs at `indexes` (into
+    /// `writes`) through [`INSERT_INVITATIONS`], [`BATCH_ROWS`] at a time; the ones
+    /// `ON CONFLICT` skipped are appended to `refused`, in input order.
+    async fn insert_invitations(
+        &self,
+        conn: &mut PgConnection,
+        writes: &[InvitationWrite],
+        indexes: &[usize],
+        refused: &mut Vec<usize>,
+    ) -> Result<(), StoreError> {
+        for chunk in indexes.chunks(BATCH_ROWS) {
+            let ids: Vec<Vec<u8>> = InvitationArrays::of(chunk.iter().map(|&i| &writes[i]))
+                .bind(sqlx::query(self.sql(INSERT_INVITATIONS)))
+                .try_map(|row: PgRow| sqlx::Row::try_get::<Vec<u8>, _>(&row, 0))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+            if ids.len() == chunk.len() {
+                continue;
+            }
+            let mut inserted: HashSet<[u8; 16]> = HashSet::with_capacity(ids.len());
+            for id in ids {
+                let id: [u8; 16] = id
+                    .try_into()
+                    .map_err(|_| corrupt("invitations", "id is not 16 bytes"))?;
+                inserted.insert(id);
+            }
+            refused.extend(
+                chunk
+                    .iter()
+                    .copied()
+                    .filter(|&i| !inserted.contains(writes[i].invitation.id.as_uuid().as_bytes())),
+            );
+        }
+        Ok(())
+    }
+
+    /// One `COPY` of the inputs in `batch` (a range of `writes`) into the invitations
+    /// table, streamed in chunks of about [`COPY_CHUNK_BYTES`] built in `buf`. Each input
+    /// goes through `in_call` first; the candidates are appended to `candidates` (all of
+    /// them, whatever the outcome, unless the connection itself failed). Errors are
+    /// sqlx's, unmapped, so the caller can tell a unique violation from the rest.
+    async fn copy_invitations<'w>(
+        &self,
+        conn: &mut PgConnection,
+        writes: &'w [InvitationWrite],
+        batch: Range<usize>,
+        in_call: &mut InCall<'w>,
+        candidates: &mut Vec<usize>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), sqlx::Error> {
+        let statement = self.sql(COPY_INVITATIONS);
+        let mut copy = conn.copy_in_raw(&statement.0).await?;
+        buf.clear();
+        for (index, write) in writes[batch.clone()].iter().enumerate() {
+            let index = batch.start + index;
+            if !in_call.admit(index, write) {
+                continue;
+            }
+            candidates.push(index);
+            if let Err(e) = copy_text::invitation(buf, &write.invitation) {
+                copy.abort("an invitation did not encode").await?;
+                return Err(sqlx::Error::Encode(Box::new(e)));
+            }
+            if buf.len() >= COPY_CHUNK_BYTES {
+                copy.send(buf.as_slice()).await?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            copy.send(buf.as_slice()).await?;
+            buf.clear();
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// One `COPY` of `entries` into the outbox (which has no key they could conflict on
+    /// but their fresh ids).
+    async fn copy_outbox(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[&OutboxEntry],
+    ) -> Result<(), sqlx::Error> {
+        let statement = self.sql(COPY_OUTBOX);
+        let mut copy = conn.copy_in_raw(&statement.0).await?;
+        let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + COPY_ROW_SLACK);
+        for entry in entries {
+            copy_text::outbox(&mut buf, &OutboxCols::of(entry));
+            if buf.len() >= COPY_CHUNK_BYTES {
+                copy.send(buf.as_slice()).await?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            copy.send(buf.as_slice()).await?;
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+
     /// The WHERE clause shared by list and count: tenant, filter, effective statuses.
     fn push_filter(
         q: &mut QueryBuilder<Postgres>,
@@ -254,6 +405,41 @@ impl PostgresStore {
     }
 }
 
+/// Bulk create's in-call duplicates, decided in input order.
+struct InCall<'w> {
+    /// The first open input of each case-folded address.
+    first_open: HashMap<&'w str, usize>,
+    /// `(index, first)`: input `index` is a later open input of `first`'s address.
+    duplicates: Vec<(usize, usize)>,
+}
+
+impl<'w> InCall<'w> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            first_open: HashMap::with_capacity(n),
+            duplicates: Vec::new(),
+        }
+    }
+
+    /// Whether input `index` is a candidate for insertion: not a later open input of an
+    /// address an earlier input already holds.
+    fn admit(&mut self, index: usize, write: &'w InvitationWrite) -> bool {
+        if !is_open(write.invitation.status) {
+            return true;
+        }
+        match self.first_open.entry(write.invitation.email.key()) {
+            Entry::Occupied(first) => {
+                self.duplicates.push((index, *first.get()));
+                false
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+                true
+            }
+        }
+    }
+}
+
 /// The invitation columns of one batch, as the arrays [`INSERT_INVITATIONS`] unnests.
 struct InvitationArrays<'a> {
     id: Vec<&'a [u8]>,
@@ -283,7 +469,7 @@ struct InvitationArrays<'a> {
 }
 
 impl<'a> InvitationArrays<'a> {
-    fn of(writes: &'a [InvitationWrite]) -> Self {
+    fn of(writes: impl ExactSizeIterator<Item = &'a InvitationWrite>) -> Self {
         let n = writes.len();
         let mut a = Self {
             id: Vec::with_capacity(n),
@@ -451,65 +637,144 @@ impl Store for PostgresStore {
                 w.invitation.id
             )));
         }
+        // In-call duplicates are decided in Rust, in input order, as rows are encoded:
+        // the first open input of an address is a candidate, a later open one conflicts
+        // with it (what the `UNNEST` statement's `ON CONFLICT` decides, and what the
+        // other stores do). An input in a closed state never holds the open-address slot.
+        let mut in_call = InCall::with_capacity(writes.len());
+        let mut candidates: Vec<usize> = Vec::with_capacity(writes.len());
         let mut tx = self.begin().await?;
-        let mut inserted: HashSet<[u8; 16]> = HashSet::with_capacity(writes.len());
-        for chunk in writes.chunks(BATCH_ROWS) {
-            let ids: Vec<Vec<u8>> = InvitationArrays::of(chunk)
-                .bind(sqlx::query(self.sql(INSERT_INVITATIONS)))
-                .try_map(|row: PgRow| sqlx::Row::try_get::<Vec<u8>, _>(&row, 0))
+        // Candidates the database refused (an open invitation of the address exists),
+        // in ascending order: batches run in order and each keeps its input order.
+        let mut refused: Vec<usize> = Vec::new();
+        if writes.len() < COPY_MIN_ROWS {
+            for (index, write) in writes.iter().enumerate() {
+                if in_call.admit(index, write) {
+                    candidates.push(index);
+                }
+            }
+            self.insert_invitations(&mut tx, writes, &candidates, &mut refused)
+                .await?;
+        } else {
+            let batch_rows = COPY_BATCH_ROWS.max(writes.len().div_ceil(MAX_COPY_BATCHES));
+            let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + COPY_ROW_SLACK);
+            for from in (0..writes.len()).step_by(batch_rows) {
+                let batch = from..writes.len().min(from + batch_rows);
+                let first_candidate = candidates.len();
+                sqlx::raw_sql("SAVEPOINT bulk_copy")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                let copied = self
+                    .copy_invitations(
+                        &mut tx,
+                        writes,
+                        batch,
+                        &mut in_call,
+                        &mut candidates,
+                        &mut buf,
+                    )
+                    .await;
+                match copied {
+                    Ok(()) => {
+                        sqlx::raw_sql("RELEASE SAVEPOINT bulk_copy")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(from_sqlx)?;
+                    }
+                    // An address already open (committed by another call, or by one
+                    // that committed while we waited on its index entry): undo this
+                    // batch and let `ON CONFLICT` sort it row by row. Any other unique
+                    // violation (a reused id or token hash) fails there again, as an
+                    // error.
+                    Err(e) if is_unique_violation(&e) => {
+                        sqlx::raw_sql(
+                            "ROLLBACK TO SAVEPOINT bulk_copy; RELEASE SAVEPOINT bulk_copy",
+                        )
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?;
+                        self.insert_invitations(
+                            &mut tx,
+                            writes,
+                            &candidates[first_candidate..],
+                            &mut refused,
+                        )
+                        .await?;
+                    }
+                    Err(e) => return Err(from_sqlx(e)),
+                }
+            }
+        }
+        let duplicates = in_call.duplicates;
+
+        let mut report = CreateReport::default();
+        let mut outbox: Vec<&OutboxEntry> = Vec::new();
+        for &index in &candidates {
+            if refused.binary_search(&index).is_err() {
+                report.created.push(index);
+                outbox.extend(writes[index].outbox.as_ref());
+            }
+        }
+        if !refused.is_empty() || !duplicates.is_empty() {
+            let mut existing: HashMap<String, InvitationId> = HashMap::new();
+            if !refused.is_empty() {
+                let keys: Vec<&str> = refused
+                    .iter()
+                    .map(|&i| writes[i].invitation.email.key())
+                    .collect();
+                // READ COMMITTED: this statement sees the rows that won the conflicts,
+                // committed by others before our insert gave way to them.
+                let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(self.sql(
+                    "SELECT email_key, id FROM invite_invitations \
+                     WHERE tenant = $1 AND status IN ('unsent', 'pending') AND email_key = ANY($2)",
+                ))
+                .bind(tenant.as_str())
+                .bind(&keys)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            for id in ids {
-                let id: [u8; 16] = id
-                    .try_into()
-                    .map_err(|_| corrupt("invitations", "id is not 16 bytes"))?;
-                inserted.insert(id);
+                existing.reserve(rows.len());
+                for (key, id) in rows {
+                    let id = uuid::Uuid::from_slice(&id)
+                        .map_err(|e| corrupt("invitations", e.to_string()))?;
+                    existing.insert(key, InvitationId::from_uuid(id));
+                }
             }
-        }
-
-        let mut report = CreateReport::default();
-        let mut conflicted_keys: Vec<&str> = Vec::new();
-        let mut outbox: Vec<&OutboxEntry> = Vec::new();
-        for (index, write) in writes.iter().enumerate() {
-            if inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
-                report.created.push(index);
-                outbox.extend(write.outbox.as_ref());
-            } else {
-                conflicted_keys.push(write.invitation.email.key());
-            }
-        }
-        if !conflicted_keys.is_empty() {
-            // READ COMMITTED: this statement sees the rows that won the conflicts, ours
-            // (an earlier input of this call) or committed by others.
-            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(self.sql(
-                "SELECT email_key, id FROM invite_invitations \
-                 WHERE tenant = $1 AND status IN ('unsent', 'pending') AND email_key = ANY($2)",
-            ))
-            .bind(tenant.as_str())
-            .bind(&conflicted_keys)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-            let mut existing = HashMap::with_capacity(rows.len());
-            for (key, id) in rows {
-                let id = uuid::Uuid::from_slice(&id)
-                    .map_err(|e| corrupt("invitations", e.to_string()))?;
-                existing.insert(key, InvitationId::from_uuid(id));
-            }
-            for (index, write) in writes.iter().enumerate() {
-                if !inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
-                    let id = existing.get(write.invitation.email.key()).ok_or_else(|| {
+            let existing_id = |index: usize| {
+                let write = &writes[index];
+                existing
+                    .get(write.invitation.email.key())
+                    .copied()
+                    .ok_or_else(|| {
                         StoreError::Conflict(format!(
                             "invitation {} was refused without a conflicting open invitation",
                             write.invitation.id
                         ))
-                    })?;
-                    report.conflicts.push((index, *id));
-                }
+                    })
+            };
+            for &index in &refused {
+                report.conflicts.push((index, existing_id(index)?));
             }
+            // A duplicate conflicts with what its address's first input met: the first
+            // input itself if it went in, else the open invitation that refused it.
+            for &(index, first) in &duplicates {
+                let id = if refused.binary_search(&first).is_ok() {
+                    existing_id(first)?
+                } else {
+                    writes[first].invitation.id
+                };
+                report.conflicts.push((index, id));
+            }
+            report.conflicts.sort_unstable_by_key(|&(index, _)| index);
         }
-        self.insert_outbox(&mut tx, &outbox).await?;
+        if outbox.len() < COPY_MIN_ROWS {
+            self.insert_outbox(&mut tx, &outbox).await?;
+        } else {
+            self.copy_outbox(&mut tx, &outbox)
+                .await
+                .map_err(from_sqlx)?;
+        }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(report)
     }
@@ -1168,6 +1433,245 @@ const COMPLETE_ONLY: &str = "WITH done AS ( \
        RETURNING invitation_id) \
      SELECT COUNT(*) FROM done";
 
+/// Rows in `COPY ... FROM STDIN`'s text format: fields separated by tabs, rows ended by
+/// a newline, NULL as `\N`, and in text a backslash, tab, newline or carriage return
+/// escaped with a backslash. Written straight into the caller's buffer (no allocation
+/// per field); `bytea` goes in as hex (`\x...`, its backslash escaped too).
+mod copy_text {
+    use std::io;
+
+    use invite_core::Invitation;
+
+    use crate::rows::{OutboxCols, micros, opt_micros};
+
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+
+    /// Whether `bytes` may hold a byte `COPY` text escapes: below 0x20 (tab, newline,
+    /// carriage return) or a backslash. Eight bytes at a time; exact when it says no.
+    fn may_need_escaping(bytes: &[u8]) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let mut words = bytes.chunks_exact(8);
+        for word in words.by_ref() {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(word);
+            let x = u64::from_le_bytes(le);
+            let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+            let b = x ^ (ONES * u64::from(b'\\'));
+            let backslash = b.wrapping_sub(ONES) & !b & HIGH;
+            if below_space | backslash != 0 {
+                return true;
+            }
+        }
+        words.remainder().iter().any(|&b| b < 0x20 || b == b'\\')
+    }
+
+    fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+        if !may_need_escaping(bytes) {
+            out.extend_from_slice(bytes);
+            return;
+        }
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape = match b {
+                b'\\' => b'\\',
+                b'\t' => b't',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            out.extend_from_slice(&[b'\\', escape]);
+            start = i + 1;
+        }
+        out.extend_from_slice(&bytes[start..]);
+    }
+
+    fn null(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\\N\t");
+    }
+
+    fn text(out: &mut Vec<u8>, value: &str) {
+        escaped(out, value.as_bytes());
+        out.push(b'\t');
+    }
+
+    fn opt_text(out: &mut Vec<u8>, value: Option<&str>) {
+        match value {
+            Some(v) => text(out, v),
+            None => null(out),
+        }
+    }
+
+    fn bytes(out: &mut Vec<u8>, value: &[u8]) {
+        out.extend_from_slice(b"\\\\x");
+        for &b in value {
+            out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        }
+        out.push(b'\t');
+    }
+
+    fn opt_bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+        match value {
+            Some(v) => bytes(out, v),
+            None => null(out),
+        }
+    }
+
+    fn int(out: &mut Vec<u8>, value: i64) {
+        let mut digits = [0u8; 20];
+        let mut n = value.unsigned_abs();
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            // `n % 10` is below 10, so always fits.
+            digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if value < 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&digits[at..]);
+        out.push(b'\t');
+    }
+
+    fn opt_int(out: &mut Vec<u8>, value: Option<i64>) {
+        match value {
+            Some(v) => int(out, v),
+            None => null(out),
+        }
+    }
+
+    /// Ends the row: its last field's tab becomes the newline.
+    fn end_row(out: &mut [u8]) {
+        if let Some(last) = out.last_mut() {
+            *last = b'\n';
+        }
+    }
+
+    /// Escapes what serde_json writes (JSON text has backslashes, never a raw control
+    /// character).
+    struct Escaping<'a>(&'a mut Vec<u8>);
+
+    impl io::Write for Escaping<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            escaped(self.0, buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One invitation row, the columns of `rows::InvitationCols` in the same order (the
+    /// metadata serialized in place rather than to a `String` first).
+    pub(super) fn invitation(out: &mut Vec<u8>, i: &Invitation) -> Result<(), serde_json::Error> {
+        bytes(out, i.id.as_uuid().as_bytes());
+        text(out, i.tenant.as_str());
+        text(out, i.email.as_str());
+        text(out, i.email.key());
+        text(out, i.role.as_str());
+        opt_text(out, i.names.first.as_deref());
+        opt_text(out, i.names.last.as_deref());
+        opt_text(out, i.message.as_deref());
+        match &i.metadata {
+            Some(metadata) => {
+                serde_json::to_writer(Escaping(out), metadata)?;
+                out.push(b'\t');
+            }
+            None => null(out),
+        }
+        text(out, i.invited_by.as_str());
+        opt_bytes(
+            out,
+            i.batch.as_ref().map(|b| b.as_uuid().as_bytes().as_slice()),
+        );
+        text(out, i.status.as_str());
+        opt_bytes(out, i.token_hash.as_ref().map(|h| h.as_bytes().as_slice()));
+        int(out, i.ttl.whole_seconds());
+        int(out, micros(i.created_at));
+        opt_int(out, opt_micros(i.sent_at));
+        opt_int(out, opt_micros(i.delivered_at));
+        opt_int(out, opt_micros(i.expires_at));
+        opt_int(out, opt_micros(i.accepted_at));
+        opt_text(out, i.accepted_by.as_ref().map(|u| u.as_str()));
+        opt_int(out, opt_micros(i.revoked_at));
+        opt_text(out, i.revoked_by.as_ref().map(|a| a.as_str()));
+        opt_text(out, i.last_error.as_deref());
+        int(out, i64::from(i.version));
+        end_row(out);
+        Ok(())
+    }
+
+    /// One outbox row, in `rows::OUTBOX_COLUMNS` order.
+    pub(super) fn outbox(out: &mut Vec<u8>, c: &OutboxCols<'_>) {
+        bytes(out, c.id);
+        text(out, c.tenant);
+        bytes(out, c.invitation_id);
+        text(out, c.kind);
+        text(out, c.state);
+        int(out, c.attempts);
+        int(out, c.next_attempt_at);
+        opt_int(out, c.claimed_until);
+        opt_text(out, c.last_error);
+        int(out, c.created_at);
+        end_row(out);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn text_fields_are_escaped_and_nulls_marked() {
+            let mut out = Vec::new();
+            text(&mut out, "a\\b\tc\nd\re");
+            opt_text(&mut out, None);
+            bytes(&mut out, &[0x00, 0xab, 0xff]);
+            int(&mut out, -1_234_567);
+            int(&mut out, i64::MIN);
+            int(&mut out, 0);
+            end_row(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "a\\\\b\\tc\\nd\\re\t\\N\t\\\\x00abff\t-1234567\t-9223372036854775808\t0\n"
+            );
+        }
+
+        #[test]
+        fn the_fast_scan_never_misses_a_byte_to_escape() {
+            for len in 0..24 {
+                for at in 0..len {
+                    for special in [b'\\', b'\t', b'\n', b'\r', 0x00, 0x1f] {
+                        let mut bytes = vec![b'a'; len];
+                        bytes[at] = special;
+                        assert!(may_need_escaping(&bytes), "{bytes:?}");
+                    }
+                }
+                let plain: Vec<u8> = (0..len).map(|i| b' ' + u8::try_from(i).unwrap()).collect();
+                assert!(!may_need_escaping(&plain), "{plain:?}");
+                assert!(!may_need_escaping("ünïcödé 🎉".repeat(len).as_bytes()));
+            }
+        }
+
+        #[test]
+        fn json_is_escaped_as_it_is_written() {
+            let mut out = Vec::new();
+            let value = serde_json::json!({"k": "tab\there \\ \"q\""});
+            serde_json::to_writer(Escaping(&mut out), &value).unwrap();
+            // serde_json writes `\t`, `\\` and `\"`; each of their backslashes doubles.
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                r#"{"k":"tab\\there \\\\ \\"q\\""}"#
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1178,9 +1682,21 @@ mod tests {
     }
 
     #[test]
+    fn copy_statements_name_the_rows_columns() {
+        assert!(COPY_INVITATIONS.contains(&format!("({INVITATION_COLUMNS})")));
+        assert!(COPY_OUTBOX.contains(&format!("({OUTBOX_COLUMNS})")));
+    }
+
+    #[test]
     fn statements_name_only_prefixed_tables() {
         // The prefix rewrite replaces every `invite_`; nothing else may contain it.
-        for sql in [INSERT_INVITATIONS, INSERT_OUTBOX, COMPLETE_ONLY] {
+        for sql in [
+            INSERT_INVITATIONS,
+            INSERT_OUTBOX,
+            COMPLETE_ONLY,
+            COPY_INVITATIONS,
+            COPY_OUTBOX,
+        ] {
             let rewritten = TablePrefix::new("acme_").unwrap().apply(sql).0;
             assert!(!rewritten.contains("invite_"), "{rewritten}");
         }

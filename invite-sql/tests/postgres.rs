@@ -247,3 +247,317 @@ async fn table_prefix_applies_to_every_table() {
             .is_err()
     );
 }
+
+// ------------------------------------------------------- bulk create through COPY
+//
+// Calls of 64 rows or more are streamed with `COPY` under a savepoint per batch (16,384
+// rows); a unique violation rolls the batch back and re-inserts it with the `UNNEST ...
+// ON CONFLICT DO NOTHING` statement. The conformance suite's conflict checks use small
+// calls (the `UNNEST` path alone); these use calls large enough for `COPY`.
+
+mod bulk {
+    use std::collections::HashMap;
+
+    use invite_core::{
+        ActorId, BatchId, CreateReport, EmailAddress, Invitation, InvitationId, InvitationStatus,
+        InvitationWrite, LinkToken, NewInvitation, OutboxEntry, Role, Store, StoreError, TenantId,
+        UserId,
+    };
+    use invite_sql::PostgresStore;
+    use invite_sql::sqlx;
+    use time::Duration;
+
+    use super::{fresh_schema, fresh_store, pool_on, postgres_url};
+    use crate::common::{T0, tenant};
+
+    fn unsent(t: &TenantId, address: &str, n: i64) -> Invitation {
+        let email = EmailAddress::parse(address).expect("a valid address");
+        Invitation::create(
+            t.clone(),
+            NewInvitation::new(email, Role::new("member").expect("role")),
+            Duration::days(7),
+            ActorId::new("admin-1").expect("actor"),
+            None,
+            T0 + Duration::microseconds(n),
+        )
+    }
+
+    fn bare(invitation: Invitation) -> InvitationWrite {
+        InvitationWrite {
+            invitation,
+            outbox: None,
+        }
+    }
+
+    /// Sent at creation: pending, with its queued email.
+    fn sent(t: &TenantId, address: &str, n: i64) -> InvitationWrite {
+        let at = T0 + Duration::microseconds(n);
+        let (invitation, queue) = unsent(t, address, n).send(at).expect("send");
+        let entry = OutboxEntry::queue(t.clone(), invitation.id, queue.kind, at);
+        InvitationWrite {
+            invitation,
+            outbox: Some(entry),
+        }
+    }
+
+    async fn count(store: &PostgresStore, table: &str, t: &TenantId) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE tenant = $1"
+        )))
+        .bind(t.as_str())
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+    }
+
+    async fn create(
+        store: &PostgresStore,
+        t: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> CreateReport {
+        store
+            .create_invitations(t, writes)
+            .await
+            .expect("create_invitations")
+    }
+
+    /// What the report must say, given which inputs conflict with what.
+    fn expected(n: usize, conflicts: &[(usize, InvitationId)]) -> CreateReport {
+        let refused: HashMap<usize, InvitationId> = conflicts.iter().copied().collect();
+        let mut conflicts = conflicts.to_vec();
+        conflicts.sort_unstable_by_key(|c| c.0);
+        CreateReport {
+            created: (0..n).filter(|i| !refused.contains_key(i)).collect(),
+            conflicts,
+        }
+    }
+
+    /// Every column through `COPY`'s text format: escapes (backslash, tab, newline,
+    /// carriage return), NULLs, JSON with its own escapes, `bytea`, every status,
+    /// negative and extreme integers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn copy_round_trips_every_field() {
+        let Some(url) = postgres_url() else { return };
+        let store = fresh_store(url).await;
+        let t = tenant("copy-fields");
+        let nasty = "tab\there\nnewline\r\ncrlf \\ backslash \\N \\. ünïcödé 🎉 \"q\" 'a'";
+        let mut writes = Vec::new();
+        for n in 0..200i64 {
+            let address = format!("user{n}@example.com");
+            let mut write = if n % 3 == 0 {
+                sent(&t, &address, n)
+            } else {
+                bare(unsent(&t, &address, n))
+            };
+            let i = &mut write.invitation;
+            if n % 2 == 0 {
+                i.names.first = Some(format!("{nasty} {n}"));
+                i.names.last = Some("\\".into());
+                i.message = Some(nasty.into());
+                i.metadata = Some(serde_json::json!({
+                    "n": n, "neg": -n, "text": nasty, "nested": {"null": null, "list": [1.5, true]},
+                }));
+                i.batch = Some(BatchId::new(T0));
+            }
+            match n % 7 {
+                1 => {
+                    i.status = InvitationStatus::Accepted;
+                    i.token_hash = Some(LinkToken::generate().1);
+                    i.accepted_at = Some(T0 - Duration::days(365 * 40));
+                    i.accepted_by = Some(UserId::new(format!("u\\{n}")).expect("user"));
+                    i.version = u32::MAX;
+                }
+                2 => {
+                    i.status = InvitationStatus::Revoked;
+                    i.revoked_at = Some(T0 + Duration::microseconds(1));
+                    i.revoked_by = Some(ActorId::new("admin\\2").expect("actor"));
+                }
+                3 => {
+                    i.status = InvitationStatus::DeliveryFailed;
+                    i.last_error = Some(nasty.into());
+                }
+                _ => {}
+            }
+            writes.push(write);
+        }
+        let report = create(&store, &t, &writes).await;
+        assert_eq!(report, expected(writes.len(), &[]));
+        let ids: Vec<InvitationId> = writes.iter().map(|w| w.invitation.id).collect();
+        let mut found = store.get_invitations(&t, &ids).await.expect("get");
+        found.sort_by_key(|i| i.id);
+        let mut want: Vec<Invitation> = writes.iter().map(|w| w.invitation.clone()).collect();
+        want.sort_by_key(|i| i.id);
+        assert_eq!(found, want, "COPY must store every field exactly");
+        for write in writes.iter().filter(|w| w.outbox.is_some()) {
+            let queued = store
+                .list_outbox(&t, write.invitation.id)
+                .await
+                .expect("list_outbox");
+            assert_eq!(queued.as_slice(), write.outbox.as_slice());
+        }
+    }
+
+    /// A `COPY` batch that meets an open invitation falls back to `UNNEST`: conflicts
+    /// (case-folded) are reported with the open invitation's id, in-call duplicates with
+    /// what their first input met, and only the created inputs' emails are queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_batch_meeting_an_open_invitation_falls_back_and_reports_it() {
+        let Some(url) = postgres_url() else { return };
+        let store = fresh_store(url).await;
+        let t = tenant("copy-fallback");
+        let open = [
+            sent(&t, "ann@example.com", 0),
+            bare(unsent(&t, "bo@example.com", 1)),
+        ];
+        create(&store, &t, &open).await;
+        let (ann, bo) = (open[0].invitation.id, open[1].invitation.id);
+
+        let mut writes: Vec<InvitationWrite> = (0..300)
+            .map(|n| sent(&t, &format!("user{n}@example.com"), 10 + n))
+            .collect();
+        writes[17] = sent(&t, "ANN@Example.com", 500);
+        writes[250] = bare(unsent(&t, "bo@example.com", 501));
+        // In-call duplicates: of a created input, and of one refused by `ann`.
+        writes[100] = sent(&t, "User5@EXAMPLE.com", 502);
+        writes[299] = sent(&t, "ann@EXAMPLE.COM", 503);
+        // A closed input never takes (or needs) the open-address slot.
+        let mut closed = unsent(&t, "bo@example.com", 504);
+        closed.status = InvitationStatus::Revoked;
+        writes[260] = bare(closed);
+
+        let report = create(&store, &t, &writes).await;
+        let user5 = writes[5].invitation.id;
+        assert_eq!(
+            report,
+            expected(
+                writes.len(),
+                &[(17, ann), (250, bo), (100, user5), (299, ann)]
+            )
+        );
+        assert_eq!(count(&store, "invite_invitations", &t).await, 2 + 296);
+        assert_eq!(
+            count(&store, "invite_outbox", &t).await,
+            1 + 296 - 1,
+            "one email per created sent input (the closed one queues none), none for a conflict"
+        );
+        for index in [17, 250, 100, 299] {
+            let id = writes[index].invitation.id;
+            assert!(
+                store
+                    .get_invitations(&t, &[id])
+                    .await
+                    .expect("get")
+                    .is_empty()
+            );
+            assert!(store.list_outbox(&t, id).await.expect("outbox").is_empty());
+        }
+    }
+
+    /// 20,000 inputs: the first `COPY` batch (16,384) goes in, the second meets a few
+    /// open invitations and is redone through `UNNEST` (two statements of 8,192 and
+    /// fewer); in-call duplicates span both batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twenty_thousand_with_a_few_conflicts_in_the_second_batch() {
+        let Some(url) = postgres_url() else { return };
+        let store = fresh_store(url).await;
+        let t = tenant("copy-many");
+        let open: Vec<InvitationWrite> = (0..5)
+            .map(|k| bare(unsent(&t, &format!("open{k}@example.com"), k)))
+            .collect();
+        create(&store, &t, &open).await;
+
+        let mut writes: Vec<InvitationWrite> = (0..20_000)
+            .map(|n| bare(unsent(&t, &format!("user{n}@example.com"), 10 + n)))
+            .collect();
+        let mut conflicts = Vec::new();
+        for (k, index) in [16_400usize, 17_000, 18_000, 19_000, 19_999]
+            .into_iter()
+            .enumerate()
+        {
+            writes[index] = bare(unsent(&t, &format!("Open{k}@example.com"), 30_000));
+            conflicts.push((index, open[k].invitation.id));
+        }
+        for (dup, first) in [(16_500usize, 3usize), (19_500, 16_383)] {
+            let address = writes[first].invitation.email.as_str().to_uppercase();
+            writes[dup] = bare(unsent(&t, &address, 30_001));
+            conflicts.push((dup, writes[first].invitation.id));
+        }
+
+        let report = create(&store, &t, &writes).await;
+        assert_eq!(report, expected(writes.len(), &conflicts));
+        assert_eq!(
+            count(&store, "invite_invitations", &t).await,
+            5 + 20_000 - 7
+        );
+    }
+
+    /// A failure that is not an open address (here a reused id, in the second `COPY`
+    /// batch, after the first was released) fails the call and writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_copy_batch_writes_nothing() {
+        let Some(url) = postgres_url() else { return };
+        let store = fresh_store(url).await;
+        let t = tenant("copy-fails");
+        let mut writes: Vec<InvitationWrite> = (0..17_000)
+            .map(|n| sent(&t, &format!("user{n}@example.com"), n))
+            .collect();
+        let mut reused = sent(&t, "other@example.com", 20_000);
+        reused.invitation.id = writes[0].invitation.id;
+        writes[16_999] = reused;
+        match store.create_invitations(&t, &writes).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("a reused id must fail the call as a conflict, got {other:?}"),
+        }
+        assert_eq!(count(&store, "invite_invitations", &t).await, 0);
+        assert_eq!(count(&store, "invite_outbox", &t).await, 0);
+        // The store (and its pooled connections) still work afterwards.
+        let report = create(&store, &t, &writes[..1000]).await;
+        assert_eq!(report, expected(1000, &[]));
+    }
+
+    /// Two app instances bulk-create overlapping lists at once: every address is created
+    /// exactly once, and the call that lost it reports the winner's id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_overlapping_bulk_creates_admit_each_address_once() {
+        let Some(url) = postgres_url() else { return };
+        let schema = fresh_schema(&url).await;
+        let one = PostgresStore::new(pool_on(&url, &schema, 4, &[]).await);
+        one.migrate().await.expect("migrate");
+        let two = PostgresStore::new(pool_on(&url, &schema, 4, &[]).await);
+        let t = tenant("copy-race");
+        for round in 0..4i64 {
+            // Addresses 0..3000 and 1500..4500, in the same order (as two imports of
+            // overlapping lists would be).
+            let list = |from: i64| -> Vec<InvitationWrite> {
+                (from..from + 3000)
+                    .map(|n| sent(&t, &format!("r{round}-user{n}@example.com"), n))
+                    .collect()
+            };
+            let (a, b) = (list(0), list(1500));
+            let (ra, rb) = futures::join!(
+                one.create_invitations(&t, &a),
+                two.create_invitations(&t, &b)
+            );
+            let (ra, rb) = (ra.expect("create one"), rb.expect("create two"));
+            let mut winner: HashMap<&str, InvitationId> = HashMap::new();
+            for (writes, report) in [(&a, &ra), (&b, &rb)] {
+                for &i in &report.created {
+                    let key = writes[i].invitation.email.key();
+                    assert!(
+                        winner.insert(key, writes[i].invitation.id).is_none(),
+                        "{key} created twice"
+                    );
+                }
+            }
+            assert_eq!(winner.len(), 4500, "every address is created once");
+            for (writes, report) in [(&a, &ra), (&b, &rb)] {
+                assert_eq!(report.created.len() + report.conflicts.len(), 3000);
+                for &(i, id) in &report.conflicts {
+                    assert_eq!(winner[writes[i].invitation.email.key()], id);
+                }
+            }
+        }
+        assert_eq!(count(&one, "invite_invitations", &t).await, 4 * 4500);
+        assert_eq!(count(&one, "invite_outbox", &t).await, 4 * 4500);
+    }
+}
