@@ -49,14 +49,19 @@ impl State {
     /// Replaces (or inserts) a record, keeping the indexes in step.
     fn put(&mut self, invitation: Invitation) {
         let tenant = invitation.tenant.clone();
-        if let Some(old) = self.get(&tenant, invitation.id).cloned() {
-            if let Some(hash) = old.token_hash {
-                self.by_token.remove(&(tenant.clone(), hash));
-            }
-            if is_open(old.status) {
-                self.open_by_key
-                    .remove(&(tenant.clone(), old.email.key().to_owned()));
-            }
+        // Read only what the indexes are keyed on (no clone of the old record).
+        let (old_hash, old_open_key) = match self.get(&tenant, invitation.id) {
+            Some(old) => (
+                old.token_hash,
+                is_open(old.status).then(|| old.email.key().to_owned()),
+            ),
+            None => (None, None),
+        };
+        if let Some(hash) = old_hash {
+            self.by_token.remove(&(tenant.clone(), hash));
+        }
+        if let Some(key) = old_open_key {
+            self.open_by_key.remove(&(tenant.clone(), key));
         }
         if let Some(hash) = invitation.token_hash {
             self.by_token.insert((tenant.clone(), hash), invitation.id);

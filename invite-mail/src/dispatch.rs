@@ -29,7 +29,7 @@
 //!
 //! [`InvitationsBuilder::lease`]: invite_core::InvitationsBuilder::lease
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -40,7 +40,6 @@ use invite_core::{
     Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError, SystemClock, TenantId,
 };
 use time::{Duration, OffsetDateTime};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// A sustained rate with a burst allowance.
@@ -435,32 +434,44 @@ impl Dispatcher {
             }
         }
 
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        // `concurrency` workers take the claims in send-time order from one queue: at
+        // most that many deliveries (or waits for a send time) at once, without a task
+        // spawn and a wake-up of this pass per message.
+        let workers = self.concurrency.min(scheduled.len());
+        let queue = Arc::new(Mutex::new(VecDeque::from(scheduled)));
         let mut tasks = JoinSet::new();
-        for (at, claim) in scheduled {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break; // the semaphore is never closed
-            };
+        for _ in 0..workers {
+            let queue = queue.clone();
             let service = self.service.clone();
             let clock = self.clock.clone();
             tasks.spawn(async move {
-                // Negative (already due) does not convert: no sleep.
-                if let Ok(wait) = std::time::Duration::try_from(at - clock.now())
-                    && !wait.is_zero()
-                {
-                    tokio::time::sleep(wait).await;
+                let mut report = DispatchReport::default();
+                loop {
+                    let next = lock(&queue).pop_front();
+                    let Some((at, claim)) = next else {
+                        return report;
+                    };
+                    // Negative (already due) does not convert: no sleep.
+                    if let Ok(wait) = std::time::Duration::try_from(at - clock.now())
+                        && !wait.is_zero()
+                    {
+                        tokio::time::sleep(wait).await;
+                    }
+                    // A panicking delivery is counted as an error, like a failed task;
+                    // the worker carries on with the next claim.
+                    let outcome = std::panic::AssertUnwindSafe(service.deliver(&claim))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| Err(StoreError::backend(panic_message(&panic))));
+                    tally(&mut report, outcome);
                 }
-                let outcome = service.deliver(&claim).await;
-                drop(permit);
-                outcome
             });
-            // Reap finished deliveries as we go, so the set stays small.
-            while let Some(done) = tasks.try_join_next() {
-                tally(&mut report, done);
-            }
         }
         while let Some(done) = tasks.join_next().await {
-            tally(&mut report, done);
+            match done {
+                Ok(worker) => report.add(worker),
+                Err(e) => report.errors.push(StoreError::backend(e)),
+            }
         }
         Ok(report)
     }
@@ -560,19 +571,24 @@ fn round_robin(claims: Vec<OutboxClaim>) -> Vec<OutboxClaim> {
     out
 }
 
-fn tally(
-    report: &mut DispatchReport,
-    done: Result<Result<Delivered, StoreError>, tokio::task::JoinError>,
-) {
+fn tally(report: &mut DispatchReport, done: Result<Delivered, StoreError>) {
     match done {
-        Ok(Ok(Delivered::Sent)) => report.sent += 1,
-        Ok(Ok(Delivered::Retrying)) => report.retrying += 1,
-        Ok(Ok(Delivered::Failed)) => report.failed += 1,
-        Ok(Ok(Delivered::Cancelled)) => report.cancelled += 1,
-        Ok(Ok(_)) => report.lease_lost += 1,
-        Ok(Err(e)) => report.errors.push(e),
-        Err(e) => report.errors.push(StoreError::backend(e)),
+        Ok(Delivered::Sent) => report.sent += 1,
+        Ok(Delivered::Retrying) => report.retrying += 1,
+        Ok(Delivered::Failed) => report.failed += 1,
+        Ok(Delivered::Cancelled) => report.cancelled += 1,
+        Ok(_) => report.lease_lost += 1,
+        Err(e) => report.errors.push(e),
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("a delivery panicked: {detail}")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

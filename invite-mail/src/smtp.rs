@@ -7,21 +7,28 @@
 //! connection on loopback. Opening the `TcpStream` here, setting `TCP_NODELAY`, and
 //! handing it to [`AsyncSmtpConnection::connect_with_transport`] removes that wait (see
 //! `BENCHMARKS.md`); lettre's pool cannot take such streams, hence the pool below.
+//!
+//! The mail transaction is lettre's commands (MAIL, RCPT, DATA, then the body), but the
+//! stream handed to lettre can hold back one flush, so the body and its final `.` leave
+//! in one write: one segment and one wake-up of the relay per message instead of two.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use invite_core::{Clock, MailError, Mailer, OutgoingEmail, SystemClock};
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::{ClientId, Extension};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -76,6 +83,8 @@ impl SmtpCredentials {
 struct Pooled {
     connection: AsyncSmtpConnection,
     socket: std::net::TcpStream,
+    /// Holds the message body back so that it leaves with its final `.` in one write.
+    hold: Arc<AtomicBool>,
     idle_since: Instant,
 }
 
@@ -289,6 +298,7 @@ impl SmtpMailer {
         let tcp =
             TcpStream::from_std(std).map_err(|e| network("cannot configure the socket to", e))?;
 
+        let hold = Arc::new(AtomicBool::new(false));
         let handshake = async {
             let stream: Box<dyn AsyncTokioStream> = match (&self.wrapper_tls, self.security) {
                 (Some(tls), Security::Tls) => {
@@ -303,9 +313,11 @@ impl SmtpMailer {
                 }
                 _ => Box::new(tcp),
             };
-            let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
-                .await
-                .map_err(|e| session_error("greeting", e))?;
+            let stream = Coalescing::new(stream, hold.clone());
+            let mut connection =
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                    .await
+                    .map_err(|e| session_error("greeting", e))?;
             if self.security == Security::StartTls {
                 if !connection
                     .server_info()
@@ -347,6 +359,7 @@ impl SmtpMailer {
         Ok(Pooled {
             connection,
             socket,
+            hold,
             idle_since: Instant::now(),
         })
     }
@@ -412,17 +425,17 @@ impl Mailer for SmtpMailer {
         let mut pooled = self.checkout().await?;
         let sent = tokio::time::timeout(
             self.timeout,
-            pooled.connection.send(message.envelope(), &bytes),
+            transaction(&mut pooled, message.envelope(), &bytes),
         )
         .await;
         match sent {
-            Ok(Ok(_response)) => {
+            Ok(Ok(())) => {
                 self.checkin(pooled);
                 Ok(())
             }
-            // lettre ends the session on any error (it sends QUIT), so the connection
-            // is dropped here, never pooled.
-            Ok(Err(error)) => Err(send_error(error)),
+            // The session was ended on the error (QUIT), so the connection is dropped
+            // here, never pooled.
+            Ok(Err(error)) => Err(error),
             Err(_) => {
                 pooled.connection.abort().await;
                 Err(MailError::transient(format!(
@@ -431,6 +444,162 @@ impl Mailer for SmtpMailer {
                 )))
             }
         }
+    }
+}
+
+/// One mail transaction, as lettre's `AsyncSmtpConnection::send` does it (MAIL with
+/// `SMTPUTF8`/`BODY=8BITMIME` as needed, RCPT, DATA, the dot-stuffed body and `.`),
+/// except that the body and its final `.` leave in one write: lettre writes and
+/// flushes them separately, a second segment and a second wake-up of the relay for
+/// every message. On any error the session is ended (QUIT), as lettre does.
+async fn transaction(
+    pooled: &mut Pooled,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<(), MailError> {
+    let connection = &mut pooled.connection;
+    let mut options = Vec::new();
+    let ascii_envelope = envelope
+        .from()
+        .is_none_or(|a| AsRef::<str>::as_ref(a).is_ascii())
+        && envelope
+            .to()
+            .iter()
+            .all(|a| AsRef::<str>::as_ref(a).is_ascii());
+    if !ascii_envelope {
+        if !connection
+            .server_info()
+            .supports_feature(Extension::SmtpUtfEight)
+        {
+            connection.abort().await;
+            return Err(MailError::permanent(
+                "the relay does not support SMTPUTF8, needed for this address",
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !connection
+            .server_info()
+            .supports_feature(Extension::EightBitMime)
+        {
+            connection.abort().await;
+            return Err(MailError::permanent(
+                "the message is not ASCII and the relay does not support 8BITMIME",
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let result = async {
+        connection
+            .command(Mail::new(envelope.from().cloned(), options))
+            .await?;
+        for to in envelope.to() {
+            connection
+                .command(Rcpt::new(to.clone(), Vec::new()))
+                .await?;
+        }
+        connection.command(Data).await?;
+        pooled.hold.store(true, Ordering::Relaxed);
+        connection.message(message).await
+    }
+    .await;
+    pooled.hold.store(false, Ordering::Relaxed);
+    match result {
+        Ok(_response) => Ok(()),
+        Err(error) => {
+            pooled.connection.abort().await;
+            Err(send_error(error))
+        }
+    }
+}
+
+/// A stream that can hold back one flush: while `hold` is set, the next flush keeps the
+/// written bytes buffered (and clears `hold`), so they leave with what is written
+/// next, at the next flush. Writes pass straight through otherwise.
+struct Coalescing {
+    inner: Box<dyn AsyncTokioStream>,
+    hold: Arc<AtomicBool>,
+    buffer: Vec<u8>,
+    written: usize,
+}
+
+impl Coalescing {
+    fn new(inner: Box<dyn AsyncTokioStream>, hold: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            hold,
+            buffer: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Writes out the buffer.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.buffer.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.buffer[self.written..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.buffer.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl fmt::Debug for Coalescing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coalescing")
+            .field("inner", &self.inner)
+            .field("buffered", &(self.buffer.len() - self.written))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Coalescing {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Coalescing {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.buffer.is_empty() && !self.hold.load(Ordering::Relaxed) {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        self.buffer.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.hold.swap(false, Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Coalescing {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
     }
 }
 

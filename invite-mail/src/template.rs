@@ -726,7 +726,10 @@ impl Templates {
         kind: &str,
         variables: &Variables,
     ) -> Result<ComposedEmail, TemplateError> {
-        self.spec(kind)?;
+        // Existence only: `spec` would clone the kind's variable set.
+        if !read(&self.kinds).contains_key(kind) {
+            return Err(TemplateError::UnknownKind(kind.to_owned()));
+        }
         let own = self.has_tenant_templates(tenant, kind);
         let ctx = variables.to_value();
         let env = read(&self.env);
