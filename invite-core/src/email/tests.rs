@@ -1226,6 +1226,10 @@ proptest! {
         s in prop_oneof![
             address_like(),
             "[a-zA-Z0-9._+-]{1,12}@[a-zA-Z0-9.-]{1,20}",
+            // Word-at-a-time edge cases: symbols, a second `@`, non-ASCII,
+            // separators at window boundaries, long parts.
+            "[a-zA-Z0-9._+'!#~@\u{e9}-]{1,70}@[a-zA-Z0-9.@_\u{e9}-]{1,70}",
+            "[a-z.]{1,20}@[a-z.-]{1,20}",
             "[a-zA-Z.]{1,6}@[a-zA-Z-]{1,6}\\.(com|TEST|Local|arpa|c0|x1y|onion|invalid|localhost)",
         ],
         rules in any_rules(),
@@ -1263,5 +1267,39 @@ fn fast_path_covers_common_addresses() {
         "josé@example.com",
     ] {
         assert!(super::fast_path(s, &EmailRules::default()).is_none(), "{s}");
+    }
+}
+
+/// The word-at-a-time fast path sees every adjacent pair, whatever its
+/// position relative to the 8-byte windows, and agrees with the precise path.
+#[test]
+fn fast_path_catches_pairs_at_every_window_offset() {
+    let rules = EmailRules::default();
+    for len in 1..=40 {
+        for pos in 0..len {
+            for pair in ["..", ".-", "-.", "--", ".@", "@", "é", " "] {
+                let mut local = "a".repeat(len);
+                local.replace_range(pos..=pos, pair);
+                let mut domain = "b".repeat(len);
+                domain.replace_range(pos..=pos, pair);
+                for s in [
+                    format!("{local}@example.com"),
+                    format!("ann@{domain}.com"),
+                    format!("ann@x.{domain}"),
+                ] {
+                    let fast = super::fast_path(&s, &rules);
+                    let precise = super::parse_precise(&s, &rules);
+                    match fast {
+                        Some(fast) => assert_eq!(precise.as_ref(), Ok(&fast), "{s:?}"),
+                        None => {
+                            assert!(
+                                precise.is_err() || s.contains('é') || s.contains("--"),
+                                "{s:?} is valid but missed the fast path"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
