@@ -168,39 +168,58 @@ fn resolve_target(base: &str, target: &str) -> String {
 /// One streaming pass over a sheet's XML for hidden rows, merged cells and
 /// `mailto:` hyperlinks. A sheet that cannot be read yields no extras: calamine
 /// reports the damage itself.
+///
+/// The pass looks only at the few places that matter: `memmem` finds `hidden=`,
+/// `mergeCell` and `hyperlink` in the inflated XML, and only the tags around those
+/// hits are parsed (a full tag walk visits every cell). Two cases fall back to the
+/// tag-by-tag walk, which gives the same answer on ordinary sheets: markup
+/// declarations (`<!--`, `<![CDATA[`, which could hide tag-like text), and a hidden
+/// row without a usable `r` attribute (its number comes from counting rows).
 pub(crate) fn sheet_extras(bytes: &[u8], sheet_path: &str) -> SheetExtras {
     let mut extras = SheetExtras::default();
     let Ok(mut archive) = ZipArchive::new(Cursor::new(bytes)) else {
         return extras;
     };
     let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut fast = true;
     if let Ok(entry) = archive.by_name(sheet_path) {
-        let mut row: u64 = 0;
-        let mut reader = std::io::BufReader::with_capacity(1 << 16, entry);
-        let _ = scan_tags_read(
-            &mut reader,
-            &[b"row", b"mergeCell", b"hyperlink"],
-            |name, tag| match name {
-                b"row" => {
-                    row = attr(tag, b"r")
-                        .and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
-                        .unwrap_or(row + 1);
-                    if matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
-                        extras.hidden_rows.insert(row);
+        let mut unnumbered = false;
+        let complete = scan_hits_read(entry, |name, tag| match name {
+            b"row" => {
+                if matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
+                    match attr(tag, b"r").and_then(|r| std::str::from_utf8(r).ok()?.parse().ok()) {
+                        Some(row) => {
+                            extras.hidden_rows.insert(row);
+                        }
+                        None => unnumbered = true,
                     }
                 }
-                b"mergeCell" => {
-                    if let Some(merge) = attr(tag, b"ref").and_then(parse_range) {
-                        extras.merges.push(merge);
+            }
+            _ => on_extra_tag(name, tag, &mut extras, &mut links),
+        });
+        fast = !unnumbered && complete.unwrap_or(true);
+    }
+    if !fast {
+        extras = SheetExtras::default();
+        links.clear();
+        if let Ok(entry) = archive.by_name(sheet_path) {
+            let mut row: u64 = 0;
+            let _ = scan_tags_read(
+                &mut std::io::BufReader::with_capacity(1 << 16, entry),
+                &[b"row", b"mergeCell", b"hyperlink"],
+                |name, tag| match name {
+                    b"row" => {
+                        row = attr(tag, b"r")
+                            .and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
+                            .unwrap_or(row + 1);
+                        if matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
+                            extras.hidden_rows.insert(row);
+                        }
                     }
-                }
-                _ => {
-                    if let (Some(range), Some(id)) = (attr(tag, b"ref"), attr(tag, b"id")) {
-                        links.push((range.to_vec(), id.to_vec()));
-                    }
-                }
-            },
-        );
+                    _ => on_extra_tag(name, tag, &mut extras, &mut links),
+                },
+            );
+        }
     }
     if links.is_empty() {
         return extras;
@@ -336,6 +355,103 @@ fn unescape(raw: &[u8]) -> String {
     out
 }
 
+/// A `mergeCell` or `hyperlink` start tag.
+fn on_extra_tag(
+    name: &[u8],
+    tag: &[u8],
+    extras: &mut SheetExtras,
+    links: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) {
+    if name == b"mergeCell" {
+        if let Some(merge) = attr(tag, b"ref").and_then(parse_range) {
+            extras.merges.push(merge);
+        }
+    } else if let (Some(range), Some(id)) = (attr(tag, b"ref"), attr(tag, b"id")) {
+        links.push((range.to_vec(), id.to_vec()));
+    }
+}
+
+/// What [`scan_hits_read`] looks for: a byte string inside the start tags that
+/// matter, and the local name the tag around it must have.
+const HITS: [(&[u8], &[u8]); 3] = [
+    (b"hidden=", b"row"),
+    (b"mergeCell", b"mergeCell"),
+    (b"hyperlink", b"hyperlink"),
+];
+
+/// Calls `on_tag(local_name, tag_body)` for each `row` start tag with a `hidden`
+/// attribute and each `mergeCell` / `hyperlink` start tag, found by `memmem`
+/// rather than by visiting every tag. Returns `Ok(false)`, having stopped, when
+/// the XML has a markup declaration (`<!`), which the caller must walk tag by tag.
+/// Holds at most one chunk plus one tag.
+fn scan_hits_read<R: Read>(
+    mut reader: R,
+    mut on_tag: impl FnMut(&[u8], &[u8]),
+) -> std::io::Result<bool> {
+    use memchr::memmem::Finder;
+    const CHUNK: usize = 1 << 18;
+    const MAX_TAG: usize = 1 << 20;
+    let finders = HITS.map(|(needle, _)| Finder::new(needle));
+    let declaration = Finder::new(b"<!");
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+    loop {
+        let filled = buf.len();
+        buf.resize(filled + CHUNK, 0);
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(error) => {
+                buf.truncate(filled);
+                return Err(error);
+            }
+        };
+        buf.truncate(filled + n);
+        // Everything before the last `<` is complete, unless that `<` opens a
+        // tag still waiting for its `>`: keep that tag for the next chunk. No
+        // needle contains `<`, so none straddles the cut.
+        let cut = match memchr::memrchr(b'<', &buf) {
+            Some(lt) if n > 0 && memchr::memchr(b'>', &buf[lt..]).is_none() => lt,
+            _ => buf.len(),
+        };
+        let region = &buf[..cut];
+        if declaration.find(region).is_some() {
+            return Ok(false);
+        }
+        for (finder, (_, wanted)) in finders.iter().zip(HITS) {
+            let mut last = None;
+            for hit in finder.find_iter(region) {
+                let Some(lt) = memchr::memrchr(b'<', &region[..hit]) else {
+                    continue;
+                };
+                if last == Some(lt) || memchr::memchr(b'>', &region[lt..hit]).is_some() {
+                    continue;
+                }
+                last = Some(lt);
+                let Some(gt) = memchr::memchr(b'>', &buf[lt..]) else {
+                    continue;
+                };
+                let tag = &buf[lt + 1..lt + gt];
+                let name_end = tag
+                    .iter()
+                    .position(|b| b.is_ascii_whitespace() || *b == b'/')
+                    .unwrap_or(tag.len());
+                let name = &tag[..name_end];
+                let local = name.rsplit(|b| *b == b':').next().unwrap_or(name);
+                if local == wanted {
+                    on_tag(local, tag);
+                }
+            }
+        }
+        if buf.len() - cut > MAX_TAG {
+            buf.clear();
+        } else {
+            buf.drain(..cut);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
 /// Calls `on_tag(local_name, tag_body)` for each start tag named in `wanted`.
 fn scan_tags(xml: &[u8], wanted: &[&[u8]], on_tag: impl FnMut(&[u8], &[u8])) {
     let _ = scan_tags_read(&mut &*xml, wanted, on_tag);
@@ -437,5 +553,45 @@ mod tests {
         })
         .unwrap();
         assert_eq!((rows, hidden), (20_000, 2858));
+    }
+    #[test]
+    fn hit_scan_matches_the_tag_walk() {
+        let mut xml = Vec::new();
+        xml.extend_from_slice(b"<?xml version=\"1.0\"?><x:worksheet><x:sheetData>");
+        for i in 1..40_000 {
+            let hidden = match i % 9 {
+                0 => " hidden=\"1\"",
+                4 => " x14:hidden=\"true\"",
+                5 => " hidden=\"0\"",
+                _ => "",
+            };
+            xml.extend_from_slice(
+                format!("<x:row r=\"{i}\"{hidden}><x:c r=\"A{i}\" t=\"inlineStr\"><x:is><x:t>hidden=\"1\" hyperlink mergeCell</x:t></x:is></x:c></x:row>").as_bytes(),
+            );
+        }
+        xml.extend_from_slice(b"</x:sheetData><x:mergeCells count=\"2\"><x:mergeCell ref=\"A1:B2\"/><mergeCell ref=\"C3:C9\"/></x:mergeCells>");
+        xml.extend_from_slice(b"<hyperlinks><hyperlink ref=\"A2\" r:id=\"rId1\"/><x:hyperlink ref=\"B2\" r:id=\"rId2\" display=\"hyperlink\"/></hyperlinks></x:worksheet>");
+        let wanted: &[&[u8]] = &[b"row", b"mergeCell", b"hyperlink"];
+        let mut slow = Vec::new();
+        scan_tags_read(&mut &xml[..], wanted, |name, tag| {
+            if name != b"row" || matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
+                slow.push((name.to_vec(), tag.to_vec()));
+            }
+        })
+        .unwrap();
+        let mut fast = Vec::new();
+        let complete = scan_hits_read(&xml[..], |name, tag| {
+            if name != b"row" || matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
+                fast.push((name.to_vec(), tag.to_vec()));
+            }
+        })
+        .unwrap();
+        assert!(complete);
+        slow.sort();
+        fast.sort();
+        assert_eq!(slow.len(), 2 * 4444 + 4);
+        assert_eq!(fast, slow);
+        let comment = b"<sheetData><!-- <row r=\"3\" hidden=\"1\"> --></sheetData>";
+        assert!(!scan_hits_read(&comment[..], |_, _| {}).unwrap());
     }
 }
