@@ -24,6 +24,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod filter;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]

@@ -25,6 +25,7 @@ use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{corrupt, from_sqlx, is_serialization_failure, is_unique_violation};
+use crate::filter;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, GroupLinkCols, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols,
@@ -291,49 +292,6 @@ impl MySqlStore {
             }
         }
         Ok(found)
-    }
-
-    /// The WHERE clause shared by list and count: tenant, filter, effective statuses.
-    fn push_filter(
-        q: &mut QueryBuilder<MySql>,
-        tenant: &TenantId,
-        filter: &InvitationFilter,
-        now: OffsetDateTime,
-    ) {
-        q.push(" WHERE tenant = ")
-            .push_bind(tenant.as_str().to_owned());
-        if let Some(batch) = filter.batch {
-            q.push(" AND batch_id = ")
-                .push_bind(batch.as_uuid().as_bytes().to_vec());
-        }
-        if let Some(role) = &filter.role {
-            q.push(" AND role = ").push_bind(role.as_str().to_owned());
-        }
-        if !filter.statuses.is_empty() {
-            let now = micros(now);
-            q.push(" AND (");
-            for (n, status) in filter.statuses.iter().enumerate() {
-                if n > 0 {
-                    q.push(" OR ");
-                }
-                match status {
-                    InvitationStatus::Pending => {
-                        q.push("(status = 'pending' AND (expires_at IS NULL OR expires_at > ")
-                            .push_bind(now)
-                            .push("))");
-                    }
-                    InvitationStatus::Expired => {
-                        q.push("status = 'expired' OR (status = 'pending' AND expires_at <= ")
-                            .push_bind(now)
-                            .push(")");
-                    }
-                    other => {
-                        q.push("status = ").push_bind(other.as_str());
-                    }
-                }
-            }
-            q.push(")");
-        }
     }
 
     // ------------------------------------------------------------ one attempt each
@@ -914,7 +872,7 @@ impl Store for MySqlStore {
         let mut q = self.builder("SELECT ");
         q.push(INVITATION_SELECT)
             .push(self.sql(" FROM invite_invitations").0);
-        Self::push_filter(&mut q, tenant, filter, now);
+        filter::push_where(&mut q, tenant, filter, now);
         if let Some(after) = page.after {
             q.push(" AND id > ")
                 .push_bind(after.as_uuid().as_bytes().to_vec());
@@ -939,7 +897,7 @@ impl Store for MySqlStore {
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         let mut q = self.builder("SELECT COUNT(*) FROM invite_invitations");
-        Self::push_filter(&mut q, tenant, filter, now);
+        filter::push_where(&mut q, tenant, filter, now);
         let n: i64 = q
             .build_query_scalar()
             .fetch_one(&self.pool)

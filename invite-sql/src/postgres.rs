@@ -39,6 +39,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{corrupt, from_sqlx, from_sqlx_conditional};
+use crate::filter;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, GroupLinkCols, INVITATION_COLUMN_COUNT,
@@ -359,49 +360,6 @@ impl PostgresStore {
         }
         copy.finish().await?;
         Ok(())
-    }
-
-    /// The WHERE clause shared by list and count: tenant, filter, effective statuses.
-    fn push_filter(
-        q: &mut QueryBuilder<Postgres>,
-        tenant: &TenantId,
-        filter: &InvitationFilter,
-        now: OffsetDateTime,
-    ) {
-        q.push(" WHERE tenant = ")
-            .push_bind(tenant.as_str().to_owned());
-        if let Some(batch) = filter.batch {
-            q.push(" AND batch_id = ")
-                .push_bind(batch.as_uuid().as_bytes().to_vec());
-        }
-        if let Some(role) = &filter.role {
-            q.push(" AND role = ").push_bind(role.as_str().to_owned());
-        }
-        if !filter.statuses.is_empty() {
-            let now = micros(now);
-            q.push(" AND (");
-            for (n, status) in filter.statuses.iter().enumerate() {
-                if n > 0 {
-                    q.push(" OR ");
-                }
-                match status {
-                    InvitationStatus::Pending => {
-                        q.push("(status = 'pending' AND (expires_at IS NULL OR expires_at > ")
-                            .push_bind(now)
-                            .push("))");
-                    }
-                    InvitationStatus::Expired => {
-                        q.push("status = 'expired' OR (status = 'pending' AND expires_at <= ")
-                            .push_bind(now)
-                            .push(")");
-                    }
-                    other => {
-                        q.push("status = ").push_bind(other.as_str());
-                    }
-                }
-            }
-            q.push(")");
-        }
     }
 }
 
@@ -966,7 +924,7 @@ impl Store for PostgresStore {
         let mut q = self.builder("SELECT ");
         q.push(INVITATION_COLUMNS)
             .push(self.sql(" FROM invite_invitations").0);
-        Self::push_filter(&mut q, tenant, filter, now);
+        filter::push_where(&mut q, tenant, filter, now);
         if let Some(after) = page.after {
             q.push(" AND id > ")
                 .push_bind(after.as_uuid().as_bytes().to_vec());
@@ -991,7 +949,7 @@ impl Store for PostgresStore {
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         let mut q = self.builder("SELECT COUNT(*) FROM invite_invitations");
-        Self::push_filter(&mut q, tenant, filter, now);
+        filter::push_where(&mut q, tenant, filter, now);
         let n: i64 = q
             .build_query_scalar()
             .fetch_one(&self.pool)
