@@ -1,10 +1,10 @@
 //! SQLite store. Writes go through one connection in `BEGIN IMMEDIATE` transactions (no
 //! busy-handler sleeps between writers); accept is one conditional `UPDATE ... RETURNING`;
-//! bulk insert is multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` batches sized
-//! under SQLite's bind limit.
+//! bulk insert is multi-row `INSERT ... ON CONFLICT DO NOTHING` batches sized under
+//! SQLite's bind limit, their affected-row counts checked (see `create_invitations`).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
@@ -215,9 +215,18 @@ impl Store for SqliteStore {
                 w.invitation.id
             )));
         }
+        // Inside `BEGIN IMMEDIATE` this connection is the only writer of the database
+        // file (other connections and processes wait for our commit), so the open
+        // invitation of an address cannot change between our `INSERT`s and our reads.
+        // `ON CONFLICT ... DO NOTHING` skips an input whose address is already open
+        // (committed earlier, or an earlier input of this call); the affected-row count
+        // says whether a batch lost any. Only then are the open ids of its addresses
+        // read, and an open input was created exactly when the open id of its address
+        // is its own. No `RETURNING` and no id set on the common, conflict-free path.
         let mut tx = self.begin().await?;
-        let mut inserted: HashSet<[u8; 16]> = HashSet::with_capacity(writes.len());
-        for chunk in writes.chunks(MAX_BINDS / INVITATION_COLUMN_COUNT) {
+        let mut short_batches: Vec<usize> = Vec::new();
+        let batch_rows = MAX_BINDS / INVITATION_COLUMN_COUNT;
+        for (batch, chunk) in writes.chunks(batch_rows).enumerate() {
             let mut q = self.builder("INSERT INTO invite_invitations (");
             q.push(INVITATION_COLUMNS).push(") ");
             q.push_values(chunk, |mut b, write| {
@@ -249,44 +258,58 @@ impl Store for SqliteStore {
             });
             q.push(
                 " ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') \
-                 DO NOTHING RETURNING id",
+                 DO NOTHING",
             );
-            let ids: Vec<Vec<u8>> = q
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
+            let inserted = q
+                .build()
+                .execute(&mut *tx)
                 .await
-                .map_err(from_sqlx)?;
-            for id in ids {
-                let id: [u8; 16] = id
-                    .try_into()
-                    .map_err(|_| crate::error::corrupt("invitations", "id is not 16 bytes"))?;
-                inserted.insert(id);
+                .map_err(from_sqlx)?
+                .rows_affected();
+            if inserted != chunk.len() as u64 {
+                short_batches.push(batch);
             }
         }
 
         let mut report = CreateReport::default();
-        let mut conflicted_keys: Vec<&str> = Vec::new();
         let mut outbox: Vec<&OutboxEntry> = Vec::new();
-        for (index, write) in writes.iter().enumerate() {
-            if inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
-                report.created.push(index);
-                outbox.extend(write.outbox.as_ref());
-            } else {
-                conflicted_keys.push(write.invitation.email.key());
+        if short_batches.is_empty() {
+            report.created = (0..writes.len()).collect();
+            outbox.extend(writes.iter().filter_map(|w| w.outbox.as_ref()));
+        } else {
+            // Only a skipped input can be open and not the open row of its address
+            // (non-open inputs are outside the partial index and always inserted).
+            let mut keys: Vec<&str> = Vec::new();
+            for &batch in &short_batches {
+                let start = batch * batch_rows;
+                let end = (start + batch_rows).min(writes.len());
+                keys.extend(
+                    writes[start..end]
+                        .iter()
+                        .filter(|w| is_open(w.invitation.status))
+                        .map(|w| w.invitation.email.key()),
+                );
             }
-        }
-        if !conflicted_keys.is_empty() {
-            let existing = open_ids_by_key(self, &mut tx, tenant, &conflicted_keys).await?;
+            keys.sort_unstable();
+            keys.dedup();
+            let open = open_ids_by_key(self, &mut tx, tenant, &keys).await?;
             for (index, write) in writes.iter().enumerate() {
-                if !inserted.contains(write.invitation.id.as_uuid().as_bytes()) {
-                    let id = existing.get(write.invitation.email.key()).ok_or_else(|| {
+                let i = &write.invitation;
+                let short = short_batches.binary_search(&(index / batch_rows)).is_ok();
+                if short && is_open(i.status) {
+                    let id = open.get(i.email.key()).ok_or_else(|| {
                         StoreError::Conflict(format!(
                             "invitation {} was refused without a conflicting open invitation",
-                            write.invitation.id
+                            i.id
                         ))
                     })?;
-                    report.conflicts.push((index, *id));
+                    if *id != i.id {
+                        report.conflicts.push((index, *id));
+                        continue;
+                    }
                 }
+                report.created.push(index);
+                outbox.extend(write.outbox.as_ref());
             }
         }
         self.insert_outbox(&mut tx, &outbox).await?;
@@ -358,10 +381,7 @@ impl Store for SqliteStore {
                 continue;
             }
             let c = InvitationCols::of(i);
-            let opens = matches!(
-                i.status,
-                InvitationStatus::Unsent | InvitationStatus::Pending
-            );
+            let opens = is_open(i.status);
             let result = sqlx::query(self.sql(
                 "UPDATE invite_invitations SET status = ?, token_hash = ?, sent_at = ?, \
                  delivered_at = ?, expires_at = ?, accepted_at = ?, accepted_by = ?, \
@@ -919,6 +939,11 @@ impl Store for SqliteStore {
             Err(StoreError::NotFound)
         }
     }
+}
+
+/// Unsent or pending: the statuses of the partial unique index on `(tenant, email_key)`.
+fn is_open(status: InvitationStatus) -> bool {
+    matches!(status, InvitationStatus::Unsent | InvitationStatus::Pending)
 }
 
 async fn open_ids_by_key(

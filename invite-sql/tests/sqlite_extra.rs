@@ -142,3 +142,196 @@ async fn table_prefix_applies_to_every_table() {
             .is_err()
     );
 }
+
+// `create_invitations` inserts batches of 1,365 rows (SQLite's bind limit over 24
+// columns) without `RETURNING`, and reads the open ids of a batch's addresses only when
+// its affected-row count is short. These calls span several batches.
+
+mod bulk {
+    use std::collections::HashMap;
+
+    use invite_core::{
+        ActorId, CreateReport, EmailAddress, Invitation, InvitationId, InvitationWrite,
+        NewInvitation, OutboxEntry, Role, Store, StoreError, TenantId, UserId,
+    };
+    use invite_sql::SqliteStore;
+    use invite_sql::sqlx;
+    use time::Duration;
+
+    use super::{fresh_path, fresh_store};
+    use crate::common::{T0, tenant};
+
+    fn unsent(t: &TenantId, address: &str, n: i64) -> Invitation {
+        let email = EmailAddress::parse(address).expect("a valid address");
+        Invitation::create(
+            t.clone(),
+            NewInvitation::new(email, Role::new("member").expect("role")),
+            Duration::days(7),
+            ActorId::new("admin-1").expect("actor"),
+            None,
+            T0 + Duration::microseconds(n),
+        )
+    }
+
+    fn bare(invitation: Invitation) -> InvitationWrite {
+        InvitationWrite {
+            invitation,
+            outbox: None,
+        }
+    }
+
+    /// Sent at creation: pending, with its queued email.
+    fn sent(t: &TenantId, address: &str, n: i64) -> InvitationWrite {
+        let at = T0 + Duration::microseconds(n);
+        let (invitation, queue) = unsent(t, address, n).send(at).expect("send");
+        let entry = OutboxEntry::queue(t.clone(), invitation.id, queue.kind, at);
+        InvitationWrite {
+            invitation,
+            outbox: Some(entry),
+        }
+    }
+
+    /// Accepted at creation (an imported history row): not open, so never refused.
+    fn accepted(t: &TenantId, address: &str, n: i64) -> InvitationWrite {
+        let at = T0 + Duration::microseconds(n);
+        let (invitation, _) = unsent(t, address, n).send(at).expect("send");
+        let invitation = invitation
+            .accept(UserId::new("u-1").expect("user"), at)
+            .expect("accept");
+        bare(invitation)
+    }
+
+    async fn count(store: &SqliteStore, table: &str, t: &TenantId) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE tenant = ?"
+        )))
+        .bind(t.as_str())
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+    }
+
+    async fn create(store: &SqliteStore, t: &TenantId, writes: &[InvitationWrite]) -> CreateReport {
+        store
+            .create_invitations(t, writes)
+            .await
+            .expect("create_invitations")
+    }
+
+    /// What the report must say, given which inputs conflict with what.
+    fn expected(n: usize, conflicts: &[(usize, InvitationId)]) -> CreateReport {
+        let refused: HashMap<usize, InvitationId> = conflicts.iter().copied().collect();
+        let mut conflicts = conflicts.to_vec();
+        conflicts.sort_unstable_by_key(|c| c.0);
+        CreateReport {
+            created: (0..n).filter(|i| !refused.contains_key(i)).collect(),
+            conflicts,
+        }
+    }
+
+    /// 5,000 inputs (four batches): the first two batches go in whole, the third and
+    /// fourth meet open invitations committed earlier and in-call duplicates of
+    /// addresses from other batches; non-open inputs sharing an open address are
+    /// created; outbox entries are written for the created inputs only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn later_batches_with_conflicts_and_cross_batch_duplicates() {
+        let store = fresh_store().await;
+        let t = tenant("bulk-many");
+        let open: Vec<InvitationWrite> = (0..4)
+            .map(|k| bare(unsent(&t, &format!("open{k}@example.com"), k)))
+            .collect();
+        create(&store, &t, &open).await;
+
+        let mut writes: Vec<InvitationWrite> = (0..5_000)
+            .map(|n| sent(&t, &format!("user{n}@example.com"), 10 + n))
+            .collect();
+        let mut conflicts = Vec::new();
+        for (k, index) in [2_800usize, 3_000, 4_200, 4_999].into_iter().enumerate() {
+            writes[index] = sent(&t, &format!("Open{k}@example.com"), 30_000);
+            conflicts.push((index, open[k].invitation.id));
+        }
+        // Duplicates of an address first seen in an earlier batch, and one whose first
+        // input is in the same batch.
+        for (dup, first) in [(2_900usize, 3usize), (4_500, 1_364), (4_600, 4_100)] {
+            let address = writes[first].invitation.email.as_str().to_uppercase();
+            writes[dup] = sent(&t, &address, 30_001);
+            conflicts.push((dup, writes[first].invitation.id));
+        }
+        // Not open: created even though the address is open.
+        writes[3_100] = accepted(&t, "open0@example.com", 30_002);
+        let address = writes[10].invitation.email.as_str().to_owned();
+        writes[4_700] = accepted(&t, &address, 30_003);
+
+        let report = create(&store, &t, &writes).await;
+        assert_eq!(report, expected(writes.len(), &conflicts));
+        assert_eq!(count(&store, "invite_invitations", &t).await, 4 + 5_000 - 7);
+        // Every created input but the two accepted ones queued an email.
+        assert_eq!(count(&store, "invite_outbox", &t).await, 5_000 - 7 - 2);
+    }
+
+    /// A failure that is not an open address (a reused id, in a later batch) fails the
+    /// call and writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_later_batch_writes_nothing() {
+        let store = fresh_store().await;
+        let t = tenant("bulk-fails");
+        let mut writes: Vec<InvitationWrite> = (0..3_000)
+            .map(|n| sent(&t, &format!("user{n}@example.com"), n))
+            .collect();
+        let mut reused = sent(&t, "other@example.com", 20_000);
+        reused.invitation.id = writes[0].invitation.id;
+        writes[2_999] = reused;
+        match store.create_invitations(&t, &writes).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("a reused id must fail the call as a conflict, got {other:?}"),
+        }
+        assert_eq!(count(&store, "invite_invitations", &t).await, 0);
+        assert_eq!(count(&store, "invite_outbox", &t).await, 0);
+        let report = create(&store, &t, &writes[..1000]).await;
+        assert_eq!(report, expected(1000, &[]));
+    }
+
+    /// Two instances on one file (two processes' worth of writers) bulk-create
+    /// overlapping lists at once: every address is created exactly once, and the call
+    /// that lost it reports the winner's id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_overlapping_bulk_creates_admit_each_address_once() {
+        let path = fresh_path();
+        let one = SqliteStore::open(&path).await.expect("open");
+        one.migrate().await.expect("migrate");
+        let two = SqliteStore::open(&path).await.expect("open again");
+        let t = tenant("bulk-race");
+        for round in 0..4i64 {
+            let list = |from: i64| -> Vec<InvitationWrite> {
+                (from..from + 3000)
+                    .map(|n| sent(&t, &format!("r{round}-user{n}@example.com"), n))
+                    .collect()
+            };
+            let (a, b) = (list(0), list(1500));
+            let (ra, rb) = futures::join!(
+                one.create_invitations(&t, &a),
+                two.create_invitations(&t, &b)
+            );
+            let (ra, rb) = (ra.expect("create one"), rb.expect("create two"));
+            let mut winner: HashMap<&str, InvitationId> = HashMap::new();
+            for (writes, report) in [(&a, &ra), (&b, &rb)] {
+                for &i in &report.created {
+                    let key = writes[i].invitation.email.key();
+                    assert!(
+                        winner.insert(key, writes[i].invitation.id).is_none(),
+                        "{key} created twice"
+                    );
+                }
+            }
+            assert_eq!(winner.len(), 4500, "every address is created once");
+            for (writes, report) in [(&a, &ra), (&b, &rb)] {
+                assert_eq!(report.created.len() + report.conflicts.len(), 3000);
+                for &(i, id) in &report.conflicts {
+                    assert_eq!(winner[writes[i].invitation.email.key()], id);
+                }
+            }
+        }
+        assert_eq!(count(&one, "invite_invitations", &t).await, 4 * 4500);
+        assert_eq!(count(&one, "invite_outbox", &t).await, 4 * 4500);
+    }
+}
