@@ -5,6 +5,7 @@
 //! numbers); the only rules are the ones a database column and a log line need.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,16 +59,18 @@ fn check(kind: &'static str, value: &str) -> Result<(), InvalidId> {
 macro_rules! host_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Cloning is cheap (a shared, immutable string: one reference count),
+        /// so a report or a batch can hold the same one in every row.
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             #[doc = concat!("Checks and wraps a ", $kind, ": 1 to 128 bytes, no control characters.")]
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
                 let value = value.into();
                 check($kind, &value)?;
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
             }
 
             #[doc = concat!("The ", $kind, " as the host gave it.")]
@@ -112,6 +115,12 @@ macro_rules! host_id {
             type Err = InvalidId;
             fn from_str(value: &str) -> Result<Self, InvalidId> {
                 Self::new(value)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
             }
         }
 
@@ -170,6 +179,17 @@ mod tests {
             })
         );
         assert_eq!(TenantId::new("a".repeat(128)).unwrap().as_str().len(), 128);
+    }
+
+    #[test]
+    fn clones_share_the_text_and_compare_by_value() {
+        let role = Role::new("editor").unwrap();
+        let clone = role.clone();
+        assert!(std::ptr::eq(role.as_str(), clone.as_str()));
+        assert_eq!(role, Role::new(String::from("editor")).unwrap());
+        assert!(Role::new("admin").unwrap() < role);
+        assert_eq!(format!("{role:?} {role}"), "Role(\"editor\") editor");
+        assert_eq!(serde_json::to_string(&role).unwrap(), "\"editor\"");
     }
 
     #[test]
