@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 
 use foldhash::SharedSeed;
 use foldhash::fast::SeedableRandomState;
-use hashbrown::HashTable;
 use invite_core::{EmailAddress, Role};
 
 use crate::report::{ImportRow, InvalidReason, RowCells, RowOutcome, Summary};
@@ -191,11 +190,13 @@ pub(crate) struct RowSink<'o> {
     /// The tenant's roles. A linear scan with ASCII case folding beats hashing a
     /// lower-cased copy for the handful of roles a tenant has.
     roles: Option<&'o [Role]>,
-    /// Case-folded dedupe: (index into `rows`, folded hash) of each first
-    /// occurrence; the key itself is borrowed from that row's address.
-    first_rows: HashTable<(u32, u32)>,
-    /// Keyed hash for `first_rows`. The keys come from the upload, so the seed must
-    /// be secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
+    /// Case-folded dedupe, decided once at the end ([`Self::finish`]): every row
+    /// with an address (valid or unknown role) as `folded hash << 32 | index into
+    /// rows`, in row order. Appending is sequential; probing a table of a million
+    /// entries per row was a cache miss per row.
+    keyed: Vec<u64>,
+    /// Keyed hash for `keyed`. The keys come from the upload, so the seed must be
+    /// secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
     /// keys were, but foldhash is several times faster on short keys.
     hasher: SeedableRandomState,
     rows: Vec<ImportRow>,
@@ -218,7 +219,7 @@ impl<'o> RowSink<'o> {
             options,
             mapping,
             roles,
-            first_rows: HashTable::new(),
+            keyed: Vec::new(),
             hasher: dedupe_hasher(),
             rows: Vec::new(),
             scratch: String::new(),
@@ -438,14 +439,14 @@ impl<'o> RowSink<'o> {
                 row,
                 limit: u64::from(u32::MAX),
             })?;
-            self.first_rows
-                .insert_unique(widen(hash), (index, hash), |&(_, h)| widen(h));
+            self.keyed.push((u64::from(hash) << 32) | u64::from(index));
         }
         Ok(())
     }
 
-    /// The outcome of a row with an address, and, for the first row with its key,
-    /// the key's hash (the caller records the row in `first_rows` once pushed).
+    /// The outcome of a row with an address, and, for a row with an address, its
+    /// key's hash (the caller records the row in `keyed` once pushed; whether it
+    /// repeats an earlier row is decided in [`Self::finish`]).
     fn validate(
         &mut self,
         address: &str,
@@ -462,24 +463,7 @@ impl<'o> RowSink<'o> {
                 return (outcome, None);
             }
         };
-        let key = email.key();
-        let hash = fold(self.hasher.hash_one(key));
-        let rows = &self.rows;
-        let first = self.first_rows.find(widen(hash), |&(index, h)| {
-            h == hash
-                && usize::try_from(index)
-                    .ok()
-                    .and_then(|i| rows.get(i))
-                    .and_then(ImportRow::key)
-                    == Some(key)
-        });
-        if let Some(&(index, _)) = first {
-            let row = usize::try_from(index)
-                .ok()
-                .and_then(|i| rows.get(i))
-                .map_or(0, ImportRow::row);
-            return (RowOutcome::DuplicateOf { row }, None);
-        }
+        let hash = fold(self.hasher.hash_one(email.key()));
         let role = match role {
             None => Ok(self.options.default_role.clone()),
             Some(text) => match self.roles {
@@ -502,13 +486,56 @@ impl<'o> RowSink<'o> {
         (outcome, Some(hash))
     }
 
-    pub(crate) fn finish(self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
+    pub(crate) fn finish(mut self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
+        self.mark_duplicates();
         (
             self.rows,
             self.summary,
             self.merges_used,
             self.hidden_rows_seen,
         )
+    }
+
+    /// Turns every row whose address (case-folded key) appeared in an earlier row
+    /// into [`RowOutcome::DuplicateOf`] that first row, and moves it in the summary.
+    ///
+    /// `keyed` is in row order; a stable sort by hash keeps that order within each
+    /// hash, so in each run of equal hashes the first row with a key is its first
+    /// occurrence. Distinct keys sharing a hash are told apart by comparing keys.
+    fn mark_duplicates(&mut self) {
+        let mut keyed = std::mem::take(&mut self.keyed);
+        sort_by_high_half(&mut keyed);
+        let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
+        let mut duplicates: Vec<(usize, usize)> = Vec::new();
+        // First occurrences within the current run of equal hashes.
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut run_hash = None;
+        for &entry in &keyed {
+            let (hash, at) = (entry >> 32, index(entry));
+            if run_hash != Some(hash) {
+                run_hash = Some(hash);
+                firsts.clear();
+                firsts.push(at);
+                continue;
+            }
+            let key = self.rows.get(at).and_then(ImportRow::key);
+            match firsts
+                .iter()
+                .find(|&&first| self.rows.get(first).and_then(ImportRow::key) == key)
+            {
+                Some(&first) => duplicates.push((at, first)),
+                None => firsts.push(at),
+            }
+        }
+        drop(keyed);
+        for (at, first) in duplicates {
+            let first_row = self.rows.get(first).map_or(0, ImportRow::row);
+            if let Some(row) = self.rows.get_mut(at) {
+                self.summary.uncount(row.outcome());
+                row.make_duplicate_of(first_row, &mut self.scratch);
+                self.summary.count(row.outcome());
+            }
+        }
     }
 }
 
@@ -529,10 +556,40 @@ fn fold(hash: u64) -> u32 {
     u32::from_le_bytes([a ^ e, b ^ f, c ^ g, d ^ h])
 }
 
-/// The table hash of a folded hash: the same bits high (hashbrown's tag) and low
-/// (its bucket index).
-fn widen(hash: u32) -> u64 {
-    (u64::from(hash) << 32) | u64::from(hash)
+/// Stable sort by the high 32 bits (the hash), so equal hashes keep their order
+/// (row order). Least-significant-digit radix sort, three passes of 11 bits: a
+/// million entries sort in a few milliseconds, touching memory in order.
+fn sort_by_high_half(entries: &mut Vec<u64>) {
+    const BITS: u32 = 11;
+    const BUCKETS: usize = 1 << BITS;
+    const MASK: u64 = (1 << BITS) - 1;
+    if entries.len() < 256 {
+        entries.sort_by_key(|e| e >> 32);
+        return;
+    }
+    let mut from = std::mem::take(entries);
+    let mut to = vec![0u64; from.len()];
+    for pass in 0..3 {
+        let shift = 32 + pass * BITS;
+        let digit = |e: u64| usize::try_from((e >> shift) & MASK).unwrap_or(0);
+        let mut starts = [0usize; BUCKETS];
+        for &e in &from {
+            starts[digit(e)] += 1;
+        }
+        let mut sum = 0;
+        for start in &mut starts {
+            let count = *start;
+            *start = sum;
+            sum += count;
+        }
+        for &e in &from {
+            let d = digit(e);
+            to[starts[d]] = e;
+            starts[d] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    *entries = from;
 }
 
 fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
@@ -598,6 +655,63 @@ mod tests {
         );
         assert_eq!(split_full_name("Cher"), (Some("Cher".into()), None));
         assert_eq!(split_full_name(" "), (None, None));
+    }
+
+    #[test]
+    fn radix_sort_is_stable_by_the_high_half() {
+        for n in [0u64, 1, 255, 256, 5000] {
+            // Few distinct hashes, so many equal ones must keep their row order.
+            let mut entries: Vec<u64> = (0..n)
+                .map(|i| ((i.wrapping_mul(0x9E37_79B9) % 97) << 40 | (i % 3) << 32) | i)
+                .collect();
+            let mut expected = entries.clone();
+            expected.sort_by_key(|e| e >> 32);
+            sort_by_high_half(&mut entries);
+            assert_eq!(entries, expected);
+        }
+    }
+
+    #[test]
+    fn duplicates_point_at_the_first_row_and_move_in_the_summary() {
+        let role = |r: &str| Role::new(r).unwrap();
+        let options = ImportOptions::new(role("member")).with_roles([role("member")]);
+        let mut sink = RowSink::new(&options, ColumnMapping::new(0).with_role(1));
+        let rows: [(&str, &str); 7] = [
+            ("ann@x.com", ""),
+            ("bo@gmial.com", ""),
+            ("ANN@x.com", "owner"),
+            ("cy@x.com", "owner"),
+            ("Bo@gmial.com", ""),
+            ("cy@X.com", ""),
+            ("ann@x.com", "member"),
+        ];
+        for (row, (email, role)) in (1u64..).zip(rows) {
+            let cells = [
+                CellValue::Text(Cow::Borrowed(email)),
+                CellValue::Text(Cow::Borrowed(role)),
+            ];
+            sink.push(row, &cells).unwrap();
+        }
+        let (rows, summary, _, _) = sink.finish();
+        let outcomes: Vec<Option<u64>> = rows
+            .iter()
+            .map(|r| match r.outcome() {
+                RowOutcome::DuplicateOf { row } => Some(*row),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            [None, None, Some(1), None, Some(2), Some(4), Some(1)]
+        );
+        assert_eq!(rows[2].raw(), "ANN@x.com");
+        assert_eq!(rows[2].role_cell(), Some("owner"));
+        assert_eq!(rows[6].role_cell(), Some("member"));
+        assert_eq!(
+            (summary.rows, summary.valid, summary.with_suggestion),
+            (7, 2, 1)
+        );
+        assert_eq!((summary.unknown_role, summary.duplicates), (1, 4));
     }
 
     #[test]
