@@ -14,6 +14,12 @@ use invite_core::{EmailAddress, Role};
 use crate::report::{ImportRow, InvalidReason, RowCells, RowOutcome, Summary};
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
 
+/// The cell of an unmapped or missing column.
+static EMPTY: CellValue<'static> = CellValue::Empty;
+
+/// How many domains without a suggestion [`RowSink`] remembers.
+const PLAIN_DOMAINS: usize = 8;
+
 /// One cell as a reader hands it over: already typed, text borrowed where possible.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) enum CellValue<'a> {
@@ -87,7 +93,17 @@ fn is_odd_space(c: char) -> bool {
 /// Trims, removes zero-width characters and turns non-breaking spaces into spaces.
 /// Borrows when nothing changes (the common case).
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
-    let trimmed = text.trim();
+    // Fast path: `trim` removes nothing when both ends are ASCII and not white
+    // space (every other white space character is non-ASCII).
+    let trimmed = match text.as_bytes() {
+        [] => text,
+        [first, .., last] | [first @ last]
+            if first.is_ascii_graphic() && last.is_ascii_graphic() =>
+        {
+            text
+        }
+        _ => text.trim(),
+    };
     if trimmed.is_ascii() {
         return Cow::Borrowed(trimmed);
     }
@@ -107,7 +123,10 @@ pub(crate) fn clean(text: &str) -> Cow<'_, str> {
 pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
     let mut address = text;
     let mut display = None;
-    if let (Some(open), Some(close)) = (text.rfind('<'), text.rfind('>'))
+    // Short cells: plain loops beat SIMD set-up; most cells have no `<` at all.
+    let bytes = text.as_bytes();
+    if let Some(open) = bytes.iter().rposition(|b| *b == b'<')
+        && let Some(close) = bytes.iter().rposition(|b| *b == b'>')
         && open < close
         && text[open..close].contains('@')
     {
@@ -200,6 +219,10 @@ pub(crate) struct RowSink<'o> {
     /// keys were, but foldhash is several times faster on short keys.
     hasher: SeedableRandomState,
     rows: Vec<ImportRow>,
+    /// Domains seen lately with no "did you mean" (see [`Self::suggestion`]),
+    /// replaced round-robin through `plain_next`.
+    plain_domains: Vec<Box<str>>,
+    plain_next: usize,
     /// Reused to pack each row's cells into one allocation.
     scratch: String,
     summary: Summary,
@@ -222,6 +245,8 @@ impl<'o> RowSink<'o> {
             keyed: Vec::new(),
             hasher: dedupe_hasher(),
             rows: Vec::new(),
+            plain_domains: Vec::new(),
+            plain_next: 0,
             scratch: String::new(),
             summary: Summary::default(),
             data_rows: 0,
@@ -274,31 +299,22 @@ impl<'o> RowSink<'o> {
             });
         }
         let mapping = self.mapping;
-        let get = |column: Option<u32>| -> Cow<'_, CellValue<'_>> {
-            let Some(column) = column else {
-                return Cow::Owned(CellValue::Empty);
-            };
-            let cell = usize::try_from(column).ok().and_then(|i| cells.get(i));
-            match cell {
-                Some(cell) if !matches!(cell, CellValue::Empty) => Cow::Borrowed(cell),
-                _ => Cow::Owned(CellValue::Empty),
-            }
-        };
-        let mut email = get(Some(mapping.email));
-        let mut role = get(mapping.role);
-        let mut first = get(mapping.first_name);
-        let mut last = get(mapping.last_name);
-        let mut full = get(mapping.full_name);
-        let mut message = get(mapping.message);
-        for (column, cell) in [
-            (Some(mapping.email), &email),
-            (mapping.role, &role),
-            (mapping.first_name, &first),
-            (mapping.last_name, &last),
-            (mapping.full_name, &full),
-            (mapping.message, &message),
-        ] {
-            let bytes = cell.display().len();
+        let columns = [
+            Some(mapping.email),
+            mapping.role,
+            mapping.first_name,
+            mapping.last_name,
+            mapping.full_name,
+            mapping.message,
+        ];
+        let mut picked: [&CellValue<'_>; 6] = columns.map(|column| {
+            column
+                .and_then(|c| usize::try_from(c).ok())
+                .and_then(|i| cells.get(i))
+                .unwrap_or(&EMPTY)
+        });
+        for (column, cell) in columns.iter().zip(picked) {
+            let bytes = cell.text().len();
             if bytes > usize::try_from(limits.max_cell_bytes).unwrap_or(usize::MAX) {
                 return Err(ImportError::CellTooLong {
                     row,
@@ -309,10 +325,12 @@ impl<'o> RowSink<'o> {
                 });
             }
         }
+        // Values merged cells lend to empty cells of their region.
+        let mut filled: [Option<CellValue<'static>>; 6] = Default::default();
         if !self.merge_values.is_empty() {
             let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
-            let mut fill = |column: Option<u32>, cell: &mut Cow<'_, CellValue<'_>>| {
-                let Some(column) = column else { return };
+            for ((column, cell), fill) in columns.iter().zip(picked).zip(&mut filled) {
+                let Some(column) = *column else { continue };
                 for (merge, value) in &mut self.merge_values {
                     if merge.first_row > zero_row {
                         break;
@@ -323,24 +341,25 @@ impl<'o> RowSink<'o> {
                         continue;
                     }
                     if zero_row == merge.first_row && column == merge.first_col {
-                        *value = Some(cell.as_ref().clone().into_owned());
+                        *value = Some(fill.as_ref().unwrap_or(cell).clone().into_owned());
                     } else if let Some(value) = value
-                        && matches!(cell.as_ref(), CellValue::Empty)
+                        && matches!(cell, CellValue::Empty)
+                        && fill.is_none()
                     {
-                        *cell = Cow::Owned(value.clone());
+                        *fill = Some(value.clone());
                         if !self.merges_used.contains(merge) {
                             self.merges_used.push(*merge);
                         }
                     }
                 }
-            };
-            fill(Some(mapping.email), &mut email);
-            fill(mapping.role, &mut role);
-            fill(mapping.first_name, &mut first);
-            fill(mapping.last_name, &mut last);
-            fill(mapping.full_name, &mut full);
-            fill(mapping.message, &mut message);
+            }
+            for (cell, fill) in picked.iter_mut().zip(&filled) {
+                if let Some(value) = fill {
+                    *cell = value;
+                }
+            }
         }
+        let [email, role, first, last, full, message] = picked;
         let email_text = clean(email.text());
         let role_text = clean(role.text());
         let first_text = clean(first.text());
@@ -350,12 +369,12 @@ impl<'o> RowSink<'o> {
         let blank = |cell: &CellValue<'_>, text: &str| {
             matches!(cell, CellValue::Empty | CellValue::Text(_)) && text.is_empty()
         };
-        if blank(&email, &email_text)
-            && blank(&role, &role_text)
-            && blank(&first, &first_text)
-            && blank(&last, &last_text)
-            && blank(&full, &full_text)
-            && blank(&message, &message_text)
+        if blank(email, &email_text)
+            && blank(role, &role_text)
+            && blank(first, &first_text)
+            && blank(last, &last_text)
+            && blank(full, &full_text)
+            && blank(message, &message_text)
         {
             self.summary.blank += 1;
             return Ok(());
@@ -384,7 +403,7 @@ impl<'o> RowSink<'o> {
             self.extras.mailto.get(&(zero_row, mapping.email)).cloned()
         };
         let mut first_of = None;
-        let outcome = match email.as_ref() {
+        let outcome = match email {
             CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
             CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
             CellValue::Bool(_) => invalid(InvalidReason::NotText {
@@ -467,9 +486,11 @@ impl<'o> RowSink<'o> {
         let role = match role {
             None => Ok(self.options.default_role.clone()),
             Some(text) => match self.roles {
+                // Exactly as the tenant spells it (the usual case), else ignoring case.
                 Some(roles) => roles
                     .iter()
-                    .find(|role| same_role(role.as_str(), text))
+                    .find(|role| role.as_str() == text)
+                    .or_else(|| roles.iter().find(|role| same_role(role.as_str(), text)))
                     .cloned()
                     .ok_or_else(|| text.to_owned()),
                 None => Role::new(text).map_err(|_| text.to_owned()),
@@ -477,13 +498,33 @@ impl<'o> RowSink<'o> {
         };
         let outcome = match role {
             Ok(role) => RowOutcome::Valid {
-                suggestion: email.suggestion(),
+                suggestion: self.suggestion(&email),
                 email,
                 role,
             },
             Err(role) => RowOutcome::UnknownRole { email, role },
         };
         (outcome, Some(hash))
+    }
+
+    /// [`EmailAddress::suggestion`], skipped for the domains recently seen to have
+    /// none (it is `None` exactly when `suggest_domain` of the domain is): a list
+    /// mostly repeats a few domains, and the typo check costs more than the parse.
+    fn suggestion(&mut self, email: &EmailAddress) -> Option<EmailAddress> {
+        let domain = email.domain();
+        if self.plain_domains.iter().any(|d| **d == *domain) {
+            return None;
+        }
+        let suggestion = email.suggestion();
+        if suggestion.is_none() && invite_core::suggest_domain(domain).is_none() {
+            let slot = self.plain_next % PLAIN_DOMAINS;
+            self.plain_next = self.plain_next.wrapping_add(1);
+            match self.plain_domains.get_mut(slot) {
+                Some(d) => *d = Box::from(domain),
+                None => self.plain_domains.push(Box::from(domain)),
+            }
+        }
+        suggestion
     }
 
     pub(crate) fn finish(mut self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
