@@ -49,6 +49,7 @@
 //!
 //! [`email-validator`]: https://github.com/JoshData/python-email-validator
 
+mod stored;
 mod suggest;
 #[cfg(test)]
 mod tests;

@@ -335,3 +335,60 @@ mod bulk {
         assert_eq!(count(&one, "invite_outbox", &t).await, 4 * 4500);
     }
 }
+
+/// Rows are mapped without validating the address again (`EmailAddress::from_stored`),
+/// but a stored address and key that no address could have written are refused as a
+/// backend error, never returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_stored_address_is_refused() {
+    use invite_core::{
+        ActorId, EmailAddress, Invitation, InvitationWrite, NewInvitation, Role, Store, StoreError,
+    };
+    use time::Duration;
+
+    let store = fresh_store().await;
+    let t = common::tenant("corrupt");
+    let invitation = Invitation::create(
+        t.clone(),
+        NewInvitation::new(
+            EmailAddress::parse("Ann@example.com").expect("address"),
+            Role::new("member").expect("role"),
+        ),
+        Duration::days(7),
+        ActorId::new("admin-1").expect("actor"),
+        None,
+        common::T0,
+    );
+    let id = invitation.id;
+    store
+        .create_invitations(
+            &t,
+            &[InvitationWrite {
+                invitation: invitation.clone(),
+                outbox: None,
+            }],
+        )
+        .await
+        .expect("create");
+    let read = store.get_invitations(&t, &[id]).await.expect("read");
+    assert_eq!(read, [invitation]);
+    assert_eq!(read[0].email.key(), "ann@example.com");
+
+    for (email, key) in [
+        ("Ann@example.com", "bob@example.com"),
+        ("Ann@Example.com", "ann@example.com"),
+        ("Ann", "ann"),
+    ] {
+        sqlx::query("UPDATE invite_invitations SET email = ?, email_key = ? WHERE id = ?")
+            .bind(email)
+            .bind(key)
+            .bind(id.as_uuid().as_bytes().as_slice())
+            .execute(store.pool())
+            .await
+            .expect("corrupt the row");
+        match store.get_invitations(&t, &[id]).await {
+            Err(StoreError::Backend(_)) => {}
+            other => panic!("({email:?}, {key:?}) must be refused, got {other:?}"),
+        }
+    }
+}
