@@ -11,6 +11,9 @@
 //! Each measured iteration starts from a fresh store holding 10,000 queued invitations
 //! (setup not timed) and ends when all 10,000 are recorded sent.
 
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,16 +67,20 @@ async fn queued_service(mailer: Arc<SmtpMailer>) -> Invitations {
     service
 }
 
-/// Delivers everything queued; returns the time it took.
-async fn dispatch_all(sink: &SmtpSink, concurrency: usize) -> Duration {
+/// A dispatcher over a fresh store holding `MESSAGES` queued invitations (not timed).
+async fn prepare(sink: SocketAddr, concurrency: usize) -> Dispatcher {
     let mailer = Arc::new(
         SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from())
             .with_max_connections(concurrency),
     );
     let service = queued_service(mailer).await;
-    let dispatcher = Dispatcher::new(service)
+    Dispatcher::new(service)
         .with_concurrency(concurrency)
-        .with_batch_size(1000);
+        .with_batch_size(1000)
+}
+
+/// Delivers everything queued; returns the time it took.
+async fn dispatch_all(dispatcher: &Dispatcher) -> Duration {
     let start = Instant::now();
     let mut sent = 0;
     while sent < MESSAGES {
@@ -125,13 +132,12 @@ async fn expect<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R, line: &mut Str
 /// The same SMTP exchange lettre performs (MAIL, RCPT, DATA, body, `.`), one round
 /// trip per command, with the body and its terminator in one write, over
 /// `TCP_NODELAY` connections.
-async fn bare_client(sink: &SmtpSink, concurrency: usize, message: Arc<Vec<u8>>) -> Duration {
+async fn bare_client(addr: SocketAddr, concurrency: usize, message: Arc<Vec<u8>>) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let share = MESSAGES / concurrency + usize::from(worker < MESSAGES % concurrency);
         let message = message.clone();
-        let addr = sink.addr();
         tasks.push(tokio::spawn(async move {
             let stream = TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
@@ -171,12 +177,127 @@ async fn bare_client(sink: &SmtpSink, concurrency: usize, message: Arc<Vec<u8>>)
     start.elapsed()
 }
 
+/// Where the messages go: the `smtp_sink` binary in its own process (default), or, with
+/// `DISPATCH_SINK=in-process`, `SmtpSink` on the bench's own runtime (the old setup).
+enum Sink {
+    Process { child: Child, addr: SocketAddr },
+    InProcess(SmtpSink),
+}
+
+impl Sink {
+    fn start(runtime: &tokio::runtime::Runtime) -> Self {
+        if std::env::var("DISPATCH_SINK").as_deref() == Ok("in-process") {
+            return Self::InProcess(runtime.block_on(SmtpSink::start_counting()).expect("sink"));
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smtp_sink"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start smtp_sink");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("smtp_sink's port");
+        let port: u16 = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("smtp_sink said {line:?}"));
+        Self::Process {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Process { addr, .. } => *addr,
+            Self::InProcess(sink) => sink.addr(),
+        }
+    }
+
+    /// CPU time (user + system, clock ticks) the sink's process has used, if it has one.
+    fn cpu_ticks(&self) -> Option<u64> {
+        match self {
+            Self::Process { child, .. } => cpu_ticks(&child.id().to_string()),
+            Self::InProcess(_) => None,
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Self::Process { child, .. } = self {
+            drop(child.stdin.take()); // the sink exits when its stdin closes
+            let _ = child.wait();
+        }
+    }
+}
+
+/// User + system CPU time of process `pid` ("self" for this one), in clock ticks, from
+/// `/proc/<pid>/stat` (Linux; `None` elsewhere).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14, 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// Wall time and CPU time (bench process, sink process) of the measured runs of one
+/// bench function, to print the CPU each message costs on each side.
+#[derive(Default)]
+struct Cpu {
+    messages: u64,
+    client: u64,
+    sink: Option<u64>,
+}
+
+impl Cpu {
+    fn measure(&mut self, sink: &Sink, run: impl FnOnce() -> Duration) -> Duration {
+        let (client, remote) = (cpu_ticks("self"), sink.cpu_ticks());
+        let elapsed = run();
+        if let (Some(before), Some(after)) = (client, cpu_ticks("self")) {
+            self.client += after - before;
+        }
+        if let (Some(before), Some(after)) = (remote, sink.cpu_ticks()) {
+            *self.sink.get_or_insert(0) += after - before;
+        }
+        self.messages += MESSAGES as u64;
+        elapsed
+    }
+
+    /// Microseconds of CPU per message (clock ticks are 10 ms on Linux).
+    fn report(&self, name: &str) {
+        if self.messages == 0 {
+            return;
+        }
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / self.messages as f64;
+        match self.sink {
+            Some(sink) => eprintln!(
+                "{name}: CPU per message {:.1} µs in the bench process, {:.1} µs in the sink ({} messages)",
+                per(self.client),
+                per(sink),
+                self.messages
+            ),
+            None => eprintln!(
+                "{name}: CPU per message {:.1} µs (bench process, sink included; {} messages)",
+                per(self.client),
+                self.messages
+            ),
+        }
+    }
+}
+
 fn dispatch(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let sink = runtime.block_on(SmtpSink::start_counting()).expect("sink");
+    let sink = Sink::start(&runtime);
+    let addr = sink.addr();
     let message = Arc::new(sample_message());
 
     let mut group = c.benchmark_group("dispatch_10k_smtp");
@@ -185,23 +306,35 @@ fn dispatch(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(15));
     group.throughput(Throughput::Elements(u64::try_from(MESSAGES).expect("fits")));
     for concurrency in CONCURRENCY {
-        group.bench_function(format!("bare_client/c{concurrency}"), |b| {
+        let name = format!("bare_client/c{concurrency}");
+        let mut cpu = Cpu::default();
+        group.bench_function(&name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| runtime.block_on(bare_client(&sink, concurrency, message.clone())))
+                    .map(|_| {
+                        cpu.measure(&sink, || {
+                            runtime.block_on(bare_client(addr, concurrency, message.clone()))
+                        })
+                    })
                     .sum()
             });
         });
-        group.bench_function(format!("smtp_mailer/c{concurrency}"), |b| {
+        cpu.report(&name);
+        let name = format!("smtp_mailer/c{concurrency}");
+        let mut cpu = Cpu::default();
+        group.bench_function(&name, |b| {
             b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| runtime.block_on(dispatch_all(&sink, concurrency)))
-                    .sum()
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dispatcher = runtime.block_on(prepare(addr, concurrency));
+                    total += cpu.measure(&sink, || runtime.block_on(dispatch_all(&dispatcher)));
+                }
+                total
             });
         });
+        cpu.report(&name);
     }
     group.finish();
 }
-
 criterion_group!(benches, dispatch);
 criterion_main!(benches);
