@@ -40,7 +40,7 @@ use lettre::message::Mailbox;
 /// ```
 pub struct FileMailer {
     dir: PathBuf,
-    from: Mailbox,
+    sender: crate::message::Sender,
     clock: Arc<dyn Clock>,
 }
 
@@ -48,7 +48,7 @@ impl fmt::Debug for FileMailer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileMailer")
             .field("dir", &self.dir)
-            .field("from", &self.from.to_string())
+            .field("from", &self.sender.mailbox().to_string())
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +58,7 @@ impl FileMailer {
     pub fn new(dir: impl Into<PathBuf>, from: Mailbox) -> Self {
         Self {
             dir: dir.into(),
-            from,
+            sender: crate::message::Sender::new(from),
             clock: Arc::new(SystemClock),
         }
     }
@@ -84,7 +84,7 @@ impl FileMailer {
 #[async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
-        let message = crate::message::build(email, &self.from, self.clock.now())?;
+        let message = crate::message::to_vec(email, &self.sender, self.clock.now())?;
         let io = |what: &str, e: std::io::Error| {
             MailError::transient(format!("{what}: {e}")).with_source(e)
         };
@@ -93,7 +93,7 @@ impl Mailer for FileMailer {
             .map_err(|e| io("cannot create the mail folder", e))?;
         let path = self.path_of(email);
         let temporary = self.dir.join(format!(".{}.eml.tmp", email.outbox));
-        tokio::fs::write(&temporary, message.formatted())
+        tokio::fs::write(&temporary, message)
             .await
             .map_err(|e| io("cannot write the message", e))?;
         tokio::fs::rename(&temporary, &path)

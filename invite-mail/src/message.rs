@@ -1,19 +1,25 @@
-//! The one RFC 5322 shape every mailer that writes raw messages sends: From, To, Subject,
-//! Date, a stable Message-ID, and a multipart/alternative text + HTML body. No
+//! The one RFC 5322 shape every mailer that writes raw messages sends: Message-ID, Date,
+//! From, To, Subject, and a multipart/alternative text + HTML body. No
 //! List-Unsubscribe, no tracking headers: a plain transactional message.
 //!
-//! Headers are lettre's (it quotes and encodes names and subjects); the two bodies are
-//! encoded here in one pass each (CRLF line endings, then 7bit or quoted-printable by
-//! the same rule as lettre's `Body::new`), because lettre's path inserts each `\r` with
-//! `String::insert` and quoted-printable-encodes byte by byte: the largest CPU cost of
-//! a dispatched message (see `BENCHMARKS.md`).
+//! The message is written straight into a caller's buffer, in one pass per part, as
+//! lettre's `Message` formats it (same header order, folding and encodings; the tests
+//! below check it byte for byte against lettre's builder). lettre still encodes the
+//! header fields that need it (display names, subjects: quoting, RFC 2047 words,
+//! folding), and non-ASCII-heavy bodies (base64). For SMTP the same pass also applies
+//! the DATA transparency rule (a line starting with `.` gets another, RFC 5321 §4.5.2)
+//! and appends the end-of-data `.`, so the mailer sends the buffer as it is: going
+//! through lettre's `Message`, `formatted()` and its byte-by-byte dot-stuffing instead
+//! cost three copies of every message and most of the dispatch path's CPU (see
+//! `BENCHMARKS.md`).
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write as _;
 
 use invite_core::{MailError, OutgoingEmail};
-use lettre::Message;
-use lettre::address::Envelope;
-use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
-use time::OffsetDateTime;
+use lettre::message::header::{self, ContentTransferEncoding, Headers};
+use lettre::message::{Body, Mailbox, Mailboxes};
+use time::{OffsetDateTime, UtcOffset};
 
 /// Longest line (without CRLF) sent as `7bit`; longer lines are quoted-printable, as
 /// lettre chooses.
@@ -22,13 +28,51 @@ const SEVEN_BIT_LINE: usize = 75;
 /// Longest quoted-printable line, the soft-break `=` included (RFC 2045 §6.7).
 const QP_LINE: usize = 76;
 
-/// Builds the message for `email`, dated `date`. Errors are permanent: the same input
-/// will not build on a retry.
-pub(crate) fn build(
+/// Length of a multipart boundary (lettre's: 40 alphanumerics).
+const BOUNDARY_LEN: usize = 40;
+
+/// The sender of a mailer's messages, with its `From` field encoded once.
+#[derive(Debug, Clone)]
+pub(crate) struct Sender {
+    mailbox: Mailbox,
+    from_field: String,
+}
+
+impl Sender {
+    pub(crate) fn new(mailbox: Mailbox) -> Self {
+        let mut headers = Headers::new();
+        headers.set(header::From::from(Mailboxes::from(mailbox.clone())));
+        Self {
+            from_field: headers.to_string(),
+            mailbox,
+        }
+    }
+
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+}
+
+/// How the message is framed in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// The message itself, as stored in a file.
+    Plain,
+    /// The content of an SMTP `DATA` command: lines starting with `.` doubled, then the
+    /// end-of-data line, exactly what lettre's `message()` would write for the message.
+    SmtpData,
+}
+
+/// Writes the message for `email`, dated `date`, at the end of `out`, and returns the
+/// recipient's address for the envelope. Errors are permanent: the same input will not
+/// build on a retry. On error `out` may hold part of the message.
+pub(crate) fn write(
     email: &OutgoingEmail,
-    from: &Mailbox,
+    sender: &Sender,
     date: OffsetDateTime,
-) -> Result<Message, MailError> {
+    framing: Framing,
+    out: &mut Vec<u8>,
+) -> Result<lettre::Address, MailError> {
     let address: lettre::Address = email.to.as_str().parse().map_err(|e| {
         MailError::permanent(format!(
             "recipient address {} is not usable in a message",
@@ -36,77 +80,231 @@ pub(crate) fn build(
         ))
         .with_source(e)
     })?;
-    // The envelope is known: lettre would otherwise re-parse it from the headers.
-    let envelope = Envelope::new(Some(from.email.clone()), vec![address.clone()])
-        .map_err(|e| MailError::permanent(format!("no usable envelope: {e}")).with_source(e))?;
-    // Names are single-line already (core strips CR/LF); lettre quotes and encodes them.
-    let to = Mailbox::new(email.to_name.clone(), address);
-    let builder = Message::builder()
-        .envelope(envelope)
-        .message_id(Some(email.message_id.clone()))
-        .date(date.into())
-        .from(from.clone())
-        .to(to)
-        .subject(crate::template::clean_subject(&email.subject));
-    let text = part(ContentType::TEXT_PLAIN, &email.text);
-    let result = match &email.html {
-        Some(html) => builder.multipart(
-            MultiPart::alternative()
-                .singlepart(text)
-                .singlepart(part(ContentType::TEXT_HTML, html)),
-        ),
-        None => builder.singlepart(text),
-    };
-    result.map_err(|e| {
-        MailError::permanent(format!("the message could not be built: {e}")).with_source(e)
+    let stuff = framing == Framing::SmtpData;
+    out.reserve(
+        1024 + email.text.len() * 11 / 10 + email.html.as_ref().map_or(0, |h| h.len() * 6 / 5),
+    );
+
+    if simple_field(&email.message_id) {
+        field(out, "Message-ID", &email.message_id);
+    } else {
+        let mut headers = Headers::new();
+        headers.set(header::MessageId::from(email.message_id.clone()));
+        write_headers(out, &headers);
+    }
+    write_date(out, date);
+    out.extend_from_slice(sender.from_field.as_bytes());
+    // Names are single-line already (core strips CR/LF); lettre quotes and encodes them,
+    // and the subject (its RFC 2047 words and folding).
+    let mut headers = Headers::new();
+    headers.set(header::To::from(Mailboxes::from(Mailbox::new(
+        email.to_name.clone(),
+        address.clone(),
+    ))));
+    headers.set(header::Subject::from(crate::template::clean_subject(
+        &email.subject,
+    )));
+    write_headers(out, &headers);
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+
+    match &email.html {
+        Some(html) => {
+            let boundary = boundary();
+            out.extend_from_slice(b"Content-Type: multipart/alternative;\r\n boundary=\"");
+            out.extend_from_slice(&boundary);
+            out.extend_from_slice(b"\"\r\n\r\n");
+            for (kind, text) in [("text/plain", email.text.as_str()), ("text/html", html)] {
+                out.extend_from_slice(b"--");
+                out.extend_from_slice(&boundary);
+                out.extend_from_slice(b"\r\n");
+                part(out, kind, text, stuff);
+            }
+            out.extend_from_slice(b"--");
+            out.extend_from_slice(&boundary);
+            out.extend_from_slice(b"--\r\n");
+        }
+        None => part(out, "text/plain", &email.text, stuff),
+    }
+    if stuff {
+        // lettre's end of data: CRLF, then the `.` line.
+        out.extend_from_slice(b"\r\n.\r\n");
+    }
+    Ok(address)
+}
+
+/// The message for `email` as a file holds it.
+pub(crate) fn to_vec(
+    email: &OutgoingEmail,
+    sender: &Sender,
+    date: OffsetDateTime,
+) -> Result<Vec<u8>, MailError> {
+    let mut out = Vec::new();
+    write(email, sender, date, Framing::Plain, &mut out)?;
+    Ok(out)
+}
+
+fn write_headers(out: &mut Vec<u8>, headers: &Headers) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{headers}");
+}
+
+fn field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A value lettre's header encoder would leave as it is: printable ASCII, no spaces
+/// (so nothing to fold), short enough for one line.
+fn simple_field(value: &str) -> bool {
+    value.len() <= 200 && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `Date: Sun, 22 Nov 2026 05:43:09 +0000`, in UTC, as lettre writes it.
+fn write_date(out: &mut Vec<u8>, date: OffsetDateTime) {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let at = date.to_offset(UtcOffset::UTC);
+    let _ = write!(
+        out,
+        "Date: {}, {:02} {} {:04} {:02}:{:02}:{:02} +0000\r\n",
+        DAYS[usize::from(at.weekday().number_days_from_monday())],
+        at.day(),
+        MONTHS[usize::from(u8::from(at.month()) - 1)],
+        at.year(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+}
+
+/// A fresh multipart boundary: 40 alphanumerics from SipHash, keyed per thread from
+/// the OS (std's `RandomState`), over a counter. Unpredictable, so a welcome message
+/// cannot contain it; no extra dependency and no system call per message.
+fn boundary() -> [u8; BOUNDARY_LEN] {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    thread_local! {
+        static STATE: (std::hash::RandomState, std::cell::Cell<u64>) =
+            (std::hash::RandomState::new(), std::cell::Cell::new(0));
+    }
+    STATE.with(|(keys, counter)| {
+        let n = counter.get();
+        counter.set(n.wrapping_add(1));
+        let mut out = [0u8; BOUNDARY_LEN];
+        // Each 64-bit hash gives 10 characters (62^10 < 2^64, so slight bias only).
+        for (i, chunk) in out.chunks_mut(10).enumerate() {
+            let mut hasher = keys.build_hasher();
+            hasher.write_u64(n);
+            hasher.write_usize(i);
+            let mut bits = hasher.finish();
+            for c in chunk {
+                *c = ALPHABET[(bits % 62) as usize];
+                bits /= 62;
+            }
+        }
+        out
     })
 }
 
-/// A body part of `content_type` (`charset=utf-8`), encoded by [`encode`].
-fn part(content_type: ContentType, text: &str) -> SinglePart {
-    SinglePart::builder()
-        .header(content_type)
-        .body(encode(text))
+/// How a body is sent.
+enum Encoding {
+    SevenBit,
+    QuotedPrintable,
+    /// Mostly non-ASCII: lettre's choice and encoding (base64 in practice).
+    Lettre(Body),
 }
 
-/// `text` with CRLF line endings, as `7bit` when it is ASCII with short lines, else
-/// quoted-printable (or base64 when most of it would need escaping, lettre's rule).
-fn encode(text: &str) -> Body {
-    let (mut escaped, mut longest, mut line) = (0, 0, 0);
-    for &b in text.as_bytes() {
-        if b == b'\n' {
-            longest = longest.max(line);
-            line = 0;
-        } else if b != b'\r' {
-            line += 1;
-        }
-        escaped += usize::from(!matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~'));
+/// One body part: its header fields, a blank line, the body, CRLF (lettre's shape).
+fn part(out: &mut Vec<u8>, kind: &str, text: &str, stuff: bool) {
+    let encoding = choose(text);
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"; charset=utf-8\r\nContent-Transfer-Encoding: ");
+    let name: &[u8] = match &encoding {
+        Encoding::SevenBit => b"7bit",
+        Encoding::QuotedPrintable => b"quoted-printable",
+        Encoding::Lettre(body) => match body.encoding() {
+            ContentTransferEncoding::SevenBit => b"7bit",
+            ContentTransferEncoding::QuotedPrintable => b"quoted-printable",
+            ContentTransferEncoding::EightBit => b"8bit",
+            ContentTransferEncoding::Binary => b"binary",
+            // Base64, and anything lettre adds later spelled its way.
+            _ => b"base64",
+        },
+    };
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\r\n\r\n");
+    match encoding {
+        Encoding::SevenBit => seven_bit(out, text, stuff),
+        Encoding::QuotedPrintable => quoted_printable(out, text, stuff),
+        Encoding::Lettre(body) => copy_lines(out, body.as_ref(), stuff),
     }
-    longest = longest.max(line);
-    if escaped == 0 && longest <= SEVEN_BIT_LINE {
-        return Body::dangerous_pre_encoded(
-            crlf(text).into_bytes(),
-            ContentTransferEncoding::SevenBit,
-        );
-    }
-    if escaped > text.len() / 3 {
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `7bit` when `text` is ASCII with short lines and no lone CR, else quoted-printable
+/// (or lettre's base64 when most of it would need escaping, lettre's rule).
+fn choose(text: &str) -> Encoding {
+    let bytes = text.as_bytes();
+    // Counted branch-free, so it vectorises.
+    let escaped = bytes
+        .iter()
+        .map(|&b| usize::from(!matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~')))
+        .sum::<usize>();
+    if escaped > bytes.len() / 3 {
         // Mostly non-ASCII (e.g. a non-Latin script): lettre's base64 is as compact.
-        return Body::new(text.to_owned());
+        return Encoding::Lettre(Body::new(text.to_owned()));
     }
-    Body::dangerous_pre_encoded(
-        quoted_printable(text),
-        ContentTransferEncoding::QuotedPrintable,
-    )
+    if escaped > 0 || (bytes.contains(&b'\r') && has_lone_cr(bytes)) {
+        return Encoding::QuotedPrintable;
+    }
+    // Line lengths, the CR of a CRLF not counted; `split` finds `\n` with memchr.
+    let longest = text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line).len())
+        .max()
+        .unwrap_or(0);
+    if longest <= SEVEN_BIT_LINE {
+        Encoding::SevenBit
+    } else {
+        Encoding::QuotedPrintable
+    }
 }
 
-/// Line endings to CRLF, in one pass.
-fn crlf(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
+/// A CR not followed by LF: not allowed in a `7bit` body.
+fn has_lone_cr(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+}
+
+/// `text` with CRLF line endings, dot-stuffed when `stuff`.
+fn seven_bit(out: &mut Vec<u8>, text: &str, stuff: bool) {
     for (line, end) in lines(text) {
-        out.push_str(line);
-        out.push_str(end);
+        if stuff && line.starts_with('.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(end.as_bytes());
     }
-    out
+}
+
+/// Already-encoded CRLF lines, dot-stuffed when `stuff`.
+fn copy_lines(out: &mut Vec<u8>, encoded: &[u8], stuff: bool) {
+    if !stuff {
+        out.extend_from_slice(encoded);
+        return;
+    }
+    for line in encoded.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
 }
 
 /// Copied as is by [`quoted_printable`] (except space or tab ending a line).
@@ -116,11 +314,12 @@ fn literal(b: u8) -> bool {
 
 /// Quoted-printable (RFC 2045 §6.7) with CRLF hard line breaks: printable ASCII other
 /// than `=` is copied, everything else is `=XX`; space or tab at a line end is
-/// encoded; lines are soft-broken (`=` CRLF) to at most [`QP_LINE`] characters.
-fn quoted_printable(text: &str) -> Vec<u8> {
+/// encoded; lines are soft-broken (`=` CRLF) to at most [`QP_LINE`] characters. With
+/// `stuff`, an output line starting with `.` gets another (not counted in the length:
+/// it is transport framing, removed by the relay).
+fn quoted_printable(out: &mut Vec<u8>, text: &str, stuff: bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     const SOFT_BREAK: &[u8] = b"=\r\n";
-    let mut out = Vec::with_capacity(text.len() + text.len() / 8 + 16);
     for (line, end) in lines(text) {
         let line = line.as_bytes();
         let n = line.len();
@@ -142,6 +341,9 @@ fn quoted_printable(text: &str) -> Vec<u8> {
                 } else {
                     room
                 };
+                if stuff && column == 0 && line[j] == b'.' {
+                    out.push(b'.');
+                }
                 out.extend_from_slice(&line[j..j + take]);
                 column += take;
                 j += take;
@@ -164,7 +366,6 @@ fn quoted_printable(text: &str) -> Vec<u8> {
         }
         out.extend_from_slice(end.as_bytes());
     }
-    out
 }
 
 /// The lines of `text` without their `\n` or `\r\n`, each with the CRLF that ends it
@@ -187,87 +388,4 @@ fn lines(text: &str) -> impl Iterator<Item = (&str, &'static str)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode(qp: &[u8]) -> String {
-        let text = std::str::from_utf8(qp).unwrap().replace("=\r\n", "");
-        let bytes = text.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'=' {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn quoted_printable_round_trips_and_keeps_lines_short() {
-        let long = "x".repeat(200);
-        let inputs = [
-            String::new(),
-            "plain".to_owned(),
-            "a = b\nwith trailing space \nand tab\t\n".to_owned(),
-            format!("{long}\n{long}=\n é {long} 🎉"),
-            format!("{}=", "y".repeat(74)),
-            format!("{} ", "y".repeat(75)),
-            "line\r\nwindows\r\n".to_owned(),
-            "é".repeat(60),
-        ];
-        // And pseudo-random mixes of the awkward characters.
-        let alphabet = ['a', ' ', '=', '\t', 'é', '\n', '.', '\r'];
-        let mut seed: u32 = 7;
-        let random = (0..400).map(|_| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let len = (seed >> 16) % 300;
-            (0..len)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    alphabet[((seed >> 16) % 8) as usize]
-                })
-                .collect::<String>()
-        });
-        for input in inputs.into_iter().chain(random) {
-            let encoded = quoted_printable(&input);
-            let text = std::str::from_utf8(&encoded).unwrap();
-            for line in text.split("\r\n") {
-                assert!(line.len() <= QP_LINE, "{line:?} in {text:?}");
-                assert!(!line.ends_with([' ', '\t']), "{line:?}");
-                assert!(
-                    line.bytes()
-                        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-                );
-            }
-            assert_eq!(
-                decode(&encoded),
-                input.replace("\r\n", "\n").replace('\n', "\r\n")
-            );
-        }
-    }
-
-    #[test]
-    fn short_ascii_is_7bit_with_crlf() {
-        let body = encode("Hello,\nworld\n");
-        assert_eq!(body.encoding(), ContentTransferEncoding::SevenBit);
-        assert_eq!(body.as_ref(), b"Hello,\r\nworld\r\n");
-        assert_eq!(
-            encode(&"z".repeat(80)).encoding(),
-            ContentTransferEncoding::QuotedPrintable
-        );
-        assert_eq!(
-            encode("Hello Zoë, welcome").encoding(),
-            ContentTransferEncoding::QuotedPrintable
-        );
-        assert_eq!(
-            encode(&"語".repeat(20)).encoding(),
-            ContentTransferEncoding::Base64
-        );
-    }
-}
+mod tests;

@@ -76,7 +76,7 @@ impl Preview {
 pub struct Previewer {
     composer: Arc<dyn Composer>,
     accept: LinkTemplate,
-    from: Mailbox,
+    sender: crate::message::Sender,
     message_id_domain: String,
     clock: Arc<dyn Clock>,
 }
@@ -88,7 +88,7 @@ impl Previewer {
         Self {
             composer,
             accept: links.accept.clone(),
-            from,
+            sender: crate::message::Sender::new(from),
             message_id_domain: "preview.invalid".to_owned(),
             clock: Arc::new(SystemClock),
         }
@@ -136,8 +136,9 @@ impl Previewer {
             text: composed.text,
             html: composed.html,
         };
-        let message = crate::message::build(&email, &self.from, now)?;
-        let raw = String::from_utf8_lossy(&message.formatted()).into_owned();
+        let message = crate::message::to_vec(&email, &self.sender, now)?;
+        let raw = String::from_utf8(message)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Ok(Preview {
             headers: header_fields(&raw),
             email,

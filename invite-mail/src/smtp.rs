@@ -8,22 +8,23 @@
 //! handing it to [`AsyncSmtpConnection::connect_with_transport`] removes that wait (see
 //! `BENCHMARKS.md`); lettre's pool cannot take such streams, hence the pool below.
 //!
-//! The mail transaction is lettre's commands (MAIL, RCPT, DATA, then the body), but the
-//! stream handed to lettre can hold back one flush, so the body and its final `.` leave
-//! in one write: one segment and one wake-up of the relay per message instead of two.
+//! The mail transaction is lettre's commands (MAIL, RCPT, DATA), then the message as
+//! `crate::message` wrote it into the connection's reused buffer: already dot-stuffed
+//! and ending with the end-of-data `.`, so it leaves in one write (lettre's `message()`
+//! would copy it through its byte-by-byte dot-stuffing codec and write the final `.`
+//! separately: a second segment and a second wake-up of the relay for every message).
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use invite_core::{Clock, MailError, Mailer, OutgoingEmail, SystemClock};
-use lettre::address::Envelope;
+use lettre::Address;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
@@ -83,8 +84,8 @@ impl SmtpCredentials {
 struct Pooled {
     connection: AsyncSmtpConnection,
     socket: std::net::TcpStream,
-    /// Holds the message body back so that it leaves with its final `.` in one write.
-    hold: Arc<AtomicBool>,
+    /// The message being sent, reused from one message to the next.
+    buffer: Vec<u8>,
     idle_since: Instant,
 }
 
@@ -130,7 +131,7 @@ pub struct SmtpMailer {
     wrapper_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<SmtpCredentials>,
     hello: ClientId,
-    from: Mailbox,
+    sender: crate::message::Sender,
     timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -146,7 +147,7 @@ impl fmt::Debug for SmtpMailer {
             .field("port", &self.port)
             .field("security", &self.security)
             .field("credentials", &self.credentials)
-            .field("from", &self.from.to_string())
+            .field("from", &self.sender.mailbox().to_string())
             .field("timeout", &self.timeout)
             .field("max_idle", &self.max_idle)
             .field("idle", &lock(&self.pool).len())
@@ -170,7 +171,7 @@ impl SmtpMailer {
             wrapper_tls: None,
             credentials: None,
             hello: ClientId::default(),
-            from,
+            sender: crate::message::Sender::new(from),
             timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_idle: 16,
@@ -298,7 +299,6 @@ impl SmtpMailer {
         let tcp =
             TcpStream::from_std(std).map_err(|e| network("cannot configure the socket to", e))?;
 
-        let hold = Arc::new(AtomicBool::new(false));
         let handshake = async {
             let stream: Box<dyn AsyncTokioStream> = match (&self.wrapper_tls, self.security) {
                 (Some(tls), Security::Tls) => {
@@ -313,11 +313,9 @@ impl SmtpMailer {
                 }
                 _ => Box::new(tcp),
             };
-            let stream = Coalescing::new(stream, hold.clone());
-            let mut connection =
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
-                    .await
-                    .map_err(|e| session_error("greeting", e))?;
+            let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+                .await
+                .map_err(|e| session_error("greeting", e))?;
             if self.security == Security::StartTls {
                 if !connection
                     .server_info()
@@ -359,7 +357,7 @@ impl SmtpMailer {
         Ok(Pooled {
             connection,
             socket,
-            hold,
+            buffer: Vec::new(),
             idle_since: Instant::now(),
         })
     }
@@ -415,21 +413,35 @@ fn send_error(error: lettre::transport::smtp::Error) -> MailError {
 #[async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
-        let message = crate::message::build(email, &self.from, self.clock.now())?;
-        let bytes = message.formatted();
         let _permit = self
             .sending
             .acquire()
             .await
             .map_err(|e| MailError::transient("the mailer is shutting down").with_source(e))?;
         let mut pooled = self.checkout().await?;
-        let sent = tokio::time::timeout(
-            self.timeout,
-            transaction(&mut pooled, message.envelope(), &bytes),
-        )
-        .await;
+        let mut buffer = std::mem::take(&mut pooled.buffer);
+        buffer.clear();
+        let written = crate::message::write(
+            email,
+            &self.sender,
+            self.clock.now(),
+            crate::message::Framing::SmtpData,
+            &mut buffer,
+        );
+        let to = match written {
+            Ok(to) => to,
+            Err(error) => {
+                pooled.buffer = buffer;
+                self.checkin(pooled);
+                return Err(error);
+            }
+        };
+        let from = &self.sender.mailbox().email;
+        let sent =
+            tokio::time::timeout(self.timeout, transaction(&mut pooled, from, &to, &buffer)).await;
         match sent {
             Ok(Ok(())) => {
+                pooled.buffer = buffer;
                 self.checkin(pooled);
                 Ok(())
             }
@@ -447,25 +459,35 @@ impl Mailer for SmtpMailer {
     }
 }
 
+/// The content of `DATA` as `crate::message` framed it (dot-stuffed, ending with the
+/// end-of-data line), handed to lettre's `command` so that it leaves in one write and
+/// lettre reads and checks the reply.
+struct DataContent<'a>(&'a str);
+
+impl fmt::Display for DataContent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 /// One mail transaction, as lettre's `AsyncSmtpConnection::send` does it (MAIL with
-/// `SMTPUTF8`/`BODY=8BITMIME` as needed, RCPT, DATA, the dot-stuffed body and `.`),
-/// except that the body and its final `.` leave in one write: lettre writes and
-/// flushes them separately, a second segment and a second wake-up of the relay for
-/// every message. On any error the session is ended (QUIT), as lettre does.
+/// `SMTPUTF8`/`BODY=8BITMIME` as needed, RCPT, DATA, the dot-stuffed message and `.`),
+/// except that the message arrives framed already (see [`DataContent`]). On any error
+/// the session is ended (QUIT), as lettre does.
 async fn transaction(
     pooled: &mut Pooled,
-    envelope: &Envelope,
-    message: &[u8],
+    from: &Address,
+    to: &Address,
+    data: &[u8],
 ) -> Result<(), MailError> {
     let connection = &mut pooled.connection;
+    // `crate::message` writes only text; a non-UTF-8 buffer would be a bug there.
+    let Ok(data) = std::str::from_utf8(data) else {
+        return Err(MailError::permanent("the message is not valid UTF-8"));
+    };
     let mut options = Vec::new();
-    let ascii_envelope = envelope
-        .from()
-        .is_none_or(|a| AsRef::<str>::as_ref(a).is_ascii())
-        && envelope
-            .to()
-            .iter()
-            .all(|a| AsRef::<str>::as_ref(a).is_ascii());
+    let ascii_envelope =
+        AsRef::<str>::as_ref(from).is_ascii() && AsRef::<str>::as_ref(to).is_ascii();
     if !ascii_envelope {
         if !connection
             .server_info()
@@ -478,7 +500,7 @@ async fn transaction(
         }
         options.push(MailParameter::SmtpUtfEight);
     }
-    if !message.is_ascii() {
+    if !data.is_ascii() {
         if !connection
             .server_info()
             .supports_feature(Extension::EightBitMime)
@@ -492,114 +514,21 @@ async fn transaction(
     }
     let result = async {
         connection
-            .command(Mail::new(envelope.from().cloned(), options))
+            .command(Mail::new(Some(from.clone()), options))
             .await?;
-        for to in envelope.to() {
-            connection
-                .command(Rcpt::new(to.clone(), Vec::new()))
-                .await?;
-        }
+        connection
+            .command(Rcpt::new(to.clone(), Vec::new()))
+            .await?;
         connection.command(Data).await?;
-        pooled.hold.store(true, Ordering::Relaxed);
-        connection.message(message).await
+        connection.command(DataContent(data)).await
     }
     .await;
-    pooled.hold.store(false, Ordering::Relaxed);
     match result {
         Ok(_response) => Ok(()),
         Err(error) => {
             pooled.connection.abort().await;
             Err(send_error(error))
         }
-    }
-}
-
-/// A stream that can hold back one flush: while `hold` is set, the next flush keeps the
-/// written bytes buffered (and clears `hold`), so they leave with what is written
-/// next, at the next flush. Writes pass straight through otherwise.
-struct Coalescing {
-    inner: Box<dyn AsyncTokioStream>,
-    hold: Arc<AtomicBool>,
-    buffer: Vec<u8>,
-    written: usize,
-}
-
-impl Coalescing {
-    fn new(inner: Box<dyn AsyncTokioStream>, hold: Arc<AtomicBool>) -> Self {
-        Self {
-            inner,
-            hold,
-            buffer: Vec::new(),
-            written: 0,
-        }
-    }
-
-    /// Writes out the buffer.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.buffer.len() {
-            let n = std::task::ready!(
-                Pin::new(&mut self.inner).poll_write(cx, &self.buffer[self.written..])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.buffer.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl fmt::Debug for Coalescing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Coalescing")
-            .field("inner", &self.inner)
-            .field("buffered", &(self.buffer.len() - self.written))
-            .finish_non_exhaustive()
-    }
-}
-
-impl AsyncRead for Coalescing {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Coalescing {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.buffer.is_empty() && !self.hold.load(Ordering::Relaxed) {
-            return Pin::new(&mut self.inner).poll_write(cx, buf);
-        }
-        self.buffer.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.hold.swap(false, Ordering::Relaxed) {
-            return Poll::Ready(Ok(()));
-        }
-        std::task::ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for Coalescing {
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
     }
 }
 

@@ -391,3 +391,35 @@ async fn an_unreachable_relay_is_a_transient_failure() {
 fn relay_refuses_invalid_server_names() {
     assert!(SmtpMailer::relay("not a host name", from()).is_err());
 }
+
+#[tokio::test]
+async fn dot_lines_long_lines_and_non_ascii_arrive_intact() {
+    let sink = SmtpSink::start().await.unwrap();
+    let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from());
+    let long = "a long line with words and a dot. ".repeat(6);
+    let text = format!(".starts with a dot\n.\n..two dots\n{long}\n.{long}\nZoë écrit: ✓\n");
+    let html = format!("<p>\n.</p>\n<p>{long}</p>\n.<b>dot</b>\n");
+    let mut email = email();
+    email.to_name = Some("Zoë \"Z\" Ünal, Jr.".into());
+    email.subject = "Grüße, Zoë: welcome to Café Ünal — a subject long enough to fold".into();
+    email.text = text.clone();
+    email.html = Some(html.clone());
+    mailer.send(&email).await.unwrap();
+    // A second message on the same (reused) connection and buffer.
+    email.text = "second\n".into();
+    mailer.send(&email).await.unwrap();
+
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(sink.sessions().len(), 1, "the connection was reused");
+    let first = &messages[0];
+    let raw = first.text();
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    assert!(head.is_ascii(), "{head}");
+    assert!(raw.lines().all(|l| l.len() <= 78), "{raw}");
+    let decoded = parts(first);
+    let crlf = |s: &str| s.replace('\n', "\r\n");
+    assert_eq!(decoded[0], ("text/plain".to_owned(), crlf(&text) + "\r\n"));
+    assert_eq!(decoded[1], ("text/html".to_owned(), crlf(&html) + "\r\n"));
+    assert_eq!(parts(&messages[1])[0].1, "second\r\n\r\n");
+}

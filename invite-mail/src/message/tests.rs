@@ -1,0 +1,336 @@
+use super::*;
+use invite_core::{EmailAddress, InvitationId, MailKind, OutboxId, TenantId};
+use lettre::Message;
+use lettre::address::Envelope;
+use lettre::message::header::ContentType;
+use lettre::message::{MultiPart, SinglePart};
+use time::macros::{datetime, offset};
+
+const DATE: OffsetDateTime = datetime!(2030-11-22 9:00:07 UTC);
+
+fn sender() -> Sender {
+    Sender::new("Acme <no-reply@acme.example>".parse().unwrap())
+}
+
+fn email(to_name: Option<&str>, subject: &str, text: &str, html: Option<&str>) -> OutgoingEmail {
+    let outbox = OutboxId::new(DATE);
+    OutgoingEmail {
+        message_id: format!("<{outbox}@app.example.com>"),
+        tenant: TenantId::new("acme").unwrap(),
+        invitation: InvitationId::new(DATE),
+        outbox,
+        kind: MailKind::Invitation,
+        to: EmailAddress::parse("ann@example.com").unwrap(),
+        to_name: to_name.map(str::to_owned),
+        subject: subject.to_owned(),
+        text: text.to_owned(),
+        html: html.map(str::to_owned),
+    }
+}
+
+/// The message as lettre's builder formats it (the previous implementation), with the
+/// same body encodings.
+fn lettre_message(email: &OutgoingEmail, from: &Mailbox) -> Vec<u8> {
+    fn body(text: &str) -> Body {
+        let mut out = Vec::new();
+        match choose(text) {
+            Encoding::SevenBit => {
+                seven_bit(&mut out, text, false);
+                Body::dangerous_pre_encoded(out, ContentTransferEncoding::SevenBit)
+            }
+            Encoding::QuotedPrintable => {
+                quoted_printable(&mut out, text, false);
+                Body::dangerous_pre_encoded(out, ContentTransferEncoding::QuotedPrintable)
+            }
+            Encoding::Lettre(_) => Body::new(text.to_owned()),
+        }
+    }
+    fn part(content_type: ContentType, text: &str) -> SinglePart {
+        SinglePart::builder().header(content_type).body(body(text))
+    }
+    let address: lettre::Address = email.to.as_str().parse().unwrap();
+    let envelope = Envelope::new(Some(from.email.clone()), vec![address.clone()]).unwrap();
+    let builder = Message::builder()
+        .envelope(envelope)
+        .message_id(Some(email.message_id.clone()))
+        .date(DATE.into())
+        .from(from.clone())
+        .to(Mailbox::new(email.to_name.clone(), address))
+        .subject(crate::template::clean_subject(&email.subject));
+    let text = part(ContentType::TEXT_PLAIN, &email.text);
+    match &email.html {
+        Some(html) => builder.multipart(
+            MultiPart::alternative()
+                .singlepart(text)
+                .singlepart(part(ContentType::TEXT_HTML, html)),
+        ),
+        None => builder.singlepart(text),
+    }
+    .unwrap()
+    .formatted()
+}
+
+/// Replaces every multipart boundary (`boundary="…"` and its delimiter lines) with a
+/// fixed one, so two messages can be compared.
+fn normalize_boundary(message: &[u8]) -> String {
+    let text = String::from_utf8(message.to_vec()).unwrap();
+    match text.split("boundary=\"").nth(1) {
+        Some(rest) => {
+            let boundary = rest.split('"').next().unwrap();
+            assert_eq!(boundary.len(), BOUNDARY_LEN, "{boundary}");
+            assert!(boundary.bytes().all(|b| b.is_ascii_alphanumeric()));
+            text.replace(boundary, "BOUNDARY")
+        }
+        None => text,
+    }
+}
+
+/// What lettre's SMTP codec sends for `message`: lines starting with `.` doubled, then
+/// CRLF `.` CRLF.
+fn lettre_data(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at_line_start = true;
+    let mut previous = 0u8;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = previous == b'\r' && b == b'\n';
+        previous = b;
+    }
+    out.extend_from_slice(b"\r\n.\r\n");
+    out
+}
+
+fn samples() -> Vec<OutgoingEmail> {
+    let long = "word ".repeat(40);
+    let html = "<p style=\"margin:0\">Hello</p>\n".repeat(3);
+    vec![
+        email(Some("Ann Lee"), "Hello", "Hi\n", Some("<p>Hi</p>")),
+        email(None, "Hello", "Hi", Some("<p>Hi</p>")),
+        email(Some("Ann"), "Hello", "Hi\n", None),
+        email(
+            Some("Ann"),
+            "Dots",
+            ".dot\n..two\n.\nend\n",
+            Some("<p>\n.</p>\n.<br>\n"),
+        ),
+        email(None, "Dots", ".\n", None),
+        email(
+            Some("Zoë \"the\" Ünal, Jr."),
+            "Grüße from Zoë: a subject long enough to be folded over two lines or even three ✓",
+            "Hello Zoë,\n.starts with a dot\n..two dots\n.\nend\n",
+            Some(&html),
+        ),
+        email(
+            Some("O'Brien, Pat"),
+            &format!("A long ASCII subject {long}"),
+            &format!("{long}\n.{long}\n"),
+            Some(&format!("<p>{long}</p>\n")),
+        ),
+        email(
+            Some("語 語"),
+            "日本語の件名です。日本語の件名です。日本語の件名です。",
+            &"日本語のテキスト。\n".repeat(20),
+            Some(&"<p>日本語</p>\n".repeat(20)),
+        ),
+        email(
+            Some("Ann"),
+            "Subject\r\nBcc: injected@example.com",
+            "a = b\nwith trailing space \nand tab\t\n",
+            Some(&format!("{}.{}\n", "x".repeat(74), "y".repeat(80))),
+        ),
+    ]
+}
+
+#[test]
+fn the_message_is_lettres_byte_for_byte() {
+    let sender = sender();
+    for email in samples() {
+        let ours = to_vec(&email, &sender, DATE).unwrap();
+        let theirs = lettre_message(&email, sender.mailbox());
+        assert_eq!(
+            normalize_boundary(&ours),
+            normalize_boundary(&theirs),
+            "{email:?}"
+        );
+    }
+}
+
+#[test]
+fn smtp_data_is_the_message_dot_stuffed_and_terminated() {
+    let sender = sender();
+    for email in samples() {
+        let mut plain = Vec::new();
+        let mut data = Vec::new();
+        write(&email, &sender, DATE, Framing::Plain, &mut plain).unwrap();
+        // Same boundary in both, so the bytes compare directly.
+        let boundary = normalize_boundary(&plain);
+        write(&email, &sender, DATE, Framing::SmtpData, &mut data).unwrap();
+        assert_eq!(
+            normalize_boundary(&data),
+            String::from_utf8(lettre_data(boundary.as_bytes())).unwrap(),
+            "{email:?}"
+        );
+    }
+}
+
+#[test]
+fn dot_lines_are_stuffed_in_every_encoding() {
+    let sender = sender();
+    // 7bit, a quoted-printable soft-break continuation starting with `.`, and a line
+    // that is only a dot (which would otherwise end the DATA early).
+    let text = ".hidden\n.\nok\n";
+    let html = format!("{}.after the soft break\n", "h".repeat(75));
+    let email = email(None, "Dots", text, Some(&html));
+    let mut data = Vec::new();
+    write(&email, &sender, DATE, Framing::SmtpData, &mut data).unwrap();
+    let data = String::from_utf8(data).unwrap();
+    assert!(data.contains("\r\n..hidden\r\n..\r\nok\r\n"), "{data}");
+    assert!(data.contains("=\r\n..after the soft break"), "{data}");
+    assert!(data.ends_with("--\r\n\r\n.\r\n"), "{data}");
+    // Exactly one end-of-data line.
+    assert_eq!(data.matches("\r\n.\r\n").count(), 1, "{data}");
+}
+
+#[test]
+fn headers_encode_names_and_subjects() {
+    let email = email(
+        Some("Zoë Ünal"),
+        "Bienvenue chez Café Zoë",
+        "Hi",
+        Some("<p>Hi</p>"),
+    );
+    let message = String::from_utf8(to_vec(&email, &sender(), DATE).unwrap()).unwrap();
+    let head = message.split("\r\n\r\n").next().unwrap();
+    assert!(head.is_ascii(), "{head}");
+    assert!(head.contains("To: =?utf-8?"), "{head}");
+    assert!(head.contains("Subject: Bienvenue chez =?utf-8?"), "{head}");
+    assert!(head.contains("Date: Fri, 22 Nov 2030 09:00:07 +0000\r\n"));
+    assert!(head.starts_with(&format!("Message-ID: {}\r\n", email.message_id)));
+    assert!(head.contains("\r\nFrom: Acme <no-reply@acme.example>\r\n"));
+    for line in message.split("\r\n") {
+        assert!(line.len() <= 78, "{line:?}");
+    }
+}
+
+#[test]
+fn dates_are_written_in_utc() {
+    let mut out = Vec::new();
+    write_date(&mut out, datetime!(2031-01-05 01:02:03 +02:00));
+    assert_eq!(out, b"Date: Sat, 04 Jan 2031 23:02:03 +0000\r\n");
+    out.clear();
+    write_date(&mut out, DATE.to_offset(offset!(-5)));
+    assert_eq!(out, b"Date: Fri, 22 Nov 2030 09:00:07 +0000\r\n");
+}
+
+#[test]
+fn boundaries_are_fresh_alphanumerics() {
+    let seen: std::collections::HashSet<[u8; BOUNDARY_LEN]> =
+        (0..1000).map(|_| boundary()).collect();
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.iter().all(|b| b.iter().all(u8::is_ascii_alphanumeric)));
+}
+
+fn decode(qp: &[u8]) -> String {
+    let text = std::str::from_utf8(qp).unwrap().replace("=\r\n", "");
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn quoted_printable_round_trips_and_keeps_lines_short() {
+    let long = "x".repeat(200);
+    let inputs = [
+        String::new(),
+        "plain".to_owned(),
+        "a = b\nwith trailing space \nand tab\t\n".to_owned(),
+        format!("{long}\n{long}=\n é {long} 🎉"),
+        format!("{}=", "y".repeat(74)),
+        format!("{} ", "y".repeat(75)),
+        "line\r\nwindows\r\n".to_owned(),
+        "lone\rcarriage return".to_owned(),
+        "é".repeat(60),
+    ];
+    // And pseudo-random mixes of the awkward characters.
+    let alphabet = ['a', ' ', '=', '\t', 'é', '\n', '.', '\r'];
+    let mut seed: u32 = 7;
+    let random = (0..400).map(|_| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let len = (seed >> 16) % 300;
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                alphabet[((seed >> 16) % 8) as usize]
+            })
+            .collect::<String>()
+    });
+    for input in inputs.into_iter().chain(random) {
+        let mut encoded = Vec::new();
+        quoted_printable(&mut encoded, &input, false);
+        let text = std::str::from_utf8(&encoded).unwrap();
+        for line in text.split("\r\n") {
+            assert!(line.len() <= QP_LINE, "{line:?} in {text:?}");
+            assert!(!line.ends_with([' ', '\t']), "{line:?}");
+            assert!(
+                line.bytes()
+                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            );
+        }
+        let expected = lines(&input).fold(String::new(), |mut s, (line, end)| {
+            s.push_str(line);
+            s.push_str(end);
+            s
+        });
+        assert_eq!(decode(&encoded), expected);
+        // Stuffed: every line starting with `.` doubled, the same once the relay
+        // removes them.
+        let mut stuffed = Vec::new();
+        quoted_printable(&mut stuffed, &input, true);
+        let stuffed = String::from_utf8(stuffed).unwrap();
+        let unstuffed: Vec<&str> = stuffed
+            .split("\r\n")
+            .map(|l| {
+                assert!(!l.starts_with('.') || l.starts_with(".."), "{l:?}");
+                l.strip_prefix('.').unwrap_or(l)
+            })
+            .collect();
+        assert_eq!(unstuffed.join("\r\n"), text);
+    }
+}
+
+#[test]
+fn short_ascii_is_7bit_with_crlf() {
+    assert!(matches!(choose("Hello,\nworld\n"), Encoding::SevenBit));
+    let mut out = Vec::new();
+    seven_bit(&mut out, "Hello,\nworld\n", false);
+    assert_eq!(out, b"Hello,\r\nworld\r\n");
+    assert!(matches!(choose(&"z".repeat(75)), Encoding::SevenBit));
+    assert!(matches!(choose(&"z".repeat(76)), Encoding::QuotedPrintable));
+    assert!(matches!(
+        choose(&format!("{}\r\n", "z".repeat(75))),
+        Encoding::SevenBit
+    ));
+    assert!(matches!(
+        choose("Hello Zoë, welcome"),
+        Encoding::QuotedPrintable
+    ));
+    assert!(matches!(choose("a lone\rCR"), Encoding::QuotedPrintable));
+    match choose(&"語".repeat(20)) {
+        Encoding::Lettre(body) => assert_eq!(body.encoding(), ContentTransferEncoding::Base64),
+        _ => panic!("expected base64"),
+    }
+}
