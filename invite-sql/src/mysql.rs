@@ -1,11 +1,13 @@
-//! MySQL/MariaDB store. Accept is one conditional UPDATE checked by affected rows, then
-//! a read-back of the (now final) row; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
+//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept(...)`: a stored
+//! procedure (migration 0005) running the conditional UPDATE, checked by its affected
+//! rows, then a read of the (now final) row; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
 //! limit after a read of the open address keys; outbox claims use
 //! `SELECT ... FOR UPDATE SKIP LOCKED` (MySQL 8, MariaDB 10.6+).
 //!
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
 //! are read back inside the transaction that wrote them, except after accept, whose
-//! row no other write can change any more. InnoDB answers a lost race
+//! row no other write can change any more (read by the procedure, so a host needs the
+//! `CREATE ROUTINE` privilege to migrate and `EXECUTE` to accept). InnoDB answers a lost race
 //! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
 //! write transaction here is retried from the start a few times before answering.
 
@@ -448,34 +450,26 @@ impl MySqlStore {
         user: &UserId,
         now: i64,
     ) -> Result<Invitation, Failure> {
-        // The compare-and-set is this one autocommitted UPDATE: InnoDB row-locks the
-        // invitation, so of any number of concurrent acceptors exactly one sees an
-        // affected row. The read-back needs no transaction around it: an accepted
-        // invitation is final (every other write is conditioned on `pending` or on its
-        // version, which this UPDATE bumped), so what we read is what we wrote. Two
-        // round trips instead of four (BEGIN, UPDATE, SELECT, COMMIT).
-        let updated = sqlx::query(self.sql(
-            "UPDATE invite_invitations SET status = 'accepted', accepted_at = ?, accepted_by = ?, \
-             version = version + 1 \
-             WHERE tenant = ? AND token_hash = ? AND status = 'pending' AND expires_at > ?",
-        ))
-        .bind(now)
-        .bind(user.as_str())
-        .bind(tenant.as_str())
-        .bind(token_hash.as_bytes().as_slice())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::NotFound.into());
+        // One round trip: the `invite_accept` procedure (migration 0005) runs the
+        // autocommitted conditional UPDATE, which is the compare-and-set (InnoDB
+        // row-locks the invitation, so of any number of concurrent acceptors exactly
+        // one sees an affected row), and only then selects the accepted row. The read
+        // needs no transaction around it: an accepted invitation is final (every other
+        // write is conditioned on `pending` or on its version, which the UPDATE
+        // bumped), so what it reads is what the UPDATE wrote. `fetch_all` drains the
+        // CALL's trailing status packet with the (zero or one) row.
+        let rows = sqlx::query(self.sql("CALL invite_accept(?, ?, ?, ?)"))
+            .bind(tenant.as_str())
+            .bind(token_hash.as_bytes().as_slice())
+            .bind(user.as_str())
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.as_slice() {
+            [row] => Ok(rows::invitation(row)?),
+            [] => Err(StoreError::NotFound.into()),
+            _ => Err(corrupt("invitations", "two invitations share one token hash").into()),
         }
-        let mut q = self.select_invitations();
-        q.push("WHERE tenant = ")
-            .push_bind(tenant.as_str())
-            .push(" AND token_hash = ")
-            .push_bind(token_hash.as_bytes().as_slice());
-        let row = q.build().fetch_one(&self.pool).await?;
-        Ok(rows::invitation(&row)?)
     }
 
     async fn try_expire(

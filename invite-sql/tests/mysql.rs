@@ -113,6 +113,40 @@ fn writes(tenant: &TenantId, n: usize) -> Vec<InvitationWrite> {
         .collect()
 }
 
+/// An unsent invitation with a copied link: pending, acceptable with the hash.
+fn linked(tenant: &TenantId, address: &str) -> (InvitationWrite, invite_core::TokenHash) {
+    let new = NewInvitation::new(
+        EmailAddress::parse(address).expect("address"),
+        Role::new("member").expect("role"),
+    );
+    let hash = LinkToken::generate().1;
+    let invitation = Invitation::create(
+        tenant.clone(),
+        new,
+        Duration::days(7),
+        ActorId::new("admin-1").expect("actor"),
+        None,
+        T0,
+    )
+    .copy_link(hash, T0)
+    .expect("copy link");
+    let write = InvitationWrite {
+        invitation,
+        outbox: None,
+    };
+    (write, hash)
+}
+
+async fn routine_names(pool: &MySqlPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT CAST(routine_name AS CHAR) FROM information_schema.routines \
+         WHERE routine_schema = DATABASE() ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list routines")
+}
+
 async fn table_names(pool: &MySqlPool) -> Vec<String> {
     let mut names: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()",
@@ -238,7 +272,7 @@ async fn migrating_twice_is_a_no_op() {
         .fetch_one(store.pool())
         .await
         .expect("count migrations");
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
 }
 
 /// An older schema with data in it upgrades in place.
@@ -318,6 +352,33 @@ async fn table_prefix_renames_every_table() {
             .with_table_prefix("Acme")
             .is_err()
     );
+
+    // The accept procedure is prefixed too, and a default-prefix schema in the same
+    // database keeps its own: each store accepts only through its own tables.
+    assert_eq!(routine_names(store.pool()).await, ["acme_accept"]);
+    let plain = MySqlStore::new(store.pool().clone());
+    plain
+        .migrate()
+        .await
+        .expect("migrate the default prefix alongside");
+    assert_eq!(
+        routine_names(store.pool()).await,
+        ["acme_accept", "invite_accept"]
+    );
+    let (write, hash) = linked(&t, "linked@example.com");
+    store
+        .create_invitations(&t, std::slice::from_ref(&write))
+        .await
+        .expect("create linked");
+    let user = UserId::new("u-1").expect("user");
+    let now = T0 + Duration::hours(1);
+    assert!(matches!(
+        plain.accept(&t, &hash, &user, now).await,
+        Err(StoreError::NotFound)
+    ));
+    let accepted = store.accept(&t, &hash, &user, now).await.expect("accept");
+    assert_eq!(accepted.id, write.invitation.id);
+    assert_eq!(accepted.accepted_by.as_ref(), Some(&user));
 }
 
 /// Keys compare byte for byte: ids differing only by trailing spaces (equal under
@@ -351,4 +412,27 @@ async fn keys_compare_byte_for_byte() {
         .expect("list");
     assert_eq!(mine.items.len(), 1);
     assert_eq!(mine.items[0].tenant, padded);
+
+    // Accept (through the procedure's VARBINARY parameter) too.
+    let (write, hash) = linked(&padded, "linked@example.com");
+    store
+        .create_invitations(&padded, std::slice::from_ref(&write))
+        .await
+        .expect("create linked");
+    // A user id outside latin1 survives the procedure's parameter.
+    let user = UserId::new("usér-渡辺-1").expect("user");
+    let now = T0 + Duration::hours(1);
+    assert!(matches!(
+        store.accept(&plain, &hash, &user, now).await,
+        Err(StoreError::NotFound)
+    ));
+    let accepted = store
+        .accept(&padded, &hash, &user, now)
+        .await
+        .expect("accept");
+    assert_eq!(accepted.tenant, padded);
+    assert_eq!(accepted.id, write.invitation.id);
+    assert_eq!(accepted.accepted_by.as_ref(), Some(&user));
+    let read = store.find_by_token(&padded, &hash).await.expect("read back");
+    assert_eq!(read, accepted);
 }
