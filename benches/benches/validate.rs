@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 
 /// Rows in the corpus.
 const CORPUS_LEN: usize = 1_000_000;
@@ -251,10 +251,15 @@ struct Corpus {
 
 impl Corpus {
     fn generate() -> Self {
+        Self::generate_prefix(CORPUS_LEN)
+    }
+
+    /// The first `len` rows of the corpus.
+    fn generate_prefix(len: usize) -> Self {
         let mut rng = SplitMix64(0x1D1A_7E5E_ED00_2024);
-        let mut text = String::with_capacity(CORPUS_LEN * 28);
-        let mut ends = Vec::with_capacity(CORPUS_LEN);
-        for _ in 0..CORPUS_LEN {
+        let mut text = String::with_capacity(len * 28);
+        let mut ends = Vec::with_capacity(len);
+        for _ in 0..len {
             if rng.chance(1) {
                 text.push_str(rng.pick(UNICODE_ROWS));
             } else {
@@ -352,5 +357,95 @@ fn percent(part: usize, whole: usize) -> f64 {
         / f64::from(u32::try_from(whole).unwrap_or(u32::MAX))
 }
 
-criterion_group!(benches, bench_validate);
-criterion_main!(benches);
+/// The row classes of the per-class breakdown in BENCHMARKS.md, decided by
+/// what `invite_core` makes of each row.
+const CLASSES: [&str; 4] = ["clean", "upper", "invalid", "unicode"];
+
+fn class_of(row: &str) -> &'static str {
+    match invite_core::EmailAddress::parse(row) {
+        _ if !row.is_ascii() => "unicode",
+        Err(_) => "invalid",
+        Ok(a) if a.as_str() == row && a.key() == row => "clean",
+        Ok(_) => "upper",
+    }
+}
+
+/// The first `limit` rows of `corpus` that fall in `class`, copied back to
+/// back into one buffer as the corpus is.
+fn class_rows(corpus: &[&str], class: &str, limit: usize) -> Corpus {
+    let mut text = String::new();
+    let mut ends = Vec::new();
+    for row in corpus
+        .iter()
+        .filter(|row| class == "all" || class_of(row) == class)
+        .take(limit)
+    {
+        text.push_str(row);
+        ends.push(text.len());
+    }
+    Corpus { text, ends }
+}
+
+/// Per-class groups (`email_parse_class/<class>/<parser>`), 20,000 rows each,
+/// so that a change can be traced to the rows it speeds up.
+fn bench_classes(c: &mut Criterion) {
+    let corpus = Corpus::generate();
+    let corpus = corpus.rows();
+    let options = email_address_options();
+    let mut group = c.benchmark_group("email_parse_class");
+    group.sample_size(20);
+    for class in CLASSES {
+        let rows = class_rows(&corpus, class, 20_000);
+        let rows = rows.rows();
+        group.throughput(Throughput::Elements(u64::try_from(rows.len()).unwrap_or(0)));
+        group.bench_function(format!("{class}/invite_core"), |b| {
+            b.iter(|| invite_core_valid(black_box(&rows)));
+        });
+        group.bench_function(format!("{class}/email_address"), |b| {
+            b.iter(|| {
+                black_box(&rows)
+                    .iter()
+                    .filter(|s| email_address::EmailAddress::parse_with_options(s, options).is_ok())
+                    .count()
+            });
+        });
+    }
+    group.finish();
+}
+
+/// A load-independent driver for `valgrind --tool=callgrind`: with
+/// `EMAIL_PROFILE=<class>` (one of [`CLASSES`] or `all`) the bench binary
+/// parses up to 20,000 rows of that class once with `invite_core` (in
+/// [`profile_parse`], whose inclusive cost callgrind reports) and exits.
+///
+/// ```text
+/// cargo bench -p invite-benches --bench validate --no-run
+/// EMAIL_PROFILE=invalid valgrind --tool=callgrind target/release/deps/validate-*
+/// callgrind_annotate --inclusive=yes callgrind.out.* | grep profile_parse
+/// ```
+fn profile(class: &str) {
+    // A prefix of the corpus keeps the run short under valgrind (it has
+    // ~3,000 Unicode rows; the other classes fill their 20,000).
+    let corpus = Corpus::generate_prefix(300_000);
+    let corpus = corpus.rows();
+    let rows = class_rows(&corpus, class, 20_000);
+    let rows = rows.rows();
+    let valid = profile_parse(&rows);
+    eprintln!("{class}: {} rows, {valid} valid", rows.len());
+}
+
+#[inline(never)]
+fn profile_parse(rows: &[&str]) -> usize {
+    invite_core_valid(black_box(rows))
+}
+
+criterion_group!(benches, bench_validate, bench_classes);
+
+fn main() {
+    if let Ok(class) = std::env::var("EMAIL_PROFILE") {
+        profile(&class);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

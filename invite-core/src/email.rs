@@ -586,29 +586,85 @@ fn trim(input: &str) -> &str {
 /// The general parser for a trimmed, non-empty input that does not start
 /// with a quote: every rule, every error, Unicode. [`fast_path`] answers the
 /// common case first; a test checks that the two agree.
+///
+/// It starts from what the fast path looks at first (the `@`, eight bytes at
+/// a time; no `@` is the first error there is), checks an ASCII local part
+/// eight bytes at a time too ([`ascii_local`]), and only the domain's checks
+/// go byte by byte, over the bytes that are not lowercase letters or digits.
 fn parse_precise(s: &str, rules: &EmailRules) -> Result<EmailAddress, InvalidEmail> {
-    let scan = scan_local(s.as_bytes());
-    let Some(at) = scan.at else {
+    let bytes = s.as_bytes();
+    // `@` is ASCII, so it is never inside a multi-byte character.
+    let Some(at) = find_at(bytes) else {
         return Err(InvalidEmail::MissingAt);
     };
     let local = &s[..at];
     let domain = &s[at + 1..];
     check_structure(s, at)?;
 
-    if scan.non_ascii {
+    if !local.is_ascii() {
         let local = unicode_local(local, rules)?;
         let key = unicode_key(&local);
         return finish(s, &local, at, domain, rules, key);
     }
-    if let Some((pos, kind)) = scan.error {
-        return Err(local_error(s, at, pos, kind));
-    }
-    let key = if scan.upper {
-        Key::AsciiLower
-    } else {
-        Key::Same
+    let key = match ascii_local(bytes, at) {
+        Ok(true) => Key::AsciiLower,
+        Ok(false) => Key::Same,
+        Err((pos, kind)) => return Err(local_error(s, at, pos, kind)),
     };
     finish(s, local, at, domain, rules, key)
+}
+
+/// Checks the ASCII dot-atom local part `bytes[..at]` (`at >= 1`): whether
+/// it has uppercase letters, or its first problem (byte position and kind),
+/// as [`scan_local`] reports it.
+fn ascii_local(bytes: &[u8], at: usize) -> Result<bool, (usize, LocalErrorKind)> {
+    if bytes.len() < 8 {
+        let scan = scan_local(&bytes[..=at]);
+        return scan.error.map_or(Ok(scan.upper), Err);
+    }
+    if bytes[0] == b'.' {
+        return Err((0, LocalErrorKind::LeadingDot));
+    }
+    let mut upper = 0;
+    let mut error = None;
+    swar_windows(bytes, 0, at, |w, base| {
+        let c = swar_classify(w);
+        upper |= c.upper;
+        // Problems are flagged at the byte where a left-to-right scan sees
+        // them: a bad byte at itself, two dots at the second. Windows
+        // overlap by one byte, so the first window with a problem has the
+        // first problem.
+        let pairs = c.dot & (c.dot << 8);
+        let mut bad = 0;
+        let mut other = !(c.ldh | c.dot) & HIGH_BITS;
+        while other != 0 {
+            let bit = other & other.wrapping_neg();
+            let i = base + bit.trailing_zeros() as usize / 8;
+            if CLASS[usize::from(bytes[i])] != SYM {
+                bad |= bit;
+            }
+            other &= other - 1;
+        }
+        let problems = bad | pairs;
+        if problems == 0 {
+            return true;
+        }
+        let first = problems & problems.wrapping_neg();
+        let i = base + first.trailing_zeros() as usize / 8;
+        error = Some(if pairs & first != 0 {
+            (i - 1, LocalErrorKind::ConsecutiveDots)
+        } else {
+            (i, LocalErrorKind::Bad)
+        });
+        false
+    });
+    if let Some(error) = error {
+        return Err(error);
+    }
+    if bytes[at - 1] == b'.' {
+        return Err((at - 1, LocalErrorKind::TrailingDot));
+    }
+    Ok(upper != 0)
 }
 
 // ---------------------------------------------------------------------------
@@ -750,6 +806,14 @@ const fn swar_ge(w: u64, c: u8) -> u64 {
 #[inline(always)]
 const fn swar_eq(w: u64, c: u8) -> u64 {
     !(w ^ splat(c)).wrapping_add(splat(0x7F)) & HIGH_BITS
+}
+
+/// For a word of ASCII bytes: the high bit of each `a`–`z` or `0`–`9`.
+#[inline(always)]
+fn swar_lower_or_digit(w: u64) -> u64 {
+    let lower = swar_ge(w, b'a') & !swar_ge(w, b'z' + 1);
+    let digit = swar_ge(w, b'0') & !swar_ge(w, b'9' + 1);
+    lower | digit
 }
 
 /// Per-byte classes of a word of ASCII bytes, as high-bit masks.
@@ -1409,12 +1473,38 @@ fn check_ascii_domain(d: &[u8], rules: &EmailRules) -> Result<DomainScan, Domain
     };
     let mut label_start = 0;
     let mut dots = 0_usize;
-    for (i, &b) in d.iter().enumerate() {
+    let n = d.len();
+    let mut i = 0;
+    while i < n {
+        if n >= 8 {
+            // Skip lowercase letters and digits eight bytes at a time: the
+            // window `base..base + 8` is inside `d` and starts at `i` unless
+            // that is too close to the end (then lanes before `i` are masked).
+            let base = i.min(n - 8);
+            let mut word = [0; 8];
+            word.copy_from_slice(&d[base..base + 8]);
+            let w = u64::from_le_bytes(word);
+            let mut rest = if w & HIGH_BITS == 0 {
+                !swar_lower_or_digit(w) & HIGH_BITS
+            } else {
+                HIGH_BITS
+            };
+            rest &= HIGH_BITS << (8 * (i - base));
+            if rest == 0 {
+                i = base + 8;
+                continue;
+            }
+            i = base + rest.trailing_zeros() as usize / 8;
+        }
+        let b = d[i];
         let class = CLASS[usize::from(b)];
+        i += 1;
         // As in `scan_local`: one branch for the usual bytes.
         if (1_u16 << class) & (1 << LOWER | 1 << DIGIT) != 0 {
             continue;
         }
+        // The byte's own index.
+        let i = i - 1;
         match class {
             LOWER | DIGIT => {}
             UPPER => scan.upper = true,
@@ -1529,6 +1619,138 @@ fn idna_to_ascii(domain: &str) -> Result<String, InvalidEmail> {
         .map_err(|_| InvalidEmail::InvalidIdna)
 }
 
+/// Lowercase letters that UTS #46 maps to themselves and accepts anywhere
+/// in a label ("valid"), that are left-to-right (so the bidi rule has
+/// nothing to check) and that are not combining marks or joiners: Latin-1
+/// letters but `ß` (a "deviation" character), Greek but final sigma (also
+/// a deviation), basic Cyrillic, kana, CJK ideographs and Hangul
+/// syllables. A test checks each one against the `idna` crate.
+fn is_simple_idn_char(c: char) -> bool {
+    matches!(c,
+        '\u{E0}'..='\u{F6}' | '\u{F8}'..='\u{FF}' | '\u{3AC}'..='\u{3C1}'
+        | '\u{3C3}'..='\u{3CE}' | '\u{430}'..='\u{45F}' | '\u{3041}'..='\u{3096}'
+        | '\u{30A1}'..='\u{30FA}' | '\u{4E00}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7A3}')
+}
+
+/// UTS #46 `to_ascii` without the general machinery, for the common
+/// internationalized domains: `None` unless every label is either lowercase
+/// LDH ASCII (not `xn--`, no `--`, no hyphen at either end) or made of
+/// such ASCII and at most 63 [`is_simple_idn_char`]s.
+///
+/// For such a domain each UTS #46 step is the identity or trivial: mapping
+/// (every character maps to itself), normalization (each character is
+/// NFC_Quick_Check=Yes with combining class 0, so the string is NFC), the
+/// validity criteria (valid characters, hyphens checked here, no leading
+/// combining mark, no joiners, no right-to-left label so no bidi rule), so
+/// the result is each non-ASCII label as `xn--` + Punycode. The tests
+/// compare it with the `idna` crate character by character and on random
+/// domains.
+fn simple_idn_to_ascii(domain: &str) -> Option<String> {
+    let mut out = String::with_capacity(domain.len() + 16);
+    for label in domain.split('.') {
+        let bytes = label.as_bytes();
+        if bytes.is_empty()
+            || bytes[0] == b'-'
+            || bytes[bytes.len() - 1] == b'-'
+            || bytes.windows(2).any(|pair| pair == b"--")
+        {
+            return None;
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        let ldh = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if label.is_ascii() {
+            if !label.chars().all(ldh) {
+                return None;
+            }
+            out.push_str(label);
+            continue;
+        }
+        let mut points = [0_u32; MAX_LABEL_LEN];
+        let mut len = 0;
+        for c in label.chars() {
+            if len == MAX_LABEL_LEN || !(ldh(c) || is_simple_idn_char(c)) {
+                return None;
+            }
+            points[len] = u32::from(c);
+            len += 1;
+        }
+        out.push_str("xn--");
+        punycode_encode(&points[..len], &mut out)?;
+    }
+    Some(out)
+}
+
+/// RFC 3492 Punycode encoding of `input` (code points) appended to `out`;
+/// `None` on overflow.
+fn punycode_encode(input: &[u32], out: &mut String) -> Option<()> {
+    const BASE: u32 = 36;
+    const T_MIN: u32 = 1;
+    const T_MAX: u32 = 26;
+    const SKEW: u32 = 38;
+    const DAMP: u32 = 700;
+    fn adapt(delta: u32, points: u32, first: bool) -> u32 {
+        let mut delta = if first { delta / DAMP } else { delta / 2 };
+        delta += delta / points;
+        let mut k = 0;
+        while delta > ((BASE - T_MIN) * T_MAX) / 2 {
+            delta /= BASE - T_MIN;
+            k += BASE;
+        }
+        k + (BASE - T_MIN + 1) * delta / (delta + SKEW)
+    }
+    fn digit(d: u32) -> char {
+        // d < 36: 0..=25 are `a`..=`z`, 26..=35 are `0`..=`9`.
+        let d = u8::try_from(d).unwrap_or(0);
+        char::from(if d < 26 { b'a' + d } else { b'0' + d - 26 })
+    }
+    let len = u32::try_from(input.len()).ok()?;
+    let mut basic = 0;
+    for &c in input {
+        if let Ok(b) = u8::try_from(c)
+            && b.is_ascii()
+        {
+            out.push(char::from(b));
+            basic += 1;
+        }
+    }
+    if basic > 0 {
+        out.push('-');
+    }
+    let (mut n, mut delta, mut bias, mut handled) = (0x80_u32, 0_u32, 72_u32, basic);
+    while handled < len {
+        let m = input.iter().copied().filter(|&c| c >= n).min()?;
+        delta = delta.checked_add((m - n).checked_mul(handled + 1)?)?;
+        n = m;
+        for &c in input {
+            if c < n {
+                delta = delta.checked_add(1)?;
+            }
+            if c == n {
+                let mut q = delta;
+                let mut k = BASE;
+                loop {
+                    let t = k.saturating_sub(bias).clamp(T_MIN, T_MAX);
+                    if q < t {
+                        break;
+                    }
+                    out.push(digit(t + (q - t) % (BASE - t)));
+                    q = (q - t) / (BASE - t);
+                    k += BASE;
+                }
+                out.push(digit(q));
+                bias = adapt(delta, handled + 1, handled == basic);
+                delta = 0;
+                handled += 1;
+            }
+        }
+        delta = delta.checked_add(1)?;
+        n += 1;
+    }
+    Some(())
+}
+
 /// The full stops UTS #46 treats as label separators.
 fn is_label_separator(c: char) -> bool {
     matches!(c, '.' | '\u{3002}' | '\u{FF0E}' | '\u{FF61}')
@@ -1588,7 +1810,10 @@ fn unicode_domain(
         });
     }
 
-    let ascii = idna_to_ascii(domain)?;
+    let ascii = match simple_idn_to_ascii(domain) {
+        Some(ascii) => ascii,
+        None => idna_to_ascii(domain)?,
+    };
     // Re-check the A-label form for lengths, dots, the TLD and special use.
     // Positional errors cannot map back to the input; they mean UTS #46
     // produced something that is not a host name.

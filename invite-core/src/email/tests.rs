@@ -1303,3 +1303,244 @@ fn fast_path_catches_pairs_at_every_window_offset() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The shortcut around the idna crate for simple internationalized domains
+
+/// Every character the shortcut handles is mapped to itself and valid under
+/// UTS #46, alone and next to ASCII, exactly as the `idna` crate says.
+#[test]
+fn simple_idn_chars_agree_with_the_idna_crate() {
+    let simple: Vec<char> = (0x80..=0x10_FFFF_u32)
+        .filter_map(char::from_u32)
+        .filter(|&c| super::is_simple_idn_char(c))
+        .collect();
+    assert!(simple.len() > 20_000, "{}", simple.len());
+    for c in simple {
+        // What lets the shortcut skip normalization: a string of such
+        // characters (and ASCII) is NFC.
+        assert_eq!(
+            unicode_normalization::is_nfc_quick(std::iter::once(c)),
+            unicode_normalization::IsNormalized::Yes,
+            "U+{:04X}",
+            u32::from(c)
+        );
+        assert_eq!(
+            unicode_normalization::char::canonical_combining_class(c),
+            0,
+            "U+{:04X}",
+            u32::from(c)
+        );
+        for domain in [format!("{c}.com"), format!("a{c}{c}1-b.{c}x")] {
+            let fast = super::simple_idn_to_ascii(&domain);
+            assert!(fast.is_some(), "U+{:04X} missed the shortcut", u32::from(c));
+            assert_eq!(
+                fast.map(Ok),
+                Some(super::idna_to_ascii(&domain)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+}
+
+#[test]
+fn simple_idn_shortcut_covers_common_domains_and_declines_the_rest() {
+    for (domain, ascii) in [
+        ("bücher.de", "xn--bcher-kva.de"),
+        ("münchen.de", "xn--mnchen-3ya.de"),
+        ("例子.广告", "xn--fsqu00a.xn--4rr70v"),
+        ("пример.рф", "xn--e1afmkfd.xn--p1ai"),
+        ("παράδειγμα.δοκιμή", "xn--hxajbheg2az3al.xn--jxalpdlp"),
+    ] {
+        assert_eq!(super::simple_idn_to_ascii(domain).as_deref(), Some(ascii));
+        assert_eq!(super::idna_to_ascii(domain).as_deref(), Ok(ascii));
+    }
+    for domain in [
+        "straße.de",           // deviation character
+        "ὀδυσσεύς.gr",         // outside the simple Greek block
+        "Bücher.de",           // uppercase: UTS #46 maps it
+        "bücher.xn--p1ai",     // an A-label to check
+        "bü--cher.de",         // hyphens
+        "-bücher.de",          // hyphen at the start
+        "bu\u{308}cher.de",    // a combining mark
+        "bücher。de",          // ideographic full stop
+        "مثال.إختبار",         // right to left
+        "b\u{fc}\u{200d}c.de", // joiner
+    ] {
+        assert_eq!(super::simple_idn_to_ascii(domain), None, "{domain}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+    /// The Punycode encoder agrees with the idna crate's on any label.
+    #[test]
+    fn punycode_agrees_with_the_idna_crate(label in "\\PC{1,30}") {
+        let points: Vec<u32> = label.chars().map(u32::from).collect();
+        let mut ours = String::new();
+        let ok = super::punycode_encode(&points, &mut ours);
+        prop_assert_eq!(ok.map(|()| ours), idna::punycode::encode_str(&label));
+    }
+
+    /// Whenever the shortcut answers, it answers what the idna crate does.
+    #[test]
+    fn simple_idn_shortcut_agrees_with_the_idna_crate(
+        domain in prop_oneof![
+            "[a-zà-ÿß0-9-]{1,12}(\\.[a-zà-ÿ0-9-]{1,12}){0,3}",
+            "[a-zа-яёіα-ωά-ώ\u{301}-]{1,10}\\.[a-zа-я]{2,4}",
+            "[一-龥ぁ-んア-ン가-힣a-z0-9-]{1,8}\\.[一-龥a-z]{1,3}",
+            "\\PC{1,12}\\.[a-z]{2,3}",
+        ],
+    ) {
+        if let Some(fast) = super::simple_idn_to_ascii(&domain) {
+            prop_assert_eq!(Ok(fast), super::idna_to_ascii(&domain), "{:?}", domain);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The exact-error path against the byte-at-a-time code it replaced
+
+mod reference {
+    use super::super::*;
+
+    /// The exact-error path as it was before it started from `find_at` and
+    /// checked the local part eight bytes at a time.
+    pub(super) fn parse_precise(s: &str, rules: &EmailRules) -> Result<EmailAddress, InvalidEmail> {
+        let scan = scan_local(s.as_bytes());
+        let Some(at) = scan.at else {
+            return Err(InvalidEmail::MissingAt);
+        };
+        let local = &s[..at];
+        let domain = &s[at + 1..];
+        check_structure(s, at)?;
+        if scan.non_ascii {
+            let local = unicode_local(local, rules)?;
+            let key = unicode_key(&local);
+            return finish(s, &local, at, domain, rules, key);
+        }
+        if let Some((pos, kind)) = scan.error {
+            return Err(local_error(s, at, pos, kind));
+        }
+        let key = if scan.upper {
+            Key::AsciiLower
+        } else {
+            Key::Same
+        };
+        finish(s, local, at, domain, rules, key)
+    }
+
+    /// The domain check as it was, one byte at a time.
+    pub(super) fn check_ascii_domain_bytewise(
+        d: &[u8],
+        rules: &EmailRules,
+    ) -> Result<DomainScan, DomainError> {
+        let mut scan = DomainScan {
+            upper: false,
+            punycode: false,
+        };
+        let mut label_start = 0;
+        let mut dots = 0_usize;
+        for (i, &b) in d.iter().enumerate() {
+            let class = CLASS[usize::from(b)];
+            // As in `scan_local`: one branch for the usual bytes.
+            if (1_u16 << class) & (1 << LOWER | 1 << DIGIT) != 0 {
+                continue;
+            }
+            match class {
+                LOWER | DIGIT => {}
+                UPPER => scan.upper = true,
+                HYPHEN => {
+                    if i == label_start {
+                        return Err(DomainError::At(i, AtKind::Hyphen));
+                    }
+                }
+                DOT => {
+                    if i == 0 {
+                        return Err(DomainError::Plain(InvalidEmail::DomainLeadingDot));
+                    }
+                    if i == label_start {
+                        return Err(DomainError::At(i - 1, AtKind::ConsecutiveDots));
+                    }
+                    check_label(d, label_start, i, &mut scan)?;
+                    label_start = i + 1;
+                    dots += 1;
+                }
+                _ => return Err(DomainError::At(i, AtKind::Bad)),
+            }
+        }
+        if label_start == d.len() {
+            return Err(DomainError::Plain(InvalidEmail::DomainTrailingDot));
+        }
+        check_label(d, label_start, d.len(), &mut scan)?;
+        if d.len() > MAX_DOMAIN_LEN {
+            return Err(DomainError::Plain(InvalidEmail::DomainTooLong {
+                len: d.len(),
+            }));
+        }
+        if dots == 0 && !rules.allow_single_label_domain {
+            return Err(DomainError::Plain(InvalidEmail::DomainWithoutDot));
+        }
+        let tld = &d[label_start..];
+        if !tld.last().is_some_and(u8::is_ascii_alphabetic) {
+            return Err(DomainError::Plain(InvalidEmail::NumericTld));
+        }
+        if !rules.allow_special_use_domains
+            && is_special_use_tld(tld)
+            && let Some(name) = SPECIAL_USE
+                .iter()
+                .find(|name| tld.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            return Err(DomainError::Plain(InvalidEmail::SpecialUseDomain {
+                domain: name,
+            }));
+        }
+        Ok(scan)
+    }
+}
+
+/// Inputs shaped like the benchmark's corrupted rows, at every length.
+fn corrupted() -> impl Strategy<Value = String> {
+    (
+        "[a-zA-Z0-9._+'-]{0,30}",
+        "[a-zA-Z0-9.-]{0,30}",
+        proptest::sample::select(vec![
+            "@", "", " at ", "@@", " @", "@ ", ",", ";", ":", "<", ">", "..", ".", "\u{e9}",
+        ]),
+        proptest::sample::select(vec!["", ".", "..", ";", "; ann", ">", "-", " ", ",com"]),
+        proptest::sample::select(vec!["", "<", "mailto:", ".", " ", "\""]),
+    )
+        .prop_map(|(l, d, mid, end, start)| format!("{start}{l}{mid}{d}{end}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6_000, ..ProptestConfig::default() })]
+
+    /// The exact-error path gives the same answer as before, error and
+    /// position included, and so does the domain check.
+    #[test]
+    fn precise_path_agrees_with_the_bytewise_reference(
+        s in prop_oneof![address_like(), corrupted(), "[a-z.@ ,;<>-]{0,40}"],
+        rules in any_rules(),
+    ) {
+        let s = super::trim(&s);
+        if s.is_empty() || s.starts_with('"') {
+            return Ok(());
+        }
+        let ours = super::parse_precise(s, &rules);
+        let theirs = reference::parse_precise(s, &rules);
+        prop_assert_eq!(&ours, &theirs, "{:?}", s);
+        if let (Ok(a), Ok(b)) = (&ours, &theirs) {
+            prop_assert_eq!(&*a.buf, &*b.buf);
+        }
+        for d in [s, s.split_once('@').map_or(s, |(_, d)| d)] {
+            prop_assert_eq!(
+                format!("{:?}", super::check_ascii_domain(d.as_bytes(), &rules)),
+                format!("{:?}", reference::check_ascii_domain_bytewise(d.as_bytes(), &rules)),
+                "{:?}", d
+            );
+        }
+    }
+}
