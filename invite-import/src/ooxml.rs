@@ -393,22 +393,22 @@ fn scan_hits_read<R: Read>(
     const MAX_TAG: usize = 1 << 20;
     let finders = HITS.map(|(needle, _)| Finder::new(needle));
     let declaration = Finder::new(b"<!");
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+    // `buffer[..len]` holds the data; the bytes after it stay initialized, so a
+    // read does not zero a fresh chunk first.
+    let mut buffer: Vec<u8> = vec![0; 2 * CHUNK];
+    let mut len = 0;
     loop {
-        let filled = buf.len();
-        buf.resize(filled + CHUNK, 0);
-        let n = match reader.read(&mut buf[filled..]) {
-            Ok(n) => n,
-            Err(error) => {
-                buf.truncate(filled);
-                return Err(error);
-            }
-        };
-        buf.truncate(filled + n);
+        let filled = len;
+        if buffer.len() < filled + CHUNK {
+            buffer.resize(filled + CHUNK, 0);
+        }
+        let n = reader.read(&mut buffer[filled..filled + CHUNK])?;
+        len = filled + n;
+        let buf = &buffer[..len];
         // Everything before the last `<` is complete, unless that `<` opens a
         // tag still waiting for its `>`: keep that tag for the next chunk. No
         // needle contains `<`, so none straddles the cut.
-        let cut = match memchr::memrchr(b'<', &buf) {
+        let cut = match memchr::memrchr(b'<', buf) {
             Some(lt) if n > 0 && memchr::memchr(b'>', &buf[lt..]).is_none() => lt,
             _ => buf.len(),
         };
@@ -441,13 +441,15 @@ fn scan_hits_read<R: Read>(
                 }
             }
         }
-        if buf.len() - cut > MAX_TAG {
-            buf.clear();
-        } else {
-            buf.drain(..cut);
-        }
+        let rest = len - cut;
         if n == 0 {
             return Ok(true);
+        }
+        if rest > MAX_TAG {
+            len = 0;
+        } else {
+            buffer.copy_within(cut..cut + rest, 0);
+            len = rest;
         }
     }
 }
