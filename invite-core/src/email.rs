@@ -138,9 +138,14 @@ impl EmailAddress {
         if s.as_bytes()[0] == b'"' {
             return parse_quoted(s, rules);
         }
-        match fast_path(s, rules) {
+        // Both paths start from the first `@`; without one, nothing else
+        // matters (`@` is ASCII, never inside a multi-byte character).
+        let Some(at) = find_at(s.as_bytes()) else {
+            return Err(InvalidEmail::MissingAt);
+        };
+        match fast_path_at(s, at, rules) {
             Some(address) => Ok(address),
-            None => parse_precise(s, rules),
+            None => parse_precise_at(s, at, rules),
         }
     }
 
@@ -584,19 +589,17 @@ fn trim(input: &str) -> &str {
 // Precise path
 
 /// The general parser for a trimmed, non-empty input that does not start
-/// with a quote: every rule, every error, Unicode. [`fast_path`] answers the
-/// common case first; a test checks that the two agree.
+/// with a quote, whose first `@` is at byte `at`: every rule, every error,
+/// Unicode. [`fast_path_at`] answers the common case first; a test checks
+/// that the two agree.
 ///
-/// It starts from what the fast path looks at first (the `@`, eight bytes at
-/// a time; no `@` is the first error there is), checks an ASCII local part
-/// eight bytes at a time too ([`ascii_local`]), and only the domain's checks
-/// go byte by byte, over the bytes that are not lowercase letters or digits.
-fn parse_precise(s: &str, rules: &EmailRules) -> Result<EmailAddress, InvalidEmail> {
+/// It starts from the `@` the caller found eight bytes at a time (no `@`
+/// is the first error there is, reported before either path), checks an
+/// ASCII local part eight bytes at a time too ([`ascii_local`]), and only
+/// the domain's checks go byte by byte, over the bytes that are not
+/// lowercase letters or digits.
+fn parse_precise_at(s: &str, at: usize, rules: &EmailRules) -> Result<EmailAddress, InvalidEmail> {
     let bytes = s.as_bytes();
-    // `@` is ASCII, so it is never inside a multi-byte character.
-    let Some(at) = find_at(bytes) else {
-        return Err(InvalidEmail::MissingAt);
-    };
     let local = &s[..at];
     let domain = &s[at + 1..];
     check_structure(s, at)?;
@@ -612,6 +615,15 @@ fn parse_precise(s: &str, rules: &EmailRules) -> Result<EmailAddress, InvalidEma
         Err((pos, kind)) => return Err(local_error(s, at, pos, kind)),
     };
     finish(s, local, at, domain, rules, key)
+}
+
+/// [`parse_precise_at`] for an input of unknown `@` (the tests use it).
+#[cfg(test)]
+fn parse_precise(s: &str, rules: &EmailRules) -> Result<EmailAddress, InvalidEmail> {
+    match find_at(s.as_bytes()) {
+        Some(at) => parse_precise_at(s, at, rules),
+        None => Err(InvalidEmail::MissingAt),
+    }
 }
 
 /// Checks the ASCII dot-atom local part `bytes[..at]` (`at >= 1`): whether
@@ -772,17 +784,19 @@ fn is_special_use_tld(tld: &[u8]) -> bool {
 ///
 /// Inputs of eight bytes or more are classified eight bytes at a time
 /// ([`swar_scan`]); shorter ones byte by byte ([`scalar_scan`]). Both answer
-/// `(at, local_upper, domain_upper)` and the result is built the same way.
+/// `(local_upper, domain_upper)` and the result is built the same way.
+///
+/// `at` is the index of the first `@` in `s`.
 #[inline]
-fn fast_path(s: &str, rules: &EmailRules) -> Option<EmailAddress> {
+fn fast_path_at(s: &str, at: usize, rules: &EmailRules) -> Option<EmailAddress> {
     let bytes = s.as_bytes();
     if bytes.len() > MAX_ADDRESS_LEN {
         return None;
     }
-    let (at, local_upper, domain_upper) = if bytes.len() >= 8 {
-        swar_scan(bytes, rules)?
+    let (local_upper, domain_upper) = if bytes.len() >= 8 {
+        swar_scan(bytes, at, rules)?
     } else {
-        scalar_scan(bytes, rules)?
+        scalar_scan(bytes, at, rules)?
     };
     build_fast(s, at, local_upper, domain_upper)
 }
@@ -876,10 +890,9 @@ fn swar_windows(
     f((load(base) & keep) | (splat(b'a') & !keep), base)
 }
 
-/// [`fast_path`]'s checks eight bytes at a time; `bytes.len() >= 8`.
+/// [`fast_path_at`]'s checks eight bytes at a time; `bytes.len() >= 8`.
 #[inline(always)]
-fn swar_scan(bytes: &[u8], rules: &EmailRules) -> Option<(usize, bool, bool)> {
-    let at = find_at(bytes)?;
+fn swar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, bool)> {
     let n = bytes.len();
     if at == 0
         || at > MAX_LOCAL_PART_LEN
@@ -957,13 +970,12 @@ fn swar_scan(bytes: &[u8], rules: &EmailRules) -> Option<(usize, bool, bool)> {
     if !rules.allow_special_use_domains && is_special_use_tld(&bytes[tld_start..]) {
         return None;
     }
-    Some((at, local_upper, upper != 0))
+    Some((local_upper, upper != 0))
 }
 
-/// [`fast_path`]'s checks byte by byte, for short inputs.
-fn scalar_scan(bytes: &[u8], rules: &EmailRules) -> Option<(usize, bool, bool)> {
+/// [`fast_path_at`]'s checks byte by byte, for short inputs.
+fn scalar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, bool)> {
     // Local part: dot-atom bytes only, no leading, trailing or double dot.
-    let at = find_at(bytes)?;
     let (all, any, pairs, last) = fold_flags(&bytes[..at], flag::DOT);
     let domain = &bytes[at + 1..];
     if at == 0
@@ -994,10 +1006,16 @@ fn scalar_scan(bytes: &[u8], rules: &EmailRules) -> Option<(usize, bool, bool)> 
         return None;
     }
     let domain_upper = any & flag::UPPER != 0;
-    Some((at, local_upper, domain_upper))
+    Some((local_upper, domain_upper))
 }
 
-/// Builds [`fast_path`]'s result for a valid `s` with its `@` at `at`.
+/// [`fast_path_at`] for an input of unknown `@` (the tests use it).
+#[cfg(test)]
+fn fast_path(s: &str, rules: &EmailRules) -> Option<EmailAddress> {
+    fast_path_at(s, find_at(s.as_bytes())?, rules)
+}
+
+/// Builds [`fast_path_at`]'s result for a valid `s` with its `@` at `at`.
 #[inline]
 fn build_fast(s: &str, at: usize, local_upper: bool, domain_upper: bool) -> Option<EmailAddress> {
     let bytes = s.as_bytes();
@@ -1270,8 +1288,23 @@ fn unicode_local<'a>(local: &'a str, rules: &EmailRules) -> Result<Cow<'a, str>,
     Ok(nfc(local))
 }
 
+/// Characters with `NFC_Quick_Check=Yes` and combining class 0 in the blocks
+/// most addresses use (Latin-1 to Latin Extended-B, Greek, Cyrillic, kana,
+/// CJK ideographs, Hangul syllables): a string of these and ASCII is in NFC
+/// (that is what the quick check would answer, without its table lookups).
+/// A test checks each against the normalization tables.
+fn is_nfc_inert(c: char) -> bool {
+    matches!(c,
+        '\u{C0}'..='\u{24F}' | '\u{388}'..='\u{3CE}' | '\u{400}'..='\u{482}' | '\u{48A}'..='\u{4FF}'
+        | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}' | '\u{4E00}'..='\u{9FFF}'
+        | '\u{AC00}'..='\u{D7A3}')
+}
+
 fn nfc(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+    if s.is_ascii()
+        || s.chars().all(|c| c.is_ascii() || is_nfc_inert(c))
+        || is_nfc_quick(s.chars()) == IsNormalized::Yes
+    {
         Cow::Borrowed(s)
     } else {
         Cow::Owned(s.nfc().collect())

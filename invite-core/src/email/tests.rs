@@ -1544,3 +1544,26 @@ proptest! {
         }
     }
 }
+
+/// The characters `nfc` passes without the quick check are each
+/// `NFC_Quick_Check=Yes` with combining class 0, so any string of them (and
+/// ASCII) is in NFC; and they include every simple IDN character.
+#[test]
+fn nfc_inert_characters_match_the_normalization_tables() {
+    use unicode_normalization::char::canonical_combining_class;
+    use unicode_normalization::{IsNormalized, is_nfc_quick};
+    for c in (0x80..=0x10_FFFF_u32).filter_map(char::from_u32) {
+        if super::is_nfc_inert(c) {
+            assert_eq!(
+                is_nfc_quick(std::iter::once(c)),
+                IsNormalized::Yes,
+                "U+{:04X}",
+                u32::from(c)
+            );
+            assert_eq!(canonical_combining_class(c), 0, "U+{:04X}", u32::from(c));
+        }
+        if super::is_simple_idn_char(c) {
+            assert!(super::is_nfc_inert(c), "U+{:04X}", u32::from(c));
+        }
+    }
+}
