@@ -210,14 +210,24 @@ enum PackedCells {
 const INLINE_CELLS: usize = 32;
 
 impl PackedCells {
-    fn new(text: &str, ends: [u32; 4], flags: u8) -> Self {
-        if text.len() <= INLINE_CELLS
-            && let Ok(len) = u8::try_from(text.len())
+    /// Packs `parts` (raw, role, first name, last name, message) end to end;
+    /// `scratch` is a reusable buffer for the long form.
+    fn new(parts: [&str; 5], flags: u8, scratch: &mut String) -> Self {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total <= INLINE_CELLS
+            && let Ok(len) = u8::try_from(total)
         {
             let mut bytes = [0; INLINE_CELLS];
-            bytes[..text.len()].copy_from_slice(text.as_bytes());
-            // Each end is at most `len`, so fits a byte.
-            let ends = ends.map(|e| u8::try_from(e).unwrap_or(len));
+            let mut ends = [0u8; 4];
+            let mut at = 0;
+            for (i, part) in parts.iter().enumerate() {
+                bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+                at += part.len();
+                if let Some(end) = ends.get_mut(i) {
+                    // At most `total`, which fits a byte.
+                    *end = u8::try_from(at).unwrap_or(len);
+                }
+            }
             return Self::Inline {
                 ends,
                 len,
@@ -225,10 +235,18 @@ impl PackedCells {
                 bytes,
             };
         }
+        scratch.clear();
+        let mut ends = [0u32; 4];
+        for (i, part) in parts.iter().enumerate() {
+            scratch.push_str(part);
+            if let Some(end) = ends.get_mut(i) {
+                *end = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
+            }
+        }
         Self::Heap {
             ends,
             flags,
-            text: Box::from(text),
+            text: Box::from(scratch.as_str()),
         }
     }
 
@@ -287,7 +305,7 @@ pub(crate) struct RowCells<'a> {
 
 impl ImportRow {
     /// Packs the cells into one buffer, leaving out what the outcome already holds.
-    /// `scratch` is a reusable buffer (cleared here).
+    /// `scratch` is a reusable buffer for long rows.
     pub(crate) fn new(
         row: u64,
         cells: &RowCells<'_>,
@@ -303,31 +321,30 @@ impl ImportRow {
         if cells.hidden {
             flags |= HIDDEN;
         }
-        scratch.clear();
-        if email.is_some_and(|e| e.original() == cells.raw) {
+        let mut raw = cells.raw;
+        if email.is_some_and(|e| e.original() == raw) {
             flags |= RAW_IS_ADDRESS;
-        } else {
-            scratch.push_str(cells.raw);
+            raw = "";
         }
-        let end = |s: &String| u32::try_from(s.len()).unwrap_or(u32::MAX);
-        let raw_end = end(scratch);
+        let mut role_cell = "";
         if let Some(cell) = cells.role {
             flags |= HAS_ROLE;
             if role == Some(cell) {
                 flags |= ROLE_IS_ROLE;
             } else {
-                scratch.push_str(cell);
+                role_cell = cell;
             }
         }
-        let role_end = end(scratch);
-        scratch.push_str(cells.first_name.unwrap_or(""));
-        let first_end = end(scratch);
-        scratch.push_str(cells.last_name.unwrap_or(""));
-        let last_end = end(scratch);
-        scratch.push_str(cells.message.unwrap_or(""));
+        let parts = [
+            raw,
+            role_cell,
+            cells.first_name.unwrap_or(""),
+            cells.last_name.unwrap_or(""),
+            cells.message.unwrap_or(""),
+        ];
         Self {
             row,
-            text: PackedCells::new(scratch, [raw_end, role_end, first_end, last_end], flags),
+            text: PackedCells::new(parts, flags, scratch),
             outcome,
         }
     }
