@@ -348,6 +348,118 @@ fn bulk_sqlite(c: &mut Criterion, rt: &Runtime) {
         });
     });
     group.finish();
+    bulk_sqlite_paired(rt, &store, &t, &writes);
+}
+
+/// Paired rounds of SQLite bulk create (`INVITE_BENCH_PAIRED`, at most 6): the store,
+/// the bare `INSERT` and the store's former path ([`former_sqlite_insert`]) back to
+/// back, the first side rotating; prints the rates and the ratios to the bare `INSERT`.
+fn bulk_sqlite_paired(rt: &Runtime, store: &SqliteStore, t: &TenantId, writes: &[InvitationWrite]) {
+    let rounds = paired_rounds().min(6);
+    if rounds == 0 {
+        return;
+    }
+    let mut totals = [StdDuration::ZERO; 3];
+    rt.block_on(async {
+        for round in 0..rounds {
+            for k in 0..3 {
+                let side = (round as usize + k) % 3;
+                sqlx::query("DELETE FROM invite_invitations")
+                    .execute(store.pool())
+                    .await
+                    .expect("delete");
+                let start = Instant::now();
+                match side {
+                    0 => {
+                        let report = store.create_invitations(t, writes).await.expect("create");
+                        assert_eq!(report.created.len(), writes.len());
+                    }
+                    1 => bare_sqlite_insert(store, writes).await,
+                    _ => assert_eq!(former_sqlite_insert(store, writes).await, writes.len()),
+                }
+                totals[side] += start.elapsed();
+            }
+        }
+    });
+    #[allow(clippy::cast_precision_loss)]
+    let rate =
+        |total: StdDuration| writes.len() as f64 * f64::from(rounds) / total.as_secs_f64() / 1000.0;
+    println!(
+        "store/bulk_create_100k_paired/sqlite: rounds={rounds} store={:.1}K/s bare={:.1}K/s former={:.1}K/s store/bare={:.1}% former/bare={:.1}%",
+        rate(totals[0]),
+        rate(totals[1]),
+        rate(totals[2]),
+        100.0 * rate(totals[0]) / rate(totals[1]),
+        100.0 * rate(totals[2]) / rate(totals[1]),
+    );
+}
+
+/// What `SqliteStore::create_invitations` did before it checked affected-row counts,
+/// for the paired comparison: `ON CONFLICT ... DO NOTHING RETURNING id` per batch and
+/// every returned id collected into a set (the outbox and conflict handling after it,
+/// which no bench row needs, left out). Returns how many rows were inserted.
+async fn former_sqlite_insert(store: &SqliteStore, writes: &[InvitationWrite]) -> usize {
+    let mut tx = store
+        .pool()
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .expect("begin");
+    let mut inserted: std::collections::HashSet<[u8; 16]> =
+        std::collections::HashSet::with_capacity(writes.len());
+    for chunk in writes.chunks(32_766 / 24) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO invite_invitations ({COLUMNS}) "));
+        push_sqlite_rows(&mut q, chunk);
+        q.push(
+            " ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') \
+             DO NOTHING RETURNING id",
+        );
+        let ids: Vec<Vec<u8>> = q
+            .build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await
+            .expect("insert");
+        for id in ids {
+            inserted.insert(id.try_into().expect("16 bytes"));
+        }
+    }
+    let created = writes
+        .iter()
+        .filter(|w| inserted.contains(w.invitation.id.as_uuid().as_bytes()))
+        .count();
+    tx.commit().await.expect("commit");
+    created
+}
+
+/// The rows' values, in [`COLUMNS`] order.
+fn push_sqlite_rows(q: &mut QueryBuilder<Sqlite>, chunk: &[InvitationWrite]) {
+    q.push_values(chunk, |mut b, w| {
+        let i = &w.invitation;
+        b.push_bind(i.id.as_uuid().as_bytes().as_slice())
+            .push_bind(i.tenant.as_str())
+            .push_bind(i.email.as_str())
+            .push_bind(i.email.key())
+            .push_bind(i.role.as_str())
+            .push_bind(i.names.first.as_deref())
+            .push_bind(i.names.last.as_deref())
+            .push_bind(i.message.as_deref())
+            .push_bind(i.metadata.as_ref().map(ToString::to_string))
+            .push_bind(i.invited_by.as_str())
+            .push_bind(i.batch.as_ref().map(|b| b.as_uuid().as_bytes().as_slice()))
+            .push_bind(i.status.as_str())
+            .push_bind(i.token_hash.as_ref().map(|h| h.as_bytes().as_slice()))
+            .push_bind(i.ttl.whole_seconds())
+            .push_bind(micros(i.created_at))
+            .push_bind(i.sent_at.map(micros))
+            .push_bind(i.delivered_at.map(micros))
+            .push_bind(i.expires_at.map(micros))
+            .push_bind(i.accepted_at.map(micros))
+            .push_bind(i.accepted_by.as_ref().map(UserId::as_str))
+            .push_bind(i.revoked_at.map(micros))
+            .push_bind(i.revoked_by.as_ref().map(ActorId::as_str))
+            .push_bind(i.last_error.as_deref())
+            .push_bind(i64::from(i.version));
+    });
 }
 
 /// The floor: one transaction of multi-row `INSERT`s at SQLite's bind limit, no
@@ -361,33 +473,7 @@ async fn bare_sqlite_insert(store: &SqliteStore, writes: &[InvitationWrite]) {
     for chunk in writes.chunks(32_766 / 24) {
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new(format!("INSERT INTO invite_invitations ({COLUMNS}) "));
-        q.push_values(chunk, |mut b, w| {
-            let i = &w.invitation;
-            b.push_bind(i.id.as_uuid().as_bytes().as_slice())
-                .push_bind(i.tenant.as_str())
-                .push_bind(i.email.as_str())
-                .push_bind(i.email.key())
-                .push_bind(i.role.as_str())
-                .push_bind(i.names.first.as_deref())
-                .push_bind(i.names.last.as_deref())
-                .push_bind(i.message.as_deref())
-                .push_bind(i.metadata.as_ref().map(ToString::to_string))
-                .push_bind(i.invited_by.as_str())
-                .push_bind(i.batch.as_ref().map(|b| b.as_uuid().as_bytes().as_slice()))
-                .push_bind(i.status.as_str())
-                .push_bind(i.token_hash.as_ref().map(|h| h.as_bytes().as_slice()))
-                .push_bind(i.ttl.whole_seconds())
-                .push_bind(micros(i.created_at))
-                .push_bind(i.sent_at.map(micros))
-                .push_bind(i.delivered_at.map(micros))
-                .push_bind(i.expires_at.map(micros))
-                .push_bind(i.accepted_at.map(micros))
-                .push_bind(i.accepted_by.as_ref().map(UserId::as_str))
-                .push_bind(i.revoked_at.map(micros))
-                .push_bind(i.revoked_by.as_ref().map(ActorId::as_str))
-                .push_bind(i.last_error.as_deref())
-                .push_bind(i64::from(i.version));
-        });
+        push_sqlite_rows(&mut q, chunk);
         q.build().execute(&mut *tx).await.expect("insert");
     }
     tx.commit().await.expect("commit");
@@ -522,9 +608,70 @@ fn accept_group(c: &mut Criterion, rt: &Runtime, backend: Backend, url: Option<&
         }
     }
     group.finish();
+    if paired_rounds() > 0 {
+        for tasks in [1, 16] {
+            accept_paired(rt, name, &store, &bare, tasks, &mut round);
+        }
+    }
     if let Some(pg) = pg {
         rt.block_on(drop_postgres(pg));
     }
+}
+
+/// `INVITE_BENCH_PAIRED=<rounds>`: after each accept group, that many paired rounds
+/// per task count, store and bare alternating (which one goes first alternates too),
+/// so that both sides see the same load on a shared machine. Off (0) by default.
+fn paired_rounds() -> u32 {
+    std::env::var("INVITE_BENCH_PAIRED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The paired measurement: per round, [`ACCEPTS`] accepts by the store and as many by
+/// the bare statement, back to back; prints the totals, their ratio, and the median of
+/// the per-round ratios (store throughput / bare throughput).
+fn accept_paired(
+    rt: &Runtime,
+    name: &str,
+    store: &Arc<dyn Store>,
+    bare: &BareAccept,
+    tasks: u32,
+    round: &mut u32,
+) {
+    let (mut store_total, mut bare_total) = (StdDuration::ZERO, StdDuration::ZERO);
+    let mut ratios = Vec::new();
+    rt.block_on(async {
+        for pair in 0..paired_rounds() {
+            let mut times = [StdDuration::ZERO; 2];
+            let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                *round += 1;
+                let accepter = if side == 0 {
+                    Accepter::Store
+                } else {
+                    Accepter::Bare
+                };
+                times[side] = accept_round(store, bare, accepter, tasks, *round).await;
+            }
+            store_total += times[0];
+            bare_total += times[1];
+            ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+        }
+    });
+    ratios.sort_by(f64::total_cmp);
+    let rate =
+        |total: StdDuration| f64::from(ACCEPTS) * f64::from(paired_rounds()) / total.as_secs_f64();
+    println!(
+        "store/accept_paired/{name}/{tasks}: rounds={} store={:.0}/s bare={:.0}/s ratio={:.1}% median-of-rounds={:.1}% (min {:.1}%, max {:.1}%)",
+        ratios.len(),
+        rate(store_total),
+        rate(bare_total),
+        100.0 * rate(store_total) / rate(bare_total),
+        100.0 * ratios[ratios.len() / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[ratios.len() - 1],
+    );
 }
 
 /// p99 of single accepts with 16 in flight at once on SQLite (`SqliteStore::open`):

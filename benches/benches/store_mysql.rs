@@ -144,6 +144,27 @@ async fn bare_accept(pool: &MySqlPool, tenant: &TenantId, hash: &TokenHash, user
     assert_eq!(done.rows_affected(), 1);
 }
 
+/// The accept path `MySqlStore` had before the `invite_accept` procedure, for the paired
+/// comparison: the bare conditional UPDATE, then a second round trip reading the
+/// accepted row back (the store's select list), the row not mapped.
+async fn two_trip_accept(pool: &MySqlPool, tenant: &TenantId, hash: &TokenHash, user: &UserId) {
+    bare_accept(pool, tenant, hash, user).await;
+    let row = sqlx::query(
+        "SELECT id, CONVERT(tenant USING utf8mb4) AS tenant, email, \
+         CONVERT(email_key USING utf8mb4) AS email_key, CONVERT(role USING utf8mb4) AS role, \
+         first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, \
+         ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, \
+         revoked_at, revoked_by, last_error, version \
+         FROM invite_invitations WHERE tenant = ? AND token_hash = ?",
+    )
+    .bind(tenant.as_str())
+    .bind(hash.as_bytes().as_slice())
+    .fetch_optional(pool)
+    .await
+    .expect("read back");
+    assert!(row.is_some());
+}
+
 async fn setup(url: &str) -> MySqlStore {
     let options = MySqlConnectOptions::from_str(url).expect("INVITE_TEST_MYSQL_URL");
     let mut admin = MySqlConnection::connect_with(&options)
@@ -254,6 +275,140 @@ fn bench_accept(c: &mut Criterion, rt: &Runtime, store: &MySqlStore) {
     group.finish();
 }
 
+/// `INVITE_BENCH_PAIRED=<rounds>`: after the accept group, that many paired rounds per
+/// task count, the store, the bare UPDATE and the former two-round-trip path
+/// ([`two_trip_accept`]) back to back (which one goes first rotates), each side
+/// accepting [`PAIRED_ACCEPTS`] freshly seeded invitations in lock-step rounds of
+/// `tasks`, as the criterion group does; so that both sides see the same load on a
+/// shared machine. Off (0) by default.
+fn paired_rounds() -> u32 {
+    std::env::var("INVITE_BENCH_PAIRED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+const PAIRED_ACCEPTS: usize = 256;
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`
+/// (Linux; `None` elsewhere or when unreadable), in clock ticks.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesized command name; utime and stime are 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn accept_paired(rt: &Runtime, store: &MySqlStore, tasks: usize) {
+    const SIDES: [&str; 3] = ["store", "bare", "two-trip"];
+    // `INVITE_BENCH_SERVER_PID=$(pidof mariadbd)`: also report the server's and this
+    // process's CPU time per accept, per side (ticks of 10 ms: only meaningful over
+    // many rounds).
+    let server = std::env::var("INVITE_BENCH_SERVER_PID").ok();
+    let mut server_ticks = [0u64; 3];
+    let mut client_ticks = [0u64; 3];
+    let user = UserId::new("u-1").expect("user");
+    let now = T0 + Duration::hours(1);
+    let mut totals = [StdDuration::ZERO; 3];
+    let mut ratios = Vec::new();
+    for pair in 0..paired_rounds() {
+        let mut times = [StdDuration::ZERO; 3];
+        // Rotate which side goes first.
+        let first = usize::try_from(pair).expect("pair") % 3;
+        for side in (0..3).map(|k| (first + k) % 3) {
+            let (tenant, hashes) = rt.block_on(pending(store, PAIRED_ACCEPTS));
+            let server_before = server.as_deref().and_then(cpu_ticks);
+            let client_before = cpu_ticks("self");
+            let start = Instant::now();
+            rt.block_on(async {
+                for round in hashes.chunks(tasks) {
+                    match side {
+                        0 => {
+                            let accepts =
+                                round.iter().map(|h| store.accept(&tenant, h, &user, now));
+                            for result in join_all(accepts).await {
+                                result.expect("accept");
+                            }
+                        }
+                        1 => {
+                            join_all(
+                                round
+                                    .iter()
+                                    .map(|h| bare_accept(store.pool(), &tenant, h, &user)),
+                            )
+                            .await;
+                        }
+                        _ => {
+                            join_all(
+                                round
+                                    .iter()
+                                    .map(|h| two_trip_accept(store.pool(), &tenant, h, &user)),
+                            )
+                            .await;
+                        }
+                    }
+                }
+            });
+            times[side] = start.elapsed();
+            if let (Some(before), Some(after)) =
+                (server_before, server.as_deref().and_then(cpu_ticks))
+            {
+                server_ticks[side] += after - before;
+            }
+            if let (Some(before), Some(after)) = (client_before, cpu_ticks("self")) {
+                client_ticks[side] += after - before;
+            }
+        }
+        for (total, time) in totals.iter_mut().zip(times) {
+            *total += time;
+        }
+        ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    #[allow(clippy::cast_precision_loss)]
+    let rate = |total: StdDuration| {
+        (PAIRED_ACCEPTS as f64) * f64::from(paired_rounds()) / total.as_secs_f64()
+    };
+    let rates: Vec<String> = SIDES
+        .iter()
+        .zip(totals)
+        .map(|(side, total)| format!("{side}={:.0}/s", rate(total)))
+        .collect();
+    println!(
+        "mysql_accept_paired/{tasks}: rounds={} {} store/bare={:.1}% two-trip/bare={:.1}% median-of-rounds store/bare={:.1}% (min {:.1}%, max {:.1}%)",
+        ratios.len(),
+        rates.join(" "),
+        100.0 * rate(totals[0]) / rate(totals[1]),
+        100.0 * rate(totals[2]) / rate(totals[1]),
+        100.0 * ratios[ratios.len() / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[ratios.len() - 1],
+    );
+    if server.is_some() {
+        #[allow(clippy::cast_precision_loss)]
+        let per_accept = |ticks: u64| {
+            // Clock ticks are 10 ms on Linux (USER_HZ = 100).
+            ticks as f64 * 10_000.0 / (PAIRED_ACCEPTS as f64 * f64::from(paired_rounds()))
+        };
+        let cpu: Vec<String> = SIDES
+            .iter()
+            .enumerate()
+            .map(|(k, side)| {
+                format!(
+                    "{side}: server {:.0} µs + bench {:.0} µs",
+                    per_accept(server_ticks[k]),
+                    per_accept(client_ticks[k])
+                )
+            })
+            .collect();
+        println!(
+            "mysql_accept_paired/{tasks}: CPU per accept: {}",
+            cpu.join(", ")
+        );
+    }
+}
+
 fn main() {
     let Some(url) = std::env::var("INVITE_TEST_MYSQL_URL")
         .ok()
@@ -268,4 +423,9 @@ fn main() {
     bench_bulk(&mut c, &rt, &store);
     bench_accept(&mut c, &rt, &store);
     c.final_summary();
+    if paired_rounds() > 0 {
+        for tasks in [1, 16] {
+            accept_paired(&rt, &store, tasks);
+        }
+    }
 }
