@@ -249,11 +249,7 @@ fn part(out: &mut Vec<u8>, kind: &str, text: &str, stuff: bool) {
 /// (or lettre's base64 when most of it would need escaping, lettre's rule).
 fn choose(text: &str) -> Encoding {
     let bytes = text.as_bytes();
-    // Counted branch-free, so it vectorises.
-    let escaped = bytes
-        .iter()
-        .map(|&b| usize::from(!matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~')))
-        .sum::<usize>();
+    let escaped = count_escaped(bytes);
     if escaped > bytes.len() / 3 {
         // Mostly non-ASCII (e.g. a non-Latin script): lettre's base64 is as compact.
         return Encoding::Lettre(Body::new(text.to_owned()));
@@ -272,6 +268,26 @@ fn choose(text: &str) -> Encoding {
     } else {
         Encoding::QuotedPrintable
     }
+}
+
+/// How many bytes of `bytes` are not printable ASCII, tab, CR or LF.
+fn count_escaped(bytes: &[u8]) -> usize {
+    // Branch-free per byte (`|`, not `||`), and summed per chunk in a `u8`, so that
+    // it vectorises.
+    bytes
+        .chunks(255)
+        .map(|chunk| {
+            let n: u8 = chunk
+                .iter()
+                .map(|&b| {
+                    let printable = b.wrapping_sub(b' ') < 0x5f;
+                    let space = (b == b'\t') | (b == b'\n') | (b == b'\r');
+                    u8::from(!(printable | space))
+                })
+                .fold(0, u8::wrapping_add);
+            usize::from(n)
+        })
+        .sum()
 }
 
 /// A CR not followed by LF: not allowed in a `7bit` body.
@@ -312,6 +328,33 @@ fn literal(b: u8) -> bool {
     matches!(b, b'\t' | b' '..=b'<' | b'>'..=b'~')
 }
 
+/// How many bytes at the start of `s` are [`literal`]: eight at a time (SWAR), since
+/// most of an HTML body is long literal runs.
+fn literal_run(s: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(word) = s.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // Flags (exact for the lowest flagged byte): below ' ', above '~', or '='.
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let above = (x | x.wrapping_add(ONES)) & HIGH;
+        let eq = x ^ (ONES * u64::from(b'='));
+        let eq = eq.wrapping_sub(ONES) & !eq & HIGH;
+        let flags = below | above | eq;
+        if flags == 0 {
+            i += 8;
+            continue;
+        }
+        let j = i + (flags.trailing_zeros() / 8) as usize;
+        if s[j] != b'\t' {
+            return j;
+        }
+        i = j + 1; // a tab is literal
+    }
+    i + s[i..].iter().take_while(|&&b| literal(b)).count()
+}
+
 /// Quoted-printable (RFC 2045 §6.7) with CRLF hard line breaks: printable ASCII other
 /// than `=` is copied, everything else is `=XX`; space or tab at a line end is
 /// encoded; lines are soft-broken (`=` CRLF) to at most [`QP_LINE`] characters. With
@@ -327,7 +370,7 @@ fn quoted_printable(out: &mut Vec<u8>, text: &str, stuff: bool) {
         let mut j = 0;
         while j < n {
             // A run of bytes copied as is; a space or tab ending the line is not.
-            let mut k = j + line[j..].iter().take_while(|&&b| literal(b)).count();
+            let mut k = j + literal_run(&line[j..]);
             if k == n && k > j && matches!(line[n - 1], b' ' | b'\t') {
                 k -= 1;
             }

@@ -46,6 +46,7 @@ use invite_core::{
     SystemClock, TenantId,
 };
 use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use secrecy::ExposeSecret;
 use time::{Duration, OffsetDateTime, UtcOffset};
@@ -447,7 +448,8 @@ struct KindSpec {
 pub struct Templates {
     env: RwLock<Environment<'static>>,
     kinds: RwLock<HashMap<String, KindSpec>>,
-    overrides: RwLock<HashSet<(TenantId, String)>>,
+    /// The kinds each tenant has its own templates for.
+    overrides: RwLock<HashMap<TenantId, HashSet<String>>>,
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
 }
@@ -457,7 +459,13 @@ impl fmt::Debug for Templates {
         let kinds: Vec<String> = read(&self.kinds).keys().cloned().collect();
         f.debug_struct("Templates")
             .field("kinds", &kinds)
-            .field("tenant_overrides", &read(&self.overrides).len())
+            .field(
+                "tenant_overrides",
+                &read(&self.overrides)
+                    .values()
+                    .map(HashSet::len)
+                    .sum::<usize>(),
+            )
             .field("directory", &self.directory)
             .field("clock", &self.clock)
             .finish()
@@ -501,15 +509,25 @@ fn new_environment() -> Environment<'static> {
 }
 
 fn template_name(tenant: Option<&TenantId>, kind: &str, part: Part) -> String {
+    let mut name = String::new();
+    push_template_name(&mut name, tenant, kind, part);
+    name
+}
+
+/// Appends the environment's name for a template to `name`.
+fn push_template_name(name: &mut String, tenant: Option<&TenantId>, kind: &str, part: Part) {
     match tenant {
         // A tenant id cannot contain control characters, so this cannot collide.
-        Some(tenant) => format!(
-            "tenant\u{1f}{}\u{1f}{kind}.{}",
-            tenant.as_str(),
-            part.suffix()
-        ),
-        None => format!("default\u{1f}{kind}.{}", part.suffix()),
+        Some(tenant) => {
+            name.push_str("tenant\u{1f}");
+            name.push_str(tenant.as_str());
+            name.push('\u{1f}');
+        }
+        None => name.push_str("default\u{1f}"),
     }
+    name.push_str(kind);
+    name.push('.');
+    name.push_str(part.suffix());
 }
 
 fn valid_kind_name(kind: &str) -> bool {
@@ -528,7 +546,7 @@ impl Templates {
         let templates = Self {
             env: RwLock::new(new_environment()),
             kinds: RwLock::new(HashMap::new()),
-            overrides: RwLock::new(HashSet::new()),
+            overrides: RwLock::new(HashMap::new()),
             directory: Arc::new(StaticDirectory::new()),
             clock: Arc::new(SystemClock),
         };
@@ -627,14 +645,26 @@ impl Templates {
                 part,
             )?;
         }
-        write(&self.overrides).insert((tenant.clone(), kind.to_owned()));
+        write(&self.overrides)
+            .entry(tenant.clone())
+            .or_default()
+            .insert(kind.to_owned());
         Ok(())
     }
 
     /// Drops a tenant's templates for `kind`; the defaults apply again. Returns whether
     /// the tenant had its own.
     pub fn remove_tenant_templates(&self, tenant: &TenantId, kind: &str) -> bool {
-        let removed = write(&self.overrides).remove(&(tenant.clone(), kind.to_owned()));
+        let removed = {
+            let mut overrides = write(&self.overrides);
+            let removed = overrides
+                .get_mut(tenant)
+                .is_some_and(|kinds| kinds.remove(kind));
+            if overrides.get(tenant).is_some_and(HashSet::is_empty) {
+                overrides.remove(tenant);
+            }
+            removed
+        };
         if removed {
             let mut env = write(&self.env);
             for part in Part::ALL {
@@ -646,7 +676,9 @@ impl Templates {
 
     /// Whether the tenant has its own templates for `kind`.
     pub fn has_tenant_templates(&self, tenant: &TenantId, kind: &str) -> bool {
-        read(&self.overrides).contains(&(tenant.clone(), kind.to_owned()))
+        read(&self.overrides)
+            .get(tenant)
+            .is_some_and(|kinds| kinds.contains(kind))
     }
 
     fn spec(&self, kind: &str) -> Result<KindSpec, TemplateError> {
@@ -658,64 +690,59 @@ impl Templates {
 
     /// The variables of the email for `message`, as the templates see them.
     pub fn variables(&self, message: &MessageContext<'_>) -> Variables {
+        let values = self.builtin_values(message);
+        Variables {
+            values: VARIABLES
+                .iter()
+                .zip(values)
+                .map(|(name, value)| ((*name).to_owned(), value.as_str().map(str::to_owned)))
+                .collect(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The built-in variables of `message`, in [`VARIABLES`] order, as template values
+    /// (strings, or none). [`variables`](Self::variables) and the composer both read
+    /// them from here.
+    fn builtin_values(&self, message: &MessageContext<'_>) -> [Value; VARIABLES.len()] {
         let inv = message.invitation;
         let dir = &self.directory;
         let offset = dir.utc_offset(inv);
         let expires_in = humanize(message.expires_at - self.clock.now());
         let expires_on = format_instant(message.expires_at, offset);
         let recipient_name = match (&inv.names.first, &inv.names.last) {
-            (Some(f), Some(l)) => Some(format!("{f} {l}")),
-            (Some(n), None) | (None, Some(n)) => Some(n.clone()),
-            (None, None) => None,
+            (Some(f), Some(l)) => Value::from(format!("{f} {l}")),
+            (Some(n), None) | (None, Some(n)) => Value::from(n.as_str()),
+            (None, None) => Value::from(()),
         };
         let expires = match &expires_in {
             Some(left) => format!("in {left}, on {expires_on}"),
             None => format!("on {expires_on}"),
         };
-        let values = [
-            (
-                "tenant_name",
-                Some(
-                    dir.tenant_name(&inv.tenant)
-                        .unwrap_or_else(|| inv.tenant.as_str().to_owned()),
-                ),
+        let named = |name: Option<String>, id: &str| match name {
+            Some(name) => Value::from(name),
+            None => Value::from(id),
+        };
+        // Same order as `VARIABLES`.
+        [
+            named(dir.tenant_name(&inv.tenant), inv.tenant.as_str()),
+            Value::from(inv.tenant.as_str()),
+            named(
+                dir.actor_name(&inv.tenant, &inv.invited_by),
+                inv.invited_by.as_str(),
             ),
-            ("tenant_id", Some(inv.tenant.as_str().to_owned())),
-            (
-                "inviter_name",
-                Some(
-                    dir.actor_name(&inv.tenant, &inv.invited_by)
-                        .unwrap_or_else(|| inv.invited_by.as_str().to_owned()),
-                ),
-            ),
-            ("recipient_email", Some(inv.email.as_str().to_owned())),
-            ("recipient_name", recipient_name),
-            ("role", Some(inv.role.as_str().to_owned())),
-            (
-                "role_name",
-                Some(
-                    dir.role_name(&inv.tenant, &inv.role)
-                        .unwrap_or_else(|| inv.role.as_str().to_owned()),
-                ),
-            ),
-            (
-                "message",
-                inv.message.clone().filter(|m| !m.trim().is_empty()),
-            ),
-            ("accept_link", Some(message.link.expose_secret().to_owned())),
-            ("expires", Some(expires)),
-            (
-                "expires_in",
-                Some(expires_in.unwrap_or_else(|| "moments".to_owned())),
-            ),
-            ("expires_on", Some(expires_on)),
-            ("expires_at", Some(format_rfc3339(message.expires_at))),
-            ("kind", Some(message.kind.as_str().to_owned())),
-        ];
-        Variables {
-            values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            extra: BTreeMap::new(),
-        }
+            Value::from(inv.email.as_str()),
+            recipient_name,
+            Value::from(inv.role.as_str()),
+            named(dir.role_name(&inv.tenant, &inv.role), inv.role.as_str()),
+            Value::from(inv.message.as_deref().filter(|m| !m.trim().is_empty())),
+            Value::from(message.link.expose_secret()),
+            Value::from(expires),
+            Value::from(expires_in.as_deref().unwrap_or("moments")),
+            Value::from(expires_on),
+            Value::from(format_rfc3339(message.expires_at)),
+            Value::from(message.kind.as_str()),
+        ]
     }
 
     /// Renders the email of `kind` for `tenant` (its own templates, else the defaults).
@@ -726,17 +753,27 @@ impl Templates {
         kind: &str,
         variables: &Variables,
     ) -> Result<ComposedEmail, TemplateError> {
+        self.render_value(tenant, kind, &variables.to_value())
+    }
+
+    fn render_value(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        ctx: &Value,
+    ) -> Result<ComposedEmail, TemplateError> {
         // Existence only: `spec` would clone the kind's variable set.
         if !read(&self.kinds).contains_key(kind) {
             return Err(TemplateError::UnknownKind(kind.to_owned()));
         }
         let own = self.has_tenant_templates(tenant, kind);
-        let ctx = variables.to_value();
         let env = read(&self.env);
-        let render = |part: Part| -> Result<String, TemplateError> {
-            let name = template_name(own.then_some(tenant), kind, part);
+        let mut name = String::new();
+        let mut render = |part: Part| -> Result<String, TemplateError> {
+            name.clear();
+            push_template_name(&mut name, own.then_some(tenant), kind, part);
             env.get_template(&name)
-                .and_then(|t| t.render(&ctx))
+                .and_then(|t| t.render(ctx))
                 .map_err(|e| render_error(part, &e))
         };
         let subject = clean_subject(&render(Part::Subject)?);
@@ -751,14 +788,34 @@ impl Templates {
     }
 }
 
+/// The built-in variables as the templates' root: a map looked up by name, without
+/// building one (what the composer renders every email with).
+#[derive(Debug)]
+struct Builtins([Value; VARIABLES.len()]);
+
+impl Object for Builtins {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let index = VARIABLES.iter().position(|name| *name == key)?;
+        Some(self.0[index].clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(VARIABLES)
+    }
+}
+
 impl Composer for Templates {
     fn compose(&self, message: &MessageContext<'_>) -> Result<ComposedEmail, MailError> {
-        let variables = self.variables(message);
-        Ok(self.render(
-            &message.invitation.tenant,
-            message.kind.as_str(),
-            &variables,
-        )?)
+        let context = Value::from_object(Builtins(self.builtin_values(message)));
+        Ok(self.render_value(&message.invitation.tenant, message.kind.as_str(), &context)?)
     }
 }
 

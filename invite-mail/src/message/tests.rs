@@ -334,3 +334,37 @@ fn short_ascii_is_7bit_with_crlf() {
         _ => panic!("expected base64"),
     }
 }
+
+#[test]
+fn literal_runs_and_escape_counts_agree_with_the_byte_rules() {
+    let alphabet = [
+        b'a', b' ', b'=', b'\t', 0xC3, 0xA9, b'\n', b'.', b'\r', b'~', 0x7F, 0x1F, b'<', b'>',
+    ];
+    let mut seed: u32 = 11;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (seed >> 16) as usize
+    };
+    for _ in 0..2000 {
+        let len = next() % 40;
+        let literal_bias = next() % 4;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                if next() % 4 < literal_bias {
+                    b"abcdefghijklmnopqrstuvwxyz"[next() % 26]
+                } else {
+                    alphabet[next() % alphabet.len()]
+                }
+            })
+            .collect();
+        let run = bytes.iter().take_while(|&&b| literal(b)).count();
+        assert_eq!(literal_run(&bytes), run, "{bytes:?}");
+        let escaped = bytes
+            .iter()
+            .filter(|&&b| !matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~'))
+            .count();
+        assert_eq!(count_escaped(&bytes), escaped, "{bytes:?}");
+    }
+    let long = vec![0xFFu8; 1000];
+    assert_eq!(count_escaped(&long), 1000);
+}

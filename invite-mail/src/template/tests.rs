@@ -345,3 +345,68 @@ fn subject_cleaning() {
     assert_eq!(clean_subject("  a\r\nb\u{7}c  \n"), "a b c");
     assert_eq!(clean_subject("\n"), "");
 }
+
+#[test]
+fn composing_renders_exactly_the_documented_variables() {
+    // The composer looks variables up without building `Variables`; it must render the
+    // same email as `render` with `variables` does, value for value.
+    let t = templates();
+    let acme = TenantId::new("acme").unwrap();
+    let mut set = TemplateSet::default_invitation();
+    set.text = VARIABLES
+        .iter()
+        .map(|v| format!("{v}={{{{ {v} }}}}|{{% if {v} %}}set{{% endif %}}\n"))
+        .collect();
+    t.set_tenant_templates(&acme, "invitation", set).unwrap();
+    let link = SecretString::from("https://app.example.com/t/acme/invite/TOKEN");
+    let mut nameless = invitation(Some("   "));
+    nameless.names.first = None;
+    nameless.names.last = None;
+    let mut first_only = invitation(Some("Hi <b>you</b>"));
+    first_only.names.last = None;
+    for inv in [
+        invitation(Some("Welcome!")),
+        invitation(None),
+        nameless,
+        first_only,
+    ] {
+        for kind in [MailKind::Invitation, MailKind::Reminder] {
+            let context = MessageContext {
+                invitation: &inv,
+                kind,
+                link: &link,
+                expires_at: inv.expires_at.unwrap(),
+            };
+            let composed = t.compose(&context).unwrap();
+            let rendered = t
+                .render(&inv.tenant, kind.as_str(), &t.variables(&context))
+                .unwrap();
+            assert_eq!(composed.subject, rendered.subject);
+            assert_eq!(composed.text, rendered.text);
+            assert_eq!(composed.html, rendered.html);
+            if kind == MailKind::Invitation {
+                assert!(
+                    composed
+                        .text
+                        .contains("accept_link=https://app.example.com/t/acme/invite/TOKEN|set")
+                );
+                assert!(composed.text.contains("kind=invitation|set"));
+            }
+        }
+    }
+    let vars = t.variables(&MessageContext {
+        invitation: &invitation(None),
+        kind: MailKind::Invitation,
+        link: &link,
+        expires_at: NOW + Duration::days(7),
+    });
+    assert_eq!(
+        vars.values
+            .keys()
+            .map(String::as_str)
+            .collect::<HashSet<_>>(),
+        VARIABLES.iter().copied().collect()
+    );
+    assert_eq!(vars.values["message"], None);
+    assert_eq!(vars.values["recipient_name"].as_deref(), Some("Ann Lee"));
+}
