@@ -27,12 +27,26 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct State {
     invitations: HashMap<TenantId, BTreeMap<InvitationId, Invitation>>,
-    by_token: HashMap<(TenantId, TokenHash), InvitationId>,
-    open_by_key: HashMap<(TenantId, String), InvitationId>,
+    /// Per tenant, so that lookups borrow the tenant instead of cloning it into a key.
+    by_token: HashMap<TenantId, HashMap<TokenHash, InvitationId>>,
+    /// Per tenant: the open invitation of each address key.
+    open_by_key: HashMap<TenantId, HashMap<String, InvitationId>>,
     outbox: BTreeMap<OutboxId, OutboxEntry>,
     group_links: BTreeMap<(TenantId, Role), GroupLink>,
     joins: Vec<GroupJoin>,
     suppressions: HashMap<(TenantId, String), Suppression>,
+}
+
+/// `tenant`'s entry of a per-tenant index, created if missing (the tenant is cloned
+/// only then).
+fn tenant_index<'a, V: Default>(
+    index: &'a mut HashMap<TenantId, V>,
+    tenant: &TenantId,
+) -> &'a mut V {
+    if !index.contains_key(tenant) {
+        index.insert(tenant.clone(), V::default());
+    }
+    index.get_mut(tenant).expect("inserted above")
 }
 
 /// Statuses that hold an address's "open invitation" slot (the partial unique index of
@@ -46,36 +60,65 @@ impl State {
         self.invitations.get(tenant)?.get(&id)
     }
 
-    /// Replaces (or inserts) a record, keeping the indexes in step.
+    /// Replaces (or inserts) a record, keeping the indexes in step. Index entries that
+    /// do not change (the usual case: same link, same open address) are left alone.
     fn put(&mut self, invitation: Invitation) {
-        let tenant = invitation.tenant.clone();
+        let tenant = &invitation.tenant;
+        let new_key = is_open(invitation.status).then(|| invitation.email.key());
         // Read only what the indexes are keyed on (no clone of the old record).
-        let (old_hash, old_open_key) = match self.get(&tenant, invitation.id) {
+        let (old_hash, old_key_changed) = match self.get(tenant, invitation.id) {
             Some(old) => (
                 old.token_hash,
-                is_open(old.status).then(|| old.email.key().to_owned()),
+                is_open(old.status).then(|| old.email.key()) != new_key,
             ),
-            None => (None, None),
+            None => (None, false),
         };
-        if let Some(hash) = old_hash {
-            self.by_token.remove(&(tenant.clone(), hash));
+        if old_hash != invitation.token_hash {
+            if let Some(hash) = old_hash
+                && let Some(index) = self.by_token.get_mut(tenant)
+            {
+                index.remove(&hash);
+            }
+            if let Some(hash) = invitation.token_hash {
+                tenant_index(&mut self.by_token, tenant).insert(hash, invitation.id);
+            }
         }
-        if let Some(key) = old_open_key {
-            self.open_by_key.remove(&(tenant.clone(), key));
+        if old_key_changed {
+            let old_key = self
+                .get(tenant, invitation.id)
+                .filter(|old| is_open(old.status))
+                .map(|old| old.email.key().to_owned());
+            if let Some(key) = old_key
+                && let Some(index) = self.open_by_key.get_mut(tenant)
+            {
+                index.remove(&key);
+            }
         }
-        if let Some(hash) = invitation.token_hash {
-            self.by_token.insert((tenant.clone(), hash), invitation.id);
+        if let Some(key) = new_key {
+            let index = tenant_index(&mut self.open_by_key, tenant);
+            if index.get(key) != Some(&invitation.id) {
+                index.insert(key.to_owned(), invitation.id);
+            }
         }
-        if is_open(invitation.status) {
-            self.open_by_key.insert(
-                (tenant.clone(), invitation.email.key().to_owned()),
-                invitation.id,
-            );
+        match self.invitations.get_mut(tenant) {
+            Some(records) => {
+                records.insert(invitation.id, invitation);
+            }
+            None => {
+                self.invitations
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(invitation.id, invitation);
+            }
         }
-        self.invitations
-            .entry(tenant)
-            .or_default()
-            .insert(invitation.id, invitation);
+    }
+
+    fn open_invitation(&self, tenant: &TenantId, key: &str) -> Option<InvitationId> {
+        self.open_by_key.get(tenant)?.get(key).copied()
+    }
+
+    fn token_owner(&self, tenant: &TenantId, hash: &TokenHash) -> Option<InvitationId> {
+        self.by_token.get(tenant)?.get(hash).copied()
     }
 
     fn cancel_queued(
@@ -145,11 +188,10 @@ impl Store for MemoryStore {
         for (index, write) in writes.iter().enumerate() {
             let key = write.invitation.email.key();
             let existing = state
-                .open_by_key
-                .get(&(tenant.clone(), key.to_owned()))
-                .or_else(|| taken.get(key));
+                .open_invitation(tenant, key)
+                .or_else(|| taken.get(key).copied());
             if let Some(existing) = existing {
-                report.conflicts.push((index, *existing));
+                report.conflicts.push((index, existing));
                 continue;
             }
             if state.get(tenant, write.invitation.id).is_some()
@@ -194,10 +236,9 @@ impl Store for MemoryStore {
     ) -> Result<Invitation, StoreError> {
         let state = self.lock();
         let id = state
-            .by_token
-            .get(&(tenant.clone(), *token_hash))
+            .token_owner(tenant, token_hash)
             .ok_or(StoreError::NotFound)?;
-        state.get(tenant, *id).cloned().ok_or(StoreError::NotFound)
+        state.get(tenant, id).cloned().ok_or(StoreError::NotFound)
     }
 
     async fn find_open_by_keys(
@@ -208,8 +249,8 @@ impl Store for MemoryStore {
         let state = self.lock();
         Ok(keys
             .iter()
-            .filter_map(|key| state.open_by_key.get(&(tenant.clone(), (*key).to_owned())))
-            .filter_map(|id| state.get(tenant, *id).cloned())
+            .filter_map(|key| state.open_invitation(tenant, key))
+            .filter_map(|id| state.get(tenant, id).cloned())
             .collect())
     }
 
@@ -231,16 +272,14 @@ impl Store for MemoryStore {
             }
             // Moving into an open status must not create a second open invitation.
             let was_open = current.is_some_and(|c| is_open(c.status));
-            if !was_open && is_open(t.invitation.status) {
-                let key = (tenant.clone(), t.invitation.email.key().to_owned());
-                if state
-                    .open_by_key
-                    .get(&key)
-                    .is_some_and(|other| *other != id)
-                {
-                    report.stale.push(id);
-                    continue;
-                }
+            if !was_open
+                && is_open(t.invitation.status)
+                && state
+                    .open_invitation(tenant, t.invitation.email.key())
+                    .is_some_and(|other| other != id)
+            {
+                report.stale.push(id);
+                continue;
             }
             state.put(t.invitation.clone());
             state.cancel_queued(tenant, id, t.outbox.as_ref().map(|e| e.id));
@@ -260,9 +299,8 @@ impl Store for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<Invitation, StoreError> {
         let mut state = self.lock();
-        let id = *state
-            .by_token
-            .get(&(tenant.clone(), *token_hash))
+        let id = state
+            .token_owner(tenant, token_hash)
             .ok_or(StoreError::NotFound)?;
         let current = state.get(tenant, id).cloned().ok_or(StoreError::NotFound)?;
         let accepted = current
@@ -491,8 +529,13 @@ impl Store for MemoryStore {
             })
             .map(|e| (e.next_attempt_at, e.id))
             .collect();
-        due.sort();
-        due.truncate(limit as usize);
+        // The `limit` earliest (by time, then id), in order, without sorting them all.
+        let limit = limit as usize;
+        if due.len() > limit && limit > 0 {
+            due.select_nth_unstable(limit - 1);
+        }
+        due.truncate(limit);
+        due.sort_unstable();
         let lease_until = now + lease;
         let mut claims = Vec::with_capacity(due.len());
         for (_, id) in due {
@@ -526,13 +569,21 @@ impl Store for MemoryStore {
             .held(tenant, entry, lease_until)
             .ok_or(StoreError::NotFound)?
             .invitation;
-        let mut invitation = state
-            .get(tenant, invitation_id)
+        // Not a transition: only the link's hash changes, in place (the open-address
+        // index is keyed on status and address, which stay as they are).
+        let invitation = state
+            .invitations
+            .get_mut(tenant)
+            .and_then(|records| records.get_mut(&invitation_id))
             .filter(|i| i.status == InvitationStatus::Pending)
-            .cloned()
             .ok_or(StoreError::NotFound)?;
-        invitation.token_hash = Some(*token_hash);
-        state.put(invitation);
+        let old = invitation.token_hash.replace(*token_hash);
+        if let Some(old) = old
+            && let Some(index) = state.by_token.get_mut(tenant)
+        {
+            index.remove(&old);
+        }
+        tenant_index(&mut state.by_token, tenant).insert(*token_hash, invitation_id);
         Ok(())
     }
 
