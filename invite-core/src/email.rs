@@ -934,7 +934,9 @@ fn swar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, bool)
     // Domain: letters, digits, hyphens and dots (so no second `@`), no two
     // separators in a row; a domain this short has short labels.
     let mut upper = 0;
-    let mut last_dot = None;
+    // One past the domain's last dot so far (0: none yet; a dot of the
+    // domain is never at index 0).
+    let mut tld_start = 0;
     let domain_ok = swar_windows(bytes, at + 1, n, |w, base| {
         if w & HIGH_BITS != 0 {
             return false;
@@ -945,27 +947,19 @@ fn swar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, bool)
             return false;
         }
         upper |= c.upper;
-        if c.dot != 0 {
-            last_dot = Some(base + (63 - c.dot.leading_zeros() as usize) / 8);
-        }
+        // A select, not a branch: whether a window has a dot is data.
+        let after_dot = base + 8 - c.dot.leading_zeros() as usize / 8;
+        tld_start = if c.dot == 0 { tld_start } else { after_dot };
         true
     });
     if !domain_ok {
         return None;
     }
-    // The last window ends at the end, so its last dot is the domain's last
-    // dot; if it has none, look further back.
-    let tld_start = match last_dot
-        .filter(|&dot| dot >= n.saturating_sub(8))
-        .or_else(|| {
-            bytes[at + 1..]
-                .iter()
-                .rposition(|&b| b == b'.')
-                .map(|d| at + 1 + d)
-        }) {
-        Some(dot) => dot + 1,
-        None if rules.allow_single_label_domain => at + 1,
-        None => return None,
+    // Windows go left to right, so that is the domain's last dot.
+    let tld_start = match tld_start {
+        0 if rules.allow_single_label_domain => at + 1,
+        0 => return None,
+        after_dot => after_dot,
     };
     if !rules.allow_special_use_domains && is_special_use_tld(&bytes[tld_start..]) {
         return None;
