@@ -604,7 +604,7 @@ fn parse_precise_at(s: &str, at: usize, rules: &EmailRules) -> Result<EmailAddre
     let domain = &s[at + 1..];
     check_structure(s, at)?;
 
-    if !local.is_ascii() {
+    if !is_ascii_words(local.as_bytes()) {
         let local = unicode_local(local, rules)?;
         let key = unicode_key(&local);
         return finish(s, &local, at, domain, rules, key);
@@ -758,11 +758,37 @@ fn find_at(bytes: &[u8]) -> Option<usize> {
         }
         base += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'@')
-        .map(|i| base + i)
+    let rest = chunks.remainder();
+    if rest.is_empty() || bytes.len() < 8 {
+        return rest.iter().position(|&b| b == b'@').map(|i| base + i);
+    }
+    // The last eight bytes, overlapping bytes already known to hold no `@`:
+    // a word instead of a loop whose exit depends on the length.
+    let last = bytes.len() - 8;
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[last..]);
+    let x = u64::from_le_bytes(word) ^ ATS;
+    let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+    (zero != 0).then_some(last + zero.trailing_zeros() as usize / 8)
+}
+
+/// Whether `bytes` is ASCII, a word at a time (the last word overlapping).
+#[inline]
+fn is_ascii_words(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        return bytes.is_ascii();
+    }
+    let load = |chunk: &[u8]| {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        u64::from_le_bytes(word)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut any = load(&bytes[bytes.len() - 8..]);
+    for chunk in &mut chunks {
+        any |= load(chunk);
+    }
+    any & HIGH_BITS == 0
 }
 
 /// Whether `tld` is one of [`SPECIAL_USE`], in any case.

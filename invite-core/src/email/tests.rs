@@ -1567,3 +1567,26 @@ fn nfc_inert_characters_match_the_normalization_tables() {
         }
     }
 }
+
+/// The word-at-a-time helpers agree with the obvious byte loops at every
+/// length and position, including the overlapping last word.
+#[test]
+fn word_helpers_agree_with_byte_loops() {
+    for len in 0..=40 {
+        for pos in 0..len.max(1) {
+            for (mark, other) in [(b'@', b'a'), (0xC3, b'@')] {
+                let mut bytes = vec![b'x'; len];
+                if len > 0 {
+                    bytes[pos] = mark;
+                    bytes[len - 1 - pos / 2] = other;
+                }
+                assert_eq!(
+                    super::find_at(&bytes),
+                    bytes.iter().position(|&b| b == b'@'),
+                    "{bytes:?}"
+                );
+                assert_eq!(super::is_ascii_words(&bytes), bytes.is_ascii(), "{bytes:?}");
+            }
+        }
+    }
+}
