@@ -10,9 +10,12 @@
 //!
 //! The mail transaction is lettre's commands (MAIL, RCPT, DATA), then the message as
 //! `crate::message` wrote it into the connection's reused buffer: already dot-stuffed
-//! and ending with the end-of-data `.`, so it leaves in one write (lettre's `message()`
-//! would copy it through its byte-by-byte dot-stuffing codec and write the final `.`
-//! separately: a second segment and a second wake-up of the relay for every message).
+//! and ending with the end-of-data `.`. The buffer is handed to the stream under lettre
+//! (see [`Staged`]), which writes it at lettre's next flush, in one write, and lettre
+//! reads and checks the reply. lettre's `message()` would copy the message through its
+//! byte-by-byte dot-stuffing codec and write the final `.` separately (a second segment
+//! and a second wake-up of the relay per message); its `command()` would copy it into a
+//! fresh `String`.
 
 use std::fmt;
 use std::io;
@@ -84,8 +87,10 @@ impl SmtpCredentials {
 struct Pooled {
     connection: AsyncSmtpConnection,
     socket: std::net::TcpStream,
-    /// The message being sent, reused from one message to the next.
+    /// The message being written, reused from one message to the next.
     buffer: Vec<u8>,
+    /// Shared with the connection's stream: bytes it writes at the next flush.
+    staged: Arc<Mutex<Vec<u8>>>,
     idle_since: Instant,
 }
 
@@ -299,6 +304,7 @@ impl SmtpMailer {
         let tcp =
             TcpStream::from_std(std).map_err(|e| network("cannot configure the socket to", e))?;
 
+        let staged = Arc::new(Mutex::new(Vec::new()));
         let handshake = async {
             let stream: Box<dyn AsyncTokioStream> = match (&self.wrapper_tls, self.security) {
                 (Some(tls), Security::Tls) => {
@@ -313,6 +319,11 @@ impl SmtpMailer {
                 }
                 _ => Box::new(tcp),
             };
+            let stream = Box::new(Staged {
+                inner: stream,
+                bytes: staged.clone(),
+                written: 0,
+            });
             let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
                 .await
                 .map_err(|e| session_error("greeting", e))?;
@@ -358,6 +369,7 @@ impl SmtpMailer {
             connection,
             socket,
             buffer: Vec::new(),
+            staged,
             idle_since: Instant::now(),
         })
     }
@@ -421,6 +433,7 @@ impl Mailer for SmtpMailer {
         let mut pooled = self.checkout().await?;
         let mut buffer = std::mem::take(&mut pooled.buffer);
         buffer.clear();
+        lock(&pooled.staged).clear();
         let written = crate::message::write(
             email,
             &self.sender,
@@ -437,8 +450,11 @@ impl Mailer for SmtpMailer {
             }
         };
         let from = &self.sender.mailbox().email;
-        let sent =
-            tokio::time::timeout(self.timeout, transaction(&mut pooled, from, &to, &buffer)).await;
+        let sent = tokio::time::timeout(
+            self.timeout,
+            transaction(&mut pooled, from, &to, &mut buffer),
+        )
+        .await;
         match sent {
             Ok(Ok(())) => {
                 pooled.buffer = buffer;
@@ -449,6 +465,10 @@ impl Mailer for SmtpMailer {
             // here, never pooled.
             Ok(Err(error)) => Err(error),
             Err(_) => {
+                // A message cut off mid-write must not be completed by the QUIT that
+                // `abort` writes: drop what is still staged (the relay then sees a
+                // broken DATA and discards it).
+                lock(&pooled.staged).clear();
                 pooled.connection.abort().await;
                 Err(MailError::transient(format!(
                     "timed out after {:?} sending to {}",
@@ -459,32 +479,27 @@ impl Mailer for SmtpMailer {
     }
 }
 
-/// The content of `DATA` as `crate::message` framed it (dot-stuffed, ending with the
-/// end-of-data line), handed to lettre's `command` so that it leaves in one write and
-/// lettre reads and checks the reply.
-struct DataContent<'a>(&'a str);
+/// An empty command: lettre writes nothing and flushes, which sends what is staged
+/// (see [`Staged`]), then reads and checks the reply.
+struct FlushStaged;
 
-impl fmt::Display for DataContent<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+impl fmt::Display for FlushStaged {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ok(())
     }
 }
 
 /// One mail transaction, as lettre's `AsyncSmtpConnection::send` does it (MAIL with
 /// `SMTPUTF8`/`BODY=8BITMIME` as needed, RCPT, DATA, the dot-stuffed message and `.`),
-/// except that the message arrives framed already (see [`DataContent`]). On any error
-/// the session is ended (QUIT), as lettre does.
+/// except that the message arrives framed already and is written from `data` without
+/// a copy (see [`Staged`]). On any error the session is ended (QUIT), as lettre does.
 async fn transaction(
     pooled: &mut Pooled,
     from: &Address,
     to: &Address,
-    data: &[u8],
+    data: &mut Vec<u8>,
 ) -> Result<(), MailError> {
     let connection = &mut pooled.connection;
-    // `crate::message` writes only text; a non-UTF-8 buffer would be a bug there.
-    let Ok(data) = std::str::from_utf8(data) else {
-        return Err(MailError::permanent("the message is not valid UTF-8"));
-    };
     let mut options = Vec::new();
     let ascii_envelope =
         AsRef::<str>::as_ref(from).is_ascii() && AsRef::<str>::as_ref(to).is_ascii();
@@ -520,7 +535,12 @@ async fn transaction(
             .command(Rcpt::new(to.clone(), Vec::new()))
             .await?;
         connection.command(Data).await?;
-        connection.command(DataContent(data)).await
+        // Hand the buffer to the stream (a swap, no copy) and have lettre flush it.
+        std::mem::swap(&mut *lock(&pooled.staged), data);
+        let reply = connection.command(FlushStaged).await;
+        // Take it back (emptied by the stream once written) to reuse its capacity.
+        std::mem::swap(&mut *lock(&pooled.staged), data);
+        reply
     }
     .await;
     match result {
@@ -529,6 +549,82 @@ async fn transaction(
             pooled.connection.abort().await;
             Err(send_error(error))
         }
+    }
+}
+
+/// The stream under lettre's connection: writes pass through, and a flush first
+/// writes out whatever the mailer staged in `bytes` (the framed message), so that it
+/// leaves in one write without being copied into lettre. Staged bytes are cleared once
+/// written; the capacity stays with the mailer's buffer.
+struct Staged {
+    inner: Box<dyn AsyncTokioStream>,
+    bytes: Arc<Mutex<Vec<u8>>>,
+    written: usize,
+}
+
+impl Staged {
+    /// Writes out the staged bytes.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut bytes = lock(&self.bytes);
+        while self.written < bytes.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &bytes[self.written..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        bytes.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl fmt::Debug for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Staged")
+            .field("inner", &self.inner)
+            .field("staged", &lock(&self.bytes).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Staged {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Staged {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Staged bytes go first, whatever lettre writes next.
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Staged {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
     }
 }
 
