@@ -95,16 +95,22 @@ pub(crate) fn write(
     write_date(out, date);
     out.extend_from_slice(sender.from_field.as_bytes());
     // Names are single-line already (core strips CR/LF); lettre quotes and encodes them,
-    // and the subject (its RFC 2047 words and folding).
+    // and the subject (its RFC 2047 words and folding), unless they are plain enough to
+    // write as lettre would without it.
+    let subject = crate::template::clean_subject(&email.subject);
     let mut headers = Headers::new();
-    headers.set(header::To::from(Mailboxes::from(Mailbox::new(
-        email.to_name.clone(),
-        address.clone(),
-    ))));
-    headers.set(header::Subject::from(crate::template::clean_subject(
-        &email.subject,
-    )));
-    write_headers(out, &headers);
+    if !plain_to_field(out, email.to_name.as_deref(), &address) {
+        headers.set(header::To::from(Mailboxes::from(Mailbox::new(
+            email.to_name.clone(),
+            address.clone(),
+        ))));
+        write_headers(out, &headers);
+    }
+    if !plain_subject_field(out, &subject) {
+        headers = Headers::new();
+        headers.set(header::Subject::from(subject));
+        write_headers(out, &headers);
+    }
     out.extend_from_slice(b"MIME-Version: 1.0\r\n");
 
     match &email.html {
@@ -159,6 +165,56 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
 /// (so nothing to fold), short enough for one line.
 fn simple_field(value: &str) -> bool {
     value.len() <= 200 && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Longest header line lettre's encoder leaves unfolded (email-encoding's limit).
+const HEADER_LINE: usize = 76;
+
+/// Writes `To:` for `name` and `address` when lettre would write it as is: an ASCII
+/// address, and a name of letters, digits, `-`, `_`, `.` (bare) or also spaces
+/// (quoted), on one line. Returns `false`, writing nothing, otherwise.
+fn plain_to_field(out: &mut Vec<u8>, name: Option<&str>, address: &lettre::Address) -> bool {
+    let address: &str = address.as_ref();
+    if !address.is_ascii() {
+        return false;
+    }
+    let Some(name) = name else {
+        field(out, "To", address);
+        return true;
+    };
+    let word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let bare = !name.is_empty() && name.bytes().all(word);
+    let quoted = !bare && !name.is_empty() && name.bytes().all(|b| word(b) || b == b' ');
+    // "To: " + name (+ quotes) + " <" + address + ">"
+    let len = 4 + name.len() + 2 * usize::from(quoted) + 2 + address.len() + 1;
+    if !(bare || quoted) || len > HEADER_LINE {
+        return false;
+    }
+    out.extend_from_slice(b"To: ");
+    if quoted {
+        out.push(b'"');
+    }
+    out.extend_from_slice(name.as_bytes());
+    if quoted {
+        out.push(b'"');
+    }
+    out.extend_from_slice(b" <");
+    out.extend_from_slice(address.as_bytes());
+    out.extend_from_slice(b">\r\n");
+    true
+}
+
+/// Writes `Subject:` when lettre would write it as is: ASCII without NUL, CR or LF, on
+/// one line. Returns `false`, writing nothing, otherwise.
+fn plain_subject_field(out: &mut Vec<u8>, subject: &str) -> bool {
+    let plain = "Subject: ".len() + subject.len() <= HEADER_LINE
+        && subject
+            .bytes()
+            .all(|b| b.is_ascii() && !matches!(b, 0 | b'\r' | b'\n'));
+    if plain {
+        field(out, "Subject", subject);
+    }
+    plain
 }
 
 /// `Date: Sun, 22 Nov 2026 05:43:09 +0000`, in UTC, as lettre writes it.

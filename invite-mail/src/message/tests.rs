@@ -368,3 +368,68 @@ fn literal_runs_and_escape_counts_agree_with_the_byte_rules() {
     let long = vec![0xFFu8; 1000];
     assert_eq!(count_escaped(&long), 1000);
 }
+
+#[test]
+fn plain_header_fields_are_written_as_lettre_writes_them() {
+    // Names and subjects of every length around the folding limit, from characters
+    // that take each of lettre's paths (bare, quoted, escaped, encoded).
+    let alphabet = [
+        'a', 'Z', '7', '-', '_', '.', ' ', ' ', '"', '\\', ',', 'é', '(', '=',
+    ];
+    let mut seed: u32 = 5;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (seed >> 16) as usize
+    };
+    let address: lettre::Address = "someone.long@mail.example.com".parse().unwrap();
+    let mut plain = (0, 0);
+    for round in 0..3000 {
+        let len = next() % 80;
+        let simple = round % 2 == 0;
+        let text: String = (0..len)
+            .map(|_| {
+                if simple {
+                    alphabet[next() % 7]
+                } else {
+                    alphabet[next() % alphabet.len()]
+                }
+            })
+            .collect();
+        let name = (round % 5 != 0).then_some(text.as_str());
+
+        let mut ours = Vec::new();
+        if plain_to_field(&mut ours, name, &address) {
+            plain.0 += 1;
+            let mut headers = Headers::new();
+            headers.set(header::To::from(Mailboxes::from(Mailbox::new(
+                name.map(str::to_owned),
+                address.clone(),
+            ))));
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                headers.to_string(),
+                "{name:?}"
+            );
+        } else {
+            assert!(ours.is_empty());
+        }
+
+        let subject = crate::template::clean_subject(&text);
+        let mut ours = Vec::new();
+        if plain_subject_field(&mut ours, &subject) {
+            plain.1 += 1;
+            let mut headers = Headers::new();
+            headers.set(header::Subject::from(subject.clone()));
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                headers.to_string(),
+                "{subject:?}"
+            );
+        } else {
+            assert!(ours.is_empty());
+        }
+    }
+    // Both paths were taken often.
+    assert!(plain.0 > 500 && plain.0 < 2500, "{plain:?}");
+    assert!(plain.1 > 500 && plain.1 < 2500, "{plain:?}");
+}
