@@ -433,6 +433,9 @@ async fn keys_compare_byte_for_byte() {
     assert_eq!(accepted.tenant, padded);
     assert_eq!(accepted.id, write.invitation.id);
     assert_eq!(accepted.accepted_by.as_ref(), Some(&user));
-    let read = store.find_by_token(&padded, &hash).await.expect("read back");
+    let read = store
+        .find_by_token(&padded, &hash)
+        .await
+        .expect("read back");
     assert_eq!(read, accepted);
 }
