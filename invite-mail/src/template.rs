@@ -280,8 +280,9 @@ pub trait Directory: fmt::Debug + Send + Sync + 'static {
 #[derive(Debug, Clone, Default)]
 pub struct StaticDirectory {
     tenants: HashMap<TenantId, String>,
-    actors: HashMap<(TenantId, ActorId), String>,
-    roles: HashMap<(TenantId, Role), String>,
+    // Per tenant, so that a lookup borrows its keys instead of cloning them.
+    actors: HashMap<TenantId, HashMap<ActorId, String>>,
+    roles: HashMap<TenantId, HashMap<Role, String>>,
     offsets: HashMap<TenantId, UtcOffset>,
 }
 
@@ -301,14 +302,20 @@ impl StaticDirectory {
     /// Names an actor of a tenant.
     #[must_use]
     pub fn actor(mut self, tenant: TenantId, actor: ActorId, name: impl Into<String>) -> Self {
-        self.actors.insert((tenant, actor), name.into());
+        self.actors
+            .entry(tenant)
+            .or_default()
+            .insert(actor, name.into());
         self
     }
 
     /// Names a role of a tenant.
     #[must_use]
     pub fn role(mut self, tenant: TenantId, role: Role, name: impl Into<String>) -> Self {
-        self.roles.insert((tenant, role), name.into());
+        self.roles
+            .entry(tenant)
+            .or_default()
+            .insert(role, name.into());
         self
     }
 
@@ -326,11 +333,11 @@ impl Directory for StaticDirectory {
     }
 
     fn actor_name(&self, tenant: &TenantId, actor: &ActorId) -> Option<String> {
-        self.actors.get(&(tenant.clone(), actor.clone())).cloned()
+        self.actors.get(tenant)?.get(actor).cloned()
     }
 
     fn role_name(&self, tenant: &TenantId, role: &Role) -> Option<String> {
-        self.roles.get(&(tenant.clone(), role.clone())).cloned()
+        self.roles.get(tenant)?.get(role).cloned()
     }
 
     fn utc_offset(&self, invitation: &Invitation) -> UtcOffset {
