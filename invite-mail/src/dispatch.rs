@@ -550,14 +550,24 @@ impl Dispatcher {
 /// The claims reordered one per tenant in turn (tenants in order of first claim), so
 /// one tenant's big import does not book every global slot before the others.
 fn round_robin(claims: Vec<OutboxClaim>) -> Vec<OutboxClaim> {
+    // One tenant (a single import, or a single-tenant host): the order stays.
+    if let Some(first) = claims.first()
+        && claims.iter().all(|c| c.entry.tenant == first.entry.tenant)
+    {
+        return claims;
+    }
     let total = claims.len();
     let mut queues: Vec<std::collections::VecDeque<OutboxClaim>> = Vec::new();
-    let mut index: HashMap<TenantId, usize> = HashMap::new();
-    for claim in claims {
-        let slot = *index.entry(claim.entry.tenant.clone()).or_insert_with(|| {
+    let mut index: HashMap<&TenantId, usize> = HashMap::new();
+    let mut slots = Vec::with_capacity(total);
+    for claim in &claims {
+        let slot = *index.entry(&claim.entry.tenant).or_insert_with(|| {
             queues.push(std::collections::VecDeque::new());
             queues.len() - 1
         });
+        slots.push(slot);
+    }
+    for (claim, slot) in claims.into_iter().zip(slots) {
         queues[slot].push_back(claim);
     }
     let mut out = Vec::with_capacity(total);
