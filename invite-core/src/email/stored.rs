@@ -7,7 +7,7 @@
 //! shape of the pair, cheaply, so that a corrupt or foreign value is refused rather
 //! than passed on.
 
-use super::{EmailAddress, MAX_ADDRESS_LEN, MAX_LOCAL_PART_LEN};
+use super::{EmailAddress, Key, MAX_ADDRESS_LEN, MAX_LOCAL_PART_LEN, unicode_key};
 
 impl EmailAddress {
     /// The address whose normal form ([`as_str`](Self::as_str)) and
@@ -21,11 +21,12 @@ impl EmailAddress {
     ///   domain of printable ASCII, lowercase unless it is a bracketed IP literal,
     ///   254 bytes in all at most;
     /// - no ASCII control character anywhere, and no space outside a quoted local part;
-    /// - the key has the same `@domain` and a non-empty local part, and when the local
-    ///   part is ASCII, the key's is exactly its ASCII lowercase form.
+    /// - the key is at most 254 bytes, has the same `@domain`, and its local part is
+    ///   exactly the normal form's folded: ASCII lowercase, or for a non-ASCII local
+    ///   part Unicode lowercase then NFC (recomputed: such rows are rare).
     ///
-    /// What is *not* checked again: the local part's syntax, Unicode normalization
-    /// (NFC) and folding of non-ASCII local parts, the domain's labels, and the rules
+    /// What is *not* checked again: the local part's syntax and Unicode normalization
+    /// (NFC), the domain's labels, and the rules
     /// (a stored address is accepted whatever the tenant's [`EmailRules`] are, as
     /// [`EmailRules::permissive`] would). Use [`parse_with`](Self::parse_with) for
     /// anything that was not written from an [`EmailAddress`].
@@ -76,22 +77,37 @@ impl EmailAddress {
         {
             return None;
         }
-        // The key: the same `@domain`, and the local part folded.
+        // The key: the same `@domain`, and the local part folded. The `@` is checked
+        // before anything is sliced at it, so a foreign key cannot split a character.
+        if key.len() > MAX_ADDRESS_LEN {
+            return None;
+        }
         let key_at = key.len().checked_sub(domain.len() + 1)?;
-        if key_at == 0 || !key.is_char_boundary(key_at) || &key[key_at + 1..] != domain {
+        if key_at == 0
+            || key.as_bytes()[key_at] != b'@'
+            || key.as_bytes()[key_at + 1..] != *domain.as_bytes()
+        {
             return None;
         }
         let key_local = &key[..key_at];
-        if key.as_bytes()[key_at] != b'@' || key_local.bytes().any(|b| b.is_ascii_control()) {
-            return None;
-        }
-        if local.is_ascii()
-            && !(key_local.len() == local.len()
+        let folded = if local.is_ascii() {
+            key_local.len() == local.len()
                 && key_local
                     .bytes()
                     .zip(local.bytes())
-                    .all(|(k, l)| k == l.to_ascii_lowercase()))
-        {
+                    .all(|(k, l)| k == l.to_ascii_lowercase())
+        } else {
+            // Rare (non-ASCII local parts), so the fold is recomputed rather than
+            // trusted: a key that is not this local part's would misfile the address
+            // in duplicate and suppression lookups.
+            match unicode_key(local) {
+                Key::Same => key_local == local,
+                // `unicode_key` answers only `Same` or `Owned`.
+                Key::AsciiLower => false,
+                Key::Owned(lower) => key_local == lower,
+            }
+        };
+        if !folded {
             return None;
         }
         let local_len = u8::try_from(at).ok()?;
@@ -183,6 +199,13 @@ mod tests {
             ("ann@[IPv6:2001:db8::1", "ann@[IPv6:2001:db8::1"),
             ("josé@example.com", "josé@example.org"),
             ("josé@example.com", "jos\u{7}@example.com"),
+            // A key that splits a character where the `@` should be (no panic).
+            ("ann@example.com", "aéxample.com"),
+            // Non-ASCII local parts: the key must be this local part's fold.
+            ("josé@example.com", "bob@example.com"),
+            ("ÅSA@example.com", "ÅSA@example.com"),
+            ("ÅSA@example.com", "åsb@example.com"),
+            ("josé@example.com", "josé@example.com@example.com"),
             (long_local.as_str(), long_local.as_str()),
             (long_address.as_str(), long_address.as_str()),
         ] {
