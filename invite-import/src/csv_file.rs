@@ -278,8 +278,15 @@ pub(crate) fn read<'o>(
         match std::str::from_utf8(record.as_slice().get(..end).unwrap_or_default()) {
             Ok(text) => {
                 for i in 0..mapped {
-                    let field = record.range(i).and_then(|r| text.get(r)).unwrap_or("");
-                    cells.push(CellValue::Text(Cow::Borrowed(field)));
+                    // The fields are joined without their delimiters, so the whole can
+                    // be valid UTF-8 while a field is not (`admin\xC3,\xA9ric`: one
+                    // character split by the comma); such a field is decoded on its own.
+                    let range = record.range(i).unwrap_or_default();
+                    let cell = match text.get(range) {
+                        Some(field) => Cow::Borrowed(field),
+                        None => field_text(record.get(i).unwrap_or_default()),
+                    };
+                    cells.push(CellValue::Text(cell));
                 }
             }
             Err(_) => {

@@ -147,7 +147,9 @@ impl ImportOptions {
     }
 
     /// The tenant's roles: a row's role is matched to one of them ignoring case,
-    /// and any other role makes the row [`RowOutcome::UnknownRole`].
+    /// and any other role makes the row [`RowOutcome::UnknownRole`]. A role spelled
+    /// exactly as one of them is that one, even when two differ only in case
+    /// (`Admin`, `admin`); otherwise the first that matches ignoring case wins.
     #[must_use]
     pub fn with_roles(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
         self.roles = Some(roles.into_iter().collect());

@@ -187,3 +187,44 @@ fn problems_csv_escapes_formula_injection() {
     );
     assert!(lines[2].starts_with("'@SUM(1),,'-Bo,"), "{}", lines[2]);
 }
+
+/// A character split by the delimiter (`editor\xC3,\xA9ric`) leaves the joined fields
+/// valid UTF-8 while neither field is: each is decoded on its own (with U+FFFD), so
+/// the role is reported as unknown instead of silently becoming the default. Past the
+/// header search rows, where records take the fast path.
+#[test]
+fn a_character_split_by_the_delimiter_is_not_lost() {
+    let mut file = b"\xEF\xBB\xBFEmail,Role,First name\n".to_vec();
+    for i in 0..12 {
+        file.extend_from_slice(format!("u{i}@x.com,viewer,U{i}\n").as_bytes());
+    }
+    file.extend_from_slice(b"zed@x.com,editor\xC3,\xA9ric\n");
+    let report = import(&file, FileHint::FileName("list.csv"), &options()).unwrap();
+    let last = render(&report).pop().unwrap();
+    assert_eq!(
+        last,
+        "14 | \"zed@x.com\" | unknown role editor\u{FFFD} | editor\u{FFFD} \u{FFFD}ric -"
+    );
+}
+
+/// Two tenant roles that differ only in case: the exact spelling picks its own, any
+/// other casing the first in the tenant's list.
+#[test]
+fn roles_differing_only_in_case_match_exactly_first() {
+    let options = ImportOptions::new(role("member")).with_roles([role("Admin"), role("admin")]);
+    let report = import(
+        b"Email,Role\nann@x.com,admin\nbo@x.com,Admin\ncy@x.com,ADMIN\n",
+        FileHint::FileName("list.csv"),
+        &options,
+    )
+    .unwrap();
+    let roles: Vec<String> = report
+        .rows
+        .iter()
+        .map(|row| match row.outcome() {
+            RowOutcome::Valid { role, .. } => role.to_string(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(roles, ["admin", "Admin", "Admin"]);
+}
