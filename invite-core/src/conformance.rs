@@ -82,6 +82,7 @@ macro_rules! __store_conformance_list {
             create_then_get_round_trips_every_field,
             create_reports_conflicts_with_open_invitations_case_folded,
             create_reports_conflicts_within_one_call,
+            create_sent_twice_conflicts_with_itself,
             create_admits_one_open_invitation_per_address_under_concurrency,
             closed_invitations_do_not_block_a_new_one,
             create_writes_nothing_when_it_fails,
@@ -698,6 +699,61 @@ pub async fn create_reports_conflicts_within_one_call(store: &dyn Store) {
         "count_invitations",
     );
     assert_eq!(all, 2, "only the non-conflicting inputs are inserted");
+}
+
+/// The same writes sent twice (a retried call): the second call writes nothing and
+/// reports every input as a conflict with the open invitation that is itself, queues
+/// no second email, and still creates a new input sent along with them. Enough rows
+/// to take a store's bulk path as well as its small-call path.
+pub async fn create_sent_twice_conflicts_with_itself(store: &dyn Store) {
+    let fx = Fx::new("create_sent_twice_conflicts_with_itself");
+    let t = fx.tenant(0);
+    let sent: Vec<(Invitation, OutboxEntry)> = (0..100)
+        .map(|n| {
+            send(
+                invitation(&t, &format!("user{n}@example.com"), T0 + ms(n)),
+                T0,
+            )
+        })
+        .collect();
+    let inputs: Vec<InvitationWrite> = sent.iter().map(|(i, e)| with_email(i, e)).collect();
+    insert(store, &t, &inputs).await;
+
+    let (new, new_email) = send(invitation(&t, "new@example.com", T0 + ms(100)), T0);
+    let mut again = inputs.clone();
+    again.push(with_email(&new, &new_email));
+    let mut report = must(
+        store.create_invitations(&t, &again).await,
+        "create_invitations (the same writes again)",
+    );
+    report.created.sort_unstable();
+    report.conflicts.sort_unstable();
+    assert_eq!(
+        report,
+        CreateReport {
+            created: vec![100],
+            conflicts: sent
+                .iter()
+                .enumerate()
+                .map(|(n, (i, _))| (n, i.id))
+                .collect(),
+        },
+        "a repeated input conflicts with its own earlier, open copy"
+    );
+    for (invitation, _) in &sent[..3] {
+        assert_eq!(
+            outbox(store, &t, invitation.id).await.len(),
+            1,
+            "a repeated input must not queue a second email"
+        );
+    }
+    let all = must(
+        store
+            .count_invitations(&t, &InvitationFilter::default(), T0)
+            .await,
+        "count_invitations",
+    );
+    assert_eq!(all, 101, "the repeat writes only the new input");
 }
 
 /// Concurrent creates for one address admit exactly one open invitation; every other

@@ -4,7 +4,7 @@
 //! SQLite's bind limit, their affected-row counts checked (see `create_invitations`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
@@ -122,6 +122,80 @@ impl SqliteStore {
         QueryBuilder::new(self.sql(text).0.into_owned())
     }
 
+    /// One multi-row `INSERT` of invitations that skips inputs whose address is
+    /// already open (the partial unique index); any other violation fails it.
+    fn insert_query(&self, chunk: &[InvitationWrite], returning: bool) -> QueryBuilder<Sqlite> {
+        let mut q = self.builder("INSERT INTO invite_invitations (");
+        q.push(INVITATION_COLUMNS).push(") ");
+        q.push_values(chunk, |mut b, write| {
+            let c = InvitationCols::of(&write.invitation);
+            b.push_bind(c.id)
+                .push_bind(c.tenant)
+                .push_bind(c.email)
+                .push_bind(c.email_key)
+                .push_bind(c.role)
+                .push_bind(c.first_name)
+                .push_bind(c.last_name)
+                .push_bind(c.message)
+                .push_bind(c.metadata)
+                .push_bind(c.invited_by)
+                .push_bind(c.batch_id)
+                .push_bind(c.status)
+                .push_bind(c.token_hash)
+                .push_bind(c.ttl_seconds)
+                .push_bind(c.created_at)
+                .push_bind(c.sent_at)
+                .push_bind(c.delivered_at)
+                .push_bind(c.expires_at)
+                .push_bind(c.accepted_at)
+                .push_bind(c.accepted_by)
+                .push_bind(c.revoked_at)
+                .push_bind(c.revoked_by)
+                .push_bind(c.last_error)
+                .push_bind(c.version);
+        });
+        q.push(
+            " ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') \
+             DO NOTHING",
+        );
+        if returning {
+            q.push(" RETURNING id");
+        }
+        q
+    }
+
+    async fn insert_invitations(
+        &self,
+        conn: &mut SqliteConnection,
+        chunk: &[InvitationWrite],
+    ) -> Result<sqlx::sqlite::SqliteQueryResult, StoreError> {
+        self.insert_query(chunk, false)
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(from_sqlx)
+    }
+
+    /// The ids of the inputs the `INSERT` wrote.
+    async fn insert_invitations_returning(
+        &self,
+        conn: &mut SqliteConnection,
+        chunk: &[InvitationWrite],
+    ) -> Result<HashSet<[u8; 16]>, StoreError> {
+        let ids: Vec<Vec<u8>> = self
+            .insert_query(chunk, true)
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+        ids.into_iter()
+            .map(|id| {
+                <[u8; 16]>::try_from(id)
+                    .map_err(|_| crate::error::corrupt("invitations", "id is not 16 bytes"))
+            })
+            .collect()
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
@@ -223,94 +297,72 @@ impl Store for SqliteStore {
         // says whether a batch lost any. Only then are the open ids of its addresses
         // read, and an open input was created exactly when the open id of its address
         // is its own. No `RETURNING` and no id set on the common, conflict-free path.
+        //
+        // One case defeats the counting: an input whose id *is* the open row's id (the
+        // same writes sent twice, e.g. a retried call). SQLite then skips it silently,
+        // and its address's open id is its own although this call wrote nothing. The
+        // classification then claims more rows than the batch inserted; the batch is
+        // rolled back to its savepoint and run again with `RETURNING id`, which says
+        // exactly which inputs were written.
         let mut tx = self.begin().await?;
-        let mut short_batches: Vec<usize> = Vec::new();
         let batch_rows = MAX_BINDS / INVITATION_COLUMN_COUNT;
-        for (batch, chunk) in writes.chunks(batch_rows).enumerate() {
-            let mut q = self.builder("INSERT INTO invite_invitations (");
-            q.push(INVITATION_COLUMNS).push(") ");
-            q.push_values(chunk, |mut b, write| {
-                let c = InvitationCols::of(&write.invitation);
-                b.push_bind(c.id)
-                    .push_bind(c.tenant)
-                    .push_bind(c.email)
-                    .push_bind(c.email_key)
-                    .push_bind(c.role)
-                    .push_bind(c.first_name)
-                    .push_bind(c.last_name)
-                    .push_bind(c.message)
-                    .push_bind(c.metadata)
-                    .push_bind(c.invited_by)
-                    .push_bind(c.batch_id)
-                    .push_bind(c.status)
-                    .push_bind(c.token_hash)
-                    .push_bind(c.ttl_seconds)
-                    .push_bind(c.created_at)
-                    .push_bind(c.sent_at)
-                    .push_bind(c.delivered_at)
-                    .push_bind(c.expires_at)
-                    .push_bind(c.accepted_at)
-                    .push_bind(c.accepted_by)
-                    .push_bind(c.revoked_at)
-                    .push_bind(c.revoked_by)
-                    .push_bind(c.last_error)
-                    .push_bind(c.version);
-            });
-            q.push(
-                " ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') \
-                 DO NOTHING",
-            );
-            let inserted = q
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
-                .rows_affected();
-            if inserted != chunk.len() as u64 {
-                short_batches.push(batch);
-            }
-        }
-
         let mut report = CreateReport::default();
         let mut outbox: Vec<&OutboxEntry> = Vec::new();
-        if short_batches.is_empty() {
-            report.created = (0..writes.len()).collect();
-            outbox.extend(writes.iter().filter_map(|w| w.outbox.as_ref()));
-        } else {
-            // Only a skipped input can be open and not the open row of its address
-            // (non-open inputs are outside the partial index and always inserted).
-            let mut keys: Vec<&str> = Vec::new();
-            for &batch in &short_batches {
-                let start = batch * batch_rows;
-                let end = (start + batch_rows).min(writes.len());
-                keys.extend(
-                    writes[start..end]
-                        .iter()
-                        .filter(|w| is_open(w.invitation.status))
-                        .map(|w| w.invitation.email.key()),
-                );
-            }
-            keys.sort_unstable();
-            keys.dedup();
-            let open = open_ids_by_key(self, &mut tx, tenant, &keys).await?;
-            for (index, write) in writes.iter().enumerate() {
-                let i = &write.invitation;
-                let short = short_batches.binary_search(&(index / batch_rows)).is_ok();
-                if short && is_open(i.status) {
+        for (batch, chunk) in writes.chunks(batch_rows).enumerate() {
+            let first = batch * batch_rows;
+            sqlx::query("SAVEPOINT invite_bulk_batch")
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            let inserted = self
+                .insert_invitations(&mut tx, chunk)
+                .await?
+                .rows_affected();
+            if inserted == chunk.len() as u64 {
+                report.created.extend(first..first + chunk.len());
+                outbox.extend(chunk.iter().filter_map(|w| w.outbox.as_ref()));
+            } else {
+                let open = open_ids_of(self, &mut tx, tenant, chunk).await?;
+                let claimed = chunk
+                    .iter()
+                    .filter(|w| {
+                        !is_open(w.invitation.status)
+                            || open.get(w.invitation.email.key()) == Some(&w.invitation.id)
+                    })
+                    .count();
+                let written = if claimed as u64 == inserted {
+                    None
+                } else {
+                    sqlx::query("ROLLBACK TO invite_bulk_batch")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?;
+                    Some(self.insert_invitations_returning(&mut tx, chunk).await?)
+                };
+                for (offset, write) in chunk.iter().enumerate() {
+                    let i = &write.invitation;
+                    let created = match &written {
+                        None => !is_open(i.status) || open.get(i.email.key()) == Some(&i.id),
+                        Some(ids) => ids.contains(i.id.as_uuid().as_bytes()),
+                    };
+                    if created {
+                        report.created.push(first + offset);
+                        outbox.extend(write.outbox.as_ref());
+                        continue;
+                    }
                     let id = open.get(i.email.key()).ok_or_else(|| {
                         StoreError::Conflict(format!(
                             "invitation {} was refused without a conflicting open invitation",
                             i.id
                         ))
                     })?;
-                    if *id != i.id {
-                        report.conflicts.push((index, *id));
-                        continue;
-                    }
+                    report.conflicts.push((first + offset, *id));
                 }
-                report.created.push(index);
-                outbox.extend(write.outbox.as_ref());
             }
+            sqlx::query("RELEASE invite_bulk_batch")
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
         }
         self.insert_outbox(&mut tx, &outbox).await?;
         tx.commit().await.map_err(from_sqlx)?;
@@ -944,6 +996,23 @@ impl Store for SqliteStore {
 /// Unsent or pending: the statuses of the partial unique index on `(tenant, email_key)`.
 fn is_open(status: InvitationStatus) -> bool {
     matches!(status, InvitationStatus::Unsent | InvitationStatus::Pending)
+}
+
+/// The open invitation ids of the addresses of `chunk`'s open inputs.
+async fn open_ids_of(
+    store: &SqliteStore,
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    chunk: &[InvitationWrite],
+) -> Result<HashMap<String, InvitationId>, StoreError> {
+    let mut keys: Vec<&str> = chunk
+        .iter()
+        .filter(|w| is_open(w.invitation.status))
+        .map(|w| w.invitation.email.key())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    open_ids_by_key(store, conn, tenant, &keys).await
 }
 
 async fn open_ids_by_key(
