@@ -83,6 +83,7 @@ macro_rules! __store_conformance_list {
             create_reports_conflicts_with_open_invitations_case_folded,
             create_reports_conflicts_within_one_call,
             create_sent_twice_conflicts_with_itself,
+            closed_inputs_never_conflict,
             create_admits_one_open_invitation_per_address_under_concurrency,
             closed_invitations_do_not_block_a_new_one,
             create_writes_nothing_when_it_fails,
@@ -754,6 +755,40 @@ pub async fn create_sent_twice_conflicts_with_itself(store: &dyn Store) {
         "count_invitations",
     );
     assert_eq!(all, 101, "the repeat writes only the new input");
+}
+
+/// The one-open-invitation rule covers open inputs only: a closed input (history a
+/// host carries over, say a revoked invitation) is written even when its address has
+/// an open invitation, in the same call or already stored.
+pub async fn closed_inputs_never_conflict(store: &dyn Store) {
+    let fx = Fx::new("closed_inputs_never_conflict");
+    let t = fx.tenant(0);
+    let open = invitation(&t, "ann@example.com", T0);
+    insert(store, &t, &[bare(&open)]).await;
+    let closed = |n: u32| {
+        invitation(&t, "ANN@example.com", T0 + ms(n))
+            .revoke(actor(), T0 + ms(n))
+            .expect("revoke an unsent invitation")
+    };
+    let (first, second) = (closed(1), closed(2));
+    let newcomer = invitation(&t, "bo@example.com", T0 + ms(3));
+    let mut report = must(
+        store
+            .create_invitations(&t, &[bare(&first), bare(&newcomer), bare(&second)])
+            .await,
+        "create_invitations",
+    );
+    report.created.sort_unstable();
+    assert_eq!(
+        report,
+        CreateReport {
+            created: vec![0, 1, 2],
+            conflicts: vec![]
+        },
+        "closed inputs must be written next to the address's open invitation"
+    );
+    assert_eq!(read(store, &t, first.id).await, first);
+    assert_eq!(read(store, &t, open.id).await, open);
 }
 
 /// Concurrent creates for one address admit exactly one open invitation; every other

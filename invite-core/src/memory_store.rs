@@ -187,9 +187,12 @@ impl Store for MemoryStore {
         let mut new_ids = HashSet::new();
         for (index, write) in writes.iter().enumerate() {
             let key = write.invitation.email.key();
+            let open = is_open(write.invitation.status);
+            // Only an open input can break the one-open-invitation rule.
             let existing = state
                 .open_invitation(tenant, key)
-                .or_else(|| taken.get(key).copied());
+                .or_else(|| taken.get(key).copied())
+                .filter(|_| open);
             if let Some(existing) = existing {
                 report.conflicts.push((index, existing));
                 continue;
@@ -202,7 +205,7 @@ impl Store for MemoryStore {
                     write.invitation.id
                 )));
             }
-            if is_open(write.invitation.status) {
+            if open {
                 taken.insert(key, write.invitation.id);
             }
             report.created.push(index);

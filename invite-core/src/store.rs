@@ -248,10 +248,12 @@ pub enum JoinOutcome {
 #[async_trait]
 pub trait Store: Debug + Send + Sync + 'static {
     /// Inserts invitations, all in one transaction, with the outbox entries of those
-    /// sent at once. An input whose case-folded address matches an open (unsent or
-    /// pending) invitation of the tenant is not inserted and is reported in
-    /// [`CreateReport::conflicts`]; the others are inserted. Either all the
-    /// non-conflicting inputs are written or (on error) none.
+    /// sent at once. An open (unsent or pending) input whose case-folded address
+    /// matches an open invitation of the tenant, stored or an earlier input of the
+    /// call, is not inserted and is reported in [`CreateReport::conflicts`]; the
+    /// others are inserted. A closed input (accepted, revoked, ...: history a host
+    /// carries over) never conflicts, since the one-open-invitation rule does not
+    /// cover it. Either all the non-conflicting inputs are written or (on error) none.
     async fn create_invitations(
         &self,
         tenant: &TenantId,

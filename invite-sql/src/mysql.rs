@@ -325,7 +325,16 @@ impl MySqlStore {
         let mut new_ids = HashSet::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             let key = write.invitation.email.key();
-            if let Some(id) = existing.get(key.as_bytes()).or_else(|| taken.get(key)) {
+            let open = matches!(
+                write.invitation.status,
+                InvitationStatus::Unsent | InvitationStatus::Pending
+            );
+            // Only an open input can break the one-open-invitation rule.
+            if let Some(id) = existing
+                .get(key.as_bytes())
+                .or_else(|| taken.get(key))
+                .filter(|_| open)
+            {
                 report.conflicts.push((index, *id));
                 continue;
             }
@@ -336,10 +345,7 @@ impl MySqlStore {
                 ))
                 .into());
             }
-            if matches!(
-                write.invitation.status,
-                InvitationStatus::Unsent | InvitationStatus::Pending
-            ) {
+            if open {
                 taken.insert(key, write.invitation.id);
             }
             report.created.push(index);
