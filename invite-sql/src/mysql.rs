@@ -10,6 +10,10 @@
 //! `CREATE ROUTINE` privilege to migrate and `EXECUTE` to accept). InnoDB answers a lost race
 //! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
 //! write transaction here is retried from the start a few times before answering.
+//!
+//! The procedure repeats the store's select list, so a migration that adds a column
+//! to `invitations` must `DROP` and re-`CREATE` it; and a `mysqldump` without
+//! `--routines` leaves it out while the migrations table still lists 0005.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
