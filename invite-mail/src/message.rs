@@ -13,10 +13,12 @@
 //! cost three copies of every message and most of the dispatch path's CPU (see
 //! `BENCHMARKS.md`).
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write as _;
 
 use invite_core::{MailError, OutgoingEmail};
+
 use lettre::message::header::{self, ContentTransferEncoding, Headers};
 use lettre::message::{Body, Mailbox, Mailboxes};
 use time::{OffsetDateTime, UtcOffset};
@@ -94,14 +96,22 @@ pub(crate) fn write(
     }
     write_date(out, date);
     out.extend_from_slice(sender.from_field.as_bytes());
-    // Names are single-line already (core strips CR/LF); lettre quotes and encodes them,
-    // and the subject (its RFC 2047 words and folding), unless they are plain enough to
-    // write as lettre would without it.
+    // lettre quotes and encodes names and the subject (its RFC 2047 words and
+    // folding), unless they are plain enough to write as lettre would without it.
+    // Core strips CR/LF from the names it builds, but `OutgoingEmail` is public and
+    // lettre panics on a line break in a display name: it becomes a space here.
     let subject = crate::template::clean_subject(&email.subject);
+    let to_name = email.to_name.as_deref().map(|name| {
+        if name.contains(['\r', '\n']) {
+            Cow::Owned(name.replace(['\r', '\n'], " "))
+        } else {
+            Cow::Borrowed(name)
+        }
+    });
     let mut headers = Headers::new();
-    if !plain_to_field(out, email.to_name.as_deref(), &address) {
+    if !plain_to_field(out, to_name.as_deref(), &address) {
         headers.set(header::To::from(Mailboxes::from(Mailbox::new(
-            email.to_name.clone(),
+            to_name.map(Cow::into_owned),
             address.clone(),
         ))));
         write_headers(out, &headers);
@@ -307,8 +317,15 @@ fn choose(text: &str) -> Encoding {
     let bytes = text.as_bytes();
     let escaped = count_escaped(bytes);
     if escaped > bytes.len() / 3 {
-        // Mostly non-ASCII (e.g. a non-Latin script): lettre's base64 is as compact.
-        return Encoding::Lettre(Body::new(text.to_owned()));
+        // Mostly escapes (a non-Latin script, or control characters): base64 is as
+        // compact. Always base64, never lettre's own choice: for short ASCII lines full
+        // of control characters lettre picks 7bit and copies the text as is, which
+        // would put a bare CR (and `<CR>.<CR><LF>`, an end of data to a lax relay)
+        // into the SMTP data.
+        // (`new_with_encoding` refuses only encodings that cannot carry the bytes;
+        // base64 carries any, and quoted-printable would be the safe answer anyway.)
+        return Body::new_with_encoding(text.to_owned(), ContentTransferEncoding::Base64)
+            .map_or(Encoding::QuotedPrintable, Encoding::Lettre);
     }
     if escaped > 0 || (bytes.contains(&b'\r') && has_lone_cr(bytes)) {
         return Encoding::QuotedPrintable;

@@ -89,8 +89,11 @@ struct Pooled {
     socket: std::net::TcpStream,
     /// The message being written, reused from one message to the next.
     buffer: Vec<u8>,
-    /// Shared with the connection's stream: bytes it writes at the next flush.
-    staged: Arc<Mutex<Vec<u8>>>,
+    /// Shared with the connection's stream: bytes it writes at the next flush. `None`
+    /// on a STARTTLS session, where lettre's TLS layer sits above that stream, so
+    /// staged bytes would bypass the encryption: there the message goes through
+    /// lettre's stream instead (one copy).
+    staged: Option<Arc<Mutex<Vec<u8>>>>,
     idle_since: Instant,
 }
 
@@ -143,6 +146,9 @@ pub struct SmtpMailer {
     sending: Arc<Semaphore>,
     pool: Mutex<Vec<Pooled>>,
     clock: Arc<dyn Clock>,
+    /// Whether messages are staged under lettre's stream ([`Staged`]): not on STARTTLS
+    /// sessions, whose TLS layer lettre stacks above that stream.
+    stage_writes: bool,
 }
 
 impl fmt::Debug for SmtpMailer {
@@ -183,6 +189,7 @@ impl SmtpMailer {
             sending: Arc::new(Semaphore::new(16)),
             pool: Mutex::new(Vec::new()),
             clock: Arc::new(SystemClock),
+            stage_writes: security != Security::StartTls,
         }
     }
 
@@ -304,7 +311,7 @@ impl SmtpMailer {
         let tcp =
             TcpStream::from_std(std).map_err(|e| network("cannot configure the socket to", e))?;
 
-        let staged = Arc::new(Mutex::new(Vec::new()));
+        let staged = self.stage_writes.then(|| Arc::new(Mutex::new(Vec::new())));
         let handshake = async {
             let stream: Box<dyn AsyncTokioStream> = match (&self.wrapper_tls, self.security) {
                 (Some(tls), Security::Tls) => {
@@ -319,11 +326,17 @@ impl SmtpMailer {
                 }
                 _ => Box::new(tcp),
             };
-            let stream = Box::new(Staged {
-                inner: stream,
-                bytes: staged.clone(),
-                written: 0,
-            });
+            // Staging writes below whatever lettre stacks on the stream, which is only
+            // safe when lettre stacks nothing: STARTTLS upgrades inside lettre, so its
+            // sessions do without.
+            let stream: Box<dyn AsyncTokioStream> = match &staged {
+                Some(staged) => Box::new(Staged {
+                    inner: stream,
+                    bytes: staged.clone(),
+                    written: 0,
+                }),
+                None => stream,
+            };
             let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
                 .await
                 .map_err(|e| session_error("greeting", e))?;
@@ -383,13 +396,19 @@ impl SmtpMailer {
             };
             let idle = pooled.idle_since.elapsed();
             if idle > self.idle_timeout {
-                pooled.connection.abort().await;
+                // A polite QUIT, bounded: a relay that no longer answers must not hold
+                // the send (the connection is dropped either way).
+                let _ = tokio::time::timeout(self.timeout, pooled.connection.abort()).await;
                 continue;
             }
-            if idle <= CHECK_AFTER || pooled.connection.test_connected().await {
+            if idle <= CHECK_AFTER
+                || tokio::time::timeout(self.timeout, pooled.connection.test_connected())
+                    .await
+                    .unwrap_or(false)
+            {
                 return Ok(pooled);
             }
-            pooled.connection.abort().await;
+            let _ = tokio::time::timeout(self.timeout, pooled.connection.abort()).await;
         }
     }
 
@@ -433,7 +452,9 @@ impl Mailer for SmtpMailer {
         let mut pooled = self.checkout().await?;
         let mut buffer = std::mem::take(&mut pooled.buffer);
         buffer.clear();
-        lock(&pooled.staged).clear();
+        if let Some(staged) = &pooled.staged {
+            lock(staged).clear();
+        }
         let written = crate::message::write(
             email,
             &self.sender,
@@ -465,17 +486,29 @@ impl Mailer for SmtpMailer {
             // here, never pooled.
             Ok(Err(error)) => Err(error),
             Err(_) => {
-                // A message cut off mid-write must not be completed by the QUIT that
-                // `abort` writes: drop what is still staged (the relay then sees a
-                // broken DATA and discards it).
-                lock(&pooled.staged).clear();
-                pooled.connection.abort().await;
+                // Cut off mid-transaction: the connection is dropped, not ended with
+                // QUIT. A QUIT could complete a half-written message (the relay would
+                // read it as the last line of the data), and a relay that stopped
+                // reading would never take it, holding this send forever. Closed
+                // mid-DATA, the relay discards the message.
+                drop(pooled);
                 Err(MailError::transient(format!(
                     "timed out after {:?} sending to {}",
                     self.timeout, self.host
                 )))
             }
         }
+    }
+}
+
+/// The framed message as a command lettre writes as is (its reply is the one to the
+/// data). The message writer produces UTF-8 (7bit, quoted-printable and base64 parts
+/// are ASCII; 8bit parts are the template's UTF-8 text).
+struct Framed<'a>(&'a [u8]);
+
+impl fmt::Display for Framed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
     }
 }
 
@@ -535,12 +568,18 @@ async fn transaction(
             .command(Rcpt::new(to.clone(), Vec::new()))
             .await?;
         connection.command(Data).await?;
-        // Hand the buffer to the stream (a swap, no copy) and have lettre flush it.
-        std::mem::swap(&mut *lock(&pooled.staged), data);
-        let reply = connection.command(FlushStaged).await;
-        // Take it back (emptied by the stream once written) to reuse its capacity.
-        std::mem::swap(&mut *lock(&pooled.staged), data);
-        reply
+        match &pooled.staged {
+            Some(staged) => {
+                // Hand the buffer to the stream (a swap, no copy) and have lettre flush it.
+                std::mem::swap(&mut *lock(staged), data);
+                let reply = connection.command(FlushStaged).await;
+                // Take it back (emptied by the stream once written) to reuse its capacity.
+                std::mem::swap(&mut *lock(staged), data);
+                reply
+            }
+            // Through lettre's stream (and so its TLS layer) as one pre-framed command.
+            None => connection.command(Framed(data)).await,
+        }
     }
     .await;
     match result {
@@ -668,5 +707,64 @@ impl AsyncWrite for TlsTcp {
 impl AsyncTokioStream for TlsTcp {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use invite_core::{EmailAddress, InvitationId, MailKind, OutboxId, TenantId};
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::testing::SmtpSink;
+
+    /// A STARTTLS session writes the framed message through lettre's stream (so through
+    /// its TLS layer) instead of staging it below. There is no TLS relay here, so the
+    /// same path runs over plain TCP: two messages on one connection arrive whole,
+    /// dot lines and non-ASCII text included.
+    #[tokio::test]
+    async fn unstaged_sessions_deliver_whole_messages() {
+        let sink = SmtpSink::start().await.unwrap();
+        let from = "Acme <no-reply@acme.example>".parse().unwrap();
+        let mut mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from);
+        assert!(mailer.stage_writes, "plain sessions stage");
+        mailer.stage_writes = false;
+        let at = datetime!(2030-11-22 9:00 UTC);
+        for n in 0..2 {
+            let outbox = OutboxId::new(at);
+            let email = OutgoingEmail {
+                message_id: format!("<{outbox}@app.example.com>"),
+                tenant: TenantId::new("acme").unwrap(),
+                invitation: InvitationId::new(at),
+                outbox,
+                kind: MailKind::Invitation,
+                to: EmailAddress::parse("ann@example.com").unwrap(),
+                to_name: Some("Zoë".to_owned()),
+                subject: format!("Hello {n}"),
+                text: format!("Grüße {n}\n.starts with a dot\n.\nend\n"),
+                html: Some("<p>\n.</p>\n".to_owned()),
+            };
+            mailer.send(&email).await.unwrap();
+        }
+        let messages = sink.messages();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(sink.sessions().len(), 1, "the connection is reused");
+        for (n, message) in messages.iter().enumerate() {
+            let text = message.text();
+            assert!(text.contains(&format!("Subject: Hello {n}")), "{text}");
+            assert!(text.contains(".starts with a dot\r\n.\r\nend"), "{text}");
+        }
+    }
+
+    #[test]
+    fn starttls_sessions_never_stage_below_lettre() {
+        let from: Mailbox = "Acme <no-reply@acme.example>".parse().unwrap();
+        let starttls = SmtpMailer::starttls_relay("smtp.example.com", from.clone()).unwrap();
+        assert!(!starttls.stage_writes);
+        assert!(
+            SmtpMailer::relay("smtp.example.com", from)
+                .unwrap()
+                .stage_writes
+        );
     }
 }

@@ -433,3 +433,41 @@ fn plain_header_fields_are_written_as_lettre_writes_them() {
     assert!(plain.0 > 500 && plain.0 < 2500, "{plain:?}");
     assert!(plain.1 > 500 && plain.1 < 2500, "{plain:?}");
 }
+
+/// A body of short ASCII lines full of control characters: lettre would pick 7bit and
+/// copy it as is, bare CRs included, so `<CR>.<CR><LF>` (an end of data to a lax
+/// relay, the SMTP smuggling shape) could reach the DATA stream. Such a body is base64.
+#[test]
+fn control_characters_never_reach_the_smtp_data_raw() {
+    let text = format!("{}\r.\r\nok\n", "\u{1}".repeat(40)).repeat(3) + "\0\0\0\n";
+    let email = email(Some("Ann"), "Hello", &text, None);
+    let mut data = Vec::new();
+    write(&email, &sender(), DATE, Framing::SmtpData, &mut data).unwrap();
+    assert!(
+        data.windows(2).all(|w| w[0] != b'\r' || w[1] == b'\n') && !data.ends_with(b"\r"),
+        "a bare CR in the SMTP data: {}",
+        String::from_utf8_lossy(&data)
+    );
+    assert!(!data.contains(&0), "a NUL in the SMTP data");
+    let text = String::from_utf8(data).unwrap();
+    assert!(text.contains("Content-Transfer-Encoding: base64"), "{text}");
+    assert!(text.ends_with("\r\n.\r\n"), "{text}");
+}
+
+/// `OutgoingEmail` is public: a name with a line break (core strips them, a host might
+/// not) is written on one line instead of panicking in lettre or splitting the header.
+#[test]
+fn a_line_break_in_the_name_stays_out_of_the_headers() {
+    let email = email(Some("Ann\r\nBcc: eve@example.org"), "Hello", "Hi\n", None);
+    let mut plain = Vec::new();
+    write(&email, &sender(), DATE, Framing::Plain, &mut plain).unwrap();
+    let text = String::from_utf8(plain).unwrap();
+    let headers = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(
+        headers.lines().all(|line| !line.starts_with("Bcc:")),
+        "{headers}"
+    );
+    // One header, the name quoted or encoded (here RFC 2047: it holds `:` and `@`).
+    let to = headers.lines().find(|l| l.starts_with("To:")).unwrap();
+    assert!(to.ends_with(" <ann@example.com>"), "{to}");
+}
