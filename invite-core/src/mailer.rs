@@ -25,8 +25,11 @@ use crate::{BoxError, EmailAddress, Invitation, InvitationId, MailKind, OutboxId
 /// Its body holds a live link, so its `Debug` shows the envelope only.
 #[derive(Clone)]
 pub struct OutgoingEmail {
-    /// A stable Message-ID derived from the outbox entry, so a provider can
-    /// de-duplicate a message retried after an ambiguous failure.
+    /// A Message-ID derived from the outbox entry and its attempt,
+    /// `<{outbox}.{attempt}@{domain}>`: the same for one attempt, new for a retry.
+    /// A retry carries a new link (the old one may have leaked), so a receiver that
+    /// de-duplicates by Message-ID must not hide it behind an earlier copy whose
+    /// link is dead.
     pub message_id: String,
     /// The tenant it is sent for.
     pub tenant: TenantId,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{Invitation, InvitationId, MailKind, TenantId, UnknownStatus};
 
-/// Identifies one outbox entry; also the seed of the email's stable Message-ID.
+/// Identifies one outbox entry; also the seed of its emails' Message-IDs (with the attempt).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OutboxId(Uuid);

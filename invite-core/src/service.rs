@@ -1316,7 +1316,10 @@ impl Invitations {
         let result = match self.composer.compose(&context) {
             Ok(composed) => {
                 let email = OutgoingEmail {
-                    message_id: format!("<{}@{}>", entry.id, self.message_id_domain),
+                    message_id: format!(
+                        "<{}.{}@{}>",
+                        entry.id, entry.attempts, self.message_id_domain
+                    ),
                     tenant: tenant.clone(),
                     invitation: claim.invitation.id,
                     outbox: entry.id,

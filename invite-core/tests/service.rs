@@ -380,6 +380,24 @@ async fn transient_failures_retry_with_backoff_then_fail_for_good() {
     assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
 }
 
+/// A retry carries a new link, so it gets a new Message-ID: a receiver that
+/// de-duplicates must not keep an earlier copy (dead link) in its place.
+#[tokio::test]
+async fn a_retry_is_a_new_message_id() {
+    let w = world();
+    w.invite("ann@x.com").await;
+    w.mailer.set_behavior(MailBehavior::FailTransient);
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().retrying, 1);
+    w.mailer.set_behavior(MailBehavior::Accept);
+    w.clock.advance(Duration::hours(7));
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    let mail = &w.mailer.sent()[0];
+    assert_eq!(
+        mail.message_id,
+        format!("<{}.2@app.example.com>", mail.outbox)
+    );
+}
+
 #[tokio::test]
 async fn permanent_failures_fail_at_once() {
     let w = world();
@@ -630,7 +648,7 @@ async fn emails_have_one_recipient_a_stable_message_id_and_a_clean_subject() {
     assert_eq!(mail.to.as_str(), "ann@x.com");
     assert_eq!(
         mail.message_id,
-        format!("<{}@app.example.com>", mail.outbox)
+        format!("<{}.1@app.example.com>", mail.outbox)
     );
     assert!(!mail.to_name.as_deref().unwrap().contains('\n'));
     assert!(

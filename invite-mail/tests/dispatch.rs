@@ -464,7 +464,7 @@ async fn file_mailer_writes_one_eml_per_email_with_a_working_link() {
         );
         let eml = std::fs::read_to_string(path).unwrap();
         assert!(
-            eml.contains(&format!("Message-ID: <{}@app.example.com>", outbox[0].id)),
+            eml.contains(&format!("Message-ID: <{}.1@app.example.com>", outbox[0].id)),
             "{eml}"
         );
         assert!(eml.contains("Date: Tue, 01 Jan 2030 09:00:00 +0000"));
