@@ -101,9 +101,13 @@ pub(crate) fn write(
     // Core strips CR/LF from the names it builds, but `OutgoingEmail` is public and
     // lettre panics on a line break in a display name: it becomes a space here.
     let subject = crate::template::clean_subject(&email.subject);
+    // Names are capped like subjects: an unbroken word cannot be folded under the
+    // 998-octet line limit.
     let to_name = email.to_name.as_deref().map(|name| {
-        if name.contains(['\r', '\n']) {
-            Cow::Owned(name.replace(['\r', '\n'], " "))
+        if name.contains(['\r', '\n']) || name.len() > crate::template::MAX_HEADER_TEXT {
+            Cow::Owned(crate::template::cap_header_text(
+                name.replace(['\r', '\n'], " "),
+            ))
         } else {
             Cow::Borrowed(name)
         }

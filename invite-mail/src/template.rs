@@ -982,7 +982,8 @@ fn find_identifier(source: &str, name: &str) -> Option<(usize, usize)> {
 }
 
 /// One line: CR, LF, tabs and other control characters become spaces; runs of spaces
-/// collapse; the ends are trimmed.
+/// collapse; the ends are trimmed; and at most [`MAX_HEADER_TEXT`] characters (an
+/// unbroken word cannot be folded, and RFC 5322 caps a line at 998 octets).
 pub(crate) fn clean_subject(subject: &str) -> String {
     let mut out = String::with_capacity(subject.len());
     for word in subject
@@ -994,7 +995,21 @@ pub(crate) fn clean_subject(subject: &str) -> String {
         }
         out.push_str(word);
     }
-    out
+    cap_header_text(out)
+}
+
+/// The most characters a subject or display name keeps in a header.
+pub(crate) const MAX_HEADER_TEXT: usize = 250;
+
+/// `text`, cut to [`MAX_HEADER_TEXT`] characters with an ellipsis when longer.
+pub(crate) fn cap_header_text(mut text: String) -> String {
+    if let Some((cut, last)) = text.char_indices().nth(MAX_HEADER_TEXT - 1)
+        && cut + last.len_utf8() < text.len()
+    {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// "7 days", "36 hours", "45 minutes"; `None` once the instant has passed.

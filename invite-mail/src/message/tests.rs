@@ -471,3 +471,27 @@ fn a_line_break_in_the_name_stays_out_of_the_headers() {
     let to = headers.lines().find(|l| l.starts_with("To:")).unwrap();
     assert!(to.ends_with(" <ann@example.com>"), "{to}");
 }
+
+/// An unbroken word cannot be folded: subjects and names are capped so that no header
+/// line passes RFC 5322's 998 octets, whatever their script.
+#[test]
+fn header_lines_stay_under_998_octets() {
+    for (name, subject) in [
+        ("x".repeat(1200), format!("Welcome to {}", "x".repeat(1200))),
+        ("é".repeat(1200), format!("Grüße {}", "ü".repeat(1200))),
+    ] {
+        let email = email(Some(&name), &subject, "Hi\n", None);
+        let mut plain = Vec::new();
+        write(&email, &sender(), DATE, Framing::Plain, &mut plain).unwrap();
+        let text = String::from_utf8(plain).unwrap();
+        let headers = &text[..text.find("\r\n\r\n").unwrap()];
+        assert!(
+            headers.split("\r\n").all(|line| line.len() <= 998),
+            "{headers}"
+        );
+        assert!(
+            headers.contains('…') || headers.contains("=?utf-8?"),
+            "{headers}"
+        );
+    }
+}
