@@ -1,8 +1,9 @@
 //! The Store conformance suite and the MySQL-specific guarantees, on the server named
 //! by `INVITE_TEST_MYSQL_URL` (e.g. `mysql://root@127.0.0.1:3306/test`). Unset: every
 //! test prints `skipped: ...` and passes. Set but unreachable: every test fails. Each
-//! test creates its own database (`t_<uuid>`) through an admin connection, so tests
-//! run in parallel; the databases are left behind for inspection.
+//! test creates its own database (`invite_test_<time>_<random hex>`, see `scratch`)
+//! through an admin connection, so tests run in parallel; the databases are kept an
+//! hour for inspection, then a later run drops them.
 #![cfg(feature = "mysql")]
 
 use std::collections::HashSet;
@@ -18,6 +19,8 @@ use invite_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, M
 use invite_sql::sqlx::{self, AssertSqlSafe, Connection};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
+
+mod scratch;
 
 const URL_VAR: &str = "INVITE_TEST_MYSQL_URL";
 const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
@@ -42,10 +45,23 @@ async fn fresh_pool(url: &str, max: u32) -> MySqlPool {
     let mut admin = MySqlConnection::connect_with(&options)
         .await
         .unwrap_or_else(|e| panic!("{URL_VAR} is set but the server cannot be reached: {e}"));
-    // Random, from the one generator the clippy rules allow outside `token.rs`.
-    let name: String = LinkToken::generate().1.as_bytes()[..12]
-        .iter()
-        .fold("t_".to_owned(), |name, b| name + &format!("{b:02x}"));
+    if scratch::first_sweep() {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
+             WHERE schema_name LIKE ?",
+        )
+        .bind(scratch::LIKE)
+        .fetch_all(&mut admin)
+        .await
+        .expect("list scratch databases");
+        for stale in scratch::stale(names) {
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {stale}")))
+                .execute(&mut admin)
+                .await
+                .expect("drop a stale scratch database");
+        }
+    }
+    let name = scratch::name();
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await

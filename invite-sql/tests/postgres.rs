@@ -3,10 +3,12 @@
 //! Runs against `INVITE_TEST_POSTGRES_URL` (for example
 //! `postgres://postgres@127.0.0.1:5432/test`); unset, every test prints `skipped: ...`
 //! and passes; set but unreachable, every test fails. Each test creates its own schema
-//! (`itest_<random hex>`) and connects with `search_path` set to it, so tests run in parallel
-//! and the cross-tenant outbox checks never see each other's entries.
+//! (`invite_test_<time>_<random hex>`, see `scratch`) and connects with `search_path` set
+//! to it, so tests run in parallel and the cross-tenant outbox checks never see each
+//! other's entries. Schemas are kept an hour for inspection, then a later run drops them.
 
 mod common;
+mod scratch;
 
 use std::str::FromStr;
 
@@ -47,7 +49,24 @@ async fn fresh_schema(url: &str) -> String {
     let mut admin = PgConnection::connect_with(&options)
         .await
         .expect("connect to INVITE_TEST_POSTGRES_URL");
-    let schema = format!("itest_{}", common::random_id());
+    if scratch::first_sweep() {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT schema_name::text FROM information_schema.schemata WHERE schema_name LIKE $1",
+        )
+        .bind(scratch::LIKE)
+        .fetch_all(&mut admin)
+        .await
+        .expect("list scratch schemas");
+        for stale in scratch::stale(names) {
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {stale} CASCADE"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("drop a stale scratch schema");
+        }
+    }
+    let schema = scratch::name();
     sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&mut admin)
         .await
