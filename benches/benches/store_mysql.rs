@@ -165,7 +165,8 @@ async fn two_trip_accept(pool: &MySqlPool, tenant: &TenantId, hash: &TokenHash, 
     assert!(row.is_some());
 }
 
-async fn setup(url: &str) -> MySqlStore {
+/// A migrated store on a database of its own, and that database's name.
+async fn setup(url: &str) -> (MySqlStore, String) {
     let options = MySqlConnectOptions::from_str(url).expect("INVITE_TEST_MYSQL_URL");
     let mut admin = MySqlConnection::connect_with(&options)
         .await
@@ -188,7 +189,7 @@ async fn setup(url: &str) -> MySqlStore {
         .execute(store.pool())
         .await
         .expect("bare table");
-    store
+    (store, name)
 }
 
 fn bench_bulk(c: &mut Criterion, rt: &Runtime, store: &MySqlStore) {
@@ -418,7 +419,7 @@ fn main() {
         return;
     };
     let rt = Runtime::new().expect("tokio runtime");
-    let store = rt.block_on(setup(&url));
+    let (store, database) = rt.block_on(setup(&url));
     let mut c = Criterion::default().sample_size(10).configure_from_args();
     bench_bulk(&mut c, &rt, &store);
     bench_accept(&mut c, &rt, &store);
@@ -428,4 +429,11 @@ fn main() {
             accept_paired(&rt, &store, tasks);
         }
     }
+    // The bench's database is scratch: nothing should be left on the server.
+    rt.block_on(async {
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE {database}")))
+            .execute(store.pool())
+            .await
+            .expect("drop the bench database");
+    });
 }
