@@ -211,6 +211,42 @@ macro_rules! get {
     };
 }
 
+/// Binds an invitation's columns, in [`INVITATION_COLUMNS`] order, as one row of a
+/// multi-row `INSERT` (`QueryBuilder::push_values`). A macro rather than a function
+/// because each database's binds carry their own `Encode` bounds.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+macro_rules! push_invitation_row {
+    ($row:expr, $invitation:expr) => {{
+        let c = $crate::rows::InvitationCols::of($invitation);
+        $row.push_bind(c.id)
+            .push_bind(c.tenant)
+            .push_bind(c.email)
+            .push_bind(c.email_key)
+            .push_bind(c.role)
+            .push_bind(c.first_name)
+            .push_bind(c.last_name)
+            .push_bind(c.message)
+            .push_bind(c.metadata)
+            .push_bind(c.invited_by)
+            .push_bind(c.batch_id)
+            .push_bind(c.status)
+            .push_bind(c.token_hash)
+            .push_bind(c.ttl_seconds)
+            .push_bind(c.created_at)
+            .push_bind(c.sent_at)
+            .push_bind(c.delivered_at)
+            .push_bind(c.expires_at)
+            .push_bind(c.accepted_at)
+            .push_bind(c.accepted_by)
+            .push_bind(c.revoked_at)
+            .push_bind(c.revoked_by)
+            .push_bind(c.last_error)
+            .push_bind(c.version);
+    }};
+}
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) use push_invitation_row;
+
 /// Maps a row selected with [`INVITATION_COLUMNS`].
 pub(crate) fn invitation<R>(row: &R) -> Result<Invitation, StoreError>
 where

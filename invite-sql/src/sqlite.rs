@@ -29,6 +29,7 @@ use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, GroupLinkCols, INVITATION_COLUMN_COUNT,
     INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
+    push_invitation_row,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -128,31 +129,7 @@ impl SqliteStore {
         let mut q = self.builder("INSERT INTO invite_invitations (");
         q.push(INVITATION_COLUMNS).push(") ");
         q.push_values(chunk, |mut b, write| {
-            let c = InvitationCols::of(&write.invitation);
-            b.push_bind(c.id)
-                .push_bind(c.tenant)
-                .push_bind(c.email)
-                .push_bind(c.email_key)
-                .push_bind(c.role)
-                .push_bind(c.first_name)
-                .push_bind(c.last_name)
-                .push_bind(c.message)
-                .push_bind(c.metadata)
-                .push_bind(c.invited_by)
-                .push_bind(c.batch_id)
-                .push_bind(c.status)
-                .push_bind(c.token_hash)
-                .push_bind(c.ttl_seconds)
-                .push_bind(c.created_at)
-                .push_bind(c.sent_at)
-                .push_bind(c.delivered_at)
-                .push_bind(c.expires_at)
-                .push_bind(c.accepted_at)
-                .push_bind(c.accepted_by)
-                .push_bind(c.revoked_at)
-                .push_bind(c.revoked_by)
-                .push_bind(c.last_error)
-                .push_bind(c.version);
+            push_invitation_row!(b, &write.invitation);
         });
         q.push(
             " ON CONFLICT (tenant, email_key) WHERE status IN ('unsent', 'pending') \
