@@ -475,3 +475,129 @@ async fn file_mailer_writes_one_eml_per_email_with_a_working_link() {
         );
     }
 }
+
+/// Each send takes 10 ms of tokio time; records the recipients and how often no send
+/// at all was in flight after one ended (a gap in the stream of deliveries).
+#[derive(Debug, Default)]
+struct Overlap {
+    in_flight: AtomicUsize,
+    max: AtomicUsize,
+    gaps: AtomicUsize,
+    sent: Mutex<Vec<OutgoingEmail>>,
+}
+
+#[async_trait]
+impl Mailer for Overlap {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        self.sent.lock().unwrap().push(email.clone());
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.gaps.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_claims_ahead_and_sends_each_entry_once() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mailer = Arc::new(Overlap::default());
+    let w = world(mailer.clone(), clock.clone());
+    invite(&w.service, &acme(), 95).await;
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock)
+        .with_concurrency(4)
+        .with_batch_size(10);
+    let report = dispatcher.run_until_idle().await.unwrap();
+    assert_eq!((report.claimed, report.sent), (95, 95), "{report:?}");
+    assert!(report.errors.is_empty());
+    let sent = mailer.sent.lock().unwrap().clone();
+    let counts = per_recipient(&sent);
+    assert_eq!(counts.len(), 95);
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    assert_eq!(mailer.max.load(Ordering::SeqCst), 4);
+    // The next batch was claimed while the last one's sends were in flight: the
+    // deliveries never stopped until the outbox was empty (a pass at a time stops
+    // after each of the ten batches).
+    assert_eq!(mailer.gaps.load(Ordering::SeqCst), 1);
+    assert_eq!(dispatcher.run_until_idle().await.unwrap().claimed, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_draining_dispatchers_never_send_an_entry_twice() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mailer = Arc::new(Overlap::default());
+    let w = world(mailer.clone(), clock.clone());
+    invite(&w.service, &acme(), 200).await;
+    let one = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_concurrency(3)
+        .with_batch_size(10);
+    let two = one.clone().with_concurrency(5).with_batch_size(7);
+    let (a, b) = tokio::join!(one.run_until_idle(), two.run_until_idle());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // The leases keep the two apart: every entry claimed once, by one of them.
+    assert_eq!(a.claimed + b.claimed, 200, "{a:?} {b:?}");
+    assert_eq!(a.sent + b.sent, 200);
+    assert!(a.claimed > 0 && b.claimed > 0, "{a:?} {b:?}");
+    assert_eq!(a.lease_lost + b.lease_lost, 0);
+    let counts = per_recipient(&mailer.sent.lock().unwrap());
+    assert_eq!(counts.len(), 200);
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_keeps_the_rates_across_batches() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let stamps = Arc::new(Stamps {
+        clock: clock.clone(),
+        at: Mutex::new(Vec::new()),
+    });
+    let w = world(stamps.clone(), clock.clone());
+    let globex = TenantId::new("globex").unwrap();
+    invite(&w.service, &acme(), 12).await;
+    invite(&w.service, &globex, 4).await;
+    let report = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_concurrency(3)
+        .with_batch_size(5)
+        .with_tenant_rate(Rate::per_second(nz(4)).with_burst(nz(1)))
+        .with_global_rate(Rate::per_second(nz(5)).with_burst(nz(2)))
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!((report.claimed, report.sent), (16, 16), "{report:?}");
+
+    let at = stamps.at.lock().unwrap().clone();
+    assert_eq!(at.len(), 16);
+    for tenant in [acme(), globex.clone()] {
+        let mut times: Vec<OffsetDateTime> = at
+            .iter()
+            .filter(|(x, _)| *x == tenant)
+            .map(|(_, a)| *a)
+            .collect();
+        times.sort();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::milliseconds(250),
+                "{tenant}: {times:?}"
+            );
+        }
+    }
+    let mut all: Vec<OffsetDateTime> = at.iter().map(|(_, a)| *a).collect();
+    all.sort();
+    for (i, start) in all.iter().enumerate() {
+        let in_second = all[i..]
+            .iter()
+            .take_while(|a| **a - *start < Duration::seconds(1))
+            .count();
+        assert!(
+            in_second <= 6,
+            "{in_second} sends in one second from {start}: {all:?}"
+        );
+    }
+}
