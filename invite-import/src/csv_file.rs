@@ -136,6 +136,24 @@ impl<'b> LineCounter<'b> {
         }
     }
 
+    /// Where the record starts in the body: its position, after the line breaks
+    /// the reader skipped to get to it.
+    fn start_of(&self, record: &csv::ByteRecord) -> usize {
+        let mut start = record
+            .position()
+            .map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX))
+            .min(self.body.len());
+        while start < self.body.len() && matches!(self.body[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        start
+    }
+
+    /// The line on which `record` starts.
+    fn line_of(&mut self, record: &csv::ByteRecord) -> u64 {
+        self.line_at(record.position().map_or(0, |p| p.byte()))
+    }
+
     /// The 1-based line of the first byte at or after `byte` that is not a line break.
     fn line_at(&mut self, byte: u64) -> u64 {
         let mut start = usize::try_from(byte)
@@ -194,15 +212,9 @@ pub(crate) fn read<'o>(
         Some((delimiter, rest)) => (delimiter, rest, 1),
         None => (sniff_delimiter(&text), &text[..], 0),
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_reader(body);
+    let mut reader = reader_builder(delimiter).from_reader(body);
     let mut record = csv::ByteRecord::new();
     let mut lines = LineCounter::new(body, line_offset);
-    let mut line_of =
-        |record: &csv::ByteRecord| lines.line_at(record.position().map_or(0, |p| p.byte()));
 
     // Head: the first non-empty rows, kept whole until the columns are known.
     let mut buffered: Vec<(u64, Vec<String>)> = Vec::new();
@@ -210,7 +222,7 @@ pub(crate) fn read<'o>(
     while non_empty < HEADER_SEARCH_ROWS
         && reader.read_byte_record(&mut record).map_err(csv_error)?
     {
-        let line = line_of(&record);
+        let line = lines.line_of(&record);
         check_width(line, record.len(), options)?;
         let cells: Vec<String> = record
             .iter()
@@ -264,41 +276,252 @@ pub(crate) fn read<'o>(
     // One cell buffer for the whole file: emptied and handed back each row, so
     // its borrow of the record ends before the next record is read.
     let mut spare: Vec<CellValue<'static>> = Vec::with_capacity(max_mapped + 1);
-    while reader.read_byte_record(&mut record).map_err(csv_error)? {
-        let line = line_of(&record);
-        check_width(line, record.len(), options)?;
-        let mut cells = recycle(spare);
-        // Only the mapped columns are decoded (and checked as UTF-8), in one
-        // check for all of them when they are valid (nearly always).
-        let mapped = record.len().min(max_mapped + 1);
-        let end = mapped
-            .checked_sub(1)
-            .and_then(|last| record.range(last))
-            .map_or(0, |r| r.end);
-        match std::str::from_utf8(record.as_slice().get(..end).unwrap_or_default()) {
-            Ok(text) => {
-                for i in 0..mapped {
-                    // The fields are joined without their delimiters, so the whole can
-                    // be valid UTF-8 while a field is not (`admin\xC3,\xA9ric`: one
-                    // character split by the comma); such a field is decoded on its own.
-                    let range = record.range(i).unwrap_or_default();
-                    let cell = match text.get(range) {
-                        Some(field) => Cow::Borrowed(field),
-                        None => field_text(record.get(i).unwrap_or_default()),
-                    };
-                    cells.push(CellValue::Text(cell));
-                }
-            }
-            Err(_) => {
-                for field in record.iter().take(mapped) {
-                    cells.push(CellValue::Text(field_text(field)));
-                }
-            }
-        }
-        sink.push(line, &cells)?;
-        spare = recycle(cells);
+    let mut part = Part {
+        reader: &mut reader,
+        record: &mut record,
+        lines: &mut lines,
+        max_mapped,
+        spare: &mut spare,
+    };
+    let from = usize::try_from(part.reader.position().byte()).unwrap_or(usize::MAX);
+    let threads = options.threads.get();
+    let parallel = threads > 1 && body.len().saturating_sub(from) >= options.parallel_min_bytes;
+    if !(parallel
+        && read_parallel(
+            &mut part,
+            body,
+            from,
+            delimiter,
+            line_offset,
+            threads,
+            &mut sink,
+        )?)
+    {
+        part.read(&mut sink, usize::MAX, options)?;
     }
     Ok((plan, sink))
+}
+
+fn reader_builder(delimiter: u8) -> csv::ReaderBuilder {
+    let mut builder = csv::ReaderBuilder::new();
+    builder
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter);
+    builder
+}
+
+/// Why [`Part::read`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The input ended.
+    End,
+    /// The record just read (left in the record buffer, not pushed) starts
+    /// exactly at the end of the part: the next part starts on a record.
+    Boundary,
+    /// The record just read (left in the record buffer, not pushed) starts after
+    /// the end of the part: the previous record ran across it.
+    Past,
+}
+
+/// A reader over part of the body, and what it needs to push records.
+struct Part<'r, 'b> {
+    reader: &'r mut csv::Reader<&'b [u8]>,
+    record: &'r mut csv::ByteRecord,
+    lines: &'r mut LineCounter<'b>,
+    max_mapped: usize,
+    spare: &'r mut Vec<CellValue<'static>>,
+}
+
+impl Part<'_, '_> {
+    /// Pushes records until the input ends or a record starts at or after byte
+    /// `end` of this reader's input (that record is left unpushed).
+    fn read(
+        &mut self,
+        sink: &mut RowSink<'_>,
+        end: usize,
+        options: &ImportOptions,
+    ) -> Result<Stop, ImportError> {
+        while self
+            .reader
+            .read_byte_record(self.record)
+            .map_err(csv_error)?
+        {
+            let start = self.lines.start_of(self.record);
+            if start >= end {
+                return Ok(if start == end {
+                    Stop::Boundary
+                } else {
+                    Stop::Past
+                });
+            }
+            self.push(sink, options)?;
+        }
+        Ok(Stop::End)
+    }
+
+    /// Pushes the record in the buffer.
+    fn push(&mut self, sink: &mut RowSink<'_>, options: &ImportOptions) -> Result<(), ImportError> {
+        let line = self.lines.line_of(self.record);
+        check_width(line, self.record.len(), options)?;
+        push_record(sink, line, self.record, self.max_mapped, self.spare)
+    }
+}
+
+/// Where to cut `body[from..]` into `parts` parts: just after a line break that
+/// is outside quotes by a count of the quotes before it. The count can be fooled
+/// (a stray `"` inside an unquoted field), so each cut is only a guess that the
+/// part before it checks: it must end exactly where a record starts.
+fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut at = from;
+    let mut quoted = false;
+    let len = body.len().saturating_sub(from);
+    for k in 1..parts {
+        let target = from + len / parts * k;
+        if target <= at {
+            continue;
+        }
+        quoted ^= memchr::memchr_iter(b'"', &body[at..target]).count() % 2 == 1;
+        let mut p = target;
+        while let Some(&b) = body.get(p) {
+            match b {
+                b'"' => quoted = !quoted,
+                b'\n' if !quoted => break,
+                _ => {}
+            }
+            p += 1;
+        }
+        if p + 1 >= body.len() {
+            break;
+        }
+        cuts.push(p + 1);
+        at = p + 1;
+    }
+    cuts
+}
+
+/// Reads the body from `from` (where `main` stands, at a record) on up to
+/// `threads` threads: the body is cut into parts at guessed record starts
+/// ([`cut_points`]); each other thread reads its part with its own reader and
+/// validates it into a [`Chunk`]; this thread reads the first part into `sink`.
+///
+/// The chunks are appended in order only when every cut proved to be a record
+/// start (the part before it stopped exactly there), no part failed and the
+/// row limit holds, and then it returns `true`. Otherwise they are dropped and
+/// `main`, left at the first cut, pushes the record in its buffer and returns
+/// `false` for the caller to read the rest alone: so the report, or the error,
+/// is always what one thread would have produced.
+fn read_parallel(
+    main: &mut Part<'_, '_>,
+    body: &[u8],
+    from: usize,
+    delimiter: u8,
+    line_offset: u64,
+    threads: usize,
+    sink: &mut RowSink<'_>,
+) -> Result<bool, ImportError> {
+    let cuts = cut_points(body, from, threads);
+    let Some(&first_cut) = cuts.first() else {
+        return Ok(false);
+    };
+    let options = sink.options();
+    let max_mapped = main.max_mapped;
+    let forks: Vec<RowSink<'_>> = cuts.iter().map(|_| sink.fork()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cuts
+            .iter()
+            .enumerate()
+            .zip(forks)
+            .map(|((k, &start), mut fork)| {
+                let end = cuts.get(k + 1).map_or(usize::MAX, |e| e - start);
+                scope.spawn(move || {
+                    let input = &body[start..];
+                    let newlines = memchr::memchr_iter(b'\n', &body[..start]).count();
+                    let offset = line_offset + u64::try_from(newlines).unwrap_or(u64::MAX);
+                    let mut lines = LineCounter::new(input, offset);
+                    let mut reader = reader_builder(delimiter).from_reader(input);
+                    let mut record = csv::ByteRecord::new();
+                    let mut spare = Vec::with_capacity(max_mapped + 1);
+                    let mut part = Part {
+                        reader: &mut reader,
+                        record: &mut record,
+                        lines: &mut lines,
+                        max_mapped,
+                        spare: &mut spare,
+                    };
+                    let stop = part.read(&mut fork, end, options)?;
+                    let whole = if end == usize::MAX {
+                        stop == Stop::End
+                    } else {
+                        stop == Stop::Boundary
+                    };
+                    Ok::<_, ImportError>(whole.then(|| fork.take_chunk()))
+                })
+            })
+            .collect();
+        let stop = main.read(sink, first_cut, options)?;
+        // The parts' results, in order, if every one can be used.
+        let mut chunks = Vec::with_capacity(handles.len());
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(Some(chunk))) => chunks.push(chunk),
+                Ok(_) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        let used = stop == Stop::Boundary && chunks.len() == cuts.len() && sink.fits(&chunks);
+        if used {
+            for chunk in chunks {
+                sink.append(chunk)?;
+            }
+        } else if stop != Stop::End {
+            // Go on alone from the record in the buffer.
+            main.push(sink, options)?;
+        }
+        Ok(used)
+    })
+}
+
+/// Hands one record's mapped fields to the sink.
+fn push_record(
+    sink: &mut RowSink<'_>,
+    line: u64,
+    record: &csv::ByteRecord,
+    max_mapped: usize,
+    spare: &mut Vec<CellValue<'static>>,
+) -> Result<(), ImportError> {
+    let mut cells = recycle(std::mem::take(spare));
+    // Only the mapped columns are decoded (and checked as UTF-8), in one
+    // check for all of them when they are valid (nearly always).
+    let mapped = record.len().min(max_mapped + 1);
+    let end = mapped
+        .checked_sub(1)
+        .and_then(|last| record.range(last))
+        .map_or(0, |r| r.end);
+    match std::str::from_utf8(record.as_slice().get(..end).unwrap_or_default()) {
+        Ok(text) => {
+            for i in 0..mapped {
+                // The fields are joined without their delimiters, so the whole can
+                // be valid UTF-8 while a field is not (`admin\xC3,\xA9ric`: one
+                // character split by the comma); such a field is decoded on its own.
+                let range = record.range(i).unwrap_or_default();
+                let cell = match text.get(range) {
+                    Some(field) => Cow::Borrowed(field),
+                    None => field_text(record.get(i).unwrap_or_default()),
+                };
+                cells.push(CellValue::Text(cell));
+            }
+        }
+        Err(_) => {
+            for field in record.iter().take(mapped) {
+                cells.push(CellValue::Text(field_text(field)));
+            }
+        }
+    }
+    sink.push(line, &cells)?;
+    *spare = recycle(cells);
+    Ok(())
 }
 
 /// Empties a cell buffer and gives it another lifetime, keeping its allocation
@@ -347,5 +570,105 @@ mod tests {
             .collect();
         assert_eq!(decode(&utf16be).1, Some("UTF-16BE"));
         assert_eq!(decode(b"Jos\xE9").0.as_ref(), "José".as_bytes());
+    }
+
+    /// A messy list: repeats across the file (in every case), invalid rows,
+    /// unknown roles, typos, display names, blank lines, quoted new lines.
+    fn messy_csv(rows: usize) -> String {
+        let mut csv = String::from("Title row\n\nEmail,Role,First name,Last name\n");
+        for i in 0..rows {
+            let line = match i % 11 {
+                0 => format!("user{i}@example.com,member,Ann,Lee\n"),
+                1 => format!("USER{}@Example.com,,,\n", i / 2),
+                2 => format!("\"Lee, Bo\" <bo{}@gmial.com>,editor,,\n", i % 50),
+                3 => format!("nope {i},,\"multi\nline\",x\n"),
+                4 => format!("mailto:cy{}@example.org,superuser,Cy,\n", i % 30),
+                5 => "\n".to_owned(),
+                6 => ",,,\n".to_owned(),
+                7 => format!("\u{a0}dee{i}@corp.example\u{200b},Editor,Dee,Park\n"),
+                8 => format!("user{}@example.com,,,\n", i.saturating_sub(8)),
+                _ => format!("eve{i}@x.org;y,viewer,Eve,Kim\n"),
+            };
+            csv.push_str(&line);
+        }
+        csv
+    }
+
+    fn options(threads: usize) -> ImportOptions {
+        let role = |r: &str| invite_core::Role::new(r).unwrap();
+        let mut options = ImportOptions::new(role("member"))
+            .with_roles([role("member"), role("editor"), role("viewer")])
+            .with_threads(std::num::NonZeroUsize::new(threads).unwrap());
+        options.parallel_min_bytes = 0;
+        options
+    }
+
+    fn report_json(csv: &str, options: &ImportOptions) -> Result<String, String> {
+        crate::import(csv.as_bytes(), crate::FileHint::FileName("a.csv"), options)
+            .map(|report| serde_json::to_string(&report).unwrap())
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn threads_give_the_same_report_as_one() {
+        // Sizes move the cuts around: onto quoted line breaks, blank lines, CRLFs.
+        for rows in [0, 1, 2, 10, 97, 400, 1234] {
+            let lf = messy_csv(rows);
+            let crlf = lf.replace('\n', "\r\n");
+            for csv in [lf, crlf] {
+                let one = report_json(&csv, &options(1)).unwrap();
+                for threads in 2..=7 {
+                    let many = report_json(&csv, &options(threads)).unwrap();
+                    assert!(one == many, "{rows} rows, {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_inside_a_quoted_cell_is_caught() {
+        // The stray `"` in line 2 flips the quote count, so the cut lands on the
+        // line break inside the quoted cell of line 4; the first part runs past it.
+        let csv = "Email,Note\na@x.com,5'11\" tall\nb@x.com,x\nc@x.com,\"one\ntwo\"\nd@x.com,y\n";
+        let body = csv.as_bytes();
+        let cut = cut_points(body, 11, 2);
+        assert_eq!(cut, [csv.find("two").unwrap()]);
+        let one = report_json(csv, &options(1)).unwrap();
+        assert!(
+            one.contains("d@x.com") && one.contains("\"row\":6"),
+            "{one}"
+        );
+        assert_eq!(one, report_json(csv, &options(2)).unwrap());
+    }
+
+    #[test]
+    fn threads_report_the_first_error_in_file_order() {
+        let long = "x".repeat(5000);
+        let mut csv = messy_csv(2000);
+        csv.push_str(&format!("a@b.c,,{long},\n"));
+        csv.push_str(&messy_csv(500));
+        csv.push_str(&format!("{long}@b.c,,,\n"));
+        for limits in [None, Some(2400), Some(1500), Some(100)] {
+            let with = |threads| {
+                let mut options = options(threads);
+                if let Some(rows) = limits {
+                    options.limits = options.limits.with_max_rows(rows);
+                }
+                report_json(&csv, &options).unwrap_err()
+            };
+            let one = with(1);
+            for threads in 2..=5 {
+                assert_eq!(one, with(threads), "{limits:?}");
+            }
+        }
+        // And a row limit the parts only break together.
+        let csv = messy_csv(3000);
+        let rows = |threads| {
+            let mut options = options(threads);
+            options.limits = options.limits.with_max_rows(2000);
+            report_json(&csv, &options).unwrap_err()
+        };
+        assert!(rows(1).contains("2000"), "{}", rows(1));
+        assert_eq!(rows(1), rows(2));
     }
 }

@@ -96,7 +96,13 @@ mod spreadsheet;
 mod template_file;
 mod validate;
 
+use std::num::NonZeroUsize;
+
 use invite_core::{EmailRules, Role};
+
+/// CSV input (after the header rows) from which [`ImportOptions::with_threads`]
+/// applies: below it, a thread costs more than it saves.
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 pub use error::{BoxError, ImportError, column_index, column_name};
 pub use format::{FileHint, Format};
@@ -130,6 +136,11 @@ pub struct ImportOptions {
     pub(crate) mapping: Option<ColumnMapping>,
     pub(crate) sheet: Option<String>,
     pub(crate) rules: EmailRules,
+    /// See [`with_threads`](Self::with_threads).
+    pub(crate) threads: NonZeroUsize,
+    /// CSV input left after the header rows from which a second thread is used.
+    /// Tests lower it to run small files through the threaded path.
+    pub(crate) parallel_min_bytes: usize,
 }
 
 impl ImportOptions {
@@ -143,6 +154,8 @@ impl ImportOptions {
             mapping: None,
             sheet: None,
             rules: EmailRules::default(),
+            threads: NonZeroUsize::MIN.saturating_add(1),
+            parallel_min_bytes: PARALLEL_MIN_BYTES,
         }
     }
 
@@ -181,6 +194,42 @@ impl ImportOptions {
     #[must_use]
     pub fn with_email_rules(mut self, rules: EmailRules) -> Self {
         self.rules = rules;
+        self
+    }
+
+    /// How many threads may read one large CSV upload (default 2; at least 1).
+    ///
+    /// Above 1 MiB of CSV, the rows after the header are cut into that many
+    /// parts at line breaks, and each part is read and validated on its own
+    /// thread (the calling thread takes the first); the parts' rows are then
+    /// joined and deduplicated together. Smaller files, spreadsheets and pasted
+    /// lists always use the calling thread alone. The report, or the error, is
+    /// the same for any number of threads: a cut that does not fall between two
+    /// records (a line break inside a quoted cell) is detected, and the calling
+    /// thread then reads the rest alone.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use invite_core::Role;
+    /// use invite_import::{FileHint, ImportOptions, import};
+    ///
+    /// // 1.4 MB: above the size from which threads are used.
+    /// let csv = format!("Email\n{}", "ann@x.com\nbo@x.com\nANN@x.com\n".repeat(50_000));
+    /// let limits = invite_import::ImportLimits::default().with_max_rows(1_000_000);
+    /// let one = ImportOptions::new(Role::new("member")?)
+    ///     .with_limits(limits)
+    ///     .with_threads(NonZeroUsize::MIN);
+    /// let two = one.clone().with_threads(NonZeroUsize::new(2).unwrap());
+    /// let a = import(csv.as_bytes(), FileHint::FileName("a.csv"), &one)?;
+    /// let b = import(csv.as_bytes(), FileHint::FileName("a.csv"), &two)?;
+    /// assert_eq!(a.rows, b.rows);
+    /// assert_eq!(a.summary, b.summary);
+    /// assert_eq!(b.summary.duplicates, 149_998);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
+        self.threads = threads;
         self
     }
 

@@ -650,6 +650,18 @@ impl Summary {
         }
     }
 
+    /// Adds another part's counts (rows validated on another thread).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.rows += other.rows;
+        self.valid += other.valid;
+        self.with_suggestion += other.with_suggestion;
+        self.invalid += other.invalid;
+        self.duplicates += other.duplicates;
+        self.unknown_role += other.unknown_role;
+        self.blank += other.blank;
+        self.hidden += other.hidden;
+    }
+
     pub(crate) fn count(&mut self, outcome: &RowOutcome) {
         self.rows += 1;
         match outcome {

@@ -201,6 +201,16 @@ pub(crate) struct SheetExtras {
     pub(crate) mailto: HashMap<(u32, u32), String>,
 }
 
+/// Rows validated by a [`RowSink::fork`], to be [appended](RowSink::append) in order.
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    rows: Vec<ImportRow>,
+    /// `folded hash << 32 | index into rows`, in row order.
+    keyed: Vec<u64>,
+    summary: Summary,
+    data_rows: u64,
+}
+
 /// Receives rows (in order) and builds the report rows.
 #[derive(Debug)]
 pub(crate) struct RowSink<'o> {
@@ -284,20 +294,83 @@ impl<'o> RowSink<'o> {
         self.extras = extras;
     }
 
+    /// An empty sink that validates like this one (same options, columns and
+    /// dedupe hash), for validating a run of rows on another thread; its rows come
+    /// back through [`take_chunk`](Self::take_chunk) and [`append`](Self::append).
+    /// Only for readers without sheet extras (CSV): merged cells and hidden rows
+    /// are not carried over.
+    pub(crate) fn fork(&self) -> Self {
+        let mut fork = Self::new(self.options, self.mapping);
+        fork.hasher = self.hasher.clone();
+        fork
+    }
+
+    /// The rows validated so far, their dedupe entries (indices into the chunk's
+    /// rows) and counts, leaving the sink empty but keeping its caches.
+    pub(crate) fn take_chunk(&mut self) -> Chunk {
+        Chunk {
+            rows: std::mem::take(&mut self.rows),
+            keyed: std::mem::take(&mut self.keyed),
+            summary: std::mem::take(&mut self.summary),
+            data_rows: std::mem::take(&mut self.data_rows),
+        }
+    }
+
+    /// Whether appending `chunks` keeps the data rows within
+    /// [`ImportLimits::max_rows`](crate::ImportLimits::max_rows) (if not, the
+    /// row to report is somewhere inside them).
+    pub(crate) fn fits(&self, chunks: &[Chunk]) -> bool {
+        let total = chunks.iter().fold(self.data_rows, |sum, chunk| {
+            sum.saturating_add(chunk.data_rows)
+        });
+        total <= self.options.limits.max_rows
+    }
+
+    pub(crate) fn options(&self) -> &'o ImportOptions {
+        self.options
+    }
+
+    /// Appends a chunk from a [`fork`](Self::fork) as the next rows, in order.
+    pub(crate) fn append(&mut self, chunk: Chunk) -> Result<(), ImportError> {
+        let offset = self.rows.len();
+        let last_row = chunk.rows.last().map_or(0, ImportRow::row);
+        let too_many = || ImportError::TooManyRows {
+            row: last_row,
+            limit: u64::from(u32::MAX),
+        };
+        // Row indices must fit the low 32 bits of a dedupe entry, so adding the
+        // offset never carries into the hash.
+        u32::try_from(offset + chunk.rows.len()).map_err(|_| too_many())?;
+        let offset = u64::try_from(offset).map_err(|_| too_many())?;
+        self.keyed
+            .extend(chunk.keyed.iter().map(|entry| entry + offset));
+        self.rows.extend(chunk.rows);
+        self.summary.add(&chunk.summary);
+        self.data_rows += chunk.data_rows;
+        Ok(())
+    }
+
+    /// Whether `row` is a data row (below the header), counting it against
+    /// [`ImportLimits::max_rows`](crate::ImportLimits::max_rows).
+    pub(crate) fn admit(&mut self, row: u64) -> Result<bool, ImportError> {
+        if row < self.first_data_row() {
+            return Ok(false);
+        }
+        self.data_rows += 1;
+        let limit = self.options.limits.max_rows;
+        if self.data_rows > limit {
+            return Err(ImportError::TooManyRows { row, limit });
+        }
+        Ok(true)
+    }
+
     /// Takes one source row. `row` is 1-based as the admin's program shows it;
     /// `cells` are indexed by zero-based column.
     pub(crate) fn push(&mut self, row: u64, cells: &[CellValue<'_>]) -> Result<(), ImportError> {
-        if row < self.first_data_row() {
+        if !self.admit(row)? {
             return Ok(());
         }
-        self.data_rows += 1;
         let limits = &self.options.limits;
-        if self.data_rows > limits.max_rows {
-            return Err(ImportError::TooManyRows {
-                row,
-                limit: limits.max_rows,
-            });
-        }
         let mapping = self.mapping;
         let columns = [
             Some(mapping.email),

@@ -7,9 +7,11 @@
 //! cargo run --release -p invite-benches --bin import_large -- xlsx-range  /tmp/big.xlsx
 //! cargo run --release -p invite-benches --bin import_large -- xlsx-cells  /tmp/big.xlsx
 //! cargo run --release -p invite-benches --bin import_large -- csv-import  /tmp/big.csv
+//! cargo run --release -p invite-benches --bin import_large -- csv-import-1t /tmp/big.csv
 //! cargo run --release -p invite-benches --bin import_large -- csv-bare    /tmp/big.csv
 //! ```
 use std::io::Cursor;
+use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use calamine::{Data, Reader, Xlsx};
@@ -96,7 +98,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return generate(path, rows);
     }
     let bytes = std::fs::read(path)?;
+    let threads = if mode.ends_with("-1t") {
+        NonZeroUsize::MIN
+    } else {
+        NonZeroUsize::new(2).ok_or("2 is not zero")?
+    };
     let options = ImportOptions::new(Role::new("member")?)
+        .with_threads(threads)
         .with_roles([
             Role::new("member")?,
             Role::new("editor")?,
@@ -110,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     let start = Instant::now();
     let summary = match mode {
-        "xlsx-import" | "csv-import" => {
+        "xlsx-import" | "csv-import" | "csv-import-1t" => {
             let report = import(&bytes, FileHint::FileName(path), &options)?;
             format!("{:?}", report.summary)
         }
