@@ -119,59 +119,46 @@ fn excel_sep_line(text: &[u8]) -> Option<(u8, &[u8])> {
     Some((delimiter, after))
 }
 
-/// Line numbers from byte offsets. `csv`'s own `Position::line` lags by one after
-/// a CRLF (it counts the record as starting at the `\n`), so count newlines here.
+/// Line numbers of records. `csv`'s `Position::line` is one plus the `\n`s
+/// before the position (`csv_core` counts every one it consumes, quoted or
+/// not), but the position is where the reader stood before skipping the line
+/// breaks ahead of the record: after a CRLF, the `\n`. So the line breaks
+/// skipped are counted here; nothing else is scanned again.
 struct LineCounter<'b> {
     body: &'b [u8],
-    at: usize,
-    line: u64,
+    /// Lines before the body (Excel's `sep=` line, or the parts before this one).
+    offset: u64,
 }
 
 impl<'b> LineCounter<'b> {
     fn new(body: &'b [u8], offset: u64) -> Self {
-        Self {
-            body,
-            at: 0,
-            line: 1 + offset,
-        }
+        Self { body, offset }
     }
 
-    /// Where the record starts in the body: its position, after the line breaks
-    /// the reader skipped to get to it.
-    fn start_of(&self, record: &csv::ByteRecord) -> usize {
+    /// Where `record` starts in the body (after the line breaks the reader
+    /// skipped to get to it), and the `\n`s among those line breaks.
+    fn skip(&self, record: &csv::ByteRecord) -> (usize, u64) {
         let mut start = record
             .position()
             .map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX))
             .min(self.body.len());
-        while start < self.body.len() && matches!(self.body[start], b'\r' | b'\n') {
+        let mut newlines = 0;
+        while let Some(b @ (b'\r' | b'\n')) = self.body.get(start) {
+            newlines += u64::from(*b == b'\n');
             start += 1;
         }
-        start
+        (start, newlines)
     }
 
-    /// The line on which `record` starts.
-    fn line_of(&mut self, record: &csv::ByteRecord) -> u64 {
-        self.line_at(record.position().map_or(0, |p| p.byte()))
+    /// Where `record` starts in the body.
+    fn start_of(&self, record: &csv::ByteRecord) -> usize {
+        self.skip(record).0
     }
 
-    /// The 1-based line of the first byte at or after `byte` that is not a line break.
-    fn line_at(&mut self, byte: u64) -> u64 {
-        let mut start = usize::try_from(byte)
-            .unwrap_or(usize::MAX)
-            .min(self.body.len());
-        while start < self.body.len() && matches!(self.body[start], b'\r' | b'\n') {
-            start += 1;
-        }
-        if start > self.at {
-            // Usually one short line: a plain loop beats setting up a SIMD count.
-            let newlines = self.body[self.at..start]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count();
-            self.line += u64::try_from(newlines).unwrap_or(u64::MAX);
-            self.at = start;
-        }
-        self.line
+    /// The 1-based line on which `record` starts.
+    fn line_of(&self, record: &csv::ByteRecord) -> u64 {
+        let line = record.position().map_or(1, csv::Position::line);
+        self.offset + line + self.skip(record).1
     }
 }
 
@@ -214,7 +201,7 @@ pub(crate) fn read<'o>(
     };
     let mut reader = reader_builder(delimiter).from_reader(body);
     let mut record = csv::ByteRecord::new();
-    let mut lines = LineCounter::new(body, line_offset);
+    let lines = LineCounter::new(body, line_offset);
 
     // Head: the first non-empty rows, kept whole until the columns are known.
     let mut buffered: Vec<(u64, Vec<String>)> = Vec::new();
@@ -279,7 +266,7 @@ pub(crate) fn read<'o>(
     let mut part = Part {
         reader: &mut reader,
         record: &mut record,
-        lines: &mut lines,
+        lines: &lines,
         max_mapped,
         spare: &mut spare,
     };
@@ -328,7 +315,7 @@ enum Stop {
 struct Part<'r, 'b> {
     reader: &'r mut csv::Reader<&'b [u8]>,
     record: &'r mut csv::ByteRecord,
-    lines: &'r mut LineCounter<'b>,
+    lines: &'r LineCounter<'b>,
     max_mapped: usize,
     spare: &'r mut Vec<CellValue<'static>>,
 }
@@ -439,14 +426,14 @@ fn read_parallel(
                     let input = &body[start..];
                     let newlines = memchr::memchr_iter(b'\n', &body[..start]).count();
                     let offset = line_offset + u64::try_from(newlines).unwrap_or(u64::MAX);
-                    let mut lines = LineCounter::new(input, offset);
+                    let lines = LineCounter::new(input, offset);
                     let mut reader = reader_builder(delimiter).from_reader(input);
                     let mut record = csv::ByteRecord::new();
                     let mut spare = Vec::with_capacity(max_mapped + 1);
                     let mut part = Part {
                         reader: &mut reader,
                         record: &mut record,
-                        lines: &mut lines,
+                        lines: &lines,
                         max_mapped,
                         spare: &mut spare,
                     };
@@ -491,7 +478,6 @@ fn push_record(
     max_mapped: usize,
     spare: &mut Vec<CellValue<'static>>,
 ) -> Result<(), ImportError> {
-    let mut cells = recycle(std::mem::take(spare));
     // Only the mapped columns are decoded (and checked as UTF-8), in one
     // check for all of them when they are valid (nearly always).
     let mapped = record.len().min(max_mapped + 1);
@@ -499,29 +485,37 @@ fn push_record(
         .checked_sub(1)
         .and_then(|last| record.range(last))
         .map_or(0, |r| r.end);
-    match std::str::from_utf8(record.as_slice().get(..end).unwrap_or_default()) {
-        Ok(text) => {
-            for i in 0..mapped {
-                // The fields are joined without their delimiters, so the whole can
-                // be valid UTF-8 while a field is not (`admin\xC3,\xA9ric`: one
-                // character split by the comma); such a field is decoded on its own.
-                let range = record.range(i).unwrap_or_default();
-                let cell = match text.get(range) {
-                    Some(field) => Cow::Borrowed(field),
-                    None => field_text(record.get(i).unwrap_or_default()),
-                };
-                cells.push(CellValue::Text(cell));
-            }
+    let text = std::str::from_utf8(record.as_slice().get(..end).unwrap_or_default()).ok();
+    if mapped <= INLINE_CELLS {
+        // The usual few columns: cells on the stack, nothing to recycle.
+        let mut cells: [CellValue<'_>; INLINE_CELLS] = Default::default();
+        for (i, cell) in cells.iter_mut().enumerate().take(mapped) {
+            *cell = cell_at(record, text, i);
         }
-        Err(_) => {
-            for field in record.iter().take(mapped) {
-                cells.push(CellValue::Text(field_text(field)));
-            }
-        }
+        return sink.push(line, &cells[..mapped]);
     }
+    let mut cells = recycle(std::mem::take(spare));
+    cells.extend((0..mapped).map(|i| cell_at(record, text, i)));
     sink.push(line, &cells)?;
     *spare = recycle(cells);
     Ok(())
+}
+
+/// Records with at most this many columns up to the last mapped one keep their
+/// cells on the stack.
+const INLINE_CELLS: usize = 8;
+
+/// Field `i` of `record`, borrowed from `text` (the record's mapped fields
+/// checked as UTF-8 together) when that check passed.
+fn cell_at<'r>(record: &'r csv::ByteRecord, text: Option<&'r str>, i: usize) -> CellValue<'r> {
+    // The fields are joined without their delimiters, so the whole can be valid
+    // UTF-8 while a field is not (`admin\xC3,\xA9ric`: one character split by the
+    // comma); such a field is decoded on its own.
+    let field = text.and_then(|text| text.get(record.range(i)?));
+    CellValue::Text(match field {
+        Some(field) => Cow::Borrowed(field),
+        None => field_text(record.get(i).unwrap_or_default()),
+    })
 }
 
 /// Empties a cell buffer and gives it another lifetime, keeping its allocation
@@ -622,6 +616,25 @@ mod tests {
                     assert!(one == many, "{rows} rows, {threads} threads");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rows_are_the_lines_records_start_on() {
+        let lf = "Email,Note\n\na@x.com,\"one\ntwo\"\n\n\nb@x.com,x\nc@x.com,\"\n\"\nd@x.com\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let sep = format!("sep=,\r\n{crlf}");
+        for csv in [lf, &crlf, &sep] {
+            let report = crate::import(
+                csv.as_bytes(),
+                crate::FileHint::FileName("a.csv"),
+                &options(1),
+            )
+            .unwrap();
+            let rows: Vec<u64> = report.rows.iter().map(crate::ImportRow::row).collect();
+            let shift = u64::from(csv.starts_with("sep="));
+            let expected: Vec<u64> = [3, 7, 8, 10].iter().map(|r| r + shift).collect();
+            assert_eq!(rows, expected, "{csv:?}");
         }
     }
 

@@ -123,10 +123,9 @@ pub(crate) fn clean(text: &str) -> Cow<'_, str> {
 pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
     let mut address = text;
     let mut display = None;
-    // Short cells: plain loops beat SIMD set-up; most cells have no `<` at all.
     let bytes = text.as_bytes();
-    if let Some(open) = bytes.iter().rposition(|b| *b == b'<')
-        && let Some(close) = bytes.iter().rposition(|b| *b == b'>')
+    if let Some(open) = memchr::memrchr(b'<', bytes)
+        && let Some(close) = memchr::memrchr(b'>', bytes)
         && open < close
         && text[open..close].contains('@')
     {
