@@ -1,9 +1,11 @@
 //! Import vs the bare read of the same file, in the same run (see BENCHMARKS.md,
 //! "## Import"): (a) xlsx import incl. validation and dedupe vs calamine's
 //! `worksheet_range` and its streaming cell reader; (b) CSV import vs the csv crate's
-//! bare `ByteRecord` read. Inputs are generated here, deterministically.
+//! bare `ByteRecord` read (`invite_import` on two threads, the default for a file
+//! this size; `invite_import_1t` on one). Inputs are generated here, deterministically.
 use std::hint::black_box;
 use std::io::Cursor;
+use std::num::NonZeroUsize;
 
 use calamine::{Data, Reader, Xlsx};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -135,6 +137,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 import(&csv, FileHint::FileName("bench.csv"), &options)
+                    .unwrap()
+                    .summary,
+            )
+        });
+    });
+    // The same on the calling thread alone (the default reads a file this size
+    // in two parts on two threads).
+    let one_thread = options.clone().with_threads(NonZeroUsize::MIN);
+    group.bench_function("invite_import_1t", |b| {
+        b.iter(|| {
+            black_box(
+                import(&csv, FileHint::FileName("bench.csv"), &one_thread)
                     .unwrap()
                     .summary,
             )

@@ -217,7 +217,9 @@ pub(crate) struct RowSink<'o> {
     mapping: ColumnMapping,
     /// The tenant's roles. A linear scan with ASCII case folding beats hashing a
     /// lower-cased copy for the handful of roles a tenant has.
-    roles: Option<&'o [Role]>,
+    roles: Option<Vec<Role>>,
+    /// The role of rows without one.
+    default_role: Role,
     /// Case-folded dedupe, decided once at the end ([`Self::finish`]): every row
     /// with an address (valid or unknown role) as `folded hash << 32 | index into
     /// rows`, in row order. Appending is sequential; probing a table of a million
@@ -246,11 +248,12 @@ pub(crate) struct RowSink<'o> {
 
 impl<'o> RowSink<'o> {
     pub(crate) fn new(options: &'o ImportOptions, mapping: ColumnMapping) -> Self {
-        let roles = options.roles.as_deref();
+        let roles = options.roles.clone();
         Self {
             options,
             mapping,
             roles,
+            default_role: options.default_role.clone(),
             keyed: Vec::new(),
             hasher: dedupe_hasher(),
             rows: Vec::new(),
@@ -301,6 +304,14 @@ impl<'o> RowSink<'o> {
     pub(crate) fn fork(&self) -> Self {
         let mut fork = Self::new(self.options, self.mapping);
         fork.hasher = self.hasher.clone();
+        // Roles of its own (equal, not shared): every valid row clones its
+        // role, and threads sharing one reference count would fight over its
+        // cache line on every row.
+        fork.default_role = unshared(&self.default_role);
+        fork.roles = self
+            .roles
+            .as_ref()
+            .map(|roles| roles.iter().map(unshared).collect());
         fork
     }
 
@@ -556,8 +567,8 @@ impl<'o> RowSink<'o> {
         };
         let hash = fold(self.hasher.hash_one(email.key()));
         let role = match role {
-            None => Ok(self.options.default_role.clone()),
-            Some(text) => match self.roles {
+            None => Ok(self.default_role.clone()),
+            Some(text) => match &self.roles {
                 // Exactly as the tenant spells it (the usual case), else ignoring case.
                 Some(roles) => roles
                     .iter()
@@ -650,6 +661,11 @@ impl<'o> RowSink<'o> {
             }
         }
     }
+}
+
+/// An equal role with a reference count of its own.
+fn unshared(role: &Role) -> Role {
+    Role::new(role.as_str()).unwrap_or_else(|_| role.clone())
 }
 
 /// The dedupe hasher: foldhash keyed from std's `RandomState`, whose keys come
