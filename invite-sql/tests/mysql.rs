@@ -288,7 +288,7 @@ async fn migrating_twice_is_a_no_op() {
         .fetch_one(store.pool())
         .await
         .expect("count migrations");
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
 }
 
 /// An older schema with data in it upgrades in place.
@@ -371,7 +371,7 @@ async fn table_prefix_renames_every_table() {
 
     // The accept procedure is prefixed too, and a default-prefix schema in the same
     // database keeps its own: each store accepts only through its own tables.
-    assert_eq!(routine_names(store.pool()).await, ["acme_accept"]);
+    assert_eq!(routine_names(store.pool()).await, ["acme_accept_packed"]);
     let plain = MySqlStore::new(store.pool().clone());
     plain
         .migrate()
@@ -379,7 +379,7 @@ async fn table_prefix_renames_every_table() {
         .expect("migrate the default prefix alongside");
     assert_eq!(
         routine_names(store.pool()).await,
-        ["acme_accept", "invite_accept"]
+        ["acme_accept_packed", "invite_accept_packed"]
     );
     let (write, hash) = linked(&t, "linked@example.com");
     store
@@ -454,4 +454,50 @@ async fn keys_compare_byte_for_byte() {
         .await
         .expect("read back");
     assert_eq!(read, accepted);
+}
+
+/// The accepted row comes back packed in one value (migration 0006): every column,
+/// whatever its text (separators, NULs, non-ASCII, empty vs NULL), equals what a
+/// plain read of the row gives, and `accepted_at` is the stored microsecond.
+#[tokio::test]
+async fn accept_returns_the_row_as_stored() {
+    let Some(url) = url() else { return };
+    let store = fresh_store(&url, 2).await;
+    let t = tenant("acme");
+    let (mut write, hash) = linked(&t, "packed@example.com");
+    let i = &mut write.invitation;
+    i.names.first = Some("Zoë, \"x\":1,2".to_owned());
+    i.names.last = Some(String::new());
+    i.message = Some("line\nnul\0:,;渡辺 🎉".to_owned());
+    i.metadata = Some(serde_json::json!({"k": "v,:\u{0}", "n": [1, -2]}));
+    i.batch = Some(invite_core::BatchId::from_uuid(uuid::Uuid::from_bytes(
+        [0x3a; 16],
+    )));
+    i.last_error = Some("550 5.1.1 ,:".to_owned());
+    i.delivered_at = Some(T0 + Duration::seconds(5));
+    let before = write.invitation.clone();
+    store
+        .create_invitations(&t, std::slice::from_ref(&write))
+        .await
+        .expect("create");
+    let user = UserId::new("u,:-1").expect("user");
+    let now = T0 + Duration::hours(1) + Duration::nanoseconds(123_456_789);
+    let accepted = store.accept(&t, &hash, &user, now).await.expect("accept");
+    let read = store.find_by_token(&t, &hash).await.expect("read back");
+    assert_eq!(accepted, read);
+    assert_eq!(accepted.version, before.version + 1);
+    assert_eq!(accepted.names, before.names);
+    assert_eq!(accepted.message, before.message);
+    assert_eq!(accepted.metadata, before.metadata);
+    assert_eq!(accepted.batch, before.batch);
+    assert_eq!(accepted.last_error, before.last_error);
+    assert_eq!(
+        accepted.accepted_at,
+        Some(T0 + Duration::hours(1) + Duration::microseconds(123_456))
+    );
+    // Accepting again finds nothing to accept.
+    assert!(matches!(
+        store.accept(&t, &hash, &user, now).await,
+        Err(StoreError::NotFound)
+    ));
 }
