@@ -389,6 +389,26 @@ impl SmtpMailer {
 
     /// An idle connection that still works, or a new one.
     async fn checkout(&self) -> Result<Pooled, MailError> {
+        // The usual case, a connection used moments ago, needs no future of its own.
+        // The rest (a check with NOOP, a QUIT, a new connection with its handshake)
+        // is boxed: lettre's futures and the TLS handshake's are kilobytes, and inline
+        // they would make every send's future (boxed by the `Mailer` trait, once per
+        // message) that large too.
+        {
+            let mut pool = lock(&self.pool);
+            if pool
+                .last()
+                .is_some_and(|p| p.idle_since.elapsed() <= CHECK_AFTER.min(self.idle_timeout))
+            {
+                return Ok(pool.pop().expect("a connection was just seen"));
+            }
+        }
+        Box::pin(self.checkout_slow()).await
+    }
+
+    /// [`checkout`](Self::checkout) when the newest idle connection is stale or
+    /// there is none.
+    async fn checkout_slow(&self) -> Result<Pooled, MailError> {
         loop {
             let candidate = lock(&self.pool).pop();
             let Some(mut pooled) = candidate else {
@@ -754,6 +774,55 @@ mod tests {
             assert!(text.contains(&format!("Subject: Hello {n}")), "{text}");
             assert!(text.contains(".starts with a dot\r\n.\r\nend"), "{text}");
         }
+    }
+
+    /// A connection used moments ago is taken as is; one idle past `CHECK_AFTER` is
+    /// checked with NOOP first and reused; one idle past the idle timeout is closed
+    /// and replaced.
+    #[tokio::test]
+    async fn pooled_connections_are_reused_checked_or_replaced_by_age() {
+        let sink = SmtpSink::start().await.unwrap();
+        let from = "Acme <no-reply@acme.example>".parse().unwrap();
+        let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from)
+            .with_idle_timeout(Duration::from_secs(20));
+        let at = datetime!(2030-11-22 9:00 UTC);
+        let email = |n: usize| {
+            let outbox = OutboxId::new(at);
+            OutgoingEmail {
+                message_id: format!("<{outbox}@app.example.com>"),
+                tenant: TenantId::new("acme").unwrap(),
+                invitation: InvitationId::new(at),
+                outbox,
+                kind: MailKind::Invitation,
+                to: EmailAddress::parse("ann@example.com").unwrap(),
+                to_name: None,
+                subject: format!("Hello {n}"),
+                text: format!("Message {n}\n"),
+                html: None,
+            }
+        };
+        let age = |by: Duration| {
+            let mut pool = lock(&mailer.pool);
+            assert_eq!(pool.len(), 1);
+            pool[0].idle_since = Instant::now().checked_sub(by).unwrap();
+        };
+        mailer.send(&email(0)).await.unwrap();
+        mailer.send(&email(1)).await.unwrap();
+        assert_eq!(sink.sessions().len(), 1, "reused at once");
+        age(CHECK_AFTER + Duration::from_secs(1));
+        mailer.send(&email(2)).await.unwrap();
+        assert_eq!(sink.sessions().len(), 1, "checked with NOOP, then reused");
+        age(Duration::from_secs(21));
+        mailer.send(&email(3)).await.unwrap();
+        assert_eq!(sink.sessions().len(), 2, "too old: replaced");
+        let subjects: Vec<bool> = sink
+            .messages()
+            .iter()
+            .enumerate()
+            .map(|(n, m)| m.text().contains(&format!("Subject: Hello {n}")))
+            .collect();
+        assert_eq!(subjects, vec![true; 4]);
+        assert_eq!(mailer.idle_connections().len(), 1);
     }
 
     #[test]

@@ -715,16 +715,15 @@ impl Templates {
         let inv = message.invitation;
         let dir = &self.directory;
         let offset = dir.utc_offset(inv);
-        let expires_in = humanize(message.expires_at - self.clock.now());
-        let expires_on = format_instant(message.expires_at, offset);
+        let [expires, expires_in, expires_on, expires_at] = expiry_values(
+            message.expires_at,
+            offset,
+            message.expires_at - self.clock.now(),
+        );
         let recipient_name = match (&inv.names.first, &inv.names.last) {
             (Some(f), Some(l)) => Value::from(format!("{f} {l}")),
             (Some(n), None) | (None, Some(n)) => Value::from(n.as_str()),
             (None, None) => Value::from(()),
-        };
-        let expires = match &expires_in {
-            Some(left) => format!("in {left}, on {expires_on}"),
-            None => format!("on {expires_on}"),
         };
         let named = |name: Option<String>, id: &str| match name {
             Some(name) => Value::from(name),
@@ -744,10 +743,10 @@ impl Templates {
             named(dir.role_name(&inv.tenant, &inv.role), inv.role.as_str()),
             Value::from(inv.message.as_deref().filter(|m| !m.trim().is_empty())),
             Value::from(message.link.expose_secret()),
-            Value::from(expires),
-            Value::from(expires_in.as_deref().unwrap_or("moments")),
-            Value::from(expires_on),
-            Value::from(format_rfc3339(message.expires_at)),
+            expires,
+            expires_in,
+            expires_on,
+            expires_at,
             Value::from(message.kind.as_str()),
         ]
     }
@@ -1014,18 +1013,68 @@ pub(crate) fn cap_header_text(mut text: String) -> String {
 
 /// "7 days", "36 hours", "45 minutes"; `None` once the instant has passed.
 fn humanize(left: Duration) -> Option<String> {
+    humanized(left).map(|(n, unit)| format!("{n} {unit}{}", if n == 1 { "" } else { "s" }))
+}
+
+/// What [`humanize`] says, as a number and a unit, without the text.
+fn humanized(left: Duration) -> Option<(i64, &'static str)> {
     let minutes = left.whole_seconds().checked_add(30)? / 60;
     if minutes <= 0 {
         return None;
     }
-    let (n, unit) = if minutes >= 47 * 60 + 30 {
+    Some(if minutes >= 47 * 60 + 30 {
         ((minutes + 12 * 60) / (24 * 60), "day")
     } else if minutes >= 90 {
         ((minutes + 30) / 60, "hour")
     } else {
         (minutes, "minute")
+    })
+}
+
+/// The values `expires`, `expires_in`, `expires_on` and `expires_at` for an expiry
+/// time seen in `offset` with `left` to go.
+fn expiry_values_uncached(at: OffsetDateTime, offset: UtcOffset, left: Duration) -> [Value; 4] {
+    let expires_in = humanize(left);
+    let expires_on = format_instant(at, offset);
+    let expires = match &expires_in {
+        Some(left) => format!("in {left}, on {expires_on}"),
+        None => format!("on {expires_on}"),
     };
-    Some(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }))
+    [
+        Value::from(expires),
+        Value::from(expires_in.as_deref().unwrap_or("moments")),
+        Value::from(expires_on),
+        Value::from(format_rfc3339(at)),
+    ]
+}
+
+/// What the four expiry values depend on: the instant, the reader's offset, and the
+/// time left as [`humanize`] words it.
+type ExpiryKey = (OffsetDateTime, UtcOffset, Option<(i64, &'static str)>);
+
+thread_local! {
+    /// The expiry values last computed on this thread. Invitations created together
+    /// (an import, a bulk invite) expire at the same instant, and formatting the four
+    /// values costs about a dozen allocations per email; a hit costs four clones of
+    /// shared strings.
+    static EXPIRY_VALUES: std::cell::RefCell<Option<(ExpiryKey, [Value; 4])>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`expiry_values_uncached`], reusing this thread's last result when its key matches.
+fn expiry_values(at: OffsetDateTime, offset: UtcOffset, left: Duration) -> [Value; 4] {
+    let key = (at, offset, humanized(left));
+    EXPIRY_VALUES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((cached, values)) = &*cache
+            && *cached == key
+        {
+            return values.clone();
+        }
+        let values = expiry_values_uncached(at, offset, left);
+        *cache = Some((key, values.clone()));
+        values
+    })
 }
 
 /// "29 November 2030 at 09:00 UTC" in `offset` ("UTC+02:00" when not UTC).

@@ -410,3 +410,37 @@ fn composing_renders_exactly_the_documented_variables() {
     assert_eq!(vars.values["message"], None);
     assert_eq!(vars.values["recipient_name"].as_deref(), Some("Ann Lee"));
 }
+
+#[test]
+fn cached_expiry_values_match_a_fresh_computation() {
+    let a = datetime!(2030-11-29 9:00 UTC);
+    let b = datetime!(2030-11-29 9:01 UTC);
+    let cases = [
+        (a, UtcOffset::UTC, Duration::days(7)),
+        (a, UtcOffset::UTC, Duration::days(7) - Duration::seconds(5)), // same words
+        (a, offset!(+2), Duration::days(7)),                           // another offset
+        (a, UtcOffset::UTC, Duration::hours(36)),                      // time passed
+        (b, UtcOffset::UTC, Duration::hours(36)),                      // another instant
+        (b, UtcOffset::UTC, Duration::seconds(-5)),                    // expired
+        (a, UtcOffset::UTC, Duration::days(7)),                        // back again
+    ];
+    for round in 0..2 {
+        for (at, offset, left) in cases {
+            let cached = expiry_values(at, offset, left);
+            let fresh = expiry_values_uncached(at, offset, left);
+            assert_eq!(cached, fresh, "round {round}: {at} {offset} {left}");
+        }
+    }
+    let [expires, expires_in, expires_on, expires_at] =
+        expiry_values(a, offset!(+2), Duration::hours(36));
+    assert_eq!(
+        expires.as_str(),
+        Some("in 36 hours, on 29 November 2030 at 11:00 UTC+02:00")
+    );
+    assert_eq!(expires_in.as_str(), Some("36 hours"));
+    assert_eq!(
+        expires_on.as_str(),
+        Some("29 November 2030 at 11:00 UTC+02:00")
+    );
+    assert_eq!(expires_at.as_str(), Some("2030-11-29T09:00:00Z"));
+}
