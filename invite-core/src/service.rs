@@ -16,9 +16,9 @@ use crate::{
     EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, Invitation, InvitationFilter,
     InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal, LinkError,
     LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation, NoEvents,
-    OutboxClaim, OutboxEntry, OutgoingEmail, Page, PageRequest, PlainComposer, Policy, RetryPolicy,
-    Role, Store, StoreError, Suppression, SystemClock, TenantId, Transition, TransitionError,
-    UserId,
+    OutboxClaim, OutboxEntry, OutboxId, OutgoingEmail, Page, PageRequest, PlainComposer, Policy,
+    RetryPolicy, Role, Store, StoreError, Suppression, SystemClock, TenantId, Transition,
+    TransitionError, UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -1316,17 +1316,14 @@ impl Invitations {
         let result = match self.composer.compose(&context) {
             Ok(composed) => {
                 let email = OutgoingEmail {
-                    message_id: format!(
-                        "<{}.{}@{}>",
-                        entry.id, entry.attempts, self.message_id_domain
-                    ),
+                    message_id: message_id(entry.id, entry.attempts, &self.message_id_domain),
                     tenant: tenant.clone(),
                     invitation: claim.invitation.id,
                     outbox: entry.id,
                     kind: entry.kind,
                     to: claim.invitation.email.clone(),
                     to_name: display_name(&claim.invitation),
-                    subject: composed.subject.replace(['\r', '\n'], " "),
+                    subject: one_line(composed.subject),
                     text: composed.text,
                     html: composed.html,
                 };
@@ -1397,6 +1394,25 @@ impl Invitations {
     }
 }
 
+/// `subject` with CR and LF replaced by spaces; a composer should give one line
+/// already, and then it is returned as is, not copied.
+fn one_line(subject: String) -> String {
+    if subject.contains(['\r', '\n']) {
+        subject.replace(['\r', '\n'], " ")
+    } else {
+        subject
+    }
+}
+
+/// `<{outbox id}.{attempt}@{domain}>`, written into one string sized up front.
+fn message_id(outbox: OutboxId, attempt: u32, domain: &str) -> String {
+    use std::fmt::Write as _;
+    // An outbox id is a UUID (36 characters); an attempt at most 10 digits.
+    let mut id = String::with_capacity(50 + domain.len());
+    let _ = write!(id, "<{outbox}.{attempt}@{domain}>");
+    id
+}
+
 fn display_name(invitation: &Invitation) -> Option<String> {
     let names = &invitation.names;
     let name = match (&names.first, &names.last) {
@@ -1405,4 +1421,30 @@ fn display_name(invitation: &Invitation) -> Option<String> {
         (None, None) => return None,
     };
     Some(name.replace(['\r', '\n'], " "))
+}
+
+#[cfg(test)]
+mod deliver_tests {
+    use super::*;
+
+    #[test]
+    fn subjects_go_out_on_one_line() {
+        assert_eq!(one_line("Join Acme".to_owned()), "Join Acme");
+        assert_eq!(
+            one_line("Join\r\nBcc: eve@evil.example\nx\ry".to_owned()),
+            "Join  Bcc: eve@evil.example x y"
+        );
+    }
+
+    #[test]
+    fn message_ids_name_the_entry_and_the_attempt() {
+        let id = OutboxId::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+        let domain = "app.example.com";
+        assert_eq!(message_id(id, 0, domain), format!("<{id}.0@{domain}>"));
+        assert_eq!(
+            message_id(id, u32::MAX, domain),
+            format!("<{id}.4294967295@{domain}>")
+        );
+        assert_eq!(id.to_string().len(), 36);
+    }
 }
