@@ -422,35 +422,39 @@ fn read_parallel(
             .zip(forks)
             .map(|((k, &start), mut fork)| {
                 let end = cuts.get(k + 1).map_or(usize::MAX, |e| e - start);
-                scope.spawn(move || {
-                    let input = &body[start..];
-                    let newlines = memchr::memchr_iter(b'\n', &body[..start]).count();
-                    let offset = line_offset + u64::try_from(newlines).unwrap_or(u64::MAX);
-                    let lines = LineCounter::new(input, offset);
-                    let mut reader = reader_builder(delimiter).from_reader(input);
-                    let mut record = csv::ByteRecord::new();
-                    let mut spare = Vec::with_capacity(max_mapped + 1);
-                    let mut part = Part {
-                        reader: &mut reader,
-                        record: &mut record,
-                        lines: &lines,
-                        max_mapped,
-                        spare: &mut spare,
-                    };
-                    let stop = part.read(&mut fork, end, options)?;
-                    let whole = if end == usize::MAX {
-                        stop == Stop::End
-                    } else {
-                        stop == Stop::Boundary
-                    };
-                    Ok::<_, ImportError>(whole.then(|| fork.take_chunk()))
-                })
+                // A thread that cannot be started leaves its part to this one.
+                let builder = std::thread::Builder::new().name("invite-import-csv".to_owned());
+                builder
+                    .spawn_scoped(scope, move || {
+                        let input = &body[start..];
+                        let newlines = memchr::memchr_iter(b'\n', &body[..start]).count();
+                        let offset = line_offset + u64::try_from(newlines).unwrap_or(u64::MAX);
+                        let lines = LineCounter::new(input, offset);
+                        let mut reader = reader_builder(delimiter).from_reader(input);
+                        let mut record = csv::ByteRecord::new();
+                        let mut spare = Vec::with_capacity(max_mapped + 1);
+                        let mut part = Part {
+                            reader: &mut reader,
+                            record: &mut record,
+                            lines: &lines,
+                            max_mapped,
+                            spare: &mut spare,
+                        };
+                        let stop = part.read(&mut fork, end, options)?;
+                        let whole = if end == usize::MAX {
+                            stop == Stop::End
+                        } else {
+                            stop == Stop::Boundary
+                        };
+                        Ok::<_, ImportError>(whole.then(|| fork.take_chunk()))
+                    })
+                    .ok()
             })
             .collect();
         let stop = main.read(sink, first_cut, options)?;
         // The parts' results, in order, if every one can be used.
         let mut chunks = Vec::with_capacity(handles.len());
-        for handle in handles {
+        for handle in handles.into_iter().flatten() {
             match handle.join() {
                 Ok(Ok(Some(chunk))) => chunks.push(chunk),
                 Ok(_) => {}
