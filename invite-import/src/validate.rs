@@ -92,18 +92,28 @@ fn is_odd_space(c: char) -> bool {
 
 /// Trims, removes zero-width characters and turns non-breaking spaces into spaces.
 /// Borrows when nothing changes (the common case).
+///
+/// Inlined for that case (empty, or ASCII without white space at either end),
+/// which is all a row's cells usually are; the rest is [`clean_other`].
+#[inline(always)]
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
-    // Fast path: `trim` removes nothing when both ends are ASCII and not white
-    // space (every other white space character is non-ASCII).
-    let trimmed = match text.as_bytes() {
-        [] => text,
+    // `trim` removes nothing when both ends are ASCII and not white space
+    // (every other white space character is non-ASCII).
+    match text.as_bytes() {
+        [] => Cow::Borrowed(text),
         [first, .., last] | [first @ last]
-            if first.is_ascii_graphic() && last.is_ascii_graphic() =>
+            if first.is_ascii_graphic() && last.is_ascii_graphic() && text.is_ascii() =>
         {
-            text
+            Cow::Borrowed(text)
         }
-        _ => text.trim(),
-    };
+        _ => clean_other(text),
+    }
+}
+
+/// [`clean`] for text with white space at an end, or non-ASCII text.
+#[inline(never)]
+fn clean_other(text: &str) -> Cow<'_, str> {
+    let trimmed = text.trim();
     if trimmed.is_ascii() {
         return Cow::Borrowed(trimmed);
     }
@@ -751,6 +761,22 @@ mod tests {
         assert_eq!(clean("\u{FEFF}ann@x.com\u{200B}\u{00A0}"), "ann@x.com");
         assert_eq!(clean("Ann\u{00A0}Lee"), "Ann Lee");
         assert!(matches!(clean("ann@x.com"), Cow::Borrowed(_)));
+    }
+
+    proptest::proptest! {
+        /// The inlined fast path and the slow path agree with cleaning done the
+        /// long way, on text made of the characters that matter.
+        #[test]
+        fn clean_is_trim_map_trim(text in "[ a\t\u{a0}\u{200b}\u{feff}\u{2007}é@.\n]{0,12}") {
+            let long_way: String = text
+                .trim()
+                .chars()
+                .filter(|c| !is_invisible(*c))
+                .map(|c| if is_odd_space(c) { ' ' } else { c })
+                .collect();
+            let cleaned = clean(&text);
+            proptest::prop_assert_eq!(cleaned.as_ref(), long_way.trim());
+        }
     }
 
     #[test]
