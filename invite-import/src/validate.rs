@@ -418,34 +418,11 @@ impl<'o> RowSink<'o> {
                 });
             }
         }
-        // Values merged cells lend to empty cells of their region.
-        let mut filled: [Option<CellValue<'static>>; 6] = Default::default();
+        // Values merged cells lend to empty cells of their region (set up only
+        // when the sheet has merged cells: most rows never touch it).
+        let filled: [Option<CellValue<'static>>; 6];
         if !self.merge_values.is_empty() {
-            let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
-            for ((column, cell), fill) in columns.iter().zip(picked).zip(&mut filled) {
-                let Some(column) = *column else { continue };
-                for (merge, value) in &mut self.merge_values {
-                    if merge.first_row > zero_row {
-                        break;
-                    }
-                    if zero_row > merge.last_row
-                        || !(merge.first_col..=merge.last_col).contains(&column)
-                    {
-                        continue;
-                    }
-                    if zero_row == merge.first_row && column == merge.first_col {
-                        *value = Some(fill.as_ref().unwrap_or(cell).clone().into_owned());
-                    } else if let Some(value) = value
-                        && matches!(cell, CellValue::Empty)
-                        && fill.is_none()
-                    {
-                        *fill = Some(value.clone());
-                        if !self.merges_used.contains(merge) {
-                            self.merges_used.push(*merge);
-                        }
-                    }
-                }
-            }
+            filled = self.merge_fills(row, &columns, &picked);
             for (cell, fill) in picked.iter_mut().zip(&filled) {
                 if let Some(value) = fill {
                     *cell = value;
@@ -554,6 +531,43 @@ impl<'o> RowSink<'o> {
             self.keyed.push((u64::from(hash) << 32) | u64::from(index));
         }
         Ok(())
+    }
+
+    /// The values merged regions lend to this row's empty mapped cells (by the
+    /// order of `columns`), remembering each region's top-left value as it passes.
+    fn merge_fills(
+        &mut self,
+        row: u64,
+        columns: &[Option<u32>; 6],
+        picked: &[&CellValue<'_>; 6],
+    ) -> [Option<CellValue<'static>>; 6] {
+        let mut filled: [Option<CellValue<'static>>; 6] = Default::default();
+        let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
+        for ((column, cell), fill) in columns.iter().zip(*picked).zip(&mut filled) {
+            let Some(column) = *column else { continue };
+            for (merge, value) in &mut self.merge_values {
+                if merge.first_row > zero_row {
+                    break;
+                }
+                if zero_row > merge.last_row
+                    || !(merge.first_col..=merge.last_col).contains(&column)
+                {
+                    continue;
+                }
+                if zero_row == merge.first_row && column == merge.first_col {
+                    *value = Some(fill.as_ref().unwrap_or(cell).clone().into_owned());
+                } else if let Some(value) = value
+                    && matches!(cell, CellValue::Empty)
+                    && fill.is_none()
+                {
+                    *fill = Some(value.clone());
+                    if !self.merges_used.contains(merge) {
+                        self.merges_used.push(*merge);
+                    }
+                }
+            }
+        }
+        filled
     }
 
     /// The outcome of a row with an address, and, for a row with an address, its
