@@ -8,7 +8,9 @@
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
 //! are read back inside the transaction that wrote them, except after accept, whose
 //! row the procedure captures as it writes it (so a host needs the `CREATE ROUTINE`
-//! privilege to migrate and `EXECUTE` to accept). InnoDB answers a lost race
+//! privilege to migrate, `ALTER ROUTINE` on 0005's procedure for 0006 to drop it, which
+//! the user that created it holds by default, and `EXECUTE` to accept). InnoDB answers
+//! a lost race
 //! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
 //! write transaction here is retried from the start a few times before answering.
 //!
