@@ -37,6 +37,9 @@ struct State {
     suppressions: HashMap<(TenantId, String), Suppression>,
 }
 
+/// How many claimed entries [`Store::claim_due_outbox`] copies out per hold of the lock.
+const CLAIM_COPY_CHUNK: usize = 64;
+
 /// `tenant`'s entry of a per-tenant index, created if missing (the tenant is cloned
 /// only then).
 fn tenant_index<'a, V: Default>(
@@ -540,22 +543,36 @@ impl Store for MemoryStore {
         due.truncate(limit);
         due.sort_unstable();
         let lease_until = now + lease;
+        // Claimed in this one hold of the lock, so no other claim can take them...
+        for (_, id) in &due {
+            if let Some(entry) = state.outbox.get_mut(id) {
+                entry.claimed_until = Some(lease_until);
+                entry.attempts += 1;
+            }
+        }
+        drop(state);
+        // ...and copied out (entry and invitation) a chunk at a time: copying a batch of
+        // a thousand holds the lock for about a millisecond, while the deliveries of the
+        // batch before (a dispatcher that claims ahead) need it. The entries are leased
+        // to this claim; one cancelled meanwhile is left out, as if claimed just after.
         let mut claims = Vec::with_capacity(due.len());
-        for (_, id) in due {
-            let Some(entry) = state.outbox.get_mut(&id) else {
-                continue;
-            };
-            entry.claimed_until = Some(lease_until);
-            entry.attempts += 1;
-            let entry = entry.clone();
-            let Some(invitation) = state.get(&entry.tenant, entry.invitation).cloned() else {
-                continue;
-            };
-            claims.push(OutboxClaim {
-                entry,
-                invitation,
-                lease_until,
-            });
+        for chunk in due.chunks(CLAIM_COPY_CHUNK) {
+            let state = self.lock();
+            for (_, id) in chunk {
+                let Some(entry) = state.outbox.get(id).filter(|e| {
+                    e.state == OutboxState::Queued && e.claimed_until == Some(lease_until)
+                }) else {
+                    continue;
+                };
+                let Some(invitation) = state.get(&entry.tenant, entry.invitation).cloned() else {
+                    continue;
+                };
+                claims.push(OutboxClaim {
+                    entry: entry.clone(),
+                    invitation,
+                    lease_until,
+                });
+            }
         }
         Ok(claims)
     }
@@ -688,5 +705,84 @@ impl Store for MemoryStore {
             .remove(&(tenant.clone(), key.to_owned()))
             .map(|_| ())
             .ok_or(StoreError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::{
+        ActorId, Delivery, EmailAddress, Invitations, Links, ManualClock, NewInvitation,
+        RecordingMailer, Role, StaticPolicy,
+    };
+
+    /// Claims of more entries than one copy chunk: every due entry claimed once, in
+    /// (due time, id) order, each batch with its lease and one more attempt; none again
+    /// while leased, all again once the lease ends.
+    #[tokio::test]
+    async fn claims_across_copy_chunks_take_each_entry_once() {
+        let t0 = datetime!(2030-01-01 9:00 UTC);
+        let clock = Arc::new(ManualClock::new(t0));
+        let store = Arc::new(MemoryStore::new());
+        let (acme, alice) = (
+            TenantId::new("acme").unwrap(),
+            ActorId::new("alice").unwrap(),
+        );
+        let role = Role::new("member").unwrap();
+        let service = Invitations::builder(
+            store.clone(),
+            Arc::new(RecordingMailer::ok()),
+            Arc::new(StaticPolicy::new([role.clone()]).with_admin(acme.clone(), alice.clone())),
+            Links::under("https://app.example.com").unwrap(),
+        )
+        .clock(clock.clone())
+        .build();
+        let total = 3 * CLAIM_COPY_CHUNK + 5;
+        let new = (0..total)
+            .map(|i| {
+                let address = EmailAddress::parse(&format!("u{i}@example.com")).unwrap();
+                NewInvitation::new(address, role.clone())
+            })
+            .collect();
+        service
+            .invite_many(&alice, &acme, new, Delivery::SendNow, None)
+            .await
+            .unwrap();
+        let lease = Duration::minutes(5);
+        let limit = u32::try_from(2 * CLAIM_COPY_CHUNK + 1).unwrap();
+        let first = store.claim_due_outbox(t0, limit, lease).await.unwrap();
+        let second = store.claim_due_outbox(t0, limit, lease).await.unwrap();
+        assert_eq!(first.len(), 2 * CLAIM_COPY_CHUNK + 1);
+        assert_eq!(second.len(), total - first.len());
+        assert!(
+            store
+                .claim_due_outbox(t0, limit, lease)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let mut seen = std::collections::HashSet::new();
+        for batch in [&first, &second] {
+            let keys: Vec<_> = batch
+                .iter()
+                .map(|c| (c.entry.next_attempt_at, c.entry.id))
+                .collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "in order");
+            for claim in batch.iter() {
+                assert!(seen.insert(claim.entry.id), "claimed twice");
+                assert_eq!(claim.lease_until, t0 + lease);
+                assert_eq!(claim.entry.claimed_until, Some(t0 + lease));
+                assert_eq!(claim.entry.attempts, 1);
+                assert_eq!(claim.invitation.id, claim.entry.invitation);
+            }
+        }
+        let later = t0 + lease;
+        let again = store.claim_due_outbox(later, 1000, lease).await.unwrap();
+        assert_eq!(again.len(), total);
+        assert!(again.iter().all(|c| c.entry.attempts == 2));
     }
 }
