@@ -25,6 +25,8 @@
 
 mod error;
 mod filter;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod group_links;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "mysql")]

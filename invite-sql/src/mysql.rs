@@ -35,11 +35,12 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{corrupt, from_sqlx, is_serialization_failure, is_unique_violation};
 use crate::filter;
+use crate::group_links;
 use crate::packed;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
-    self, GroupLinkCols, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols,
-    OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
+    self, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT,
+    OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
@@ -931,34 +932,12 @@ impl Store for MySqlStore {
     }
 
     async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
-        let c = GroupLinkCols::of(link);
-        let result = sqlx::query(self.sql(
-            "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(c.tenant)
-        .bind(c.role)
-        .bind(c.enabled)
-        .bind(c.token_hash)
-        .bind(c.version)
-        .bind(c.expires_at)
-        .bind(c.max_uses)
-        .bind(c.uses)
-        .bind(c.allowed_domains)
-        .bind(c.updated_by)
-        .bind(c.created_at)
-        .bind(c.updated_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match from_sqlx(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("a group link for role {} exists", link.role))
-                }
-                other => other,
-            }),
-        }
+        group_links::insert::<MySql>(&self.prefix, link)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| group_links::insert_error(link, e))
     }
 
     async fn update_group_link(
@@ -966,37 +945,13 @@ impl Store for MySqlStore {
         link: &GroupLink,
         expected_version: u32,
     ) -> Result<(), StoreError> {
-        let c = GroupLinkCols::of(link);
-        // `uses` is assigned before `version` (MySQL evaluates SET left to right), so
-        // the CASE still sees the stored version. Affected rows count matched rows:
-        // sqlx connects with CLIENT_FOUND_ROWS.
-        let result = sqlx::query(self.sql(
-            "UPDATE invite_group_links SET enabled = ?, token_hash = ?, \
-             uses = CASE WHEN version = ? THEN uses ELSE ? END, version = ?, \
-             expires_at = ?, max_uses = ?, allowed_domains = ?, updated_by = ?, updated_at = ? \
-             WHERE tenant = ? AND role = ? AND version = ?",
-        ))
-        .bind(c.enabled)
-        .bind(c.token_hash)
-        .bind(c.version)
-        .bind(c.uses)
-        .bind(c.version)
-        .bind(c.expires_at)
-        .bind(c.max_uses)
-        .bind(c.allowed_domains)
-        .bind(c.updated_by)
-        .bind(c.updated_at)
-        .bind(c.tenant)
-        .bind(c.role)
-        .bind(i64::from(expected_version))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        if result.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        // Affected rows count matched rows: sqlx connects with CLIENT_FOUND_ROWS.
+        let result = group_links::update::<MySql>(&self.prefix, link, expected_version)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        group_links::one_updated(result.rows_affected())
     }
 
     async fn get_group_link(

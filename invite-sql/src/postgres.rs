@@ -40,10 +40,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{corrupt, from_sqlx, from_sqlx_conditional};
 use crate::filter;
+use crate::group_links;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
-    self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, GroupLinkCols, INVITATION_COLUMN_COUNT,
-    INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
+    self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
+    InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
 };
 
 /// `INVITATION_COLUMNS` as a `RETURNING` list (a literal, so statements stay static).
@@ -959,34 +960,12 @@ impl Store for PostgresStore {
     }
 
     async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
-        let c = GroupLinkCols::of(link);
-        let result = sqlx::query(self.sql(
-            "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        ))
-        .bind(c.tenant)
-        .bind(c.role)
-        .bind(c.enabled)
-        .bind(c.token_hash)
-        .bind(c.version)
-        .bind(c.expires_at)
-        .bind(c.max_uses)
-        .bind(c.uses)
-        .bind(c.allowed_domains)
-        .bind(c.updated_by)
-        .bind(c.created_at)
-        .bind(c.updated_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match from_sqlx(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("a group link for role {} exists", link.role))
-                }
-                other => other,
-            }),
-        }
+        group_links::insert::<Postgres>(&self.prefix, link)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| group_links::insert_error(link, e))
     }
 
     async fn update_group_link(
@@ -994,33 +973,12 @@ impl Store for PostgresStore {
         link: &GroupLink,
         expected_version: u32,
     ) -> Result<(), StoreError> {
-        let c = GroupLinkCols::of(link);
-        let result = sqlx::query(self.sql(
-            "UPDATE invite_group_links SET enabled = $1, token_hash = $2, \
-             uses = CASE WHEN version = $3 THEN uses ELSE $4 END, version = $3, \
-             expires_at = $5, max_uses = $6, allowed_domains = $7, updated_by = $8, updated_at = $9 \
-             WHERE tenant = $10 AND role = $11 AND version = $12",
-        ))
-        .bind(c.enabled)
-        .bind(c.token_hash)
-        .bind(c.version)
-        .bind(c.uses)
-        .bind(c.expires_at)
-        .bind(c.max_uses)
-        .bind(c.allowed_domains)
-        .bind(c.updated_by)
-        .bind(c.updated_at)
-        .bind(c.tenant)
-        .bind(c.role)
-        .bind(i64::from(expected_version))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx_conditional)?;
-        if result.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        let result = group_links::update::<Postgres>(&self.prefix, link, expected_version)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx_conditional)?;
+        group_links::one_updated(result.rows_affected())
     }
 
     async fn get_group_link(

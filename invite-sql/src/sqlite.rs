@@ -25,11 +25,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::from_sqlx;
 use crate::filter;
+use crate::group_links;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
-    self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, GroupLinkCols, INVITATION_COLUMN_COUNT,
-    INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
-    push_invitation_row,
+    self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
+    InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -558,34 +558,12 @@ impl Store for SqliteStore {
     }
 
     async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
-        let c = GroupLinkCols::of(link);
-        let result = sqlx::query(self.sql(
-            "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(c.tenant)
-        .bind(c.role)
-        .bind(c.enabled)
-        .bind(c.token_hash)
-        .bind(c.version)
-        .bind(c.expires_at)
-        .bind(c.max_uses)
-        .bind(c.uses)
-        .bind(c.allowed_domains)
-        .bind(c.updated_by)
-        .bind(c.created_at)
-        .bind(c.updated_at)
-        .execute(&self.writer)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match from_sqlx(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("a group link for role {} exists", link.role))
-                }
-                other => other,
-            }),
-        }
+        group_links::insert::<Sqlite>(&self.prefix, link)
+            .build()
+            .execute(&self.writer)
+            .await
+            .map(drop)
+            .map_err(|e| group_links::insert_error(link, e))
     }
 
     async fn update_group_link(
@@ -593,34 +571,12 @@ impl Store for SqliteStore {
         link: &GroupLink,
         expected_version: u32,
     ) -> Result<(), StoreError> {
-        let c = GroupLinkCols::of(link);
-        let result = sqlx::query(self.sql(
-            "UPDATE invite_group_links SET enabled = ?, token_hash = ?, \
-             uses = CASE WHEN version = ? THEN uses ELSE ? END, version = ?, \
-             expires_at = ?, max_uses = ?, allowed_domains = ?, updated_by = ?, updated_at = ? \
-             WHERE tenant = ? AND role = ? AND version = ?",
-        ))
-        .bind(c.enabled)
-        .bind(c.token_hash)
-        .bind(c.version)
-        .bind(c.uses)
-        .bind(c.version)
-        .bind(c.expires_at)
-        .bind(c.max_uses)
-        .bind(c.allowed_domains)
-        .bind(c.updated_by)
-        .bind(c.updated_at)
-        .bind(c.tenant)
-        .bind(c.role)
-        .bind(i64::from(expected_version))
-        .execute(&self.writer)
-        .await
-        .map_err(from_sqlx)?;
-        if result.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        let result = group_links::update::<Sqlite>(&self.prefix, link, expected_version)
+            .build()
+            .execute(&self.writer)
+            .await
+            .map_err(from_sqlx)?;
+        group_links::one_updated(result.rows_affected())
     }
 
     async fn get_group_link(
