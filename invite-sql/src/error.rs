@@ -18,6 +18,17 @@ pub(crate) fn corrupt(table: &'static str, what: impl Into<String>) -> StoreErro
     })
 }
 
+/// A write of one row by its key: done, or (no row affected) the row is gone or its
+/// condition no longer holds.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) fn exactly_one(rows_affected: u64) -> Result<(), StoreError> {
+    if rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
 /// SQLSTATE 40001: PostgreSQL's `serialization_failure` (the losing side of a race
 /// under REPEATABLE READ or SERIALIZABLE) and InnoDB's deadlock victim. For the
 /// conditional writes of this crate it means "someone else changed the row first",

@@ -112,12 +112,3 @@ where
         .push_bind(i64::from(expected_version));
     q
 }
-
-/// An [`update`] that matched no row: the link is gone or its version moved on.
-pub(crate) fn one_updated(rows_affected: u64) -> Result<(), StoreError> {
-    if rows_affected == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::NotFound)
-    }
-}

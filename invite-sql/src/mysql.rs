@@ -33,7 +33,9 @@ use sqlx::mysql::{MySqlPool, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder, Row};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{corrupt, from_sqlx, is_serialization_failure, is_unique_violation};
+use crate::error::{
+    corrupt, exactly_one, from_sqlx, is_serialization_failure, is_unique_violation,
+};
 use crate::filter;
 use crate::group_links;
 use crate::packed;
@@ -42,6 +44,7 @@ use crate::rows::{
     self, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT,
     OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
 };
+use crate::suppressions;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
 
@@ -68,6 +71,10 @@ const GROUP_LINK_SELECT: &str = "CONVERT(g.tenant USING utf8mb4) AS tenant, \
 const GROUP_JOIN_SELECT: &str = "CONVERT(j.tenant USING utf8mb4) AS tenant, \
      CONVERT(j.role USING utf8mb4) AS role, CONVERT(j.user_id USING utf8mb4) AS user_id, \
      j.link_version, j.email, j.joined_at";
+
+/// MySQL's upsert clause for a suppression (see [`suppressions::upsert`]).
+const MYSQL_ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE email = VALUES(email), \
+     reason = VALUES(reason), suppressed_at = VALUES(suppressed_at)";
 
 /// An [`invite_core::Store`] on MySQL 8 or MariaDB 10.6+ (InnoDB).
 ///
@@ -951,7 +958,7 @@ impl Store for MySqlStore {
             .execute(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        group_links::one_updated(result.rows_affected())
+        exactly_one(result.rows_affected())
     }
 
     async fn get_group_link(
@@ -1096,18 +1103,11 @@ impl Store for MySqlStore {
     }
 
     async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "INSERT INTO invite_suppressions (tenant, email_key, email, reason, suppressed_at) \
-             VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE email = VALUES(email), reason = VALUES(reason), suppressed_at = VALUES(suppressed_at)",
-        ))
-        .bind(suppression.tenant.as_str())
-        .bind(suppression.email.key())
-        .bind(suppression.email.as_str())
-        .bind(suppression.reason.as_str())
-        .bind(micros(suppression.at))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        suppressions::upsert::<MySql>(&self.prefix, suppression, MYSQL_ON_DUPLICATE)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
         Ok(())
     }
 
@@ -1118,35 +1118,25 @@ impl Store for MySqlStore {
     ) -> Result<Vec<Suppression>, StoreError> {
         let mut found = Vec::new();
         for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
-            let mut q = self.builder("SELECT CONVERT(tenant USING utf8mb4) AS tenant, email, reason, suppressed_at FROM invite_suppressions WHERE tenant = ");
-            q.push_bind(tenant.as_str()).push(" AND email_key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            q.push(")");
+            let mut q = suppressions::lookup::<MySql>(
+                &self.prefix,
+                "CONVERT(tenant USING utf8mb4) AS tenant, email, reason, suppressed_at",
+                tenant,
+                chunk,
+            );
             for row in &q.build().fetch_all(&self.pool).await.map_err(from_sqlx)? {
                 found.push(rows::suppression(row)?);
             }
         }
-        found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
-        found.dedup_by(|a, b| a.email.key() == b.email.key());
-        Ok(found)
+        Ok(suppressions::one_per_key(found))
     }
 
     async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            self.sql("DELETE FROM invite_suppressions WHERE tenant = ? AND email_key = ?"),
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        let done = suppressions::delete::<MySql>(&self.prefix, tenant, key)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        exactly_one(done.rows_affected())
     }
 }

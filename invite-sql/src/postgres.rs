@@ -38,7 +38,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{corrupt, from_sqlx, from_sqlx_conditional};
+use crate::error::{corrupt, exactly_one, from_sqlx, from_sqlx_conditional};
 use crate::filter;
 use crate::group_links;
 use crate::prefix::{InvalidPrefix, TablePrefix};
@@ -46,6 +46,7 @@ use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
     InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
 };
+use crate::suppressions;
 
 /// `INVITATION_COLUMNS` as a `RETURNING` list (a literal, so statements stay static).
 macro_rules! invitation_columns {
@@ -978,7 +979,7 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(from_sqlx_conditional)?;
-        group_links::one_updated(result.rows_affected())
+        exactly_one(result.rows_affected())
     }
 
     async fn get_group_link(
@@ -1285,15 +1286,12 @@ impl Store for PostgresStore {
     }
 
     async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "INSERT INTO invite_suppressions (tenant, email_key, email, reason, suppressed_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, email_key) DO UPDATE SET email = excluded.email, reason = excluded.reason, suppressed_at = excluded.suppressed_at",
-        ))
-        .bind(suppression.tenant.as_str())
-        .bind(suppression.email.key())
-        .bind(suppression.email.as_str())
-        .bind(suppression.reason.as_str())
-        .bind(micros(suppression.at))
+        suppressions::upsert::<Postgres>(
+            &self.prefix,
+            suppression,
+            suppressions::ON_CONFLICT_REPLACE,
+        )
+        .build()
         .execute(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -1307,36 +1305,26 @@ impl Store for PostgresStore {
     ) -> Result<Vec<Suppression>, StoreError> {
         let mut found = Vec::new();
         for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
-            let mut q = self.builder("SELECT tenant, email, reason, suppressed_at FROM invite_suppressions WHERE tenant = ");
-            q.push_bind(tenant.as_str()).push(" AND email_key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            q.push(")");
+            let mut q = suppressions::lookup::<Postgres>(
+                &self.prefix,
+                "tenant, email, reason, suppressed_at",
+                tenant,
+                chunk,
+            );
             for row in &q.build().fetch_all(&self.pool).await.map_err(from_sqlx)? {
                 found.push(rows::suppression(row)?);
             }
         }
-        found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
-        found.dedup_by(|a, b| a.email.key() == b.email.key());
-        Ok(found)
+        Ok(suppressions::one_per_key(found))
     }
 
     async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            self.sql("DELETE FROM invite_suppressions WHERE tenant = $1 AND email_key = $2"),
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        let done = suppressions::delete::<Postgres>(&self.prefix, tenant, key)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        exactly_one(done.rows_affected())
     }
 }
 

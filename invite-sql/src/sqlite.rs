@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::from_sqlx;
+use crate::error::{exactly_one, from_sqlx};
 use crate::filter;
 use crate::group_links;
 use crate::prefix::{InvalidPrefix, TablePrefix};
@@ -31,6 +31,7 @@ use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
     InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
 };
+use crate::suppressions;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -576,7 +577,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(from_sqlx)?;
-        group_links::one_updated(result.rows_affected())
+        exactly_one(result.rows_affected())
     }
 
     async fn get_group_link(
@@ -871,15 +872,12 @@ impl Store for SqliteStore {
     }
 
     async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "INSERT INTO invite_suppressions (tenant, email_key, email, reason, suppressed_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, email_key) DO UPDATE SET email = excluded.email, reason = excluded.reason, suppressed_at = excluded.suppressed_at",
-        ))
-        .bind(suppression.tenant.as_str())
-        .bind(suppression.email.key())
-        .bind(suppression.email.as_str())
-        .bind(suppression.reason.as_str())
-        .bind(micros(suppression.at))
+        suppressions::upsert::<Sqlite>(
+            &self.prefix,
+            suppression,
+            suppressions::ON_CONFLICT_REPLACE,
+        )
+        .build()
         .execute(&self.writer)
         .await
         .map_err(from_sqlx)?;
@@ -893,36 +891,26 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Suppression>, StoreError> {
         let mut found = Vec::new();
         for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
-            let mut q = self.builder("SELECT tenant, email, reason, suppressed_at FROM invite_suppressions WHERE tenant = ");
-            q.push_bind(tenant.as_str()).push(" AND email_key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            q.push(")");
+            let mut q = suppressions::lookup::<Sqlite>(
+                &self.prefix,
+                "tenant, email, reason, suppressed_at",
+                tenant,
+                chunk,
+            );
             for row in &q.build().fetch_all(&self.reader).await.map_err(from_sqlx)? {
                 found.push(rows::suppression(row)?);
             }
         }
-        found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
-        found.dedup_by(|a, b| a.email.key() == b.email.key());
-        Ok(found)
+        Ok(suppressions::one_per_key(found))
     }
 
     async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            self.sql("DELETE FROM invite_suppressions WHERE tenant = ? AND email_key = ?"),
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .execute(&self.writer)
-        .await
-        .map_err(from_sqlx)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        let done = suppressions::delete::<Sqlite>(&self.prefix, tenant, key)
+            .build()
+            .execute(&self.writer)
+            .await
+            .map_err(from_sqlx)?;
+        exactly_one(done.rows_affected())
     }
 }
 

@@ -1,0 +1,95 @@
+//! The suppression statements, one SQL text for every dialect but the upsert clause
+//! and the select list, built over `QueryBuilder` (each dialect's placeholders).
+
+use invite_core::{Suppression, TenantId};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::prefix::TablePrefix;
+use crate::rows::micros;
+
+/// The upsert clause of SQLite and PostgreSQL: a new suppression of a suppressed key
+/// replaces the stored address, reason and time.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const ON_CONFLICT_REPLACE: &str = " ON CONFLICT (tenant, email_key) DO UPDATE SET \
+     email = excluded.email, reason = excluded.reason, suppressed_at = excluded.suppressed_at";
+
+/// `INSERT` of `suppression`, then the dialect's `on_conflict` clause.
+pub(crate) fn upsert<DB>(
+    prefix: &TablePrefix,
+    suppression: &Suppression,
+    on_conflict: &'static str,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        prefix
+            .apply(
+                "INSERT INTO invite_suppressions (tenant, email_key, email, reason, \
+                 suppressed_at) VALUES (",
+            )
+            .0
+            .into_owned(),
+    );
+    let mut values = q.separated(", ");
+    values
+        .push_bind(suppression.tenant.as_str())
+        .push_bind(suppression.email.key())
+        .push_bind(suppression.email.as_str())
+        .push_bind(suppression.reason.as_str())
+        .push_bind(micros(suppression.at));
+    q.push(")").push(on_conflict);
+    q
+}
+
+/// `SELECT <select_list>` of `tenant`'s suppressions of `keys` (at most
+/// [`crate::rows::SUPPRESSION_KEYS_PER_QUERY`] of them per statement).
+pub(crate) fn lookup<DB>(
+    prefix: &TablePrefix,
+    select_list: &'static str,
+    tenant: &TenantId,
+    keys: &[&str],
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new("SELECT ");
+    q.push(select_list)
+        .push(prefix.apply(" FROM invite_suppressions WHERE tenant = ").0)
+        .push_bind(tenant.as_str())
+        .push(" AND email_key IN (");
+    let mut list = q.separated(", ");
+    for key in keys {
+        list.push_bind(*key);
+    }
+    q.push(")");
+    q
+}
+
+/// What [`lookup`]s found, one per address key, in key order.
+pub(crate) fn one_per_key(mut found: Vec<Suppression>) -> Vec<Suppression> {
+    found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
+    found.dedup_by(|a, b| a.email.key() == b.email.key());
+    found
+}
+
+/// `DELETE` of `tenant`'s suppression of `key`.
+pub(crate) fn delete<DB>(prefix: &TablePrefix, tenant: &TenantId, key: &str) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        prefix
+            .apply("DELETE FROM invite_suppressions WHERE tenant = ")
+            .0
+            .into_owned(),
+    );
+    q.push_bind(tenant.as_str())
+        .push(" AND email_key = ")
+        .push_bind(key);
+    q
+}
