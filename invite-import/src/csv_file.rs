@@ -511,6 +511,7 @@ const INLINE_CELLS: usize = 8;
 
 /// Field `i` of `record`, borrowed from `text` (the record's mapped fields
 /// checked as UTF-8 together) when that check passed.
+#[inline(always)]
 fn cell_at<'r>(record: &'r csv::ByteRecord, text: Option<&'r str>, i: usize) -> CellValue<'r> {
     // The fields are joined without their delimiters, so the whole can be valid
     // UTF-8 while a field is not (`admin\xC3,\xA9ric`: one character split by the

@@ -102,12 +102,19 @@ pub(crate) fn clean(text: &str) -> Cow<'_, str> {
     match text.as_bytes() {
         [] => Cow::Borrowed(text),
         [first, .., last] | [first @ last]
-            if first.is_ascii_graphic() && last.is_ascii_graphic() && text.is_ascii() =>
+            if first.is_ascii_graphic() && last.is_ascii_graphic() && short_ascii(text) =>
         {
             Cow::Borrowed(text)
         }
         _ => clean_other(text),
     }
+}
+
+/// `str::is_ascii` for the short texts of cells: one OR over the bytes, inlined
+/// (the standard one is an out-of-line call with word-at-a-time set-up).
+#[inline(always)]
+fn short_ascii(text: &str) -> bool {
+    text.bytes().fold(0, |all, b| all | b) < 0x80
 }
 
 /// [`clean`] for text with white space at an end, or non-ASCII text.
