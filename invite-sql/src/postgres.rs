@@ -922,26 +922,14 @@ impl Store for PostgresStore {
         page: PageRequest,
         now: OffsetDateTime,
     ) -> Result<Page<Invitation>, StoreError> {
-        let limit = page.clamped_limit();
-        let mut q = self.builder("SELECT ");
-        q.push(INVITATION_COLUMNS)
-            .push(self.sql(" FROM invite_invitations").0);
-        filter::push_where(&mut q, tenant, filter, now);
-        if let Some(after) = page.after {
-            q.push(" AND id > ")
-                .push_bind(after.as_uuid().as_bytes().to_vec());
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let (mut q, limit) =
+            filter::list::<Postgres>(&self.prefix, INVITATION_COLUMNS, tenant, filter, page, now);
         let rows = q.build().fetch_all(&self.pool).await.map_err(from_sqlx)?;
         let items = rows
             .iter()
             .map(rows::invitation)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = (items.len() == limit as usize).then(|| PageRequest {
-            after: items.last().map(|i| i.id),
-            limit: page.limit,
-        });
-        Ok(Page { items, next })
+        Ok(filter::page(items, page, limit))
     }
 
     async fn count_invitations(
@@ -950,14 +938,12 @@ impl Store for PostgresStore {
         filter: &InvitationFilter,
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let mut q = self.builder("SELECT COUNT(*) FROM invite_invitations");
-        filter::push_where(&mut q, tenant, filter, now);
-        let n: i64 = q
+        let n: i64 = filter::count::<Postgres>(&self.prefix, tenant, filter, now)
             .build_query_scalar()
             .fetch_one(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        u64::try_from(n).map_err(|_| corrupt("invitations", "negative count"))
+        filter::counted(n)
     }
 
     async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError> {
