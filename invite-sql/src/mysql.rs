@@ -1,5 +1,5 @@
-//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept_packed(...)`: a
-//! stored procedure (migration 0006) running the conditional UPDATE, checked by its
+//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept_packed_v1(...)`:
+//! a stored procedure (migration 0006) running the conditional UPDATE, checked by its
 //! affected rows, which captures the row it writes as one packed value (decoded by
 //! `packed.rs`); bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
 //! limit after a read of the open address keys; outbox claims use
@@ -7,12 +7,17 @@
 //!
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
 //! are read back inside the transaction that wrote them, except after accept, whose
-//! row the procedure captures as it writes it (so a host needs the `CREATE ROUTINE`
-//! privilege to migrate, `ALTER ROUTINE` on 0005's procedure for 0006 to drop it, which
-//! the user that created it holds by default, and `EXECUTE` to accept). InnoDB answers
-//! a lost race
-//! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
-//! write transaction here is retried from the start a few times before answering.
+//! row the procedure captures as it writes it. So a host needs the `CREATE ROUTINE`
+//! privilege to migrate (0005 and 0006 only create procedures; neither drops one) and
+//! `EXECUTE` to accept. The procedure captures the row in the session variable
+//! `@invite_accepted` (prefix-rewritten) and clears it before it returns, so no
+//! accepted row stays readable on a pooled connection. The capture assigns a user
+//! variable inside an expression (`:=`), deprecated on MySQL 8.0+ (a warning, still
+//! supported); only MariaDB 10.11 is exercised by this crate's tests.
+//!
+//! InnoDB answers a lost race with a deadlock (SQLSTATE 40001) that rolls the whole
+//! transaction back, so every write transaction here is retried from the start a few
+//! times before answering.
 //!
 //! The procedure repeats the invitation's column names, so a migration that adds a
 //! column to `invitations` must `DROP` and re-`CREATE` it; and a `mysqldump` without
@@ -448,13 +453,13 @@ impl MySqlStore {
         user: &UserId,
         now: i64,
     ) -> Result<Invitation, Failure> {
-        // One round trip: the `invite_accept_packed` procedure (migration 0006) runs
+        // One round trip: the `invite_accept_packed_v1` procedure (migration 0006) runs
         // the autocommitted conditional UPDATE, which is the compare-and-set (InnoDB
         // row-locks the invitation, so of any number of concurrent acceptors exactly
         // one sees an affected row), and which captures the row it writes as one
         // packed value; only then does the procedure return that value (one row, one
         // column). `fetch_all` drains the CALL's trailing status packet.
-        let rows = sqlx::query(self.sql("CALL invite_accept_packed(?, ?, ?, ?)"))
+        let rows = sqlx::query(self.sql("CALL invite_accept_packed_v1(?, ?, ?, ?)"))
             .bind(tenant.as_str())
             .bind(token_hash.as_bytes().as_slice())
             .bind(user.as_str())
@@ -483,8 +488,8 @@ impl MySqlStore {
                     now,
                 },
             )?),
-            // The server could not build the value (past `max_allowed_packet`), but
-            // the row is accepted: read it. It needs no transaction around it: an
+            // The row was too large to pack under `max_allowed_packet` (the procedure
+            // checks the summed lengths and captures NULL), but it is accepted: read it. It needs no transaction around it: an
             // accepted invitation is final (every other write is conditioned on
             // `pending` or on its version, which the UPDATE bumped), so this reads
             // what the UPDATE wrote.

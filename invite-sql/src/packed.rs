@@ -1,4 +1,4 @@
-//! The accepted row as MySQL/MariaDB's `invite_accept_packed` procedure returns it
+//! The accepted row as MySQL/MariaDB's `invite_accept_packed_v1` procedure returns it
 //! (migration 0006): one binary value instead of a 24-column result, decoded strictly.
 //!
 //! ```text
