@@ -458,7 +458,9 @@ impl MySqlStore {
         // row-locks the invitation, so of any number of concurrent acceptors exactly
         // one sees an affected row), and which captures the row it writes as one
         // packed value; only then does the procedure return that value (one row, one
-        // column). `fetch_all` drains the CALL's trailing status packet.
+        // column), and clears the variable. `fetch_all` drains the CALL's trailing
+        // status packet. The procedure answers only when ROW_COUNT() = 1; more than one
+        // row cannot match (`token_hash` is a unique key).
         let rows = sqlx::query(self.sql("CALL invite_accept_packed_v1(?, ?, ?, ?)"))
             .bind(tenant.as_str())
             .bind(token_hash.as_bytes().as_slice())
