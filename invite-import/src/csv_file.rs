@@ -4,6 +4,7 @@
 //! one `ByteRecord` at a time. Row numbers are the line on which a record starts.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use crate::header::HEADER_SEARCH_ROWS;
 use crate::validate::{CellValue, RowSink, clean};
@@ -65,7 +66,9 @@ pub(crate) fn sniff_delimiter(text: &[u8]) -> u8 {
     for &b in sample {
         match b {
             b'"' => in_quotes = !in_quotes,
-            b'\n' if !in_quotes => {
+            // A lone CR ends a line too (old Mac files); in a CRLF the `\r`
+            // ends the line and the `\n` an empty one, which is not counted.
+            b'\r' | b'\n' if !in_quotes => {
                 if counts.iter().any(|c| *c > 0) {
                     lines.push(counts);
                 }
@@ -114,40 +117,75 @@ fn excel_sep_line(text: &[u8]) -> Option<(u8, &[u8])> {
     let rest = text.strip_prefix(b"sep=")?;
     let delimiter = *rest.first()?;
     let after = &rest[1..];
-    let after = after.strip_prefix(b"\r").unwrap_or(after);
-    let after = after.strip_prefix(b"\n")?;
+    let after = after
+        .strip_prefix(b"\r\n")
+        .or_else(|| after.strip_prefix(b"\n"))
+        .or_else(|| after.strip_prefix(b"\r"))?;
     Some((delimiter, after))
+}
+
+/// Whether `bytes` has a lone CR: a line break (`csv` ends records on it) that
+/// `csv` does not count as a line.
+fn has_lone_cr(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', bytes).any(|i| bytes.get(i + 1) != Some(&b'\n'))
+}
+
+/// The line breaks in `body[..end]`: `\n`s, and `\r`s not followed by a `\n`
+/// (in `body`, so a CR just before `end` followed by a LF at `end` is not one).
+/// `lone_crs`: whether the body may have lone CRs at all ([`has_lone_cr`]).
+fn line_breaks(body: &[u8], end: usize, lone_crs: bool) -> u64 {
+    let head = &body[..end.min(body.len())];
+    let mut breaks = memchr::memchr_iter(b'\n', head).count();
+    if lone_crs {
+        breaks += memchr::memchr_iter(b'\r', head)
+            .filter(|&i| body.get(i + 1) != Some(&b'\n'))
+            .count();
+    }
+    u64::try_from(breaks).unwrap_or(u64::MAX)
 }
 
 /// Line numbers of records. `csv`'s `Position::line` is one plus the `\n`s
 /// before the position (`csv_core` counts every one it consumes, quoted or
 /// not), but the position is where the reader stood before skipping the line
 /// breaks ahead of the record: after a CRLF, the `\n`. So the line breaks
-/// skipped are counted here; nothing else is scanned again.
+/// skipped are counted here. `csv` ends records on a lone CR too but does not
+/// count it: in a body with lone CRs, those before each record are counted
+/// here as well (from where the previous record's count stopped, so each byte
+/// is scanned once more); a body without one (found once) scans nothing again.
 struct LineCounter<'b> {
     body: &'b [u8],
     /// Lines before the body (Excel's `sep=` line, or the parts before this one).
     offset: u64,
+    /// If the body has lone CRs: how far they have been counted, and how many.
+    lone_crs: Option<Cell<(usize, u64)>>,
 }
 
 impl<'b> LineCounter<'b> {
-    fn new(body: &'b [u8], offset: u64) -> Self {
-        Self { body, offset }
+    /// `lone_crs`: whether the body may have lone CRs ([`has_lone_cr`]).
+    fn new(body: &'b [u8], offset: u64, lone_crs: bool) -> Self {
+        Self {
+            body,
+            offset,
+            lone_crs: lone_crs.then(|| Cell::new((0, 0))),
+        }
     }
 
     /// Where `record` starts in the body (after the line breaks the reader
-    /// skipped to get to it), and the `\n`s among those line breaks.
-    fn skip(&self, record: &csv::ByteRecord) -> (usize, u64) {
-        let mut start = record
+    /// skipped to get to it), where the reader stood before them, and the line
+    /// breaks `csv` did not count among them (`\n`s, and lone CRs).
+    fn skip(&self, record: &csv::ByteRecord) -> (usize, usize, u64) {
+        let before = record
             .position()
             .map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX))
             .min(self.body.len());
-        let mut newlines = 0;
+        let mut start = before;
+        let mut breaks = 0;
         while let Some(b @ (b'\r' | b'\n')) = self.body.get(start) {
-            newlines += u64::from(*b == b'\n');
+            let lone_cr = *b == b'\r' && self.body.get(start + 1) != Some(&b'\n');
+            breaks += u64::from(*b == b'\n' || lone_cr);
             start += 1;
         }
-        (start, newlines)
+        (start, before, breaks)
     }
 
     /// Where `record` starts in the body.
@@ -158,7 +196,25 @@ impl<'b> LineCounter<'b> {
     /// The 1-based line on which `record` starts.
     fn line_of(&self, record: &csv::ByteRecord) -> u64 {
         let line = record.position().map_or(1, csv::Position::line);
-        self.offset + line + self.skip(record).1
+        let (_, before, breaks) = self.skip(record);
+        self.offset + line + breaks + self.lone_crs_before(before)
+    }
+
+    /// The lone CRs in `body[..end]`.
+    fn lone_crs_before(&self, end: usize) -> u64 {
+        let Some(counted) = &self.lone_crs else {
+            return 0;
+        };
+        let (mut at, mut count) = counted.get();
+        if end < at {
+            (at, count) = (0, 0);
+        }
+        let more = memchr::memchr_iter(b'\r', &self.body[at..end])
+            .filter(|&i| self.body.get(at + i + 1) != Some(&b'\n'))
+            .count();
+        count += u64::try_from(more).unwrap_or(u64::MAX);
+        counted.set((end, count));
+        count
     }
 }
 
@@ -201,7 +257,8 @@ pub(crate) fn read<'o>(
     };
     let mut reader = reader_builder(delimiter).from_reader(body);
     let mut record = csv::ByteRecord::new();
-    let lines = LineCounter::new(body, line_offset);
+    let lone_crs = has_lone_cr(body);
+    let lines = LineCounter::new(body, line_offset, lone_crs);
 
     // Head: the first non-empty rows, kept whole until the columns are known.
     let mut buffered: Vec<(u64, Vec<String>)> = Vec::new();
@@ -355,8 +412,9 @@ impl Part<'_, '_> {
     }
 }
 
-/// Where to cut `body[from..]` into `parts` parts: just after a line break that
-/// is outside quotes by a count of the quotes before it. The count can be fooled
+/// Where to cut `body[from..]` into `parts` parts: after a line break (LF, CR,
+/// CRLF, and any blank lines after it: a record starts after them) that is
+/// outside quotes by a count of the quotes before it. The count can be fooled
 /// (a stray `"` inside an unquoted field), so each cut is only a guess that the
 /// part before it checks: it must end exactly where a record starts.
 fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
@@ -374,16 +432,19 @@ fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
         while let Some(&b) = body.get(p) {
             match b {
                 b'"' => quoted = !quoted,
-                b'\n' if !quoted => break,
+                b'\r' | b'\n' if !quoted => break,
                 _ => {}
             }
             p += 1;
         }
-        if p + 1 >= body.len() {
+        while let Some(b'\r' | b'\n') = body.get(p) {
+            p += 1;
+        }
+        if p >= body.len() {
             break;
         }
-        cuts.push(p + 1);
-        at = p + 1;
+        cuts.push(p);
+        at = p;
     }
     cuts
 }
@@ -414,6 +475,7 @@ fn read_parallel(
     };
     let options = sink.options();
     let max_mapped = main.max_mapped;
+    let lone_crs = main.lines.lone_crs.is_some();
     let forks: Vec<RowSink<'_>> = cuts.iter().map(|_| sink.fork()).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = cuts
@@ -427,9 +489,8 @@ fn read_parallel(
                 builder
                     .spawn_scoped(scope, move || {
                         let input = &body[start..];
-                        let newlines = memchr::memchr_iter(b'\n', &body[..start]).count();
-                        let offset = line_offset + u64::try_from(newlines).unwrap_or(u64::MAX);
-                        let lines = LineCounter::new(input, offset);
+                        let offset = line_offset + line_breaks(body, start, lone_crs);
+                        let lines = LineCounter::new(input, offset, lone_crs);
                         let mut reader = reader_builder(delimiter).from_reader(input);
                         let mut record = csv::ByteRecord::new();
                         let mut spare = Vec::with_capacity(max_mapped + 1);
@@ -628,8 +689,10 @@ mod tests {
     fn rows_are_the_lines_records_start_on() {
         let lf = "Email,Note\n\na@x.com,\"one\ntwo\"\n\n\nb@x.com,x\nc@x.com,\"\n\"\nd@x.com\n";
         let crlf = lf.replace('\n', "\r\n");
+        let cr = lf.replace('\n', "\r");
         let sep = format!("sep=,\r\n{crlf}");
-        for csv in [lf, &crlf, &sep] {
+        let sep_cr = format!("sep=,\r{cr}");
+        for csv in [lf, &crlf, &cr, &sep, &sep_cr] {
             let report = crate::import(
                 csv.as_bytes(),
                 crate::FileHint::FileName("a.csv"),
@@ -640,6 +703,70 @@ mod tests {
             let shift = u64::from(csv.starts_with("sep="));
             let expected: Vec<u64> = [3, 7, 8, 10].iter().map(|r| r + shift).collect();
             assert_eq!(rows, expected, "{csv:?}");
+        }
+    }
+
+    /// `lf` with its line breaks replaced, in turn, by each of `endings`
+    /// (`\n` by `\r\n` right after a `\r`).
+    fn with_endings(lf: &str, endings: &[&str]) -> String {
+        let mut out = String::with_capacity(lf.len() * 2);
+        for (i, line) in lf.split('\n').enumerate() {
+            if i > 0 {
+                let ending = endings[i % endings.len()];
+                // A CR then a LF would be one CRLF: one line break, not two.
+                let ending = if out.ends_with('\r') && ending == "\n" {
+                    "\r\n"
+                } else {
+                    ending
+                };
+                out.push_str(ending);
+            }
+            out.push_str(line);
+        }
+        out
+    }
+
+    #[test]
+    fn lone_cr_files_import_like_lf_files() {
+        // The reviewer's case: every row used to be taken for a line above the
+        // header (all on line 1) and dropped.
+        let rows = |csv: &str| {
+            let report = crate::import(
+                csv.as_bytes(),
+                crate::FileHint::FileName("a.csv"),
+                &options(1),
+            )
+            .unwrap();
+            let rows: Vec<u64> = report.rows.iter().map(crate::ImportRow::row).collect();
+            (rows, report.summary.rows)
+        };
+        assert_eq!(
+            rows("Email,Role\ra@x.com,member\rb@x.com,editor\r"),
+            (vec![2, 3], 2)
+        );
+        assert_eq!(
+            rows("Email;Role\ra@x.com;member\rb@x.com;editor"),
+            (vec![2, 3], 2)
+        );
+        // Quoted cells over several lines, blank lines, any mix of endings, on
+        // one thread or several: the report is the LF file's, line breaks in
+        // cells aside (they are kept as written).
+        for n in [0, 1, 10, 97, 400, 1234] {
+            let lf = messy_csv(n);
+            let one = report_json(&lf, &options(1)).unwrap();
+            for endings in [
+                &["\r"][..],
+                &["\r", "\n", "\r\n"],
+                &["\r\n", "\r"],
+                &["\n", "\r", "\r", "\r\n", "\n"],
+            ] {
+                let csv = with_endings(&lf, endings);
+                for threads in 1..=5 {
+                    let json = report_json(&csv, &options(threads)).unwrap();
+                    let json = json.replace("\\r\\n", "\\n").replace("\\r", "\\n");
+                    assert!(one == json, "{n} rows, {endings:?}, {threads} threads");
+                }
+            }
         }
     }
 
