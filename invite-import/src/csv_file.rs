@@ -250,6 +250,45 @@ pub(crate) fn read<'o>(
     bytes: &[u8],
     options: &'o ImportOptions,
 ) -> Result<(Plan, RowSink<'o>), ImportError> {
+    read_in_parts(bytes, options).map(|(plan, sink, _)| (plan, sink))
+}
+
+/// How the rows after the header were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// On the calling thread alone: too small, one thread, or no cut found.
+    One,
+    /// In this many parts, on as many threads.
+    Used(usize),
+    /// Parts were tried but not used (a cut was not at a record start, a part
+    /// failed or the row limit broke): the calling thread read the rest alone.
+    FellBack,
+}
+
+/// How many parts to read `remaining` bytes of CSV in: at most the threads
+/// asked for and the cores there are, each part at least
+/// [`ImportOptions::parallel_min_part`] long.
+fn parts_for(remaining: usize, options: &ImportOptions) -> usize {
+    if remaining < options.parallel_min_bytes {
+        return 1;
+    }
+    let parts = options
+        .threads
+        .get()
+        .min(remaining / options.parallel_min_part.max(1))
+        .max(1);
+    if parts > 1 && options.threads_within_cores {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        return parts.min(cores);
+    }
+    parts
+}
+
+/// [`read`], and how the rows were read.
+fn read_in_parts<'o>(
+    bytes: &[u8],
+    options: &'o ImportOptions,
+) -> Result<(Plan, RowSink<'o>, Parts), ImportError> {
     let (text, encoding) = decode(bytes);
     let (delimiter, body, line_offset) = match excel_sep_line(&text) {
         Some((delimiter, rest)) => (delimiter, rest, 1),
@@ -328,10 +367,9 @@ pub(crate) fn read<'o>(
         spare: &mut spare,
     };
     let from = usize::try_from(part.reader.position().byte()).unwrap_or(usize::MAX);
-    let threads = options.threads.get();
-    let parallel = threads > 1 && body.len().saturating_sub(from) >= options.parallel_min_bytes;
-    if !(parallel
-        && read_parallel(
+    let threads = parts_for(body.len().saturating_sub(from), options);
+    let parts = if threads > 1 {
+        read_parallel(
             &mut part,
             body,
             from,
@@ -339,11 +377,14 @@ pub(crate) fn read<'o>(
             line_offset,
             threads,
             &mut sink,
-        )?)
-    {
+        )?
+    } else {
+        Parts::One
+    };
+    if !matches!(parts, Parts::Used(_)) {
         part.read(&mut sink, usize::MAX, options)?;
     }
-    Ok((plan, sink))
+    Ok((plan, sink, parts))
 }
 
 fn reader_builder(delimiter: u8) -> csv::ReaderBuilder {
@@ -422,6 +463,8 @@ fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
     let mut at = from;
     let mut quoted = false;
     let len = body.len().saturating_sub(from);
+    // Parts of at least a byte ([`parts_for`] makes them far larger).
+    let parts = parts.min(len);
     for k in 1..parts {
         let target = from + len / parts * k;
         if target <= at {
@@ -456,10 +499,11 @@ fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
 ///
 /// The chunks are appended in order only when every cut proved to be a record
 /// start (the part before it stopped exactly there), no part failed and the
-/// row limit holds, and then it returns `true`. Otherwise they are dropped and
-/// `main`, left at the first cut, pushes the record in its buffer and returns
-/// `false` for the caller to read the rest alone: so the report, or the error,
-/// is always what one thread would have produced.
+/// row limit holds, and then it returns [`Parts::Used`]. Otherwise they are
+/// dropped and `main`, left at the first cut, pushes the record in its buffer
+/// and returns [`Parts::FellBack`] (or [`Parts::One`] if there was no cut) for
+/// the caller to read the rest alone: so the report, or the error, is always
+/// what one thread would have produced.
 fn read_parallel(
     main: &mut Part<'_, '_>,
     body: &[u8],
@@ -468,10 +512,10 @@ fn read_parallel(
     line_offset: u64,
     threads: usize,
     sink: &mut RowSink<'_>,
-) -> Result<bool, ImportError> {
+) -> Result<Parts, ImportError> {
     let cuts = cut_points(body, from, threads);
     let Some(&first_cut) = cuts.first() else {
-        return Ok(false);
+        return Ok(Parts::One);
     };
     let options = sink.options();
     let max_mapped = main.max_mapped;
@@ -527,11 +571,13 @@ fn read_parallel(
             for chunk in chunks {
                 sink.append(chunk)?;
             }
-        } else if stop != Stop::End {
+            return Ok(Parts::Used(cuts.len() + 1));
+        }
+        if stop != Stop::End {
             // Go on alone from the record in the buffer.
             main.push(sink, options)?;
         }
-        Ok(used)
+        Ok(Parts::FellBack)
     })
 }
 
@@ -660,7 +706,13 @@ mod tests {
             .with_roles([role("member"), role("editor"), role("viewer")])
             .with_threads(std::num::NonZeroUsize::new(threads).unwrap());
         options.parallel_min_bytes = 0;
+        options.parallel_min_part = 1;
+        options.threads_within_cores = false;
         options
+    }
+
+    fn parts(csv: &str, options: &ImportOptions) -> Parts {
+        read_in_parts(csv.as_bytes(), options).unwrap().2
     }
 
     fn report_json(csv: &str, options: &ImportOptions) -> Result<String, String> {
@@ -675,11 +727,21 @@ mod tests {
         for rows in [0, 1, 2, 10, 97, 400, 1234] {
             let lf = messy_csv(rows);
             let crlf = lf.replace('\n', "\r\n");
-            for csv in [lf, crlf] {
+            let cr = lf.replace('\n', "\r");
+            // A blank line after every line: cuts must skip them to land on a
+            // record (and the parts be used).
+            let blank = lf.replace('\n', "\n\n");
+            let blank_crlf = lf.replace('\n', "\r\n\r\n");
+            for csv in [lf, crlf, cr, blank, blank_crlf] {
                 let one = report_json(&csv, &options(1)).unwrap();
+                assert_eq!(parts(&csv, &options(1)), Parts::One);
                 for threads in 2..=7 {
                     let many = report_json(&csv, &options(threads)).unwrap();
                     assert!(one == many, "{rows} rows, {threads} threads");
+                    // No stray quotes: every cut is at a record.
+                    if rows >= 97 {
+                        assert_eq!(parts(&csv, &options(threads)), Parts::Used(threads));
+                    }
                 }
             }
         }
@@ -772,18 +834,66 @@ mod tests {
 
     #[test]
     fn a_cut_inside_a_quoted_cell_is_caught() {
-        // The stray `"` in line 2 flips the quote count, so the cut lands on the
-        // line break inside the quoted cell of line 4; the first part runs past it.
-        let csv = "Email,Note\na@x.com,5'11\" tall\nb@x.com,x\nc@x.com,\"one\ntwo\"\nd@x.com,y\n";
-        let body = csv.as_bytes();
-        let cut = cut_points(body, 11, 2);
+        // After the rows the header search reads (so the parts are tried), the
+        // stray `"` in line 12 flips the quote count, so the cut lands on the
+        // line break inside the quoted cell of line 14; the first part runs
+        // past it.
+        let head: String = (1..=10).map(|i| format!("u{i}@x.com,n\n")).collect();
+        let tail = "a@x.com,5'11\" tall\nb@x.com,x\nc@x.com,\"one\ntwo\"\nd@x.com,y\n";
+        let csv = format!("Email,Note\n{head}{tail}");
+        let from = csv.find("a@x.com").unwrap();
+        let cut = cut_points(csv.as_bytes(), from, 2);
         assert_eq!(cut, [csv.find("two").unwrap()]);
-        let one = report_json(csv, &options(1)).unwrap();
+        let one = report_json(&csv, &options(1)).unwrap();
         assert!(
-            one.contains("d@x.com") && one.contains("\"row\":6"),
+            one.contains("d@x.com") && one.contains("\"row\":16"),
             "{one}"
         );
-        assert_eq!(one, report_json(csv, &options(2)).unwrap());
+        assert_eq!(one, report_json(&csv, &options(2)).unwrap());
+        assert_eq!(parts(&csv, &options(2)), Parts::FellBack);
+        // Without the stray quote, the same file is read in parts.
+        let clean = csv.replace("5'11\" tall", "tall");
+        assert_eq!(parts(&clean, &options(2)), Parts::Used(2));
+        assert_eq!(
+            report_json(&clean, &options(1)).unwrap(),
+            report_json(&clean, &options(2)).unwrap()
+        );
+    }
+
+    #[test]
+    fn any_number_of_threads_is_bounded() {
+        let role = invite_core::Role::new("member").unwrap();
+        let limits = crate::ImportLimits::default().with_max_rows(1_000_000);
+        let one = ImportOptions::new(role)
+            .with_limits(limits)
+            .with_threads(std::num::NonZeroUsize::MIN);
+        let max = one.clone().with_threads(std::num::NonZeroUsize::MAX);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let small = messy_csv(2000);
+        // 1.2 MiB after the header: at most 4 parts of 256 KiB.
+        let large = messy_csv(46_000);
+        assert!(
+            (1200 << 10..1300 << 10).contains(&large.len()),
+            "{}",
+            large.len()
+        );
+        for csv in [&small, &large] {
+            assert_eq!(report_json(csv, &one), report_json(csv, &max));
+        }
+        assert_eq!(parts(&small, &max), Parts::One);
+        let expected = if cores > 1 {
+            Parts::Used(cores.min(4))
+        } else {
+            Parts::One
+        };
+        assert_eq!(parts(&large, &max), expected);
+        // The bound from the part size alone, whatever the cores.
+        let mut many = max;
+        many.threads_within_cores = false;
+        assert_eq!(parts(&large, &many), Parts::Used(4));
+        assert_eq!(report_json(&large, &one), report_json(&large, &many));
+        assert_eq!(parts_for(usize::MAX, &many), usize::MAX / (256 << 10));
+        assert_eq!(parts_for(10, &many), 1);
     }
 
     #[test]

@@ -104,6 +104,9 @@ use invite_core::{EmailRules, Role};
 /// applies: below it, a thread costs more than it saves.
 const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
+/// The least CSV input per thread: smaller parts are not worth a thread.
+const PARALLEL_MIN_PART: usize = 256 << 10;
+
 pub use error::{BoxError, ImportError, column_index, column_name};
 pub use format::{FileHint, Format};
 pub use header::ColumnMapping;
@@ -141,6 +144,11 @@ pub struct ImportOptions {
     /// CSV input left after the header rows from which a second thread is used.
     /// Tests lower it to run small files through the threaded path.
     pub(crate) parallel_min_bytes: usize,
+    /// The least input per part ([`PARALLEL_MIN_PART`]); tests lower it too.
+    pub(crate) parallel_min_part: usize,
+    /// Whether to use no more threads than `available_parallelism()`. Tests
+    /// turn it off to cut small files into many parts on any machine.
+    pub(crate) threads_within_cores: bool,
 }
 
 impl ImportOptions {
@@ -156,6 +164,8 @@ impl ImportOptions {
             rules: EmailRules::default(),
             threads: NonZeroUsize::MIN.saturating_add(1),
             parallel_min_bytes: PARALLEL_MIN_BYTES,
+            parallel_min_part: PARALLEL_MIN_PART,
+            threads_within_cores: true,
         }
     }
 
@@ -199,10 +209,15 @@ impl ImportOptions {
 
     /// How many threads may read one large CSV upload (default 2; at least 1).
     ///
-    /// Above 1 MiB of CSV, the rows after the header are cut into that many
-    /// parts at line breaks, and each part is read and validated on its own
-    /// thread (the calling thread takes the first); the parts' rows are then
-    /// joined and deduplicated together. Smaller files, spreadsheets and pasted
+    /// Above 1 MiB of CSV, the rows after the header are cut into parts at
+    /// line breaks, and each part is read and validated on its own thread (the
+    /// calling thread takes the first); the parts' rows are then joined and
+    /// deduplicated together. The parts are at most `threads`, at most
+    /// [`std::thread::available_parallelism`], and at least 256 KiB each, so
+    /// a large value only means "as many as are worth it": 2 MiB on 8 cores
+    /// gives 8 parts, 600 KiB gives 2, whatever `threads` is above that. Each
+    /// part keeps its own rows until they are joined, so memory peaks at about
+    /// the same as for one thread (each part stops at the row limit). Smaller files, spreadsheets and pasted
     /// lists always use the calling thread alone. The report, or the error, is
     /// the same for any number of threads: a cut that does not fall between two
     /// records (a line break inside a quoted cell) is detected, and the calling
