@@ -652,14 +652,25 @@ impl Summary {
 
     /// Adds another part's counts (rows validated on another thread).
     pub(crate) fn add(&mut self, other: &Self) {
-        self.rows += other.rows;
-        self.valid += other.valid;
-        self.with_suggestion += other.with_suggestion;
-        self.invalid += other.invalid;
-        self.duplicates += other.duplicates;
-        self.unknown_role += other.unknown_role;
-        self.blank += other.blank;
-        self.hidden += other.hidden;
+        // Every field by name: a new one does not compile until added here.
+        let Self {
+            rows,
+            valid,
+            with_suggestion,
+            invalid,
+            duplicates,
+            unknown_role,
+            blank,
+            hidden,
+        } = *other;
+        self.rows += rows;
+        self.valid += valid;
+        self.with_suggestion += with_suggestion;
+        self.invalid += invalid;
+        self.duplicates += duplicates;
+        self.unknown_role += unknown_role;
+        self.blank += blank;
+        self.hidden += hidden;
     }
 
     pub(crate) fn count(&mut self, outcome: &RowOutcome) {
@@ -811,6 +822,32 @@ impl Serialize for Note {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_add_every_count() {
+        let a = Summary {
+            rows: 1,
+            valid: 2,
+            with_suggestion: 3,
+            invalid: 4,
+            duplicates: 5,
+            unknown_role: 6,
+            blank: 7,
+            hidden: 8,
+        };
+        let mut sum = a;
+        sum.add(&a);
+        // Every field, as serialized (so one added later is covered too).
+        let fields = |summary: &Summary| match serde_json::to_value(summary).unwrap() {
+            serde_json::Value::Object(fields) => fields
+                .into_iter()
+                .map(|(name, count)| (name, count.as_u64().unwrap()))
+                .collect::<Vec<_>>(),
+            other => panic!("{other}"),
+        };
+        let doubled: Vec<_> = fields(&a).into_iter().map(|(k, v)| (k, v * 2)).collect();
+        assert_eq!(fields(&sum), doubled);
+    }
 
     fn row(cells: &RowCells<'_>) -> ImportRow {
         let outcome = RowOutcome::DuplicateOf { row: 1 };

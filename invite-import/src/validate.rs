@@ -198,6 +198,14 @@ pub(crate) fn suggest_fix(text: &str, options: &ImportOptions) -> Option<String>
     Some(format!("{local}@{domain}"))
 }
 
+/// Whether rows `offset..offset + rows` all have indices that fit a `u32` (as
+/// [`RowSink::push`] requires of each row it adds: the last is `offset + rows - 1`).
+fn indices_fit(offset: usize, rows: usize) -> bool {
+    offset
+        .checked_add(rows)
+        .is_some_and(|end| end <= usize::try_from(u64::from(u32::MAX) + 1).unwrap_or(usize::MAX))
+}
+
 /// A merged region, zero-based inclusive: the top-left cell's value stands for all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Merge {
@@ -319,6 +327,13 @@ impl<'o> RowSink<'o> {
     /// Only for readers without sheet extras (CSV): merged cells and hidden rows
     /// are not carried over.
     pub(crate) fn fork(&self) -> Self {
+        debug_assert!(
+            self.extras.hidden_rows.is_empty()
+                && self.extras.merges.is_empty()
+                && self.extras.mailto.is_empty()
+                && self.merge_values.is_empty(),
+            "a sink with sheet extras forked"
+        );
         let mut fork = Self::new(self.options, self.mapping);
         fork.hasher = self.hasher.clone();
         // Roles of its own (equal, not shared): every valid row clones its
@@ -367,7 +382,9 @@ impl<'o> RowSink<'o> {
         };
         // Row indices must fit the low 32 bits of a dedupe entry, so adding the
         // offset never carries into the hash.
-        u32::try_from(offset + chunk.rows.len()).map_err(|_| too_many())?;
+        if !indices_fit(offset, chunk.rows.len()) {
+            return Err(too_many());
+        }
         let offset = u64::try_from(offset).map_err(|_| too_many())?;
         self.keyed
             .extend(chunk.keyed.iter().map(|entry| entry + offset));
@@ -775,6 +792,18 @@ fn invalid(reason: InvalidReason) -> RowOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appended_rows_have_the_indices_push_allows() {
+        // `push` takes a row at index u32::MAX (the 2^32nd row), so `append` must too.
+        let max = usize::try_from(u32::MAX).unwrap();
+        assert!(indices_fit(0, 0));
+        assert!(indices_fit(max, 1));
+        assert!(indices_fit(max - 10, 11));
+        assert!(!indices_fit(max, 2));
+        assert!(!indices_fit(max + 1, 1));
+        assert!(!indices_fit(usize::MAX, 1));
+    }
 
     #[test]
     fn clean_removes_invisible_and_nbsp() {
