@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::header::HEADER_SEARCH_ROWS;
 use crate::validate::{CellValue, RowSink, clean};
@@ -365,6 +366,7 @@ fn read_in_parts<'o>(
         lines: &lines,
         max_mapped,
         spare: &mut spare,
+        give_up: None,
     };
     let from = usize::try_from(part.reader.position().byte()).unwrap_or(usize::MAX);
     let threads = parts_for(body.len().saturating_sub(from), options);
@@ -407,6 +409,8 @@ enum Stop {
     /// The record just read (left in the record buffer, not pushed) starts after
     /// the end of the part: the previous record ran across it.
     Past,
+    /// Another part failed, so this one will not be used: it stopped early.
+    GaveUp,
 }
 
 /// A reader over part of the body, and what it needs to push records.
@@ -416,21 +420,30 @@ struct Part<'r, 'b> {
     lines: &'r LineCounter<'b>,
     max_mapped: usize,
     spare: &'r mut Vec<CellValue<'static>>,
+    /// Set when the parts will not be used (a part failed): a part read on
+    /// another thread then stops before its next record. The calling thread's
+    /// part has none: it goes on alone from where it stands.
+    give_up: Option<&'r AtomicBool>,
 }
 
 impl Part<'_, '_> {
     /// Pushes records until the input ends or a record starts at or after byte
-    /// `end` of this reader's input (that record is left unpushed).
+    /// `end` of this reader's input (that record is left unpushed), or until
+    /// told to give up.
     fn read(
         &mut self,
         sink: &mut RowSink<'_>,
         end: usize,
         options: &ImportOptions,
     ) -> Result<Stop, ImportError> {
-        while self
-            .reader
-            .read_byte_record(self.record)
-            .map_err(csv_error)?
+        // A plain load per record, of a line no thread writes until it gives up.
+        let flag = self.give_up;
+        let gave_up = move || flag.is_some_and(|flag| flag.load(Ordering::Relaxed));
+        while !gave_up()
+            && self
+                .reader
+                .read_byte_record(self.record)
+                .map_err(csv_error)?
         {
             let start = self.lines.start_of(self.record);
             if start >= end {
@@ -442,7 +455,7 @@ impl Part<'_, '_> {
             }
             self.push(sink, options)?;
         }
-        Ok(Stop::End)
+        Ok(if gave_up() { Stop::GaveUp } else { Stop::End })
     }
 
     /// Pushes the record in the buffer.
@@ -498,8 +511,10 @@ fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
 /// validates it into a [`Chunk`]; this thread reads the first part into `sink`.
 ///
 /// The chunks are appended in order only when every cut proved to be a record
-/// start (the part before it stopped exactly there), no part failed and the
-/// row limit holds, and then it returns [`Parts::Used`]. Otherwise they are
+/// start (the part before it stopped exactly there), no part failed (an
+/// error, or a panic) and the row limit holds, and then it returns
+/// [`Parts::Used`]. As soon as one of these fails, the parts still being read
+/// on other threads stop at their next record. Otherwise the chunks are
 /// dropped and `main`, left at the first cut, pushes the record in its buffer
 /// and returns [`Parts::FellBack`] (or [`Parts::One`] if there was no cut) for
 /// the caller to read the rest alone: so the report, or the error, is always
@@ -521,6 +536,9 @@ fn read_parallel(
     let max_mapped = main.max_mapped;
     let lone_crs = main.lines.lone_crs.is_some();
     let forks: Vec<RowSink<'_>> = cuts.iter().map(|_| sink.fork()).collect();
+    // Set as soon as the parts cannot all be used, so the others stop early.
+    let give_up = AtomicBool::new(false);
+    let give_up = &give_up;
     std::thread::scope(|scope| {
         let handles: Vec<_> = cuts
             .iter()
@@ -544,26 +562,44 @@ fn read_parallel(
                             lines: &lines,
                             max_mapped,
                             spare: &mut spare,
+                            give_up: Some(give_up),
                         };
-                        let stop = part.read(&mut fork, end, options)?;
-                        let whole = if end == usize::MAX {
-                            stop == Stop::End
-                        } else {
-                            stop == Stop::Boundary
-                        };
-                        Ok::<_, ImportError>(whole.then(|| fork.take_chunk()))
+                        #[cfg(test)]
+                        assert!(!options.panic_in_parts, "a part panicked (test)");
+                        let stop = part.read(&mut fork, end, options);
+                        let whole = stop.as_ref().is_ok_and(|stop| {
+                            *stop
+                                == if end == usize::MAX {
+                                    Stop::End
+                                } else {
+                                    Stop::Boundary
+                                }
+                        });
+                        if !whole {
+                            give_up.store(true, Ordering::Relaxed);
+                        }
+                        // The error is the calling thread's to find again, in
+                        // file order, when it reads this part itself.
+                        whole.then(|| fork.take_chunk())
                     })
                     .ok()
             })
             .collect();
-        let stop = main.read(sink, first_cut, options)?;
+        let stop = main.read(sink, first_cut, options);
+        if !matches!(stop, Ok(Stop::Boundary)) {
+            give_up.store(true, Ordering::Relaxed);
+        }
+        let stop = stop?;
         // The parts' results, in order, if every one can be used.
         let mut chunks = Vec::with_capacity(handles.len());
         for handle in handles.into_iter().flatten() {
-            match handle.join() {
-                Ok(Ok(Some(chunk))) => chunks.push(chunk),
-                Ok(_) => {}
-                Err(panic) => std::panic::resume_unwind(panic),
+            // A part that panicked (`Err`) is a part that failed, not a panic
+            // to pass on: it may have started inside a quoted cell (a fooled
+            // cut) and read bytes that are not records, which one thread never
+            // reads. If the panic is real, this thread meets it again when it
+            // reads the part itself.
+            if let Ok(Some(chunk)) = handle.join() {
+                chunks.push(chunk);
             }
         }
         let used = stop == Stop::Boundary && chunks.len() == cuts.len() && sink.fits(&chunks);
@@ -858,6 +894,44 @@ mod tests {
             report_json(&clean, &options(1)).unwrap(),
             report_json(&clean, &options(2)).unwrap()
         );
+    }
+
+    #[test]
+    fn a_part_that_panics_is_a_part_that_failed() {
+        let csv = messy_csv(400);
+        let mut panics = options(3);
+        panics.panic_in_parts = true;
+        assert_eq!(parts(&csv, &panics), Parts::FellBack);
+        assert_eq!(report_json(&csv, &options(1)), report_json(&csv, &panics));
+    }
+
+    #[test]
+    fn a_part_told_to_give_up_stops() {
+        let options = options(2);
+        let body = &b"a@x.com\nb@x.com\n"[..];
+        for give_up in [false, true] {
+            let mut sink = RowSink::new(&options, Plan::column_a().mapping);
+            let mut reader = reader_builder(b',').from_reader(body);
+            let mut record = csv::ByteRecord::new();
+            let lines = LineCounter::new(body, 0, false);
+            let flag = AtomicBool::new(give_up);
+            let mut spare = Vec::new();
+            let mut part = Part {
+                reader: &mut reader,
+                record: &mut record,
+                lines: &lines,
+                max_mapped: 0,
+                spare: &mut spare,
+                give_up: Some(&flag),
+            };
+            let stop = part.read(&mut sink, usize::MAX, &options).unwrap();
+            let read = reader.position().byte();
+            if give_up {
+                assert_eq!((stop, read), (Stop::GaveUp, 0));
+            } else {
+                assert_eq!((stop, read), (Stop::End, 16));
+            }
+        }
     }
 
     #[test]

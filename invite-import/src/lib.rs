@@ -149,6 +149,9 @@ pub struct ImportOptions {
     /// Whether to use no more threads than `available_parallelism()`. Tests
     /// turn it off to cut small files into many parts on any machine.
     pub(crate) threads_within_cores: bool,
+    /// Makes every part read on another thread panic.
+    #[cfg(test)]
+    pub(crate) panic_in_parts: bool,
 }
 
 impl ImportOptions {
@@ -166,6 +169,8 @@ impl ImportOptions {
             parallel_min_bytes: PARALLEL_MIN_BYTES,
             parallel_min_part: PARALLEL_MIN_PART,
             threads_within_cores: true,
+            #[cfg(test)]
+            panic_in_parts: false,
         }
     }
 
