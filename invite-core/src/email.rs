@@ -138,15 +138,19 @@ impl EmailAddress {
         if s.as_bytes()[0] == b'"' {
             return parse_quoted(s, rules);
         }
-        // Both paths start from the first `@`; without one, nothing else
-        // matters (`@` is ASCII, never inside a multi-byte character).
-        let Some(at) = find_at(s.as_bytes()) else {
-            return Err(InvalidEmail::MissingAt);
+        // The fast path finds the `@` as it checks the local part; the
+        // precise path starts from the first `@` too. Without one, nothing
+        // else matters (`@` is ASCII, never inside a multi-byte character).
+        let at = match fast_path_or_at(s, rules) {
+            Ok(address) => return Ok(address),
+            Err(Fallback::At(at)) => at,
+            Err(Fallback::NoAt) => return Err(InvalidEmail::MissingAt),
+            Err(Fallback::Unknown) => match find_at(s.as_bytes()) {
+                Some(at) => at,
+                None => return Err(InvalidEmail::MissingAt),
+            },
         };
-        match fast_path_at(s, at, rules) {
-            Some(address) => Ok(address),
-            None => parse_precise_at(s, at, rules),
-        }
+        parse_precise_at(s, at, rules)
     }
 
     /// The normal form: the local part (NFC, case preserved), `@`, and the
@@ -590,7 +594,7 @@ fn trim(input: &str) -> &str {
 
 /// The general parser for a trimmed, non-empty input that does not start
 /// with a quote, whose first `@` is at byte `at`: every rule, every error,
-/// Unicode. [`fast_path_at`] answers the common case first; a test checks
+/// Unicode. [`fast_path_or_at`] answers the common case first; a test checks
 /// that the two agree.
 ///
 /// It starts from the `@` the caller found eight bytes at a time (no `@`
@@ -805,26 +809,47 @@ fn is_special_use_tld(tld: &[u8]) -> bool {
 
 /// Branch-light validation of the common case: an ASCII dot-atom local part
 /// and an ASCII domain of at most 63 octets without `--`, `.-`, `-.` or `..`.
-/// Returns `None` for anything else (including every invalid input), which
-/// the precise path then handles and explains.
+/// Declines anything else (including every invalid input), which the
+/// precise path then handles and explains, with what it learned of the `@`
+/// ([`Fallback`]) so that the precise path need not search for it again.
 ///
 /// Inputs of eight bytes or more are classified eight bytes at a time
-/// ([`swar_scan`]); shorter ones byte by byte ([`scalar_scan`]). Both answer
-/// `(local_upper, domain_upper)` and the result is built the same way.
-///
-/// `at` is the index of the first `@` in `s`.
+/// ([`swar_local`] finds the `@` while it checks the local part, then
+/// [`swar_domain`]); shorter ones byte by byte ([`scalar_scan`]). Both
+/// answer `(local_upper, domain_upper)` and the result is built the same way.
 #[inline]
-fn fast_path_at(s: &str, at: usize, rules: &EmailRules) -> Option<EmailAddress> {
+fn fast_path_or_at(s: &str, rules: &EmailRules) -> Result<EmailAddress, Fallback> {
     let bytes = s.as_bytes();
     if bytes.len() > MAX_ADDRESS_LEN {
-        return None;
+        return Err(Fallback::Unknown);
     }
-    let (local_upper, domain_upper) = if bytes.len() >= 8 {
-        swar_scan(bytes, at, rules)?
+    let (at, local_upper, domain_upper) = if bytes.len() >= 8 {
+        let (at, local_upper) = swar_local(bytes)?;
+        let domain_upper = swar_domain(bytes, at, rules).ok_or(Fallback::At(at))?;
+        (at, local_upper, domain_upper)
     } else {
-        scalar_scan(bytes, at, rules)?
+        let at = find_at(bytes).ok_or(Fallback::NoAt)?;
+        let (local_upper, domain_upper) = scalar_scan(bytes, at, rules).ok_or(Fallback::At(at))?;
+        (at, local_upper, domain_upper)
     };
-    build_fast(s, at, local_upper, domain_upper)
+    build_fast(s, at, local_upper, domain_upper).ok_or(Fallback::At(at))
+}
+
+/// [`fast_path_or_at`]'s result alone (the tests use it).
+#[cfg(test)]
+fn fast_path(s: &str, rules: &EmailRules) -> Option<EmailAddress> {
+    fast_path_or_at(s, rules).ok()
+}
+
+/// What [`fast_path_or_at`] learned about the `@` of an input it declined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fallback {
+    /// The first `@` is at this byte index.
+    At(usize),
+    /// There is no `@`.
+    NoAt,
+    /// The scan stopped before the first `@`, if any.
+    Unknown,
 }
 
 /// Eight copies of `b`.
@@ -916,84 +941,131 @@ fn swar_windows(
     f((load(base) & keep) | (splat(b'a') & !keep), base)
 }
 
-/// [`fast_path_at`]'s checks eight bytes at a time; `bytes.len() >= 8`.
+/// Loads the eight bytes at `at` as a little-endian word.
 #[inline(always)]
-fn swar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, bool)> {
+fn load_word(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// [`fast_path_or_at`]'s local-part checks, eight bytes at a time, fused with the
+/// search for the first `@`; `bytes.len() >= 8`. Returns the index of the
+/// `@` and whether the local part has uppercase letters.
+///
+/// Windows start at 0 and step by seven bytes, so that each shares its last
+/// byte with the next and every adjacent pair lies in one window; the last
+/// window is the input's last eight bytes (the lanes it shares with the one
+/// before are checked twice, which changes nothing). In the window holding
+/// the first `@`, that lane and the ones after it are replaced by `a`.
+#[inline(always)]
+fn swar_local(bytes: &[u8]) -> Result<(usize, bool), Fallback> {
     let n = bytes.len();
-    if at == 0
-        || at > MAX_LOCAL_PART_LEN
-        || n - at - 1 > MAX_LABEL_LEN
-        || at + 1 == n
-        || bytes[0] == b'.'
-        || bytes[at - 1] == b'.'
-        || matches!(bytes[at + 1], b'.' | b'-')
+    if bytes[0] == b'.' {
+        return Err(Fallback::Unknown);
+    }
+    let mut upper = 0;
+    let mut off = 0;
+    let at = loop {
+        let base = off.min(n - 8);
+        let w = load_word(bytes, base);
+        if w & HIGH_BITS != 0 {
+            return Err(Fallback::Unknown);
+        }
+        let ats = swar_eq(w, b'@');
+        // All lanes when there is no `@`, else the lanes before the first.
+        let before = ((ats & ats.wrapping_neg()) >> 7).wrapping_sub(1);
+        let w = (w & before) | (splat(b'a') & !before);
+        let c = swar_classify(w);
+        upper |= c.upper;
+        if c.dot & (c.dot << 8) != 0 {
+            return Err(Fallback::Unknown);
+        }
+        let mut other = !(c.ldh | c.dot) & HIGH_BITS;
+        // Rare: the other atext symbols, byte by byte (lanes at and after
+        // the `@` are `a` now).
+        while other != 0 {
+            let i = base + other.trailing_zeros() as usize / 8;
+            if CLASS[usize::from(bytes[i])] != SYM {
+                return Err(Fallback::Unknown);
+            }
+            other &= other - 1;
+        }
+        if ats != 0 {
+            break base + ats.trailing_zeros() as usize / 8;
+        }
+        if base + 8 >= n {
+            return Err(Fallback::NoAt);
+        }
+        off += 7;
+    };
+    if at == 0 || at > MAX_LOCAL_PART_LEN || bytes[at - 1] == b'.' {
+        return Err(Fallback::At(at));
+    }
+    Ok((at, upper != 0))
+}
+
+/// [`fast_path_or_at`]'s domain checks, eight bytes at a time, for the domain
+/// after the `@` at `at`; `bytes.len() >= 8`. Returns whether the domain has
+/// uppercase letters.
+///
+/// Windows step by seven bytes from `at + 1` as in [`swar_local`]; the last
+/// is the input's last eight bytes, with the lanes before the domain
+/// replaced by `a` when the domain is shorter than eight bytes.
+#[inline(always)]
+fn swar_domain(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<bool> {
+    let n = bytes.len();
+    let start = at + 1;
+    if start == n
+        || n - start > MAX_LABEL_LEN
+        || matches!(bytes[start], b'.' | b'-')
         || !bytes[n - 1].is_ascii_alphabetic()
     {
         return None;
     }
-    // Local part: dot-atom bytes, no two dots in a row.
-    let mut upper = 0;
-    let local_ok = swar_windows(bytes, 0, at, |w, base| {
-        if w & HIGH_BITS != 0 {
-            return false;
-        }
-        let c = swar_classify(w);
-        upper |= c.upper;
-        if c.dot & (c.dot << 8) != 0 {
-            return false;
-        }
-        let mut other = !(c.ldh | c.dot) & HIGH_BITS;
-        // Rare: the other atext symbols, byte by byte (`@` is outside the range).
-        while other != 0 {
-            let i = base + other.trailing_zeros() as usize / 8;
-            if CLASS[usize::from(bytes[i])] != SYM {
-                return false;
-            }
-            other &= other - 1;
-        }
-        true
-    });
-    if !local_ok {
-        return None;
-    }
-    let local_upper = upper != 0;
-    // Domain: letters, digits, hyphens and dots (so no second `@`), no two
+    // Letters, digits, hyphens and dots (so no second `@`), no two
     // separators in a row; a domain this short has short labels.
     let mut upper = 0;
     // One past the domain's last dot so far (0: none yet; a dot of the
     // domain is never at index 0).
     let mut tld_start = 0;
-    let domain_ok = swar_windows(bytes, at + 1, n, |w, base| {
+    let mut off = start;
+    loop {
+        let base = off.min(n - 8);
+        // A domain under eight bytes: mask the `@` and the local part
+        // (at most seven lanes; a select, not a branch).
+        let keep = u64::MAX << (8 * start.saturating_sub(base));
+        let w = (load_word(bytes, base) & keep) | (splat(b'a') & !keep);
         if w & HIGH_BITS != 0 {
-            return false;
+            return None;
         }
         let c = swar_classify(w);
         let sep = c.dot | c.hyphen;
         if (c.ldh | c.dot) & HIGH_BITS != HIGH_BITS || sep & (sep << 8) != 0 {
-            return false;
+            return None;
         }
         upper |= c.upper;
         // A select, not a branch: whether a window has a dot is data.
         let after_dot = base + 8 - c.dot.leading_zeros() as usize / 8;
         tld_start = if c.dot == 0 { tld_start } else { after_dot };
-        true
-    });
-    if !domain_ok {
-        return None;
+        if base + 8 >= n {
+            break;
+        }
+        off += 7;
     }
     // Windows go left to right, so that is the domain's last dot.
     let tld_start = match tld_start {
-        0 if rules.allow_single_label_domain => at + 1,
+        0 if rules.allow_single_label_domain => start,
         0 => return None,
         after_dot => after_dot,
     };
     if !rules.allow_special_use_domains && is_special_use_tld(&bytes[tld_start..]) {
         return None;
     }
-    Some((local_upper, upper != 0))
+    Some(upper != 0)
 }
 
-/// [`fast_path_at`]'s checks byte by byte, for short inputs.
+/// [`fast_path_or_at`]'s checks byte by byte, for short inputs.
 fn scalar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, bool)> {
     // Local part: dot-atom bytes only, no leading, trailing or double dot.
     let (all, any, pairs, last) = fold_flags(&bytes[..at], flag::DOT);
@@ -1029,13 +1101,7 @@ fn scalar_scan(bytes: &[u8], at: usize, rules: &EmailRules) -> Option<(bool, boo
     Some((local_upper, domain_upper))
 }
 
-/// [`fast_path_at`] for an input of unknown `@` (the tests use it).
-#[cfg(test)]
-fn fast_path(s: &str, rules: &EmailRules) -> Option<EmailAddress> {
-    fast_path_at(s, find_at(s.as_bytes())?, rules)
-}
-
-/// Builds [`fast_path_at`]'s result for a valid `s` with its `@` at `at`.
+/// Builds [`fast_path_or_at`]'s result for a valid `s` with its `@` at `at`.
 #[inline]
 fn build_fast(s: &str, at: usize, local_upper: bool, domain_upper: bool) -> Option<EmailAddress> {
     let bytes = s.as_bytes();

@@ -1238,6 +1238,16 @@ proptest! {
         if s.is_empty() || s.starts_with('"') {
             return Ok(());
         }
+        // What the fast path reports of the `@` when it declines is true.
+        match super::fast_path_or_at(s, &rules) {
+            Err(super::Fallback::At(at)) => {
+                prop_assert_eq!(super::find_at(s.as_bytes()), Some(at), "{:?}", s);
+            }
+            Err(super::Fallback::NoAt) => {
+                prop_assert_eq!(super::find_at(s.as_bytes()), None, "{:?}", s);
+            }
+            Err(super::Fallback::Unknown) | Ok(_) => {}
+        }
         if let Some(fast) = super::fast_path(s, &rules) {
             let precise = super::parse_precise(s, &rules);
             prop_assert_eq!(precise.as_ref(), Ok(&fast), "{:?}", s);
@@ -1286,7 +1296,18 @@ fn fast_path_catches_pairs_at_every_window_offset() {
                     format!("{local}@example.com"),
                     format!("ann@{domain}.com"),
                     format!("ann@x.{domain}"),
+                    // No `@` at all (or only the one `pair` puts in).
+                    format!("{local}.example.com"),
                 ] {
+                    match super::fast_path_or_at(&s, &rules) {
+                        Err(super::Fallback::At(at)) => {
+                            assert_eq!(super::find_at(s.as_bytes()), Some(at), "{s:?}");
+                        }
+                        Err(super::Fallback::NoAt) => {
+                            assert_eq!(super::find_at(s.as_bytes()), None, "{s:?}");
+                        }
+                        Err(super::Fallback::Unknown) | Ok(_) => {}
+                    }
                     let fast = super::fast_path(&s, &rules);
                     let precise = super::parse_precise(&s, &rules);
                     match fast {
