@@ -174,6 +174,7 @@ impl<'b> LineCounter<'b> {
     /// Where `record` starts in the body (after the line breaks the reader
     /// skipped to get to it), where the reader stood before them, and the line
     /// breaks `csv` did not count among them (`\n`s, and lone CRs).
+    #[inline]
     fn skip(&self, record: &csv::ByteRecord) -> (usize, usize, u64) {
         let before = record
             .position()
@@ -182,7 +183,8 @@ impl<'b> LineCounter<'b> {
         let mut start = before;
         let mut breaks = 0;
         while let Some(b @ (b'\r' | b'\n')) = self.body.get(start) {
-            let lone_cr = *b == b'\r' && self.body.get(start + 1) != Some(&b'\n');
+            let lone_cr =
+                self.lone_crs.is_some() && *b == b'\r' && self.body.get(start + 1) != Some(&b'\n');
             breaks += u64::from(*b == b'\n' || lone_cr);
             start += 1;
         }
@@ -195,17 +197,20 @@ impl<'b> LineCounter<'b> {
     }
 
     /// The 1-based line on which `record` starts.
+    #[inline]
     fn line_of(&self, record: &csv::ByteRecord) -> u64 {
         let line = record.position().map_or(1, csv::Position::line);
         let (_, before, breaks) = self.skip(record);
-        self.offset + line + breaks + self.lone_crs_before(before)
+        let lone_crs = match &self.lone_crs {
+            None => 0,
+            Some(counted) => self.lone_crs_before(counted, before),
+        };
+        self.offset + line + breaks + lone_crs
     }
 
-    /// The lone CRs in `body[..end]`.
-    fn lone_crs_before(&self, end: usize) -> u64 {
-        let Some(counted) = &self.lone_crs else {
-            return 0;
-        };
+    /// The lone CRs in `body[..end]`, counted on from `counted`.
+    #[inline(never)]
+    fn lone_crs_before(&self, counted: &Cell<(usize, u64)>, end: usize) -> u64 {
         let (mut at, mut count) = counted.get();
         if end < at {
             (at, count) = (0, 0);
