@@ -873,6 +873,37 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any mix of LF, CR and CRLF (in quoted cells too, blank lines too),
+        /// read on one thread or cut into parts, gives the LF file's report.
+        #[test]
+        fn any_line_endings_give_the_lf_report(
+            rows in proptest::collection::vec((0..5usize, 0..5usize), 0..40),
+            endings in proptest::collection::vec(0..3usize, 1..8),
+            threads in 1..5usize,
+        ) {
+            let mut lf = String::from("Email,Note\n");
+            for (i, (email, note)) in rows.iter().enumerate() {
+                let email = match email {
+                    0 => format!("a{i}@x.com"),
+                    1 => format!("A{}@X.com", i / 2),
+                    2 => "not an address".to_owned(),
+                    3 => String::new(),
+                    _ => format!("\"b{i}@x.com\""),
+                };
+                let note = ["x", "\"one\ntwo\"", "", "\"q,\n\n\"", "\n"][*note];
+                lf.push_str(&format!("{email},{note}\n"));
+            }
+            let endings: Vec<&str> = endings.iter().map(|e| ["\n", "\r", "\r\n"][*e]).collect();
+            let mixed = with_endings(&lf, &endings);
+            let expected = report_json(&lf, &options(1));
+            let json = report_json(&mixed, &options(threads))
+                .map(|json| json.replace("\\r\\n", "\\n").replace("\\r", "\\n"));
+            proptest::prop_assert_eq!(expected, json);
+        }
+    }
+
     #[test]
     fn a_cut_inside_a_quoted_cell_is_caught() {
         // After the rows the header search reads (so the parts are tried), the
