@@ -4,7 +4,7 @@
 //! |---|---|---|---|---|
 //! | [`SqliteStore`] | `sqlite` (default) | conditional `UPDATE ... RETURNING` | multi-row `INSERT` batches | `UPDATE ... RETURNING` under one writer + lease |
 //! | [`PostgresStore`] | `postgres` | conditional `UPDATE ... RETURNING` | text `COPY` per batch under a savepoint; on a unique violation, that batch again as one static `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING` (small calls: `UNNEST` only) | `FOR UPDATE SKIP LOCKED` + lease |
-//! | [`MySqlStore`] | `mysql` | one round trip: `CALL` of a stored procedure running the conditional `UPDATE`, which captures the row it writes as one packed value, + affected rows | multi-row `INSERT` batches after a read of the open keys | `FOR UPDATE SKIP LOCKED` + lease |
+//! | [`MySqlStore`] | `mysql` | one round trip: `CALL` of a stored procedure running the conditional `UPDATE` + affected rows, then a read of the final row | multi-row `INSERT` batches after a read of the open keys | `FOR UPDATE SKIP LOCKED` + lease |
 //!
 //! Every store runs the core's conformance suite unchanged (`tests/`). Tables are
 //! created by embedded migrations (`migrate()`), one folder per dialect, tracked in
@@ -29,8 +29,6 @@ mod filter;
 mod group_links;
 #[cfg(feature = "mysql")]
 mod mysql;
-#[cfg(feature = "mysql")]
-mod packed;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod prefix;

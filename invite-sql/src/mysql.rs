@@ -1,27 +1,19 @@
-//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept_packed_v1(...)`:
-//! a stored procedure (migration 0006) running the conditional UPDATE, checked by its
-//! affected rows, which captures the row it writes as one packed value (decoded by
-//! `packed.rs`); bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
+//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept(...)`: a stored
+//! procedure (migration 0005) running the conditional UPDATE, checked by its affected
+//! rows, then a read of the (now final) row; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
 //! limit after a read of the open address keys; outbox claims use
 //! `SELECT ... FOR UPDATE SKIP LOCKED` (MySQL 8, MariaDB 10.6+).
 //!
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
 //! are read back inside the transaction that wrote them, except after accept, whose
-//! row the procedure captures as it writes it. So a host needs the `CREATE ROUTINE`
-//! privilege to migrate (0005 and 0006 only create procedures; neither drops one) and
-//! `EXECUTE` to accept. The procedure captures the row in the session variable
-//! `@invite_accepted` (prefix-rewritten) and clears it before it returns, so no
-//! accepted row stays readable on a pooled connection. The capture assigns a user
-//! variable inside an expression (`:=`), deprecated on MySQL 8.0+ (a warning, still
-//! supported); only MariaDB 10.11 is exercised by this crate's tests.
+//! row no other write can change any more (read by the procedure, so a host needs the
+//! `CREATE ROUTINE` privilege to migrate and `EXECUTE` to accept). InnoDB answers a lost race
+//! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
+//! write transaction here is retried from the start a few times before answering.
 //!
-//! InnoDB answers a lost race with a deadlock (SQLSTATE 40001) that rolls the whole
-//! transaction back, so every write transaction here is retried from the start a few
-//! times before answering.
-//!
-//! The procedure repeats the invitation's column names, so a migration that adds a
-//! column to `invitations` must `DROP` and re-`CREATE` it; and a `mysqldump` without
-//! `--routines` leaves it out while the migrations table still lists 0006.
+//! The procedure repeats the store's select list, so a migration that adds a column
+//! to `invitations` must `DROP` and re-`CREATE` it; and a `mysqldump` without
+//! `--routines` leaves it out while the migrations table still lists 0005.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -35,7 +27,7 @@ use invite_core::{
 };
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::mysql::{MySqlPool, MySqlRow};
-use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{
@@ -43,7 +35,6 @@ use crate::error::{
 };
 use crate::filter;
 use crate::group_links;
-use crate::packed;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT,
@@ -453,67 +444,25 @@ impl MySqlStore {
         user: &UserId,
         now: i64,
     ) -> Result<Invitation, Failure> {
-        // One round trip: the `invite_accept_packed_v1` procedure (migration 0006) runs
-        // the autocommitted conditional UPDATE, which is the compare-and-set (InnoDB
+        // One round trip: the `invite_accept` procedure (migration 0005) runs the
+        // autocommitted conditional UPDATE, which is the compare-and-set (InnoDB
         // row-locks the invitation, so of any number of concurrent acceptors exactly
-        // one sees an affected row), and which captures the row it writes as one
-        // packed value; only then does the procedure return that value (one row, one
-        // column), and clears the variable. `fetch_all` drains the CALL's trailing
-        // status packet. The procedure answers only when ROW_COUNT() = 1; more than one
-        // row cannot match (`token_hash` is a unique key).
-        let rows = sqlx::query(self.sql("CALL invite_accept_packed_v1(?, ?, ?, ?)"))
+        // one sees an affected row), and only then selects the accepted row. The read
+        // needs no transaction around it: an accepted invitation is final (every other
+        // write is conditioned on `pending` or on its version, which the UPDATE
+        // bumped), so what it reads is what the UPDATE wrote. `fetch_all` drains the
+        // CALL's trailing status packet with the (zero or one) row.
+        let rows = sqlx::query(self.sql("CALL invite_accept(?, ?, ?, ?)"))
             .bind(tenant.as_str())
             .bind(token_hash.as_bytes().as_slice())
             .bind(user.as_str())
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        let row = match rows.as_slice() {
-            [row] => row,
-            [] => return Err(StoreError::NotFound.into()),
-            _ => {
-                return Err(
-                    corrupt("invitations", "the accept procedure answered two rows").into(),
-                );
-            }
-        };
-        let packed: Option<&[u8]> = row
-            .try_get("accepted")
-            .map_err(|e| corrupt("invitations", format!("packed accept: {e}")))?;
-        match packed {
-            Some(packed) => Ok(packed::accepted(
-                packed,
-                &packed::Known {
-                    tenant,
-                    token_hash,
-                    user,
-                    now,
-                },
-            )?),
-            // The row was too large to pack under `max_allowed_packet` (the procedure
-            // checks the summed lengths and captures NULL), but it is accepted: read it. It needs no transaction around it: an
-            // accepted invitation is final (every other write is conditioned on
-            // `pending` or on its version, which the UPDATE bumped), so this reads
-            // what the UPDATE wrote.
-            None => Ok(self.accepted_row(tenant, token_hash).await?),
-        }
-    }
-
-    /// The accepted invitation read with a plain `SELECT`, when the procedure could not
-    /// pack it.
-    async fn accepted_row(
-        &self,
-        tenant: &TenantId,
-        token_hash: &TokenHash,
-    ) -> Result<Invitation, StoreError> {
-        let invitation = self.find_by_token(tenant, token_hash).await?;
-        if invitation.status == InvitationStatus::Accepted {
-            Ok(invitation)
-        } else {
-            Err(corrupt(
-                "invitations",
-                "an accepted invitation reads back unaccepted",
-            ))
+        match rows.as_slice() {
+            [row] => Ok(rows::invitation(row)?),
+            [] => Err(StoreError::NotFound.into()),
+            _ => Err(corrupt("invitations", "two invitations share one token hash").into()),
         }
     }
 

@@ -39,23 +39,20 @@ pub(crate) fn opt_micros(t: Option<OffsetDateTime>) -> Option<i64> {
     t.map(micros)
 }
 
-pub(crate) fn instant(table: &'static str, us: i64) -> Result<OffsetDateTime, StoreError> {
+fn instant(table: &'static str, us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(|e| corrupt(table, format!("instant {us}: {e}")))
 }
 
-pub(crate) fn opt_instant(
-    table: &'static str,
-    us: Option<i64>,
-) -> Result<Option<OffsetDateTime>, StoreError> {
+fn opt_instant(table: &'static str, us: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
     us.map(|us| instant(table, us)).transpose()
 }
 
-pub(crate) fn count(table: &'static str, n: i64) -> Result<u32, StoreError> {
+fn count(table: &'static str, n: i64) -> Result<u32, StoreError> {
     u32::try_from(n).map_err(|_| corrupt(table, format!("counter {n} out of range")))
 }
 
-pub(crate) fn uuid(table: &'static str, bytes: &[u8]) -> Result<Uuid, StoreError> {
+fn uuid(table: &'static str, bytes: &[u8]) -> Result<Uuid, StoreError> {
     Uuid::from_slice(bytes).map_err(|e| corrupt(table, format!("id: {e}")))
 }
 
@@ -63,10 +60,7 @@ fn hash(table: &'static str, bytes: &[u8]) -> Result<TokenHash, StoreError> {
     TokenHash::from_slice(bytes).ok_or_else(|| corrupt(table, "token hash is not 32 bytes"))
 }
 
-pub(crate) fn id<T>(
-    table: &'static str,
-    value: Result<T, invite_core::InvalidId>,
-) -> Result<T, StoreError> {
+fn id<T>(table: &'static str, value: Result<T, invite_core::InvalidId>) -> Result<T, StoreError> {
     value.map_err(|e| corrupt(table, e.to_string()))
 }
 
@@ -79,11 +73,7 @@ fn email(table: &'static str, s: &str) -> Result<EmailAddress, StoreError> {
 /// An invitation's address from its stored normal form and key, as written from a
 /// validated [`EmailAddress`]: rebuilt with a cheap shape check instead of a full
 /// re-validation on every row read (see [`EmailAddress::from_stored`]).
-pub(crate) fn stored_email(
-    table: &'static str,
-    normal: &str,
-    key: &str,
-) -> Result<EmailAddress, StoreError> {
+fn stored_email(table: &'static str, normal: &str, key: &str) -> Result<EmailAddress, StoreError> {
     EmailAddress::from_stored(normal, key)
         .ok_or_else(|| corrupt(table, format!("email {normal:?} with key {key:?}")))
 }

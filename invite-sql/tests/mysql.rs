@@ -16,7 +16,7 @@ use invite_core::{
 };
 use invite_sql::MySqlStore;
 use invite_sql::sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
-use invite_sql::sqlx::{self, AssertSqlSafe, Connection, Row};
+use invite_sql::sqlx::{self, AssertSqlSafe, Connection};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -204,27 +204,15 @@ async fn accept_has_one_winner_among_64_over_16_connections() {
         }
     }))
     .await;
-    let mut winners = Vec::new();
-    for (n, result) in results.into_iter().enumerate() {
+    let mut winners = 0;
+    for result in results {
         match result {
-            Ok(accepted) => winners.push((n, accepted)),
+            Ok(_) => winners += 1,
             Err(StoreError::NotFound) => {}
             Err(e) => panic!("a losing accept must be NotFound, got {e:?}"),
         }
     }
-    assert_eq!(
-        winners.len(),
-        1,
-        "exactly one of 64 concurrent accepts must win"
-    );
-    let (n, accepted) = winners.pop().expect("one winner");
-    let stored = store.find_by_token(&t, &hash).await.expect("read back");
-    assert_eq!(accepted, stored, "the winner gets the row as stored");
-    assert_eq!(
-        stored.accepted_by,
-        Some(UserId::new(format!("u-{n}")).expect("user")),
-        "the stored acceptor is the winner"
-    );
+    assert_eq!(winners, 1, "exactly one of 64 concurrent accepts must win");
 }
 
 /// Two stores on separate pools ("two app instances") drain one outbox of 200 entries
@@ -300,7 +288,7 @@ async fn migrating_twice_is_a_no_op() {
         .fetch_one(store.pool())
         .await
         .expect("count migrations");
-    assert_eq!(applied, 6);
+    assert_eq!(applied, 5);
 }
 
 /// An older schema with data in it upgrades in place.
@@ -383,10 +371,7 @@ async fn table_prefix_renames_every_table() {
 
     // The accept procedure is prefixed too, and a default-prefix schema in the same
     // database keeps its own: each store accepts only through its own tables.
-    assert_eq!(
-        routine_names(store.pool()).await,
-        ["acme_accept", "acme_accept_packed_v1"]
-    );
+    assert_eq!(routine_names(store.pool()).await, ["acme_accept"]);
     let plain = MySqlStore::new(store.pool().clone());
     plain
         .migrate()
@@ -394,12 +379,7 @@ async fn table_prefix_renames_every_table() {
         .expect("migrate the default prefix alongside");
     assert_eq!(
         routine_names(store.pool()).await,
-        [
-            "acme_accept",
-            "acme_accept_packed_v1",
-            "invite_accept",
-            "invite_accept_packed_v1"
-        ]
+        ["acme_accept", "invite_accept"]
     );
     let (write, hash) = linked(&t, "linked@example.com");
     store
@@ -474,368 +454,4 @@ async fn keys_compare_byte_for_byte() {
         .await
         .expect("read back");
     assert_eq!(read, accepted);
-}
-
-/// The accepted row comes back packed in one value (migration 0006): every column,
-/// whatever its text (separators, NULs, non-ASCII, empty vs NULL), equals what a
-/// plain read of the row gives, and `accepted_at` is the stored microsecond.
-#[tokio::test]
-async fn accept_returns_the_row_as_stored() {
-    let Some(url) = url() else { return };
-    let store = fresh_store(&url, 2).await;
-    let t = tenant("acme");
-    let (mut write, hash) = linked(&t, "packed@example.com");
-    let i = &mut write.invitation;
-    i.names.first = Some("Zoë, \"x\":1,2".to_owned());
-    i.names.last = Some(String::new());
-    i.message = Some("line\nnul\0:,;渡辺 🎉".to_owned());
-    i.metadata = Some(serde_json::json!({"k": "v,:\u{0}", "n": [1, -2]}));
-    i.batch = Some(invite_core::BatchId::from_uuid(uuid::Uuid::from_bytes(
-        [0x3a; 16],
-    )));
-    i.last_error = Some("550 5.1.1 ,:".to_owned());
-    i.delivered_at = Some(T0 + Duration::seconds(5));
-    let before = write.invitation.clone();
-    store
-        .create_invitations(&t, std::slice::from_ref(&write))
-        .await
-        .expect("create");
-    let user = UserId::new("u,:-1").expect("user");
-    let now = T0 + Duration::hours(1) + Duration::nanoseconds(123_456_789);
-    let accepted = store.accept(&t, &hash, &user, now).await.expect("accept");
-    let read = store.find_by_token(&t, &hash).await.expect("read back");
-    assert_eq!(accepted, read);
-    assert_eq!(accepted.version, before.version + 1);
-    assert_eq!(accepted.names, before.names);
-    assert_eq!(accepted.message, before.message);
-    assert_eq!(accepted.metadata, before.metadata);
-    assert_eq!(accepted.batch, before.batch);
-    assert_eq!(accepted.last_error, before.last_error);
-    assert_eq!(
-        accepted.accepted_at,
-        Some(T0 + Duration::hours(1) + Duration::microseconds(123_456))
-    );
-    // Accepting again finds nothing to accept.
-    assert!(matches!(
-        store.accept(&t, &hash, &user, now).await,
-        Err(StoreError::NotFound)
-    ));
-}
-
-/// A row too large to pack under `max_allowed_packet` (built on the server: every
-/// value fits, their sum does not) is still accepted, and the store answers the row
-/// as stored (the procedure captures NULL and the store reads the row instead). Under
-/// strict mode an unguarded CONCAT would fail the UPDATE on every try instead.
-#[tokio::test]
-async fn accept_of_a_row_too_large_to_pack_reads_the_row() {
-    let Some(url) = url() else { return };
-    let store = fresh_store(&url, 1).await;
-    let t = tenant("acme");
-    let (write, hash) = linked(&t, "large@example.com");
-    store
-        .create_invitations(&t, std::slice::from_ref(&write))
-        .await
-        .expect("create");
-    let max: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
-        .fetch_one(store.pool())
-        .await
-        .expect("max_allowed_packet");
-    // MEDIUMTEXT holds at most 16,777,215 bytes; TEXT 65,535.
-    let metadata = (max - 100_000).min(16_777_215 - 2);
-    let grown = sqlx::query(
-        "UPDATE invite_invitations SET metadata = CONCAT('\"', REPEAT('m', ?), '\"'), \
-         first_name = REPEAT('f', 65535), message = REPEAT('g', 65535), \
-         last_error = REPEAT('e', 65535) WHERE token_hash = ?",
-    )
-    .bind(metadata)
-    .bind(hash.as_bytes().as_slice())
-    .execute(store.pool())
-    .await
-    .expect("grow the row on the server");
-    assert_eq!(grown.rows_affected(), 1);
-    let total: i64 = sqlx::query_scalar(
-        "SELECT LENGTH(metadata) + LENGTH(first_name) + LENGTH(message) + LENGTH(last_error) \
-         FROM invite_invitations WHERE token_hash = ?",
-    )
-    .bind(hash.as_bytes().as_slice())
-    .fetch_one(store.pool())
-    .await
-    .expect("row size");
-    assert!(
-        total > max,
-        "the row ({total} B) must not fit a packet ({max} B)"
-    );
-
-    let user = UserId::new("u-1").expect("user");
-    let now = T0 + Duration::hours(1);
-    let accepted = store.accept(&t, &hash, &user, now).await.expect("accept");
-    let read = store.find_by_token(&t, &hash).await.expect("read back");
-    assert_eq!(accepted, read);
-    assert_eq!(accepted.accepted_by.as_ref(), Some(&user));
-    assert_eq!(accepted.version, write.invitation.version + 1);
-    assert_eq!(
-        accepted
-            .metadata
-            .as_ref()
-            .and_then(|m| m.as_str())
-            .map(str::len),
-        Some(usize::try_from(metadata).expect("length"))
-    );
-    assert!(matches!(
-        store.accept(&t, &hash, &user, now).await,
-        Err(StoreError::NotFound)
-    ));
-}
-
-/// The session variable never carries a row from one accept to the next: on a pool
-/// of ONE connection (every call on the same session), accept A; a losing accept of
-/// A is NotFound; accept B answers B; and after each call the variable is NULL.
-/// For the default prefix and a custom one (the variable is prefix-rewritten).
-#[tokio::test]
-async fn accept_leaves_nothing_in_the_session() {
-    let Some(url) = url() else { return };
-    for (prefix, variable) in [("invite_", "@invite_accepted"), ("acme_", "@acme_accepted")] {
-        let store = MySqlStore::new(fresh_pool(&url, 1).await)
-            .with_table_prefix(prefix)
-            .expect("prefix");
-        store.migrate().await.expect("migrate");
-        let t = tenant("acme");
-        let (a, hash_a) = linked(&t, "a@example.com");
-        let (b, hash_b) = linked(&t, "b@example.com");
-        store
-            .create_invitations(&t, &[a.clone(), b.clone()])
-            .await
-            .expect("create");
-        let user = UserId::new("u-1").expect("user");
-        let now = T0 + Duration::hours(1);
-        let select = format!("SELECT {variable} IS NULL");
-        let cleared = || async {
-            sqlx::query_scalar::<_, bool>(AssertSqlSafe(select.clone()))
-                .fetch_one(store.pool())
-                .await
-                .expect("read the variable")
-        };
-
-        let first = store
-            .accept(&t, &hash_a, &user, now)
-            .await
-            .expect("accept A");
-        assert_eq!(first.id, a.invitation.id);
-        assert!(cleared().await, "{prefix}: cleared after accepting A");
-        assert!(matches!(
-            store.accept(&t, &hash_a, &user, now).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(cleared().await, "{prefix}: cleared after a losing accept");
-        let second = store
-            .accept(&t, &hash_b, &user, now)
-            .await
-            .expect("accept B");
-        assert_eq!(second.id, b.invitation.id, "{prefix}: B, not A");
-        assert_eq!(
-            second,
-            store.find_by_token(&t, &hash_b).await.expect("read B")
-        );
-        assert!(cleared().await, "{prefix}: cleared after accepting B");
-    }
-}
-
-/// A small deterministic generator (xorshift), so the generated rows are reproducible.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn index(&mut self, n: usize) -> usize {
-        usize::try_from(self.below(n as u64)).expect("an index")
-    }
-
-    /// Text of exactly `bytes` bytes drawn from 1- to 4-byte characters and separators.
-    fn text(&mut self, bytes: usize) -> String {
-        const PIECES: [&str; 8] = [",", ":", "\0", "a", "é", "渡", "🎉", "\""];
-        let mut out = String::with_capacity(bytes);
-        loop {
-            let piece = PIECES[self.index(PIECES.len())];
-            if out.len() + piece.len() > bytes {
-                break;
-            }
-            out.push_str(piece);
-        }
-        while out.len() < bytes {
-            out.push('x');
-        }
-        out
-    }
-
-    /// Text of 1 to `max` bytes.
-    fn short(&mut self, max: usize) -> String {
-        let len = 1 + self.index(max);
-        self.text(len)
-    }
-
-    /// None, empty, short, or at a length limit.
-    fn optional(&mut self, max: usize) -> Option<String> {
-        match self.below(4) {
-            0 => None,
-            1 => Some(String::new()),
-            2 => {
-                let len = 1 + self.index(40);
-                Some(self.text(len))
-            }
-            _ => Some(self.text(max)),
-        }
-    }
-}
-
-/// Generated rows through the real procedure: every accepted row equals a plain read,
-/// with non-NULL sent_at / revoked_at / revoked_by, text at the column limits (65,535
-/// bytes of 4-byte characters, 128-byte ids, a 254-byte address), and NULL vs '' for
-/// the optional text columns.
-#[tokio::test]
-async fn accept_packs_generated_rows_exactly() {
-    let Some(url) = url() else { return };
-    let store = fresh_store(&url, 2).await;
-    let t = tenant("acme");
-    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
-    let mut cases = Vec::new();
-    for n in 0..24 {
-        let (mut write, hash) = linked(&t, &format!("gen{n}@example.com"));
-        let i = &mut write.invitation;
-        if n == 0 {
-            let local = "l".repeat(64);
-            let domain = format!(
-                "{}.{}.{}.example",
-                "d".repeat(63),
-                "e".repeat(63),
-                "f".repeat(53)
-            );
-            let address = format!("{local}@{domain}");
-            assert_eq!(address.len(), 254);
-            i.email = EmailAddress::parse(&address).expect("254-byte address");
-        }
-        i.names.first = g.optional(65_535);
-        i.names.last = g.optional(65_535);
-        i.message = g.optional(65_535);
-        i.last_error = g.optional(65_535);
-        i.metadata = match g.below(3) {
-            0 => None,
-            1 => Some(serde_json::Value::String(String::new())),
-            _ => Some(serde_json::json!({ "t": g.short(2000), "n": n })),
-        };
-        i.invited_by = ActorId::new(g.text(128).replace('\0', "y")).expect("actor");
-        i.role = Role::new(g.short(128).replace('\0', "r")).expect("role");
-        i.batch = (g.below(2) == 0)
-            .then(|| invite_core::BatchId::from_uuid(uuid::Uuid::from_u128(u128::from(g.next()))));
-        if g.below(2) == 0 {
-            i.sent_at = Some(T0 + Duration::microseconds(g.below(1 << 40) as i64));
-        }
-        if g.below(2) == 0 {
-            i.delivered_at = Some(T0 - Duration::microseconds(g.below(1 << 40) as i64));
-        }
-        if g.below(2) == 0 {
-            i.revoked_at = Some(T0 + Duration::microseconds(g.below(1 << 30) as i64));
-            i.revoked_by = Some(ActorId::new(g.short(128).replace('\0', "z")).expect("actor"));
-        }
-        i.version = u32::try_from(g.below(1 << 30)).expect("version");
-        cases.push((write, hash));
-    }
-    let writes: Vec<_> = cases.iter().map(|(w, _)| w.clone()).collect();
-    let report = store.create_invitations(&t, &writes).await.expect("create");
-    assert_eq!(report.created.len(), writes.len());
-    let now = T0 + Duration::hours(1);
-    for (n, (write, hash)) in cases.iter().enumerate() {
-        let user = UserId::new(format!("渡辺🎉-{n}")).expect("user");
-        let accepted = store.accept(&t, hash, &user, now).await.expect("accept");
-        let read = store.find_by_token(&t, hash).await.expect("read back");
-        assert_eq!(accepted, read, "row {n}");
-        let i = &write.invitation;
-        assert_eq!(
-            (
-                &accepted.names,
-                &accepted.message,
-                &accepted.metadata,
-                &accepted.last_error
-            ),
-            (&i.names, &i.message, &i.metadata, &i.last_error),
-            "row {n}: NULL and '' kept apart"
-        );
-        assert_eq!(
-            (
-                accepted.sent_at,
-                accepted.delivered_at,
-                accepted.revoked_at,
-                &accepted.revoked_by
-            ),
-            (i.sent_at, i.delivered_at, i.revoked_at, &i.revoked_by),
-            "row {n}: instants in their own fields"
-        );
-        assert_eq!(accepted.version, i.version + 1, "row {n}");
-    }
-}
-
-/// A populated database migrated to 0005 (the previous release) upgrades to 0006 and
-/// accepts through the new procedure; 0005's procedure stays callable for instances
-/// still running the previous release during a rolling deploy.
-#[tokio::test]
-async fn accept_after_upgrading_through_0005() {
-    let Some(url) = url() else { return };
-    let store = MySqlStore::new(fresh_pool(&url, 2).await);
-    store
-        .migrator()
-        .run_to(5, store.pool())
-        .await
-        .expect("migrate to version 5");
-    assert_eq!(routine_names(store.pool()).await, ["invite_accept"]);
-    let t = tenant("acme");
-    let (old, old_hash) = linked(&t, "old@example.com");
-    let (new, new_hash) = linked(&t, "new@example.com");
-    store
-        .create_invitations(&t, &[old.clone(), new.clone()])
-        .await
-        .expect("create on version 5");
-
-    store
-        .migrate()
-        .await
-        .expect("migrate to the latest version");
-    assert_eq!(
-        routine_names(store.pool()).await,
-        ["invite_accept", "invite_accept_packed_v1"]
-    );
-    let user = UserId::new("u-1").expect("user");
-    let now = T0 + Duration::hours(1);
-    let accepted = store
-        .accept(&t, &new_hash, &user, now)
-        .await
-        .expect("accept");
-    assert_eq!(accepted.id, new.invitation.id);
-    assert_eq!(
-        accepted,
-        store.find_by_token(&t, &new_hash).await.expect("read back")
-    );
-
-    // What a previous-release instance does: 0005's call, 24 columns.
-    let rows = sqlx::query("CALL invite_accept(?, ?, ?, ?)")
-        .bind(t.as_str())
-        .bind(old_hash.as_bytes().as_slice())
-        .bind(user.as_str())
-        .bind((T0 + Duration::hours(1)).unix_timestamp() * 1_000_000)
-        .fetch_all(store.pool())
-        .await
-        .expect("0005's procedure still accepts");
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].len(), 24);
-    let read = store.find_by_token(&t, &old_hash).await.expect("read old");
-    assert_eq!(read.id, old.invitation.id);
-    assert_eq!(read.status, invite_core::InvitationStatus::Accepted);
-    assert_eq!(read.accepted_by.as_ref(), Some(&user));
 }
