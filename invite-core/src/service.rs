@@ -171,7 +171,7 @@ pub enum Delivered {
     /// The invitation no longer needed it.
     Cancelled,
     /// The claim's lease ran out or the entry was cancelled meanwhile; another
-    /// dispatcher owns it now, and nothing was sent by this one.
+    /// dispatcher owns it (or will on its next claim), and nothing was sent by this one.
     LeaseLost,
 }
 
@@ -1271,6 +1271,12 @@ impl Invitations {
         let entry = &claim.entry;
         let tenant = &entry.tenant;
         let now = self.clock.now();
+        // A claim whose lease has run out may already be another dispatcher's, and the
+        // store only notices once someone re-claims it: sending now could be the second
+        // copy. Leave it to whoever claims it next.
+        if now >= claim.lease_until {
+            return Ok(Delivered::LeaseLost);
+        }
         let complete = |outcome: DeliveryOutcome| async move {
             match self
                 .store

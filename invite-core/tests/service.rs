@@ -543,6 +543,24 @@ async fn revoked_before_delivery_is_never_sent() {
 }
 
 #[tokio::test]
+async fn a_claim_whose_lease_ran_out_is_not_sent_and_is_sent_once_later() {
+    let w = world();
+    w.invite("ann@x.com").await;
+    let claims = w.service.claim_due(10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    // The dispatcher stalled past its lease; the entry may be someone else's by now.
+    w.clock.set(claims[0].lease_until);
+    assert_eq!(
+        w.service.deliver(&claims[0]).await.unwrap(),
+        Delivered::LeaseLost
+    );
+    assert!(w.mailer.sent().is_empty());
+    // Whoever claims it next sends it, once.
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    assert_eq!(w.mailer.sent().len(), 1);
+}
+
+#[tokio::test]
 async fn a_revoked_invitation_can_be_replaced_by_a_new_one() {
     let w = world();
     let id = w.invite("ann@x.com").await;
