@@ -552,8 +552,8 @@ impl Store for MemoryStore {
         }
         drop(state);
         // ...and copied out (entry and invitation) a chunk at a time: copying a batch of
-        // a thousand holds the lock for about a millisecond, while the deliveries of the
-        // batch before (a dispatcher that claims ahead) need it. The entries are leased
+        // a thousand holds the lock for about a millisecond, while other dispatchers'
+        // deliveries and the host's own requests need it. The entries are leased
         // to this claim; one cancelled meanwhile is left out, as if claimed just after.
         let mut claims = Vec::with_capacity(due.len());
         for chunk in due.chunks(CLAIM_COPY_CHUNK) {

@@ -762,6 +762,18 @@ mod tests {
             .map_err(|error| error.to_string())
     }
 
+    /// The source row of every reported row, and the summary's row count, on one thread.
+    fn row_numbers(csv: &str) -> (Vec<u64>, u64) {
+        let report = crate::import(
+            csv.as_bytes(),
+            crate::FileHint::FileName("a.csv"),
+            &options(1),
+        )
+        .unwrap();
+        let rows = report.rows.iter().map(crate::ImportRow::row).collect();
+        (rows, report.summary.rows)
+    }
+
     #[test]
     fn threads_give_the_same_report_as_one() {
         // Sizes move the cuts around: onto quoted line breaks, blank lines, CRLFs.
@@ -796,13 +808,7 @@ mod tests {
         let sep = format!("sep=,\r\n{crlf}");
         let sep_cr = format!("sep=,\r{cr}");
         for csv in [lf, &crlf, &cr, &sep, &sep_cr] {
-            let report = crate::import(
-                csv.as_bytes(),
-                crate::FileHint::FileName("a.csv"),
-                &options(1),
-            )
-            .unwrap();
-            let rows: Vec<u64> = report.rows.iter().map(crate::ImportRow::row).collect();
+            let (rows, _) = row_numbers(csv);
             let shift = u64::from(csv.starts_with("sep="));
             let expected: Vec<u64> = [3, 7, 8, 10].iter().map(|r| r + shift).collect();
             assert_eq!(rows, expected, "{csv:?}");
@@ -833,22 +839,12 @@ mod tests {
     fn lone_cr_files_import_like_lf_files() {
         // The reviewer's case: every row used to be taken for a line above the
         // header (all on line 1) and dropped.
-        let rows = |csv: &str| {
-            let report = crate::import(
-                csv.as_bytes(),
-                crate::FileHint::FileName("a.csv"),
-                &options(1),
-            )
-            .unwrap();
-            let rows: Vec<u64> = report.rows.iter().map(crate::ImportRow::row).collect();
-            (rows, report.summary.rows)
-        };
         assert_eq!(
-            rows("Email,Role\ra@x.com,member\rb@x.com,editor\r"),
+            row_numbers("Email,Role\ra@x.com,member\rb@x.com,editor\r"),
             (vec![2, 3], 2)
         );
         assert_eq!(
-            rows("Email;Role\ra@x.com;member\rb@x.com;editor"),
+            row_numbers("Email;Role\ra@x.com;member\rb@x.com;editor"),
             (vec![2, 3], 2)
         );
         // Quoted cells over several lines, blank lines, any mix of endings, on
