@@ -1611,3 +1611,77 @@ fn word_helpers_agree_with_byte_loops() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The sixteen-byte fast path against the eight-byte one
+
+/// Both scans on `s` (8 to 64 bytes): the same answer for every input they
+/// accept, both declining the rest, and what the vector scan reports of a
+/// declined input's `@` is true.
+fn assert_scans_agree(s: &str, rules: &EmailRules) -> Result<(), TestCaseError> {
+    let bytes = s.as_bytes();
+    let vector = super::vector::scan(bytes, rules);
+    prop_assert_eq!(vector.ok(), super::swar_scan(bytes, rules).ok(), "{:?}", s);
+    match vector {
+        Ok(_) => {}
+        Err(super::Fallback::At(at)) => {
+            prop_assert_eq!(super::find_at(bytes), Some(at), "{:?}", s);
+        }
+        Err(super::Fallback::NoAt) => prop_assert_eq!(super::find_at(bytes), None, "{:?}", s),
+        Err(super::Fallback::Unknown) => prop_assert!(false, "the `@` is always known: {:?}", s),
+    }
+    Ok(())
+}
+
+/// Every byte class at every position of every length the vector scan takes,
+/// around an `@` near either end and in the middle.
+#[test]
+fn vector_scan_agrees_with_the_swar_scan_at_every_position() {
+    let marks = ["a", "Z", "7", ".", "-", "@", "+", " ", "\"", "é", "\u{0}"];
+    for rules in [EmailRules::default(), EmailRules::permissive()] {
+        for n in 8..=super::vector::MAX_LEN {
+            for at in [1, 2, n / 2, n - 4, n - 2, n - 1] {
+                let mut base = vec![b'x'; n];
+                base[at] = b'@';
+                if at + 3 < n {
+                    base[n - 3] = b'.';
+                }
+                let base = String::from_utf8(base).unwrap();
+                assert_scans_agree(&base, &rules).unwrap();
+                for pos in 0..n {
+                    for mark in marks {
+                        // Replace whole characters only, keeping the length.
+                        let mut s = base.clone();
+                        let end = (pos + mark.len()).min(n);
+                        if end - pos != mark.len() {
+                            continue;
+                        }
+                        s.replace_range(pos..end, mark);
+                        assert_scans_agree(&s, &rules).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn vector_scan_agrees_with_the_swar_scan(
+        s in prop_oneof![
+            address_like(),
+            "[a-zA-Z0-9._+'!#~-]{1,30}@[a-zA-Z0-9.-]{1,30}",
+            "[a-zA-Z0-9._+'!#~@\u{e9} -]{1,40}@[a-zA-Z0-9.@_\u{e9}-]{1,30}",
+            "[a-z.]{1,20}@[a-z.-]{1,20}",
+            "[a-zA-Z.]{1,6}@[a-zA-Z-]{1,6}\\.(com|TEST|Local|arpa|c0|x1y|onion|invalid|localhost)",
+            "[ -~]{8,64}",
+        ],
+        rules in any_rules(),
+    ) {
+        if (8..=super::vector::MAX_LEN).contains(&s.len()) {
+            assert_scans_agree(&s, &rules)?;
+        }
+    }
+}
