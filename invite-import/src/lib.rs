@@ -50,7 +50,7 @@
 //! | CSV (`,` `;` tab `\|`; UTF-8 ± BOM, UTF-16 ± BOM, windows-1252) | `csv::Reader`, one record at a time | the report |
 //! | pasted text | split on `,` `;` spaces, new lines; `Name <address>` understood | the report |
 //! | `.xlsx`, `.xlsm` | calamine's streaming cell reader, plus one pass over the sheet XML for merged cells, hidden rows and `mailto:` links | the report + shared strings |
-//! | `.xlsb` | calamine's streaming cell reader | the report + shared strings |
+//! | `.xlsb` | calamine's streaming cell reader, after "short" cell records (SheetJS, Aspose) are rewritten to the full form calamine reads | the report + shared strings (+ the rewritten worksheets, when there are short records) |
 //! | `.xls`, `.ods` | calamine's `worksheet_range` (no streaming reader exists) | the sheet |
 //!
 //! Cells are trimmed; zero-width characters are removed and non-breaking spaces
@@ -95,6 +95,7 @@ mod report;
 mod spreadsheet;
 mod template_file;
 mod validate;
+mod xlsb;
 
 use std::num::NonZeroUsize;
 

@@ -12,7 +12,9 @@ use calamine::{
 
 use crate::header::{self, HEADER_SEARCH_ROWS};
 use crate::validate::{CellValue, Merge, RowSink, SheetExtras, clean, number_text};
-use crate::{Format, ImportError, ImportOptions, MappingSource, Note, Plan, column_name, ooxml};
+use crate::{
+    Format, ImportError, ImportOptions, MappingSource, Note, Plan, column_name, ooxml, xlsb,
+};
 
 type Head = Vec<(u64, Vec<String>)>;
 
@@ -330,7 +332,8 @@ fn read_xlsx<'o>(
 }
 
 fn read_xlsb<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'o>, ImportError> {
-    let mut workbook: Xlsb<_> = Xlsb::new(Cursor::new(bytes)).map_err(xlsb_error)?;
+    let bytes = xlsb::with_full_cell_records(bytes, options.limits())?;
+    let mut workbook: Xlsb<_> = Xlsb::new(Cursor::new(&*bytes)).map_err(xlsb_error)?;
     let sheets = worksheet_names(&workbook);
     let (sheet, mut plan) = choose(&sheets, options, |name| {
         let mut reader = workbook.worksheet_cells_reader(name).map_err(xlsb_error)?;

@@ -1,4 +1,4 @@
-//! Files written by third-party programs (LibreOffice, openpyxl, XlsxWriter,
+//! Files written by third-party programs (LibreOffice, openpyxl, XlsxWriter, SheetJS,
 //! rust_xlsxwriter, Python's csv module "as Excel would"), each with its exact report.
 //! `tests/fixtures/regenerate.sh` rewrites them.
 
@@ -12,7 +12,7 @@ fn read(name: &str) -> ImportReport {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-const SAME_SHEET: [(&str, Format); 8] = [
+const SAME_SHEET: [(&str, Format); 10] = [
     ("same_1000.csv", Format::Csv),
     ("same_1000_excel.csv", Format::Csv),
     ("same_1000_utf16.csv", Format::Csv),
@@ -21,6 +21,8 @@ const SAME_SHEET: [(&str, Format); 8] = [
     ("same_1000_libreoffice.xlsx", Format::Xlsx),
     ("same_1000_libreoffice.xls", Format::Xls),
     ("same_1000_libreoffice.ods", Format::Ods),
+    ("same_1000_sheetjs.xlsb", Format::Xlsb),
+    ("same_1000_sheetjs_inline.xlsb", Format::Xlsb),
 ];
 
 /// The 1,000-row sheet as rust_xlsxwriter writes it, from the plain CSV fixture.
@@ -208,6 +210,24 @@ fn task_sheet_ods_from_libreoffice() {
     let report = read("task_sheet_libreoffice.ods");
     let mut expected: Vec<String> = TASK_SHEET_XLSX.iter().map(|s| (*s).to_owned()).collect();
     // calamine exposes no hyperlinks, merged cells or hidden rows in .ods.
+    expected[1] = "5 | \"Bo Chen\" | invalid invalid_email | - Bo Chen".to_owned();
+    expected[2] = "6 | \"cy@example.com\" | valid cy@example.com as member | - Cy Diaz".to_owned();
+    expected[5] = expected[5].replace(" | hidden", "");
+    assert_eq!(render(&report), expected);
+    assert_eq!(note_codes(&report), ["sheets_skipped", "undetected"]);
+}
+
+/// SheetJS writes every cell after the first of a row as a short record (no column),
+/// which calamine skips; the importer puts the columns back (`src/xlsb.rs`). Before,
+/// this sheet lost every column but A and its header was not found.
+#[test]
+fn task_sheet_xlsb_from_sheetjs() {
+    let report = read("task_sheet_sheetjs.xlsb");
+    assert_eq!(report.format, Format::Xlsb);
+    assert_eq!(report.sheet.as_deref(), Some("Tasks"));
+    assert_eq!(report.headers[2], "Contractor email");
+    let mut expected: Vec<String> = TASK_SHEET_XLSX.iter().map(|s| (*s).to_owned()).collect();
+    // calamine exposes no hyperlinks, merged cells or hidden rows in .xlsb.
     expected[1] = "5 | \"Bo Chen\" | invalid invalid_email | - Bo Chen".to_owned();
     expected[2] = "6 | \"cy@example.com\" | valid cy@example.com as member | - Cy Diaz".to_owned();
     expected[5] = expected[5].replace(" | hidden", "");

@@ -101,6 +101,52 @@ fn truncated_workbooks() {
     );
 }
 
+/// An .xlsb whose worksheet stops in the middle of a record, the zip itself intact:
+/// refused, not read short.
+#[test]
+fn xlsb_worksheet_cut_off_mid_record() {
+    let whole = fixture("same_1000_sheetjs.xlsb");
+    let mut archive = zip::ZipArchive::new(Cursor::new(&whole[..])).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = (0..archive.len())
+        .map(|i| {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            (name, data)
+        })
+        .collect();
+    let sheet = entries
+        .iter()
+        .position(|(name, _)| name == "xl/worksheets/sheet1.bin")
+        .unwrap();
+    let with_sheet = |data: Vec<u8>| {
+        let mut copy = entries.clone();
+        copy[sheet].1 = data;
+        let named: Vec<(&str, Vec<u8>)> =
+            copy.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+        zip_with(&named)
+    };
+
+    let data = &entries[sheet].1;
+    let cut = with_sheet(data[..data.len() / 2 + 1].to_vec());
+    let error = import(&cut, FileHint::FileName("cut.xlsb"), &options()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::Corrupt {
+                format: Format::Xlsb,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    // The same workbook with the worksheet whole imports.
+    let whole = with_sheet(data.clone());
+    assert!(import(&whole, FileHint::FileName("ok.xlsb"), &options()).is_ok());
+}
+
 #[test]
 fn empty_inputs() {
     let error = import(
