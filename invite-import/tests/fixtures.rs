@@ -12,13 +12,14 @@ fn read(name: &str) -> ImportReport {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-const SAME_SHEET: [(&str, Format); 10] = [
+const SAME_SHEET: [(&str, Format); 11] = [
     ("same_1000.csv", Format::Csv),
     ("same_1000_excel.csv", Format::Csv),
     ("same_1000_utf16.csv", Format::Csv),
     ("same_1000_openpyxl.xlsx", Format::Xlsx),
     ("same_1000_xlsxwriter.xlsx", Format::Xlsx),
     ("same_1000_libreoffice.xlsx", Format::Xlsx),
+    ("same_1000_libreoffice.xlsm", Format::Xlsm),
     ("same_1000_libreoffice.xls", Format::Xls),
     ("same_1000_libreoffice.ods", Format::Ods),
     ("same_1000_sheetjs.xlsb", Format::Xlsb),
