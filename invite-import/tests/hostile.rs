@@ -101,10 +101,12 @@ fn truncated_workbooks() {
     );
 }
 
-/// An .xlsb whose worksheet stops in the middle of a record, the zip itself intact:
-/// refused, not read short.
+/// An .xlsb whose worksheet stops in the middle of a record, or whose string cells
+/// point past the shared-string table, the zip itself intact: refused, not read short
+/// and not a crash (calamine indexes the table without a check; the panic guard in
+/// `import` turns that into `Corrupt`).
 #[test]
-fn xlsb_worksheet_cut_off_mid_record() {
+fn xlsb_worksheet_cut_off_or_pointing_past_its_strings() {
     let whole = fixture("same_1000_sheetjs.xlsb");
     let mut archive = zip::ZipArchive::new(Cursor::new(&whole[..])).unwrap();
     let entries: Vec<(String, Vec<u8>)> = (0..archive.len())
@@ -145,6 +147,49 @@ fn xlsb_worksheet_cut_off_mid_record() {
     // The same workbook with the worksheet whole imports.
     let whole = with_sheet(data.clone());
     assert!(import(&whole, FileHint::FileName("ok.xlsb"), &options()).is_ok());
+
+    // A cell that points past the shared-string table (calamine would index out of
+    // bounds): the first full and the first short string cell, each in turn.
+    for kind in [0x07, 0x12] {
+        let mut data = data.clone();
+        // MS-XLSB record headers: type and size, seven bits a byte, low first.
+        let varint = |data: &[u8], at: &mut usize| {
+            let mut value = 0;
+            for shift in (0..).step_by(7) {
+                let byte = data[*at];
+                *at += 1;
+                value |= usize::from(byte & 0x7F) << shift;
+                if byte & 0x80 == 0 {
+                    return value;
+                }
+            }
+            unreachable!()
+        };
+        let mut at = 0;
+        loop {
+            let record = varint(&data, &mut at);
+            let size = varint(&data, &mut at);
+            if record == kind {
+                // The string index is the body's last four bytes.
+                let index = at + size - 4;
+                data[index..index + 4].copy_from_slice(&0x00FF_FFFFu32.to_le_bytes());
+                break;
+            }
+            at += size;
+        }
+        let bad = with_sheet(data);
+        let error = import(&bad, FileHint::FileName("bad.xlsb"), &options()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::Corrupt {
+                    format: Format::Xlsb,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
 }
 
 #[test]
