@@ -595,6 +595,11 @@ fn read_parallel(
             give_up.store(true, Ordering::Relaxed);
         }
         let stop = stop?;
+        if stop == Stop::Boundary {
+            // This part's dedupe entries, sorted while the others finish (and
+            // merged with theirs, or with the rest of the file read alone).
+            sink.sort_keyed();
+        }
         // The parts' results, in order, if every one can be used.
         let mut chunks = Vec::with_capacity(handles.len());
         for handle in handles.into_iter().flatten() {

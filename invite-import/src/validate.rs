@@ -229,7 +229,8 @@ pub(crate) struct SheetExtras {
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     rows: Vec<ImportRow>,
-    /// `folded hash << 32 | index into rows`, in row order.
+    /// `folded hash << 32 | index into rows`, sorted (by hash, then row): sorted
+    /// on the thread that validated the rows, so the calling thread only merges.
     keyed: Vec<u64>,
     summary: Summary,
     data_rows: u64,
@@ -250,6 +251,10 @@ pub(crate) struct RowSink<'o> {
     /// rows`, in row order. Appending is sequential; probing a table of a million
     /// entries per row was a cache miss per row.
     keyed: Vec<u64>,
+    /// Dedupe entries already sorted (by hash, then row index: the entries'
+    /// numeric order), from appended chunks and from [`Self::sort_keyed`]:
+    /// merged with `keyed` at the end.
+    sorted: Vec<Vec<u64>>,
     /// Keyed hash for `keyed`. The keys come from the upload, so the seed must be
     /// secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
     /// keys were, but foldhash is several times faster on short keys.
@@ -280,6 +285,7 @@ impl<'o> RowSink<'o> {
             roles,
             default_role: options.default_role.clone(),
             keyed: Vec::new(),
+            sorted: Vec::new(),
             hasher: dedupe_hasher(),
             rows: Vec::new(),
             plain_domains: Vec::new(),
@@ -348,11 +354,19 @@ impl<'o> RowSink<'o> {
     }
 
     /// The rows validated so far, their dedupe entries (indices into the chunk's
-    /// rows) and counts, leaving the sink empty but keeping its caches.
+    /// rows, sorted here, on the thread that validated them) and counts, leaving
+    /// the sink empty but keeping its caches. Only for a [`fork`](Self::fork)
+    /// that nothing was appended to.
     pub(crate) fn take_chunk(&mut self) -> Chunk {
+        debug_assert!(
+            self.sorted.is_empty(),
+            "a chunk taken from a sink with chunks"
+        );
+        let mut keyed = std::mem::take(&mut self.keyed);
+        sort_by_high_half(&mut keyed);
         Chunk {
             rows: std::mem::take(&mut self.rows),
-            keyed: std::mem::take(&mut self.keyed),
+            keyed,
             summary: std::mem::take(&mut self.summary),
             data_rows: std::mem::take(&mut self.data_rows),
         }
@@ -386,8 +400,15 @@ impl<'o> RowSink<'o> {
             return Err(too_many());
         }
         let offset = u64::try_from(offset).map_err(|_| too_many())?;
-        self.keyed
-            .extend(chunk.keyed.iter().map(|entry| entry + offset));
+        // The same offset added to every index (no carry into the hash, as
+        // checked above) keeps the chunk's entries sorted.
+        let mut keyed = chunk.keyed;
+        for entry in &mut keyed {
+            *entry += offset;
+        }
+        if !keyed.is_empty() {
+            self.sorted.push(keyed);
+        }
         self.rows.extend(chunk.rows);
         self.summary.add(&chunk.summary);
         self.data_rows += chunk.data_rows;
@@ -658,6 +679,16 @@ impl<'o> RowSink<'o> {
         suggestion
     }
 
+    /// Sorts the dedupe entries pushed so far into [`Self::sorted`]: the calling
+    /// thread does it for its own part while other threads finish theirs.
+    pub(crate) fn sort_keyed(&mut self) {
+        let mut keyed = std::mem::take(&mut self.keyed);
+        if !keyed.is_empty() {
+            sort_by_high_half(&mut keyed);
+            self.sorted.push(keyed);
+        }
+    }
+
     pub(crate) fn finish(mut self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
         self.mark_duplicates();
         (
@@ -674,15 +705,17 @@ impl<'o> RowSink<'o> {
     /// `keyed` is in row order; a stable sort by hash keeps that order within each
     /// hash, so in each run of equal hashes the first row with a key is its first
     /// occurrence. Distinct keys sharing a hash are told apart by comparing keys.
+    /// That order is the entries' numeric order, so lists sorted elsewhere (by
+    /// other threads, [`Self::sort_keyed`]) are merged in by value.
     fn mark_duplicates(&mut self) {
-        let mut keyed = std::mem::take(&mut self.keyed);
-        sort_by_high_half(&mut keyed);
+        self.sort_keyed();
+        let sorted = std::mem::take(&mut self.sorted);
         let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
         let mut duplicates: Vec<(usize, usize)> = Vec::new();
         // First occurrences within the current run of equal hashes.
         let mut firsts: Vec<usize> = Vec::new();
         let mut run_hash = None;
-        for &entry in &keyed {
+        for entry in merged(&sorted) {
             let (hash, at) = (entry >> 32, index(entry));
             if run_hash != Some(hash) {
                 run_hash = Some(hash);
@@ -699,7 +732,7 @@ impl<'o> RowSink<'o> {
                 None => firsts.push(at),
             }
         }
-        drop(keyed);
+        drop(sorted);
         for (at, first) in duplicates {
             let first_row = self.rows.get(first).map_or(0, ImportRow::row);
             if let Some(row) = self.rows.get_mut(at) {
@@ -767,6 +800,24 @@ fn sort_by_high_half(entries: &mut Vec<u64>) {
         std::mem::swap(&mut from, &mut to);
     }
     *entries = from;
+}
+
+/// The values of lists each sorted by value, in order (without building the
+/// merged list: a pass over it is all [`RowSink::mark_duplicates`] needs).
+fn merged(lists: &[Vec<u64>]) -> impl Iterator<Item = u64> + '_ {
+    let mut next = vec![0usize; lists.len()];
+    std::iter::from_fn(move || {
+        let (list, value) = lists
+            .iter()
+            .zip(&next)
+            .enumerate()
+            .filter_map(|(i, (list, &at))| Some((i, *list.get(at)?)))
+            .min_by_key(|&(_, value)| value)?;
+        if let Some(at) = next.get_mut(list) {
+            *at += 1;
+        }
+        Some(value)
+    })
 }
 
 fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
@@ -873,6 +924,39 @@ mod tests {
             expected.sort_by_key(|e| e >> 32);
             sort_by_high_half(&mut entries);
             assert_eq!(entries, expected);
+        }
+    }
+
+    #[test]
+    fn sorted_parts_merge_to_the_sort_of_the_whole() {
+        // Entries as `keyed` holds them: row order, few distinct hashes. Sorting
+        // parts apart (with their offsets) and merging gives the whole's sort.
+        let entries: Vec<u64> = (0..3000u64)
+            .map(|i| ((i.wrapping_mul(0x9E37_79B9) % 13) << 32) | i)
+            .collect();
+        let mut whole = entries.clone();
+        sort_by_high_half(&mut whole);
+        for cuts in [
+            vec![],
+            vec![0],
+            vec![1000],
+            vec![7, 2999],
+            vec![255, 256, 2000],
+        ] {
+            let mut bounds = vec![0];
+            bounds.extend(&cuts);
+            bounds.push(entries.len());
+            let parts = bounds.windows(2).map(|w| {
+                let mut part: Vec<u64> = entries[w[0]..w[1]]
+                    .iter()
+                    .map(|e| e - w[0] as u64)
+                    .collect();
+                sort_by_high_half(&mut part);
+                part.iter_mut().for_each(|e| *e += w[0] as u64);
+                part
+            });
+            let parts: Vec<Vec<u64>> = parts.collect();
+            assert_eq!(merged(&parts).collect::<Vec<_>>(), whole, "{cuts:?}");
         }
     }
 
