@@ -710,12 +710,23 @@ impl<'o> RowSink<'o> {
     fn mark_duplicates(&mut self) {
         self.sort_keyed();
         let sorted = std::mem::take(&mut self.sorted);
+        // Without a call per entry for one list (one thread) or two (two).
+        match sorted.as_slice() {
+            [] => {}
+            [one] => self.mark_duplicates_in(one.iter().copied()),
+            [a, b] => self.mark_duplicates_in(MergeTwo::new(a.iter().copied(), b.iter().copied())),
+            more => self.mark_duplicates_in(merged(more)),
+        }
+    }
+
+    /// [`Self::mark_duplicates`] over `entries`, all the entries in order.
+    fn mark_duplicates_in(&mut self, entries: impl Iterator<Item = u64>) {
         let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
         let mut duplicates: Vec<(usize, usize)> = Vec::new();
         // First occurrences within the current run of equal hashes.
         let mut firsts: Vec<usize> = Vec::new();
         let mut run_hash = None;
-        for entry in merged(&sorted) {
+        for entry in entries {
             let (hash, at) = (entry >> 32, index(entry));
             if run_hash != Some(hash) {
                 run_hash = Some(hash);
@@ -732,7 +743,6 @@ impl<'o> RowSink<'o> {
                 None => firsts.push(at),
             }
         }
-        drop(sorted);
         for (at, first) in duplicates {
             let first_row = self.rows.get(first).map_or(0, ImportRow::row);
             if let Some(row) = self.rows.get_mut(at) {
@@ -802,22 +812,42 @@ fn sort_by_high_half(entries: &mut Vec<u64>) {
     *entries = from;
 }
 
-/// The values of lists each sorted by value, in order (without building the
-/// merged list: a pass over it is all [`RowSink::mark_duplicates`] needs).
-fn merged(lists: &[Vec<u64>]) -> impl Iterator<Item = u64> + '_ {
-    let mut next = vec![0usize; lists.len()];
-    std::iter::from_fn(move || {
-        let (list, value) = lists
-            .iter()
-            .zip(&next)
-            .enumerate()
-            .filter_map(|(i, (list, &at))| Some((i, *list.get(at)?)))
-            .min_by_key(|&(_, value)| value)?;
-        if let Some(at) = next.get_mut(list) {
-            *at += 1;
+/// The values of lists each sorted by value, in order, without building the
+/// merged list (a pass over it is all [`RowSink::mark_duplicates`] needs).
+fn merged(lists: &[Vec<u64>]) -> Box<dyn Iterator<Item = u64> + '_> {
+    match lists {
+        [] => Box::new(std::iter::empty()),
+        [one] => Box::new(one.iter().copied()),
+        [first, rest @ ..] => Box::new(MergeTwo::new(first.iter().copied(), merged(rest))),
+    }
+}
+
+/// Two iterators, each in ascending order, merged into one in ascending order.
+struct MergeTwo<A: Iterator<Item = u64>, B: Iterator<Item = u64>> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> MergeTwo<A, B> {
+    fn new(a: A, b: B) -> Self {
+        Self {
+            a: a.peekable(),
+            b: b.peekable(),
         }
-        Some(value)
-    })
+    }
+}
+
+impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> Iterator for MergeTwo<A, B> {
+    type Item = u64;
+
+    #[inline]
+    fn next(&mut self) -> Option<u64> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(a), Some(b)) if b < a => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
 }
 
 fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
