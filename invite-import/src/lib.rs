@@ -106,6 +106,9 @@ const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// The least CSV input per thread: smaller parts are not worth a thread.
 const PARALLEL_MIN_PART: usize = 256 << 10;
+/// Rows a CSV part read on another thread hands to the calling thread at a
+/// time (~1 MiB of report rows).
+const PART_BATCH_ROWS: usize = 8192;
 
 pub use error::{BoxError, ImportError, column_index, column_name};
 pub use format::{FileHint, Format};
@@ -146,6 +149,9 @@ pub struct ImportOptions {
     pub(crate) parallel_min_bytes: usize,
     /// The least input per part ([`PARALLEL_MIN_PART`]); tests lower it too.
     pub(crate) parallel_min_part: usize,
+    /// Rows a part on another thread hands over at a time
+    /// ([`PART_BATCH_ROWS`]); tests lower it so small files hand over many.
+    pub(crate) batch_rows: usize,
     /// Whether to use no more threads than `available_parallelism()`. Tests
     /// turn it off to cut small files into many parts on any machine.
     pub(crate) threads_within_cores: bool,
@@ -168,6 +174,7 @@ impl ImportOptions {
             threads: NonZeroUsize::MIN.saturating_add(1),
             parallel_min_bytes: PARALLEL_MIN_BYTES,
             parallel_min_part: PARALLEL_MIN_PART,
+            batch_rows: PART_BATCH_ROWS,
             threads_within_cores: true,
             #[cfg(test)]
             panic_in_parts: false,

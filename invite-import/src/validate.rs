@@ -228,7 +228,10 @@ pub(crate) struct SheetExtras {
 /// Rows validated by a [`RowSink::fork`], to be [appended](RowSink::append) in order.
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
+    /// The rows not yet handed over ([`RowSink::take_rows`]): the last ones.
     rows: Vec<ImportRow>,
+    /// All the rows the fork validated, handed over or not.
+    rows_total: usize,
     /// `folded hash << 32 | index into rows`, sorted (by hash, then row): sorted
     /// on the thread that validated the rows, so the calling thread only merges.
     keyed: Vec<u64>,
@@ -260,6 +263,9 @@ pub(crate) struct RowSink<'o> {
     /// keys were, but foldhash is several times faster on short keys.
     hasher: SeedableRandomState,
     rows: Vec<ImportRow>,
+    /// Rows handed over by [`Self::take_rows`] before those in `rows` (a fork's
+    /// rows go to the calling thread in batches): `keyed` indices count them.
+    taken: usize,
     /// Domains seen lately with no "did you mean" (see [`Self::suggestion`]),
     /// replaced round-robin through `plain_next`.
     plain_domains: Vec<Box<str>>,
@@ -288,6 +294,7 @@ impl<'o> RowSink<'o> {
             sorted: Vec::new(),
             hasher: dedupe_hasher(),
             rows: Vec::new(),
+            taken: 0,
             plain_domains: Vec::new(),
             plain_next: 0,
             scratch: String::new(),
@@ -329,7 +336,8 @@ impl<'o> RowSink<'o> {
 
     /// An empty sink that validates like this one (same options, columns and
     /// dedupe hash), for validating a run of rows on another thread; its rows come
-    /// back through [`take_chunk`](Self::take_chunk) and [`append`](Self::append).
+    /// back through [`take_rows`](Self::take_rows), [`take_chunk`](Self::take_chunk)
+    /// and [`append_counts`](Self::append_counts).
     /// Only for readers without sheet extras (CSV): merged cells and hidden rows
     /// are not carried over.
     pub(crate) fn fork(&self) -> Self {
@@ -364,8 +372,10 @@ impl<'o> RowSink<'o> {
         );
         let mut keyed = std::mem::take(&mut self.keyed);
         sort_by_high_half(&mut keyed);
+        let rows = std::mem::take(&mut self.rows);
         Chunk {
-            rows: std::mem::take(&mut self.rows),
+            rows_total: std::mem::take(&mut self.taken) + rows.len(),
+            rows,
             keyed,
             summary: std::mem::take(&mut self.summary),
             data_rows: std::mem::take(&mut self.data_rows),
@@ -375,7 +385,7 @@ impl<'o> RowSink<'o> {
     /// Whether appending `chunks` keeps the data rows within
     /// [`ImportLimits::max_rows`](crate::ImportLimits::max_rows) (if not, the
     /// row to report is somewhere inside them).
-    pub(crate) fn fits(&self, chunks: &[Chunk]) -> bool {
+    pub(crate) fn fits_all(&self, chunks: &[&Chunk]) -> bool {
         let total = chunks.iter().fold(self.data_rows, |sum, chunk| {
             sum.saturating_add(chunk.data_rows)
         });
@@ -386,20 +396,60 @@ impl<'o> RowSink<'o> {
         self.options
     }
 
-    /// Appends a chunk from a [`fork`](Self::fork) as the next rows, in order.
-    pub(crate) fn append(&mut self, chunk: Chunk) -> Result<(), ImportError> {
-        let offset = self.rows.len();
-        let last_row = chunk.rows.last().map_or(0, ImportRow::row);
+    /// The rows validated so far, handed over (to be [appended](Self::append_rows)
+    /// to the calling thread's sink while this one goes on), replaced by
+    /// `empty` (a buffer handed back, to reuse its memory).
+    pub(crate) fn take_rows(&mut self, mut empty: Vec<ImportRow>) -> Vec<ImportRow> {
+        empty.clear();
+        self.taken += self.rows.len();
+        std::mem::replace(&mut self.rows, empty)
+    }
+
+    /// How many rows this sink holds.
+    pub(crate) fn rows_len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Moves `rows` (from a fork, in order) to the end of this sink's rows,
+    /// leaving `rows` empty. Only the rows: their dedupe entries and counts
+    /// follow with [`append_counts`](Self::append_counts) once every part is
+    /// known to be usable, and until then [`truncate_rows`](Self::truncate_rows)
+    /// takes them back.
+    pub(crate) fn append_rows(&mut self, rows: &mut Vec<ImportRow>) {
+        self.rows.append(rows);
+    }
+
+    /// Moves a chunk's own rows (the last of its part) to the end of this
+    /// sink's rows, like [`append_rows`](Self::append_rows), and says whether
+    /// the part's rows appended from index `start` on are all the chunk's rows
+    /// (if not, which would be a bug, the parts are not used).
+    pub(crate) fn append_chunk_rows(&mut self, start: usize, chunk: &mut Chunk) -> bool {
+        self.rows.append(&mut chunk.rows);
+        self.rows.len().checked_sub(start) == Some(chunk.rows_total)
+    }
+
+    /// Drops the rows from index `len` on (rows appended from forks, when the
+    /// parts are not used after all).
+    pub(crate) fn truncate_rows(&mut self, len: usize) {
+        self.rows.truncate(len);
+    }
+
+    /// Adds a chunk's dedupe entries and counts, its rows having been appended
+    /// from index `start` on ([`take_rows`](Self::take_rows),
+    /// [`append_rows`](Self::append_rows), then the chunk's own rows).
+    pub(crate) fn append_counts(&mut self, start: usize, chunk: Chunk) -> Result<(), ImportError> {
+        debug_assert!(chunk.rows.is_empty(), "the chunk's rows are appended first");
+        let last_row = self.rows.last().map_or(0, ImportRow::row);
         let too_many = || ImportError::TooManyRows {
             row: last_row,
             limit: u64::from(u32::MAX),
         };
         // Row indices must fit the low 32 bits of a dedupe entry, so adding the
         // offset never carries into the hash.
-        if !indices_fit(offset, chunk.rows.len()) {
+        if !indices_fit(start, chunk.rows_total) {
             return Err(too_many());
         }
-        let offset = u64::try_from(offset).map_err(|_| too_many())?;
+        let offset = u64::try_from(start).map_err(|_| too_many())?;
         // The same offset added to every index (no carry into the hash, as
         // checked above) keeps the chunk's entries sorted.
         let mut keyed = chunk.keyed;
@@ -409,7 +459,6 @@ impl<'o> RowSink<'o> {
         if !keyed.is_empty() {
             self.sorted.push(keyed);
         }
-        self.rows.extend(chunk.rows);
         self.summary.add(&chunk.summary);
         self.data_rows += chunk.data_rows;
         Ok(())
@@ -565,7 +614,7 @@ impl<'o> RowSink<'o> {
             message: Some(message_text.as_ref()).filter(|m| !m.is_empty()),
             hidden,
         };
-        let index = self.rows.len();
+        let index = self.taken + self.rows.len();
         self.rows
             .push(ImportRow::new(row, &cells, outcome, &mut self.scratch));
         if let Some(hash) = first_of {
