@@ -763,7 +763,7 @@ impl<'o> RowSink<'o> {
         match sorted.as_slice() {
             [] => {}
             [one] => self.mark_duplicates_in(one.iter().copied()),
-            [a, b] => self.mark_duplicates_in(MergeTwo::new(a.iter().copied(), b.iter().copied())),
+            [a, b] => self.mark_duplicates_in(merge_two(a, b)),
             more => self.mark_duplicates_in(merged(more)),
         }
     }
@@ -869,6 +869,32 @@ fn merged(lists: &[Vec<u64>]) -> Box<dyn Iterator<Item = u64> + '_> {
         [one] => Box::new(one.iter().copied()),
         [first, rest @ ..] => Box::new(MergeTwo::new(first.iter().copied(), merged(rest))),
     }
+}
+
+/// Two sorted lists merged, by value. Which list the next value comes from is
+/// as good as random (hashes), so it is picked without a branch on it.
+fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let value = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) => {
+                let from_b = y < x;
+                i += usize::from(!from_b);
+                j += usize::from(from_b);
+                x.min(y)
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (None, None) => return None,
+        };
+        Some(value)
+    })
 }
 
 /// Two iterators, each in ascending order, merged into one in ascending order.
@@ -1036,6 +1062,9 @@ mod tests {
             });
             let parts: Vec<Vec<u64>> = parts.collect();
             assert_eq!(merged(&parts).collect::<Vec<_>>(), whole, "{cuts:?}");
+            if let [a, b] = parts.as_slice() {
+                assert_eq!(merge_two(a, b).collect::<Vec<_>>(), whole, "{cuts:?}");
+            }
         }
     }
 
