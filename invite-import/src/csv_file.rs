@@ -1023,7 +1023,7 @@ mod tests {
                 .collect()
         };
         let csv = format!(
-            "Email,Note\n{}{}a@x.com,5'11\" tall\n{}c@x.com,\"one\ntwo\"\n{}",
+            "Email,Note\n{}{}a@x.com,5'11\" tall\nU5@X.com,n\n{}c@x.com,\"one\ntwo\"\n{}u400@x.com,n\n",
             lines(0, 10),
             lines(10, 300),
             lines(310, 300),
@@ -1033,6 +1033,11 @@ mod tests {
         let cuts = cut_points(csv.as_bytes(), from, 3);
         assert_eq!(cuts.get(1), Some(&csv.find("two").unwrap()), "{cuts:?}");
         let one = report_json(&csv, &options(1)).unwrap();
+        // Duplicates across the parts: of row 7 (u5) and of row 404 (u400).
+        for first in [7, 404] {
+            let duplicate = format!("\"kind\":\"duplicate_of\",\"row\":{first}}}");
+            assert!(one.contains(&duplicate), "{duplicate}");
+        }
         for batch_rows in [1, 2, 7, 1000] {
             let mut options = options(3);
             options.batch_rows = batch_rows;
