@@ -6,8 +6,10 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use crate::header::HEADER_SEARCH_ROWS;
+use crate::report::ImportRow;
 use crate::validate::{CellValue, RowSink, clean};
 use crate::{ImportError, ImportOptions, Note, Plan, column_name, header};
 
@@ -372,6 +374,7 @@ fn read_in_parts<'o>(
         max_mapped,
         spare: &mut spare,
         give_up: None,
+        hand_off: None,
     };
     let from = usize::try_from(part.reader.position().byte()).unwrap_or(usize::MAX);
     let threads = parts_for(body.len().saturating_sub(from), options);
@@ -429,6 +432,37 @@ struct Part<'r, 'b> {
     /// another thread then stops before its next record. The calling thread's
     /// part has none: it goes on alone from where it stands.
     give_up: Option<&'r AtomicBool>,
+    /// A part read on another thread hands its rows to the calling thread in
+    /// batches as it goes; the calling thread has none.
+    hand_off: Option<HandOff>,
+}
+
+/// How a part on another thread hands its rows over: batches out, emptied
+/// buffers back. The calling thread appends a batch to the report's rows as
+/// soon as its own part is done, and hands the buffer back for the next batch:
+/// the part's rows are then copied while it goes on (not all at the end), and
+/// they are written into memory already faulted in, not into a part-sized
+/// buffer of fresh pages that the copy then faults in again.
+struct HandOff {
+    batches: mpsc::Sender<Vec<ImportRow>>,
+    emptied: mpsc::Receiver<Vec<ImportRow>>,
+    /// Rows per batch ([`ImportOptions::batch_rows`]).
+    rows: usize,
+}
+
+impl HandOff {
+    /// Hands the sink's rows over once they make a batch.
+    #[inline]
+    fn maybe_send(&self, sink: &mut RowSink<'_>) {
+        if sink.rows_len() >= self.rows {
+            let empty = self
+                .emptied
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.rows));
+            // If the calling thread stopped listening, the parts are not used.
+            let _ = self.batches.send(sink.take_rows(empty));
+        }
+    }
 }
 
 impl Part<'_, '_> {
@@ -459,6 +493,9 @@ impl Part<'_, '_> {
                 });
             }
             self.push(sink, options)?;
+            if let Some(hand_off) = &self.hand_off {
+                hand_off.maybe_send(sink);
+            }
         }
         Ok(if gave_up() { Stop::GaveUp } else { Stop::End })
     }
@@ -545,15 +582,22 @@ fn read_parallel(
     let give_up = AtomicBool::new(false);
     let give_up = &give_up;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = cuts
+        let parts: Vec<_> = cuts
             .iter()
             .enumerate()
             .zip(forks)
             .map(|((k, &start), mut fork)| {
                 let end = cuts.get(k + 1).map_or(usize::MAX, |e| e - start);
+                let (batches, batches_in) = mpsc::channel();
+                let (emptied_out, emptied) = mpsc::channel();
+                let hand_off = HandOff {
+                    batches,
+                    emptied,
+                    rows: options.batch_rows.max(1),
+                };
                 // A thread that cannot be started leaves its part to this one.
                 let builder = std::thread::Builder::new().name("invite-import-csv".to_owned());
-                builder
+                let handle = builder
                     .spawn_scoped(scope, move || {
                         let input = &body[start..];
                         let offset = line_offset + line_breaks(body, start, lone_crs);
@@ -568,10 +612,13 @@ fn read_parallel(
                             max_mapped,
                             spare: &mut spare,
                             give_up: Some(give_up),
+                            hand_off: Some(hand_off),
                         };
                         #[cfg(test)]
                         assert!(!options.panic_in_parts, "a part panicked (test)");
                         let stop = part.read(&mut fork, end, options);
+                        // No more batches: the calling thread stops waiting for them.
+                        drop(part.hand_off.take());
                         let whole = stop.as_ref().is_ok_and(|stop| {
                             *stop
                                 == if end == usize::MAX {
@@ -587,7 +634,8 @@ fn read_parallel(
                         // file order, when it reads this part itself.
                         whole.then(|| fork.take_chunk())
                     })
-                    .ok()
+                    .ok();
+                (handle, batches_in, emptied_out)
             })
             .collect();
         let stop = main.read(sink, first_cut, options);
@@ -595,25 +643,56 @@ fn read_parallel(
             give_up.store(true, Ordering::Relaxed);
         }
         let stop = stop?;
-        // The parts' results, in order, if every one can be used.
-        let mut chunks = Vec::with_capacity(handles.len());
-        for handle in handles.into_iter().flatten() {
+        if stop == Stop::Boundary {
+            // This part's dedupe entries, sorted while the others finish (and
+            // merged with theirs, or with the rest of the file read alone).
+            sink.sort_keyed();
+        }
+        // The parts' rows, appended in order as they come, while they can all
+        // still be used (else taken back below); then their results.
+        let own_rows = sink.rows_len();
+        let mut usable = stop == Stop::Boundary;
+        let mut chunks = Vec::with_capacity(parts.len());
+        for (handle, batches, emptied) in parts {
+            let start = sink.rows_len();
+            if usable {
+                // Until the part's thread drops its sender: done, failed or panicked.
+                for mut batch in &batches {
+                    sink.append_rows(&mut batch);
+                    // Gone if the part is done: the buffer is then freed here.
+                    let _ = emptied.send(batch);
+                }
+            }
+            drop(batches);
             // A part that panicked (`Err`) is a part that failed, not a panic
             // to pass on: it may have started inside a quoted cell (a fooled
             // cut) and read bytes that are not records, which one thread never
             // reads. If the panic is real, this thread meets it again when it
-            // reads the part itself.
-            if let Ok(Some(chunk)) = handle.join() {
-                chunks.push(chunk);
+            // reads the part itself. A thread that was not started (`None`)
+            // leaves its part to this one too.
+            let chunk = match handle.map(std::thread::ScopedJoinHandle::join) {
+                Some(Ok(Some(chunk))) if usable => Some(chunk),
+                _ => None,
+            };
+            let appended = chunk.is_some_and(|mut chunk| {
+                let whole = sink.append_chunk_rows(start, &mut chunk);
+                chunks.push((start, chunk));
+                whole
+            });
+            if !appended {
+                usable = false;
+                give_up.store(true, Ordering::Relaxed);
             }
         }
-        let used = stop == Stop::Boundary && chunks.len() == cuts.len() && sink.fits(&chunks);
+        let counts: Vec<_> = chunks.iter().map(|(_, chunk)| chunk).collect();
+        let used = usable && chunks.len() == cuts.len() && sink.fits_all(&counts);
         if used {
-            for chunk in chunks {
-                sink.append(chunk)?;
+            for (start, chunk) in chunks {
+                sink.append_counts(start, chunk)?;
             }
             return Ok(Parts::Used(cuts.len() + 1));
         }
+        sink.truncate_rows(own_rows);
         if stop != Stop::End {
             // Go on alone from the record in the buffer.
             main.push(sink, options)?;
@@ -749,6 +828,9 @@ mod tests {
         options.parallel_min_bytes = 0;
         options.parallel_min_part = 1;
         options.threads_within_cores = false;
+        // Parts hand their rows over two at a time, so every threaded test
+        // sees batches appended (and taken back when the parts fail).
+        options.batch_rows = 2;
         options
     }
 
@@ -929,6 +1011,54 @@ mod tests {
     }
 
     #[test]
+    fn rows_handed_over_by_a_part_that_fails_are_taken_back() {
+        // Three parts; a stray `"` between the first cut and the second fools
+        // the second: it lands inside the quoted cell after it. The second
+        // part (on another thread) hands its rows over in batches, which the
+        // calling thread appends before the part ends past the cut; they must
+        // all be taken back, and the report be the one-thread one.
+        let lines = |from: usize, n: usize| -> String {
+            (from..from + n)
+                .map(|i| format!("u{i}@x.com,n\n"))
+                .collect()
+        };
+        let csv = format!(
+            "Email,Note\n{}{}a@x.com,5'11\" tall\nU5@X.com,n\n{}c@x.com,\"one\ntwo\"\n{}u400@x.com,n\n",
+            lines(0, 10),
+            lines(10, 300),
+            lines(310, 300),
+            lines(610, 200)
+        );
+        let from = csv.find("u10@").unwrap();
+        let cuts = cut_points(csv.as_bytes(), from, 3);
+        assert_eq!(cuts.get(1), Some(&csv.find("two").unwrap()), "{cuts:?}");
+        let one = report_json(&csv, &options(1)).unwrap();
+        // Duplicates across the parts: of row 7 (u5) and of row 404 (u400).
+        for first in [7, 404] {
+            let duplicate = format!("\"kind\":\"duplicate_of\",\"row\":{first}}}");
+            assert!(one.contains(&duplicate), "{duplicate}");
+        }
+        for batch_rows in [1, 2, 7, 1000] {
+            let mut options = options(3);
+            options.batch_rows = batch_rows;
+            assert_eq!(parts(&csv, &options), Parts::FellBack);
+            assert!(one == report_json(&csv, &options).unwrap(), "{batch_rows}");
+        }
+        // Without the stray quote: used, with the same report.
+        let clean = csv.replace("5'11\" tall", "tall");
+        let one = report_json(&clean, &options(1)).unwrap();
+        for batch_rows in [1, 2, 7, 1000] {
+            let mut options = options(3);
+            options.batch_rows = batch_rows;
+            assert_eq!(parts(&clean, &options), Parts::Used(3));
+            assert!(
+                one == report_json(&clean, &options).unwrap(),
+                "{batch_rows}"
+            );
+        }
+    }
+
+    #[test]
     fn a_part_that_panics_is_a_part_that_failed() {
         let csv = messy_csv(400);
         let mut panics = options(3);
@@ -955,6 +1085,7 @@ mod tests {
                 max_mapped: 0,
                 spare: &mut spare,
                 give_up: Some(&flag),
+                hand_off: None,
             };
             let stop = part.read(&mut sink, usize::MAX, &options).unwrap();
             let read = reader.position().byte();

@@ -228,8 +228,12 @@ pub(crate) struct SheetExtras {
 /// Rows validated by a [`RowSink::fork`], to be [appended](RowSink::append) in order.
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
+    /// The rows not yet handed over ([`RowSink::take_rows`]): the last ones.
     rows: Vec<ImportRow>,
-    /// `folded hash << 32 | index into rows`, in row order.
+    /// All the rows the fork validated, handed over or not.
+    rows_total: usize,
+    /// `folded hash << 32 | index into rows`, sorted (by hash, then row): sorted
+    /// on the thread that validated the rows, so the calling thread only merges.
     keyed: Vec<u64>,
     summary: Summary,
     data_rows: u64,
@@ -250,11 +254,18 @@ pub(crate) struct RowSink<'o> {
     /// rows`, in row order. Appending is sequential; probing a table of a million
     /// entries per row was a cache miss per row.
     keyed: Vec<u64>,
+    /// Dedupe entries already sorted (by hash, then row index: the entries'
+    /// numeric order), from appended chunks and from [`Self::sort_keyed`]:
+    /// merged with `keyed` at the end.
+    sorted: Vec<Vec<u64>>,
     /// Keyed hash for `keyed`. The keys come from the upload, so the seed must be
     /// secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
     /// keys were, but foldhash is several times faster on short keys.
     hasher: SeedableRandomState,
     rows: Vec<ImportRow>,
+    /// Rows handed over by [`Self::take_rows`] before those in `rows` (a fork's
+    /// rows go to the calling thread in batches): `keyed` indices count them.
+    taken: usize,
     /// Domains seen lately with no "did you mean" (see [`Self::suggestion`]),
     /// replaced round-robin through `plain_next`.
     plain_domains: Vec<Box<str>>,
@@ -280,8 +291,10 @@ impl<'o> RowSink<'o> {
             roles,
             default_role: options.default_role.clone(),
             keyed: Vec::new(),
+            sorted: Vec::new(),
             hasher: dedupe_hasher(),
             rows: Vec::new(),
+            taken: 0,
             plain_domains: Vec::new(),
             plain_next: 0,
             scratch: String::new(),
@@ -323,7 +336,8 @@ impl<'o> RowSink<'o> {
 
     /// An empty sink that validates like this one (same options, columns and
     /// dedupe hash), for validating a run of rows on another thread; its rows come
-    /// back through [`take_chunk`](Self::take_chunk) and [`append`](Self::append).
+    /// back through [`take_rows`](Self::take_rows), [`take_chunk`](Self::take_chunk)
+    /// and [`append_counts`](Self::append_counts).
     /// Only for readers without sheet extras (CSV): merged cells and hidden rows
     /// are not carried over.
     pub(crate) fn fork(&self) -> Self {
@@ -348,11 +362,21 @@ impl<'o> RowSink<'o> {
     }
 
     /// The rows validated so far, their dedupe entries (indices into the chunk's
-    /// rows) and counts, leaving the sink empty but keeping its caches.
+    /// rows, sorted here, on the thread that validated them) and counts, leaving
+    /// the sink empty but keeping its caches. Only for a [`fork`](Self::fork)
+    /// that nothing was appended to.
     pub(crate) fn take_chunk(&mut self) -> Chunk {
+        debug_assert!(
+            self.sorted.is_empty(),
+            "a chunk taken from a sink with chunks"
+        );
+        let mut keyed = std::mem::take(&mut self.keyed);
+        sort_by_high_half(&mut keyed);
+        let rows = std::mem::take(&mut self.rows);
         Chunk {
-            rows: std::mem::take(&mut self.rows),
-            keyed: std::mem::take(&mut self.keyed),
+            rows_total: std::mem::take(&mut self.taken) + rows.len(),
+            rows,
+            keyed,
             summary: std::mem::take(&mut self.summary),
             data_rows: std::mem::take(&mut self.data_rows),
         }
@@ -361,7 +385,7 @@ impl<'o> RowSink<'o> {
     /// Whether appending `chunks` keeps the data rows within
     /// [`ImportLimits::max_rows`](crate::ImportLimits::max_rows) (if not, the
     /// row to report is somewhere inside them).
-    pub(crate) fn fits(&self, chunks: &[Chunk]) -> bool {
+    pub(crate) fn fits_all(&self, chunks: &[&Chunk]) -> bool {
         let total = chunks.iter().fold(self.data_rows, |sum, chunk| {
             sum.saturating_add(chunk.data_rows)
         });
@@ -372,23 +396,69 @@ impl<'o> RowSink<'o> {
         self.options
     }
 
-    /// Appends a chunk from a [`fork`](Self::fork) as the next rows, in order.
-    pub(crate) fn append(&mut self, chunk: Chunk) -> Result<(), ImportError> {
-        let offset = self.rows.len();
-        let last_row = chunk.rows.last().map_or(0, ImportRow::row);
+    /// The rows validated so far, handed over (to be [appended](Self::append_rows)
+    /// to the calling thread's sink while this one goes on), replaced by
+    /// `empty` (a buffer handed back, to reuse its memory).
+    pub(crate) fn take_rows(&mut self, mut empty: Vec<ImportRow>) -> Vec<ImportRow> {
+        empty.clear();
+        self.taken += self.rows.len();
+        std::mem::replace(&mut self.rows, empty)
+    }
+
+    /// How many rows this sink holds.
+    pub(crate) fn rows_len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Moves `rows` (from a fork, in order) to the end of this sink's rows,
+    /// leaving `rows` empty. Only the rows: their dedupe entries and counts
+    /// follow with [`append_counts`](Self::append_counts) once every part is
+    /// known to be usable, and until then [`truncate_rows`](Self::truncate_rows)
+    /// takes them back.
+    pub(crate) fn append_rows(&mut self, rows: &mut Vec<ImportRow>) {
+        self.rows.append(rows);
+    }
+
+    /// Moves a chunk's own rows (the last of its part) to the end of this
+    /// sink's rows, like [`append_rows`](Self::append_rows), and says whether
+    /// the part's rows appended from index `start` on are all the chunk's rows
+    /// (if not, which would be a bug, the parts are not used).
+    pub(crate) fn append_chunk_rows(&mut self, start: usize, chunk: &mut Chunk) -> bool {
+        self.rows.append(&mut chunk.rows);
+        self.rows.len().checked_sub(start) == Some(chunk.rows_total)
+    }
+
+    /// Drops the rows from index `len` on (rows appended from forks, when the
+    /// parts are not used after all).
+    pub(crate) fn truncate_rows(&mut self, len: usize) {
+        self.rows.truncate(len);
+    }
+
+    /// Adds a chunk's dedupe entries and counts, its rows having been appended
+    /// from index `start` on ([`take_rows`](Self::take_rows),
+    /// [`append_rows`](Self::append_rows), then the chunk's own rows).
+    pub(crate) fn append_counts(&mut self, start: usize, chunk: Chunk) -> Result<(), ImportError> {
+        debug_assert!(chunk.rows.is_empty(), "the chunk's rows are appended first");
+        let last_row = self.rows.last().map_or(0, ImportRow::row);
         let too_many = || ImportError::TooManyRows {
             row: last_row,
             limit: u64::from(u32::MAX),
         };
         // Row indices must fit the low 32 bits of a dedupe entry, so adding the
         // offset never carries into the hash.
-        if !indices_fit(offset, chunk.rows.len()) {
+        if !indices_fit(start, chunk.rows_total) {
             return Err(too_many());
         }
-        let offset = u64::try_from(offset).map_err(|_| too_many())?;
-        self.keyed
-            .extend(chunk.keyed.iter().map(|entry| entry + offset));
-        self.rows.extend(chunk.rows);
+        let offset = u64::try_from(start).map_err(|_| too_many())?;
+        // The same offset added to every index (no carry into the hash, as
+        // checked above) keeps the chunk's entries sorted.
+        let mut keyed = chunk.keyed;
+        for entry in &mut keyed {
+            *entry += offset;
+        }
+        if !keyed.is_empty() {
+            self.sorted.push(keyed);
+        }
         self.summary.add(&chunk.summary);
         self.data_rows += chunk.data_rows;
         Ok(())
@@ -544,7 +614,7 @@ impl<'o> RowSink<'o> {
             message: Some(message_text.as_ref()).filter(|m| !m.is_empty()),
             hidden,
         };
-        let index = self.rows.len();
+        let index = self.taken + self.rows.len();
         self.rows
             .push(ImportRow::new(row, &cells, outcome, &mut self.scratch));
         if let Some(hash) = first_of {
@@ -658,6 +728,16 @@ impl<'o> RowSink<'o> {
         suggestion
     }
 
+    /// Sorts the dedupe entries pushed so far into [`Self::sorted`]: the calling
+    /// thread does it for its own part while other threads finish theirs.
+    pub(crate) fn sort_keyed(&mut self) {
+        let mut keyed = std::mem::take(&mut self.keyed);
+        if !keyed.is_empty() {
+            sort_by_high_half(&mut keyed);
+            self.sorted.push(keyed);
+        }
+    }
+
     pub(crate) fn finish(mut self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
         self.mark_duplicates();
         (
@@ -674,15 +754,28 @@ impl<'o> RowSink<'o> {
     /// `keyed` is in row order; a stable sort by hash keeps that order within each
     /// hash, so in each run of equal hashes the first row with a key is its first
     /// occurrence. Distinct keys sharing a hash are told apart by comparing keys.
+    /// That order is the entries' numeric order, so lists sorted elsewhere (by
+    /// other threads, [`Self::sort_keyed`]) are merged in by value.
     fn mark_duplicates(&mut self) {
-        let mut keyed = std::mem::take(&mut self.keyed);
-        sort_by_high_half(&mut keyed);
+        self.sort_keyed();
+        let sorted = std::mem::take(&mut self.sorted);
+        // Without a call per entry for one list (one thread) or two (two).
+        match sorted.as_slice() {
+            [] => {}
+            [one] => self.mark_duplicates_in(one.iter().copied()),
+            [a, b] => self.mark_duplicates_in(merge_two(a, b)),
+            more => self.mark_duplicates_in(merged(more)),
+        }
+    }
+
+    /// [`Self::mark_duplicates`] over `entries`, all the entries in order.
+    fn mark_duplicates_in(&mut self, entries: impl Iterator<Item = u64>) {
         let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
         let mut duplicates: Vec<(usize, usize)> = Vec::new();
         // First occurrences within the current run of equal hashes.
         let mut firsts: Vec<usize> = Vec::new();
         let mut run_hash = None;
-        for &entry in &keyed {
+        for entry in entries {
             let (hash, at) = (entry >> 32, index(entry));
             if run_hash != Some(hash) {
                 run_hash = Some(hash);
@@ -699,7 +792,6 @@ impl<'o> RowSink<'o> {
                 None => firsts.push(at),
             }
         }
-        drop(keyed);
         for (at, first) in duplicates {
             let first_row = self.rows.get(first).map_or(0, ImportRow::row);
             if let Some(row) = self.rows.get_mut(at) {
@@ -767,6 +859,70 @@ fn sort_by_high_half(entries: &mut Vec<u64>) {
         std::mem::swap(&mut from, &mut to);
     }
     *entries = from;
+}
+
+/// The values of lists each sorted by value, in order, without building the
+/// merged list (a pass over it is all [`RowSink::mark_duplicates`] needs).
+fn merged(lists: &[Vec<u64>]) -> Box<dyn Iterator<Item = u64> + '_> {
+    match lists {
+        [] => Box::new(std::iter::empty()),
+        [one] => Box::new(one.iter().copied()),
+        [first, rest @ ..] => Box::new(MergeTwo::new(first.iter().copied(), merged(rest))),
+    }
+}
+
+/// Two sorted lists merged, by value. Which list the next value comes from is
+/// as good as random (hashes), so it is picked without a branch on it.
+fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let value = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) => {
+                let from_b = y < x;
+                i += usize::from(!from_b);
+                j += usize::from(from_b);
+                x.min(y)
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (None, None) => return None,
+        };
+        Some(value)
+    })
+}
+
+/// Two iterators, each in ascending order, merged into one in ascending order.
+struct MergeTwo<A: Iterator<Item = u64>, B: Iterator<Item = u64>> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> MergeTwo<A, B> {
+    fn new(a: A, b: B) -> Self {
+        Self {
+            a: a.peekable(),
+            b: b.peekable(),
+        }
+    }
+}
+
+impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> Iterator for MergeTwo<A, B> {
+    type Item = u64;
+
+    #[inline]
+    fn next(&mut self) -> Option<u64> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(a), Some(b)) if b < a => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
 }
 
 fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
@@ -873,6 +1029,42 @@ mod tests {
             expected.sort_by_key(|e| e >> 32);
             sort_by_high_half(&mut entries);
             assert_eq!(entries, expected);
+        }
+    }
+
+    #[test]
+    fn sorted_parts_merge_to_the_sort_of_the_whole() {
+        // Entries as `keyed` holds them: row order, few distinct hashes. Sorting
+        // parts apart (with their offsets) and merging gives the whole's sort.
+        let entries: Vec<u64> = (0..3000u64)
+            .map(|i| ((i.wrapping_mul(0x9E37_79B9) % 13) << 32) | i)
+            .collect();
+        let mut whole = entries.clone();
+        sort_by_high_half(&mut whole);
+        for cuts in [
+            vec![],
+            vec![0],
+            vec![1000],
+            vec![7, 2999],
+            vec![255, 256, 2000],
+        ] {
+            let mut bounds = vec![0];
+            bounds.extend(&cuts);
+            bounds.push(entries.len());
+            let parts = bounds.windows(2).map(|w| {
+                let mut part: Vec<u64> = entries[w[0]..w[1]]
+                    .iter()
+                    .map(|e| e - w[0] as u64)
+                    .collect();
+                sort_by_high_half(&mut part);
+                part.iter_mut().for_each(|e| *e += w[0] as u64);
+                part
+            });
+            let parts: Vec<Vec<u64>> = parts.collect();
+            assert_eq!(merged(&parts).collect::<Vec<_>>(), whole, "{cuts:?}");
+            if let [a, b] = parts.as_slice() {
+                assert_eq!(merge_two(a, b).collect::<Vec<_>>(), whole, "{cuts:?}");
+            }
         }
     }
 
