@@ -495,3 +495,29 @@ fn header_lines_stay_under_998_octets() {
         );
     }
 }
+
+#[test]
+fn lines_split_as_str_split_does() {
+    // `lines` finds the ends with memchr; the reference is `str::split`.
+    for text in [
+        "",
+        "\n",
+        "\r\n",
+        "a",
+        "a\n",
+        "a\r\nb",
+        "a\rb\n\nc\r\n",
+        "\r\r\n\n.x\r\n",
+        "é\nü\r\n漢字",
+    ] {
+        let got: Vec<(&str, &str)> = lines(text).collect();
+        let mut expected: Vec<(&str, &str)> = text
+            .split('\n')
+            .map(|line| (line.strip_suffix('\r').unwrap_or(line), "\r\n"))
+            .collect();
+        if let Some(last) = expected.last_mut() {
+            last.1 = "";
+        }
+        assert_eq!(got, expected, "{text:?}");
+    }
+}
