@@ -122,7 +122,7 @@ pub(crate) fn write(
     }
     if !plain_subject_field(out, &subject) {
         headers = Headers::new();
-        headers.set(header::Subject::from(subject));
+        headers.set(header::Subject::from(subject.into_owned()));
         write_headers(out, &headers);
     }
     out.extend_from_slice(b"MIME-Version: 1.0\r\n");
@@ -331,7 +331,7 @@ fn choose(text: &str) -> Encoding {
         return Body::new_with_encoding(text.to_owned(), ContentTransferEncoding::Base64)
             .map_or(Encoding::QuotedPrintable, Encoding::Lettre);
     }
-    if escaped > 0 || (bytes.contains(&b'\r') && has_lone_cr(bytes)) {
+    if escaped > 0 || (memchr::memchr(b'\r', bytes).is_some() && has_lone_cr(bytes)) {
         return Encoding::QuotedPrintable;
     }
     // Line lengths, the CR of a CRLF not counted; the first long line settles it.

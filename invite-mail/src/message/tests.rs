@@ -414,7 +414,7 @@ fn plain_header_fields_are_written_as_lettre_writes_them() {
             assert!(ours.is_empty());
         }
 
-        let subject = crate::template::clean_subject(&text);
+        let subject = crate::template::clean_subject(&text).into_owned();
         let mut ours = Vec::new();
         if plain_subject_field(&mut ours, &subject) {
             plain.1 += 1;
