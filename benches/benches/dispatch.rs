@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! cargo bench -p invite-benches --bench dispatch
+//! # paired rounds only (the filter matches no criterion function):
+//! INVITE_BENCH_PAIRED=12 INVITE_BENCH_PAIRED_C=32,8 cargo bench -p invite-benches --bench dispatch -- 'none$'
 //! ```
 //!
 //! Each measured iteration starts from a fresh store holding 10,000 queued invitations
@@ -335,6 +337,75 @@ fn dispatch(c: &mut Criterion) {
         cpu.report(&name);
     }
     group.finish();
+    paired(&runtime, &sink, &message);
 }
+
+/// `INVITE_BENCH_PAIRED=<rounds>`: after the criterion group, that many rounds per
+/// concurrency in `INVITE_BENCH_PAIRED_C` (comma-separated, default `32`). Each round
+/// sends all 10,000 messages with the bare client and with the dispatcher back to back,
+/// which goes first alternating, so that both see the same load on a shared machine
+/// (the criterion group measures one side for 15 s, then the other). Prints the rates
+/// from the summed times, each round's ratio to the bare client and their median
+/// (the upper one for an even count), and the CPU per message of each side. Off (0)
+/// by default.
+fn paired(runtime: &tokio::runtime::Runtime, sink: &Sink, message: &Arc<Vec<u8>>) {
+    let rounds: usize = std::env::var("INVITE_BENCH_PAIRED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if rounds == 0 {
+        return;
+    }
+    let levels = std::env::var("INVITE_BENCH_PAIRED_C").unwrap_or_else(|_| "32".into());
+    let addr = sink.addr();
+    for concurrency in levels
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
+        let (mut bare_cpu, mut mailer_cpu) = (Cpu::default(), Cpu::default());
+        let (mut bare_total, mut mailer_total) = (Duration::ZERO, Duration::ZERO);
+        let mut ratios = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let dispatcher = runtime.block_on(prepare(addr, concurrency));
+            let mut bare = || {
+                bare_cpu.measure(sink, || {
+                    runtime.block_on(bare_client(addr, concurrency, message.clone()))
+                })
+            };
+            let mut mailer =
+                || mailer_cpu.measure(sink, || runtime.block_on(dispatch_all(&dispatcher)));
+            let (bare, mailer) = if round % 2 == 0 {
+                let bare = bare();
+                (bare, mailer())
+            } else {
+                let mailer = mailer();
+                (bare(), mailer)
+            };
+            bare_total += bare;
+            mailer_total += mailer;
+            // Throughput ratio mailer / bare = bare time / mailer time.
+            ratios.push(bare.as_secs_f64() / mailer.as_secs_f64());
+        }
+        let rate = |total: Duration| (rounds * MESSAGES) as f64 / total.as_secs_f64() / 1000.0;
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        eprintln!(
+            "paired c{concurrency}, {rounds} rounds: bare {:.1} k/s, mailer {:.1} k/s, \
+             ratio of sums {:.1}%, median {:.1}% (rounds: {})",
+            rate(bare_total),
+            rate(mailer_total),
+            100.0 * bare_total.as_secs_f64() / mailer_total.as_secs_f64(),
+            100.0 * sorted[rounds / 2],
+            ratios
+                .iter()
+                .map(|r| format!("{:.0}", 100.0 * r))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        bare_cpu.report(&format!("paired bare_client/c{concurrency}"));
+        mailer_cpu.report(&format!("paired smtp_mailer/c{concurrency}"));
+    }
+}
+
 criterion_group!(benches, dispatch);
 criterion_main!(benches);

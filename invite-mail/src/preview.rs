@@ -132,7 +132,7 @@ impl Previewer {
             kind,
             to: invitation.email.clone(),
             to_name: crate::display_name(invitation),
-            subject: crate::template::clean_subject(&composed.subject),
+            subject: crate::template::clean_subject(&composed.subject).into_owned(),
             text: composed.text,
             html: composed.html,
         };

@@ -37,6 +37,7 @@
 //! markup. Subjects have CR, LF and other control characters replaced by spaces after
 //! rendering, so no value can start a new header line.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -782,7 +783,12 @@ impl Templates {
                 .and_then(|t| t.render(ctx))
                 .map_err(|e| render_error(part, &e))
         };
-        let subject = clean_subject(&render(Part::Subject)?);
+        let rendered = render(Part::Subject)?;
+        let subject = if is_clean_subject(&rendered) {
+            rendered
+        } else {
+            cleaned_subject(&rendered)
+        };
         if subject.is_empty() {
             return Err(TemplateError::EmptySubject);
         }
@@ -983,7 +989,30 @@ fn find_identifier(source: &str, name: &str) -> Option<(usize, usize)> {
 /// One line: CR, LF, tabs and other control characters become spaces; runs of spaces
 /// collapse; the ends are trimmed; and at most [`MAX_HEADER_TEXT`] characters (an
 /// unbroken word cannot be folded, and RFC 5322 caps a line at 998 octets).
-pub(crate) fn clean_subject(subject: &str) -> String {
+///
+/// Borrowed when `subject` is one clean line already (the usual case: a composed
+/// subject is cleaned here once, then the message writer checks it again).
+pub(crate) fn clean_subject(subject: &str) -> Cow<'_, str> {
+    if is_clean_subject(subject) {
+        return Cow::Borrowed(subject);
+    }
+    Cow::Owned(cleaned_subject(subject))
+}
+
+/// Whether [`clean_subject`] would return `subject` unchanged, without its
+/// per-character Unicode checks: printable ASCII, single spaces between words, no
+/// space at either end, at most [`MAX_HEADER_TEXT`] characters. (Any other text goes
+/// the long way, which gives the same answer for it.)
+fn is_clean_subject(subject: &str) -> bool {
+    let bytes = subject.as_bytes();
+    bytes.len() <= MAX_HEADER_TEXT
+        && bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+        && bytes.iter().all(|b| (b' '..=b'~').contains(b))
+        && !bytes.windows(2).any(|pair| pair == b"  ")
+}
+
+fn cleaned_subject(subject: &str) -> String {
     let mut out = String::with_capacity(subject.len());
     for word in subject
         .split(|c: char| c.is_control() || c.is_whitespace())

@@ -414,7 +414,7 @@ fn plain_header_fields_are_written_as_lettre_writes_them() {
             assert!(ours.is_empty());
         }
 
-        let subject = crate::template::clean_subject(&text);
+        let subject = crate::template::clean_subject(&text).into_owned();
         let mut ours = Vec::new();
         if plain_subject_field(&mut ours, &subject) {
             plain.1 += 1;
@@ -493,5 +493,31 @@ fn header_lines_stay_under_998_octets() {
             headers.contains('…') || headers.contains("=?utf-8?"),
             "{headers}"
         );
+    }
+}
+
+#[test]
+fn lines_split_as_str_split_does() {
+    // `lines` finds the ends with memchr; the reference is `str::split`.
+    for text in [
+        "",
+        "\n",
+        "\r\n",
+        "a",
+        "a\n",
+        "a\r\nb",
+        "a\rb\n\nc\r\n",
+        "\r\r\n\n.x\r\n",
+        "é\nü\r\n漢字",
+    ] {
+        let got: Vec<(&str, &str)> = lines(text).collect();
+        let mut expected: Vec<(&str, &str)> = text
+            .split('\n')
+            .map(|line| (line.strip_suffix('\r').unwrap_or(line), "\r\n"))
+            .collect();
+        if let Some(last) = expected.last_mut() {
+            last.1 = "";
+        }
+        assert_eq!(got, expected, "{text:?}");
     }
 }

@@ -444,3 +444,32 @@ fn cached_expiry_values_match_a_fresh_computation() {
     );
     assert_eq!(expires_at.as_str(), Some("2030-11-29T09:00:00Z"));
 }
+
+#[test]
+fn clean_subjects_are_passed_through_unchanged() {
+    // Every string of up to six characters from an alphabet of the cases that matter
+    // (space, tab, line breaks, a control, DEL, ASCII, non-ASCII, `~`): the borrowing
+    // fast path answers what the full cleaning does.
+    const ALPHABET: [char; 9] = [' ', 'a', '\t', '\r', '\n', '\u{7}', '\u{7f}', 'é', '~'];
+    let mut text = String::new();
+    for len in 0..=6u32 {
+        for mut n in 0..ALPHABET.len().pow(len) {
+            text.clear();
+            for _ in 0..len {
+                text.push(ALPHABET[n % ALPHABET.len()]);
+                n /= ALPHABET.len();
+            }
+            let fast = clean_subject(&text);
+            assert_eq!(fast, cleaned_subject(&text), "{text:?}");
+            if matches!(fast, Cow::Borrowed(_)) {
+                assert_eq!(fast, text);
+            }
+        }
+    }
+    // The length cap: 250 characters pass as they are, 251 are cut.
+    let long = "x".repeat(MAX_HEADER_TEXT);
+    assert!(matches!(clean_subject(&long), Cow::Borrowed(_)));
+    let longer = "x".repeat(MAX_HEADER_TEXT + 1);
+    assert_eq!(clean_subject(&longer), cleaned_subject(&longer));
+    assert!(clean_subject(&longer).ends_with('…'));
+}
