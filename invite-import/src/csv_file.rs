@@ -437,15 +437,15 @@ struct Part<'r, 'b> {
     hand_off: Option<HandOff>,
 }
 
-/// How a part on another thread hands its rows over: batches out, emptied
-/// buffers back. The calling thread appends a batch to the report's rows as
-/// soon as its own part is done, and hands the buffer back for the next batch:
-/// the part's rows are then copied while it goes on (not all at the end), and
-/// they are written into memory already faulted in, not into a part-sized
-/// buffer of fresh pages that the copy then faults in again.
+/// How a part on another thread hands its rows over: in batches, which the
+/// calling thread appends to the report's rows as soon as its own part is done,
+/// so that a part's rows are copied while it goes on (not all at the end) and
+/// never all held twice. Each batch buffer is freed once appended: handing the
+/// buffers back for reuse kept a backlog of empty ones alive until the part
+/// ended (peaks back near the old ones, measured), and barely any came back in
+/// time to be reused.
 struct HandOff {
     batches: mpsc::Sender<Vec<ImportRow>>,
-    emptied: mpsc::Receiver<Vec<ImportRow>>,
     /// Rows per batch ([`ImportOptions::batch_rows`]).
     rows: usize,
 }
@@ -455,12 +455,23 @@ impl HandOff {
     #[inline]
     fn maybe_send(&self, sink: &mut RowSink<'_>) {
         if sink.rows_len() >= self.rows {
-            let empty = self
-                .emptied
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(self.rows));
             // If the calling thread stopped listening, the parts are not used.
-            let _ = self.batches.send(sink.take_rows(empty));
+            let _ = self.batches.send(sink.take_rows(self.rows));
+        }
+    }
+}
+
+/// Sets `give_up` when dropped armed: a part's thread that ends without reading
+/// its part whole (a panic included) stops the others at their next record.
+struct GiveUpUnlessWhole<'a> {
+    give_up: &'a AtomicBool,
+    armed: bool,
+}
+
+impl Drop for GiveUpUnlessWhole<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.give_up.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -589,16 +600,18 @@ fn read_parallel(
             .map(|((k, &start), mut fork)| {
                 let end = cuts.get(k + 1).map_or(usize::MAX, |e| e - start);
                 let (batches, batches_in) = mpsc::channel();
-                let (emptied_out, emptied) = mpsc::channel();
                 let hand_off = HandOff {
                     batches,
-                    emptied,
                     rows: options.batch_rows.max(1),
                 };
                 // A thread that cannot be started leaves its part to this one.
                 let builder = std::thread::Builder::new().name("invite-import-csv".to_owned());
                 let handle = builder
                     .spawn_scoped(scope, move || {
+                        let mut guard = GiveUpUnlessWhole {
+                            give_up,
+                            armed: true,
+                        };
                         let input = &body[start..];
                         let offset = line_offset + line_breaks(body, start, lone_crs);
                         let lines = LineCounter::new(input, offset, lone_crs);
@@ -627,22 +640,33 @@ fn read_parallel(
                                     Stop::Boundary
                                 }
                         });
-                        if !whole {
-                            give_up.store(true, Ordering::Relaxed);
-                        }
+                        guard.armed = !whole;
                         // The error is the calling thread's to find again, in
                         // file order, when it reads this part itself.
                         whole.then(|| fork.take_chunk())
                     })
                     .ok();
-                (handle, batches_in, emptied_out)
+                (handle, batches_in)
             })
             .collect();
         let stop = main.read(sink, first_cut, options);
         if !matches!(stop, Ok(Stop::Boundary)) {
             give_up.store(true, Ordering::Relaxed);
         }
-        let stop = stop?;
+        let stop = match stop {
+            Ok(stop) => stop,
+            Err(error) => {
+                // Joined before the error is returned: a part that panicked must
+                // not turn into the scope's panic (the panic is a failed part,
+                // see below); the error is this part's, found as one thread would.
+                for (handle, _) in parts {
+                    if let Some(handle) = handle {
+                        let _ = handle.join();
+                    }
+                }
+                return Err(error);
+            }
+        };
         if stop == Stop::Boundary {
             // This part's dedupe entries, sorted while the others finish (and
             // merged with theirs, or with the rest of the file read alone).
@@ -653,14 +677,22 @@ fn read_parallel(
         let own_rows = sink.rows_len();
         let mut usable = stop == Stop::Boundary;
         let mut chunks = Vec::with_capacity(parts.len());
-        for (handle, batches, emptied) in parts {
+        // Report rows never outnumber data rows: past this many, the row limit is
+        // exceeded for sure and the parts are of no use (the rest is read alone
+        // up to the row that breaks it). Checked as batches arrive, so that an
+        // over-limit file does not gather every part's rows first.
+        let max_rows = usize::try_from(options.limits.max_rows).unwrap_or(usize::MAX);
+        for (handle, batches) in parts {
             let start = sink.rows_len();
             if usable {
                 // Until the part's thread drops its sender: done, failed or panicked.
                 for mut batch in &batches {
                     sink.append_rows(&mut batch);
-                    // Gone if the part is done: the buffer is then freed here.
-                    let _ = emptied.send(batch);
+                    if sink.rows_len() > max_rows {
+                        usable = false;
+                        give_up.store(true, Ordering::Relaxed);
+                        break;
+                    }
                 }
             }
             drop(batches);
@@ -1065,6 +1097,23 @@ mod tests {
         panics.panic_in_parts = true;
         assert_eq!(parts(&csv, &panics), Parts::FellBack);
         assert_eq!(report_json(&csv, &options(1)), report_json(&csv, &panics));
+    }
+
+    /// The calling thread's own part fails (a cell over the limit near the top)
+    /// while another part panics: the answer is that error, as on one thread,
+    /// not the scope's panic (the other threads are joined before it returns).
+    #[test]
+    fn an_error_in_the_first_part_beside_a_panicking_part_is_the_error() {
+        let mut csv = messy_csv(400);
+        let at = csv.match_indices('\n').nth(50).unwrap().0 + 1;
+        csv.insert_str(at, &format!("{}@b.c,,,\n", "x".repeat(5000)));
+        let one = report_json(&csv, &options(1)).unwrap_err();
+        assert!(one.contains("5004 bytes"), "{one}");
+        for threads in 2..=4 {
+            let mut panics = options(threads);
+            panics.panic_in_parts = true;
+            assert_eq!(report_json(&csv, &panics).unwrap_err(), one, "{threads}");
+        }
     }
 
     #[test]

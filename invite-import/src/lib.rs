@@ -231,9 +231,8 @@ impl ImportOptions {
     /// a large value only means "as many as are worth it": on 8 cores, 2 MiB
     /// gives 8 parts and 1.2 MiB gives 4, whatever `threads` is above that.
     /// Rows are copied from the parts into the report while the parts go on
-    /// (1M rows peaked at 214–251 MiB on two threads, depending on how far the
-    /// other part had got when the calling thread finished its own; 216 MiB on
-    /// one), and each part stops at
+    /// (1M rows peaked at 214–219 MiB on two threads, about the one-thread
+    /// peak of 217 MiB), and each part stops at
     /// [`ImportLimits::max_rows`] on its own, so a file past the limit can
     /// hold up to that many rows per part before the error. Smaller files,
     /// spreadsheets and pasted lists always use the calling thread alone. The

@@ -225,7 +225,8 @@ pub(crate) struct SheetExtras {
     pub(crate) mailto: HashMap<(u32, u32), String>,
 }
 
-/// Rows validated by a [`RowSink::fork`], to be [appended](RowSink::append) in order.
+/// Rows validated by a [`RowSink::fork`], to be appended in order
+/// ([`RowSink::append_chunk_rows`], then [`RowSink::append_counts`]).
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     /// The rows not yet handed over ([`RowSink::take_rows`]): the last ones.
@@ -397,12 +398,11 @@ impl<'o> RowSink<'o> {
     }
 
     /// The rows validated so far, handed over (to be [appended](Self::append_rows)
-    /// to the calling thread's sink while this one goes on), replaced by
-    /// `empty` (a buffer handed back, to reuse its memory).
-    pub(crate) fn take_rows(&mut self, mut empty: Vec<ImportRow>) -> Vec<ImportRow> {
-        empty.clear();
+    /// to the calling thread's sink while this one goes on), replaced by an
+    /// empty buffer with room for `capacity` rows.
+    pub(crate) fn take_rows(&mut self, capacity: usize) -> Vec<ImportRow> {
         self.taken += self.rows.len();
-        std::mem::replace(&mut self.rows, empty)
+        std::mem::replace(&mut self.rows, Vec::with_capacity(capacity))
     }
 
     /// How many rows this sink holds.
@@ -759,12 +759,11 @@ impl<'o> RowSink<'o> {
     fn mark_duplicates(&mut self) {
         self.sort_keyed();
         let sorted = std::mem::take(&mut self.sorted);
-        // Without a call per entry for one list (one thread) or two (two).
         match sorted.as_slice() {
             [] => {}
             [one] => self.mark_duplicates_in(one.iter().copied()),
             [a, b] => self.mark_duplicates_in(merge_two(a, b)),
-            more => self.mark_duplicates_in(merged(more)),
+            _ => self.mark_duplicates_in(sorted_whole(sorted).into_iter()),
         }
     }
 
@@ -861,14 +860,17 @@ fn sort_by_high_half(entries: &mut Vec<u64>) {
     *entries = from;
 }
 
-/// The values of lists each sorted by value, in order, without building the
-/// merged list (a pass over it is all [`RowSink::mark_duplicates`] needs).
-fn merged(lists: &[Vec<u64>]) -> Box<dyn Iterator<Item = u64> + '_> {
-    match lists {
-        [] => Box::new(std::iter::empty()),
-        [one] => Box::new(one.iter().copied()),
-        [first, rest @ ..] => Box::new(MergeTwo::new(first.iter().copied(), merged(rest))),
-    }
+/// Lists each sorted by value, whose row indices (the low halves) cover
+/// increasing ranges in list order, as one list sorted by value. Three or more
+/// lists (three or more threads) are joined and sorted again by hash: the stable
+/// radix sort keeps list order, hence row order, within each hash, and takes
+/// about as long as the merge of two lists, where a chain of two-way merges
+/// costs a comparison and a call per list and entry (slower than this from
+/// eight lists on, measured).
+fn sorted_whole(lists: Vec<Vec<u64>>) -> Vec<u64> {
+    let mut whole = lists.concat();
+    sort_by_high_half(&mut whole);
+    whole
 }
 
 /// Two sorted lists merged, by value. Which list the next value comes from is
@@ -897,34 +899,6 @@ fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
     })
 }
 
-/// Two iterators, each in ascending order, merged into one in ascending order.
-struct MergeTwo<A: Iterator<Item = u64>, B: Iterator<Item = u64>> {
-    a: std::iter::Peekable<A>,
-    b: std::iter::Peekable<B>,
-}
-
-impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> MergeTwo<A, B> {
-    fn new(a: A, b: B) -> Self {
-        Self {
-            a: a.peekable(),
-            b: b.peekable(),
-        }
-    }
-}
-
-impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> Iterator for MergeTwo<A, B> {
-    type Item = u64;
-
-    #[inline]
-    fn next(&mut self) -> Option<u64> {
-        match (self.a.peek(), self.b.peek()) {
-            (Some(a), Some(b)) if b < a => self.b.next(),
-            (Some(_), _) => self.a.next(),
-            (None, _) => self.b.next(),
-        }
-    }
-}
-
 fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
     (!text.is_empty()).then_some(text)
 }
@@ -951,7 +925,7 @@ mod tests {
 
     #[test]
     fn appended_rows_have_the_indices_push_allows() {
-        // `push` takes a row at index u32::MAX (the 2^32nd row), so `append` must too.
+        // `push` takes a row at index u32::MAX (the 2^32nd row), so `append_counts` must too.
         let max = usize::try_from(u32::MAX).unwrap();
         assert!(indices_fit(0, 0));
         assert!(indices_fit(max, 1));
@@ -1061,10 +1035,10 @@ mod tests {
                 part
             });
             let parts: Vec<Vec<u64>> = parts.collect();
-            assert_eq!(merged(&parts).collect::<Vec<_>>(), whole, "{cuts:?}");
             if let [a, b] = parts.as_slice() {
                 assert_eq!(merge_two(a, b).collect::<Vec<_>>(), whole, "{cuts:?}");
             }
+            assert_eq!(sorted_whole(parts), whole, "{cuts:?}");
         }
     }
 
