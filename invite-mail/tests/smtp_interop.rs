@@ -137,11 +137,13 @@ fn parts(message: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// No defects found by the strict parser, lines within RFC 5322's limit, and a header
+/// No defects found by the strict parser, no CR or LF outside a CRLF, lines within RFC
+/// 5322's limit, and a header
 /// in ASCII (encoded words) unless the recipient's address itself is not ASCII, which
 /// RFC 6532 lets an SMTPUTF8 message carry as UTF-8.
 fn assert_well_formed(message: &Value, ascii_recipient: bool) {
     assert_eq!(message["defects"], serde_json::json!([]), "{message}");
+    assert_eq!(message["bare_breaks"], 0, "{message}");
     assert_eq!(message["head_is_ascii"], ascii_recipient, "{message}");
     assert!(
         message["longest_line"].as_u64().unwrap() <= 998,
@@ -272,18 +274,36 @@ async fn dot_lines_long_lines_and_non_ascii_bodies_arrive_exactly() {
     };
     let mailer = mailer(&server);
     let long = "a long line with words and a dot. ".repeat(40);
+    // Each text, and the transfer encodings expected of its text and HTML parts.
     let bodies = [
         // Mostly ASCII with a dot line and a very long line.
-        format!(".starts with a dot\n.\n..two dots\n{long}\n.{long}\nZoë écrit: ✓\n"),
+        (
+            format!(".starts with a dot\n.\n..two dots\n{long}\n.{long}\nZoë écrit: ✓\n"),
+            ["quoted-printable", "quoted-printable"],
+        ),
         // Mostly non-ASCII.
-        "Ωμέγα — ünïcödé ✓ 日本語のテキスト\n.\n".repeat(20),
-        // Characters quoted-printable must escape, and trailing spaces.
-        "= sign, =3D, tab\there, trailing space \nline\r\nwith CRLF\n".to_owned(),
+        (
+            "Ωμέγα — ünïcödé ✓ 日本語のテキスト\n.\n".repeat(20),
+            ["base64", "base64"],
+        ),
+        // `=`, tabs, CRLF and short lines: 7bit as they are.
+        (
+            "= sign, =3D, tab\there\nline\r\nwith CRLF\n".to_owned(),
+            ["7bit", "7bit"],
+        ),
+        // A lone CR, a control character and a trailing space: quoted-printable.
+        (
+            "lone\rCR, bell \u{7}, trailing space \nend".to_owned(),
+            ["quoted-printable", "quoted-printable"],
+        ),
     ];
-    for (i, text) in bodies.iter().enumerate() {
+    for (i, (text, encodings)) in bodies.iter().enumerate() {
         let now = datetime!(2030-11-22 9:00 UTC);
         let outbox = OutboxId::new(now);
-        let html = format!("<p>{}</p>\n.<b>dot</b>\n", text.replace('\n', "<br>\n"));
+        let html = format!(
+            "<p>{}</p>\n.<b>dot</b>\n",
+            text.replace("\r\n", "\n").replace('\n', "<br>\n")
+        );
         let email = OutgoingEmail {
             message_id: format!("<{outbox}.{i}@acme.example>"),
             tenant: acme(),
@@ -301,6 +321,13 @@ async fn dot_lines_long_lines_and_non_ascii_bodies_arrive_exactly() {
         assert_well_formed(&message, true);
         assert_eq!(str_of(&message, "subject"), email.subject);
         let lf = |s: &str| s.replace("\r\n", "\n");
+        for (part, expected) in message["parts"].as_array().unwrap().iter().zip(encodings) {
+            assert_eq!(
+                part["transfer_encoding"].as_str(),
+                Some(*expected),
+                "{message}"
+            );
+        }
         assert_eq!(
             parts(&message),
             [

@@ -509,15 +509,47 @@ fn lines_split_as_str_split_does() {
         "a\rb\n\nc\r\n",
         "\r\r\n\n.x\r\n",
         "é\nü\r\n漢字",
+        "a\r",
+        "\r",
+        "x\n\r",
     ] {
         let got: Vec<(&str, &str)> = lines(text).collect();
-        let mut expected: Vec<(&str, &str)> = text
-            .split('\n')
-            .map(|line| (line.strip_suffix('\r').unwrap_or(line), "\r\n"))
+        // A CR is part of the line ending only before an LF: the last piece
+        // (after the last LF) keeps a CR of its own.
+        let pieces: Vec<&str> = text.split('\n').collect();
+        let expected: Vec<(&str, &str)> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                if i + 1 < pieces.len() {
+                    (line.strip_suffix('\r').unwrap_or(line), "\r\n")
+                } else {
+                    (*line, "")
+                }
+            })
             .collect();
-        if let Some(last) = expected.last_mut() {
-            last.1 = "";
-        }
         assert_eq!(got, expected, "{text:?}");
     }
+}
+
+#[test]
+fn any_long_line_makes_ascii_text_quoted_printable() {
+    // The 7bit/quoted-printable choice stops at the first long line: not at the
+    // first line, and not at the first empty one.
+    let long = "z".repeat(76);
+    for text in [
+        format!("short\n\n{long}\nshort"),
+        format!("{long}"),
+        format!("a\nb\n\n\n{long}"),
+        format!("a\r\n\r\n{long}\r\n"),
+    ] {
+        assert!(
+            matches!(choose(&text), Encoding::QuotedPrintable),
+            "{text:?}"
+        );
+    }
+    assert!(matches!(
+        choose(&format!("short\n\n{}\nshort", "z".repeat(75))),
+        Encoding::SevenBit
+    ));
 }
