@@ -539,7 +539,7 @@ fn any_long_line_makes_ascii_text_quoted_printable() {
     let long = "z".repeat(76);
     for text in [
         format!("short\n\n{long}\nshort"),
-        format!("{long}"),
+        long.clone(),
         format!("a\nb\n\n\n{long}"),
         format!("a\r\n\r\n{long}\r\n"),
     ] {
