@@ -130,19 +130,22 @@ fn xlsb_worksheet_cut_off_or_pointing_past_its_strings() {
         zip_with(&named)
     };
 
+    let refused_as_damaged = |bytes: &[u8]| {
+        let error = import(bytes, FileHint::FileName("bad.xlsb"), &options()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::Corrupt {
+                    format: Format::Xlsb,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    };
+
     let data = &entries[sheet].1;
-    let cut = with_sheet(data[..data.len() / 2 + 1].to_vec());
-    let error = import(&cut, FileHint::FileName("cut.xlsb"), &options()).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            ImportError::Corrupt {
-                format: Format::Xlsb,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    refused_as_damaged(&with_sheet(data[..data.len() / 2 + 1].to_vec()));
 
     // The same workbook with the worksheet whole imports.
     let whole = with_sheet(data.clone());
@@ -177,18 +180,7 @@ fn xlsb_worksheet_cut_off_or_pointing_past_its_strings() {
             }
             at += size;
         }
-        let bad = with_sheet(data);
-        let error = import(&bad, FileHint::FileName("bad.xlsb"), &options()).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ImportError::Corrupt {
-                    format: Format::Xlsb,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+        refused_as_damaged(&with_sheet(data));
     }
 }
 
