@@ -48,8 +48,9 @@ fn in_range(v: u8x16, lo: u8, hi: u8) -> u8x16 {
 }
 
 impl Masks {
-    /// Adds the classes of `v`, whose lane `j` is input byte `offset + j`
-    /// (lanes past the input must have been cleared by the caller's masks).
+    /// Adds the classes of `v`, sixteen input bytes: `place` turns a lane mask
+    /// (bit `j` for lane `j`) into input positions (every lane is an input byte;
+    /// the chunks overlap rather than run past the end).
     #[inline(always)]
     fn add(&mut self, v: u8x16, place: impl Fn(u32) -> u64) {
         let letter = in_range(v | u8x16::splat(0x20), b'a', b'z');
