@@ -51,7 +51,8 @@
 //! | pasted text | split on `,` `;` spaces, new lines; `Name <address>` understood | the report |
 //! | `.xlsx`, `.xlsm` | calamine's streaming cell reader, plus one pass over the sheet XML for merged cells, hidden rows and `mailto:` links | the report + shared strings |
 //! | `.xlsb` | calamine's streaming cell reader, after "short" cell records (SheetJS, Aspose) are rewritten to the full form calamine reads | the report + shared strings (+ the rewritten worksheets, when there are short records) |
-//! | `.xls`, `.ods` | calamine's `worksheet_range` (no streaming reader exists) | the sheet |
+//! | `.xls` | calamine's `worksheet_range` (no streaming reader exists), after each sheet's declared size and cell columns are checked against the format's maximum | the sheet |
+//! | `.ods` | calamine's `worksheet_range` (no streaming reader exists) | the sheet |
 //!
 //! Cells are trimmed; zero-width characters are removed and non-breaking spaces
 //! become spaces; `mailto:` is stripped; `Ann Lee <ann@x.com>` gives the address and
@@ -95,6 +96,7 @@ mod report;
 mod spreadsheet;
 mod template_file;
 mod validate;
+mod xls;
 mod xlsb;
 
 use std::num::NonZeroUsize;

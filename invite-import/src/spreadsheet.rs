@@ -13,7 +13,7 @@ use calamine::{
 use crate::header::{self, HEADER_SEARCH_ROWS};
 use crate::validate::{CellValue, Merge, RowSink, SheetExtras, clean, number_text};
 use crate::{
-    Format, ImportError, ImportOptions, MappingSource, Note, Plan, column_name, ooxml, xlsb,
+    Format, ImportError, ImportOptions, MappingSource, Note, Plan, column_name, ooxml, xls, xlsb,
 };
 
 type Head = Vec<(u64, Vec<String>)>;
@@ -392,7 +392,8 @@ fn read_xls<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'o
         },
         other => corrupt(Format::Xls, other),
     };
-    let mut workbook: Xls<_> = Xls::new(Cursor::new(bytes)).map_err(xls_error)?;
+    let bytes = xls::checked(bytes)?;
+    let mut workbook: Xls<_> = Xls::new(Cursor::new(&bytes[..])).map_err(xls_error)?;
     let sheets = worksheet_names(&workbook);
     let mut ranges = Vec::new();
     let (sheet, mut plan) = choose(&sheets, options, |name| {

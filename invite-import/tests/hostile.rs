@@ -184,6 +184,53 @@ fn xlsb_worksheet_cut_off_or_pointing_past_its_strings() {
     }
 }
 
+/// An .xls whose sheets declare 4,294,967,295 rows: calamine would reserve room for
+/// every declared cell while opening it, and a failed allocation of that size aborts
+/// the process (no panic to catch; the import proptest found one). Refused first.
+#[test]
+fn xls_dimensions_past_the_format_are_refused_before_calamine_reads_them() {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = cfb::CompoundFile::open(Cursor::new(fixture("same_1000_libreoffice.xls")))
+        .expect("an OLE file");
+    let mut stream = Vec::new();
+    file.open_stream("Workbook")
+        .unwrap()
+        .read_to_end(&mut stream)
+        .unwrap();
+    // Every DIMENSIONS record (type 0x0200, 14 bytes): last row = u32::MAX.
+    let mut at = 0;
+    let mut changed = 0;
+    while at + 4 <= stream.len() {
+        let kind = u16::from_le_bytes([stream[at], stream[at + 1]]);
+        let len = usize::from(u16::from_le_bytes([stream[at + 2], stream[at + 3]]));
+        if kind == 0x0200 && len == 14 {
+            stream[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+            changed += 1;
+        }
+        at += 4 + len;
+    }
+    assert!(changed > 0, "the fixture has a DIMENSIONS record");
+    let mut workbook = file.open_stream("Workbook").unwrap();
+    workbook.seek(SeekFrom::Start(0)).unwrap();
+    workbook.write_all(&stream).unwrap();
+    workbook.flush().unwrap();
+    drop(workbook);
+    let bytes = file.into_inner().into_inner();
+
+    let error = import(&bytes, FileHint::FileName("huge.xls"), &options()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::Corrupt {
+                format: Format::Xls,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("4294967295 rows by"), "{error}");
+}
+
 #[test]
 fn empty_inputs() {
     let error = import(
