@@ -277,7 +277,8 @@ mod tests {
             (DIMENSIONS, dimensions(0, 65_537, 0, 10)),
             (DIMENSIONS, dimensions(0, 10, 0, 257)),
         ] {
-            let error = check_dimensions(&stream_with_sheet(&[bad.clone()])).unwrap_err();
+            let error =
+                check_dimensions(&stream_with_sheet(std::slice::from_ref(&bad))).unwrap_err();
             assert!(matches!(error, ImportError::Corrupt { .. }), "{bad:?}");
         }
         // Records after the sheet's are still checked (the walk is a superset).
