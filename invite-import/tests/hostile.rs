@@ -20,6 +20,16 @@ fn zip_with(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
     writer.finish().unwrap().into_inner()
 }
 
+/// Imports `bytes` named `name`, which must be refused as a damaged file of `format`.
+fn refused_as_corrupt(bytes: &[u8], name: &str, format: Format) -> ImportError {
+    let error = import(bytes, FileHint::FileName(name), &options()).unwrap_err();
+    assert!(
+        matches!(&error, ImportError::Corrupt { format: f, .. } if *f == format),
+        "{name}: {error:?}"
+    );
+    error
+}
+
 #[test]
 fn png_renamed_to_xlsx() {
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
@@ -83,22 +93,7 @@ fn truncated_workbooks() {
         );
     }
     let xls = fixture("same_1000_libreoffice.xls");
-    let error = import(
-        &xls[..xls.len() / 3],
-        FileHint::FileName("t.xls"),
-        &options(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            ImportError::Corrupt {
-                format: Format::Xls,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    refused_as_corrupt(&xls[..xls.len() / 3], "t.xls", Format::Xls);
 }
 
 /// An .xlsb whose worksheet stops in the middle of a record, or whose string cells
@@ -130,19 +125,7 @@ fn xlsb_worksheet_cut_off_or_pointing_past_its_strings() {
         zip_with(&named)
     };
 
-    let refused_as_damaged = |bytes: &[u8]| {
-        let error = import(bytes, FileHint::FileName("bad.xlsb"), &options()).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ImportError::Corrupt {
-                    format: Format::Xlsb,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
-    };
+    let refused_as_damaged = |bytes: &[u8]| refused_as_corrupt(bytes, "bad.xlsb", Format::Xlsb);
 
     let data = &entries[sheet].1;
     refused_as_damaged(&with_sheet(data[..data.len() / 2 + 1].to_vec()));
@@ -217,17 +200,7 @@ fn xls_dimensions_past_the_format_are_refused_before_calamine_reads_them() {
     drop(workbook);
     let bytes = file.into_inner().into_inner();
 
-    let error = import(&bytes, FileHint::FileName("huge.xls"), &options()).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            ImportError::Corrupt {
-                format: Format::Xls,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let error = refused_as_corrupt(&bytes, "huge.xls", Format::Xls);
     assert!(error.to_string().contains("4294967295 rows by"), "{error}");
 }
 
