@@ -371,6 +371,16 @@ fn finish(
 /// the format (see the [crate docs](crate#formats)). Row problems are in the report;
 /// an error means the file as a whole was refused, and says why and what to do.
 ///
+/// # Hostile files and `panic = "abort"`
+///
+/// Spreadsheets are read by calamine, which can panic on some damaged files; such a
+/// panic is caught here and answered with [`ImportError::Corrupt`]. A host built with
+/// `panic = "abort"` cannot catch it, and its process would end: run imports of
+/// untrusted uploads in a build that unwinds, or in a process of their own. The
+/// allocations that calamine would make from a file's declared sizes, which no guard
+/// can catch, are checked before calamine reads the file (zip sizes and ratio for
+/// xlsx/xlsm/xlsb/ods, sheet dimensions and columns for xls).
+///
 /// ```
 /// use invite_core::Role;
 /// use invite_import::{FileHint, ImportError, ImportOptions, import};
