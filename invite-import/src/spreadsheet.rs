@@ -130,6 +130,7 @@ fn stream_cells<'a, E>(
     mut next: impl FnMut() -> Result<Option<Cell<DataRef<'a>>>, E>,
     sink: &mut RowSink<'_>,
     options: &ImportOptions,
+    format: Format,
 ) -> Result<Result<(), E>, ImportError> {
     let max_mapped = sink.mapping().max_column();
     let mut cells: Vec<CellValue<'a>> = Vec::new();
@@ -143,6 +144,16 @@ fn stream_cells<'a, E>(
         let (row, column) = cell.get_position();
         if current != Some(row) {
             if let Some(done) = current {
+                // Both formats keep rows in ascending order; a damaged file that
+                // goes back would put rows out of order (or one row twice) in the
+                // report, and "duplicate of row N" could point forward.
+                if row < done {
+                    return Err(ImportError::Corrupt {
+                        format,
+                        detail: format!("row {} comes after row {}", row + 1, done + 1),
+                        source: None,
+                    });
+                }
                 sink.push(u64::from(done) + 1, &cells)?;
             }
             cells.clear();
@@ -327,7 +338,8 @@ fn read_xlsx<'o>(
     let mut reader = workbook
         .worksheet_cells_reader(&sheet)
         .map_err(|e| xlsx_error(format, e))?;
-    stream_cells(|| reader.next_cell(), &mut sink, options)?.map_err(|e| xlsx_error(format, e))?;
+    stream_cells(|| reader.next_cell(), &mut sink, options, format)?
+        .map_err(|e| xlsx_error(format, e))?;
     Ok(SheetRead { sheet, plan, sink })
 }
 
@@ -347,7 +359,7 @@ fn read_xlsb<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'
     let mut reader = workbook
         .worksheet_cells_reader(&sheet)
         .map_err(xlsb_error)?;
-    stream_cells(|| reader.next_cell(), &mut sink, options)?.map_err(xlsb_error)?;
+    stream_cells(|| reader.next_cell(), &mut sink, options, Format::Xlsb)?.map_err(xlsb_error)?;
     Ok(SheetRead { sheet, plan, sink })
 }
 

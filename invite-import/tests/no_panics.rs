@@ -29,6 +29,23 @@ fn check(bytes: &[u8], hint: FileHint<'_>) {
     }
 }
 
+/// Found by `damaged_workbooks`: one flipped byte of a row number in the sheet XML
+/// made rows go backwards, and the report listed them out of order. Both spreadsheet
+/// formats keep rows ascending, so such a file is refused as damaged.
+#[test]
+fn a_sheet_whose_rows_go_backwards_is_refused() {
+    let bytes = mutated(
+        &fixture("task_sheet_xlsxwriter.xlsx"),
+        &[(14_583_386_254_355_412_386, 224)],
+    );
+    let error = import(&bytes, FileHint::FileName("t.xlsx"), &options()).unwrap_err();
+    assert!(
+        matches!(error, invite_import::ImportError::Corrupt { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("comes after row"), "{error}");
+}
+
 /// Flips bytes of a real file: exercises the zip, OLE and XML paths past the magic.
 fn mutated(original: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
     let mut bytes = original.to_vec();
