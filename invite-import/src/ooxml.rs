@@ -13,7 +13,7 @@ use crate::{FileHint, Format, ImportError, ImportLimits};
 
 type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
 
-fn open(bytes: &[u8], format: Format) -> Result<Archive<'_>, ImportError> {
+pub(crate) fn open(bytes: &[u8], format: Format) -> Result<Archive<'_>, ImportError> {
     ZipArchive::new(Cursor::new(bytes)).map_err(|error| ImportError::Corrupt {
         format,
         detail: "the zip container is cut off or damaged".to_owned(),

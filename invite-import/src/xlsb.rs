@@ -46,12 +46,7 @@ pub(crate) fn with_full_cell_records<'b>(
     bytes: &'b [u8],
     limits: &ImportLimits,
 ) -> Result<Cow<'b, [u8]>, ImportError> {
-    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
-        corrupt(
-            "the zip container is cut off or damaged",
-            io::Error::other(e),
-        )
-    })?;
+    let mut archive = crate::ooxml::open(bytes, Format::Xlsb)?;
     let sheets: Vec<usize> = (0..archive.len())
         .filter(|&i| {
             archive.name_for_index(i).is_some_and(|name| {

@@ -783,12 +783,7 @@ impl Templates {
                 .and_then(|t| t.render(ctx))
                 .map_err(|e| render_error(part, &e))
         };
-        let rendered = render(Part::Subject)?;
-        let subject = if is_clean_subject(&rendered) {
-            rendered
-        } else {
-            cleaned_subject(&rendered)
-        };
+        let subject = into_clean_subject(render(Part::Subject)?);
         if subject.is_empty() {
             return Err(TemplateError::EmptySubject);
         }
@@ -997,6 +992,14 @@ pub(crate) fn clean_subject(subject: &str) -> Cow<'_, str> {
         return Cow::Borrowed(subject);
     }
     Cow::Owned(cleaned_subject(subject))
+}
+
+/// [`clean_subject`] for a subject already owned: kept as it is when clean.
+fn into_clean_subject(subject: String) -> String {
+    if let Cow::Owned(clean) = clean_subject(&subject) {
+        return clean;
+    }
+    subject
 }
 
 /// Whether [`clean_subject`] would return `subject` unchanged, without its
