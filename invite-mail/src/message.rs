@@ -19,16 +19,11 @@ use std::io::Write as _;
 
 use invite_core::{MailError, OutgoingEmail};
 
-use lettre::message::header::{self, ContentTransferEncoding, Headers};
-use lettre::message::{Body, Mailbox, Mailboxes};
+use lettre::message::header::{self, Headers};
+use lettre::message::{Mailbox, Mailboxes};
 use time::{OffsetDateTime, UtcOffset};
 
-/// Longest line (without CRLF) sent as `7bit`; longer lines are quoted-printable, as
-/// lettre chooses.
-const SEVEN_BIT_LINE: usize = 75;
-
-/// Longest quoted-printable line, the soft-break `=` included (RFC 2045 §6.7).
-const QP_LINE: usize = 76;
+mod body;
 
 /// Length of a multipart boundary (lettre's: 40 alphanumerics).
 const BOUNDARY_LEN: usize = 40;
@@ -279,230 +274,16 @@ fn boundary() -> [u8; BOUNDARY_LEN] {
     })
 }
 
-/// How a body is sent.
-enum Encoding {
-    SevenBit,
-    QuotedPrintable,
-    /// Mostly non-ASCII: lettre's choice and encoding (base64 in practice).
-    Lettre(Body),
-}
-
 /// One body part: its header fields, a blank line, the body, CRLF (lettre's shape).
 fn part(out: &mut Vec<u8>, kind: &str, text: &str, stuff: bool) {
-    let encoding = choose(text);
+    let encoding = body::choose(text);
     out.extend_from_slice(b"Content-Type: ");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"; charset=utf-8\r\nContent-Transfer-Encoding: ");
-    let name: &[u8] = match &encoding {
-        Encoding::SevenBit => b"7bit",
-        Encoding::QuotedPrintable => b"quoted-printable",
-        Encoding::Lettre(body) => match body.encoding() {
-            ContentTransferEncoding::SevenBit => b"7bit",
-            ContentTransferEncoding::QuotedPrintable => b"quoted-printable",
-            ContentTransferEncoding::EightBit => b"8bit",
-            ContentTransferEncoding::Binary => b"binary",
-            // Base64, and anything lettre adds later spelled its way.
-            _ => b"base64",
-        },
-    };
-    out.extend_from_slice(name);
+    out.extend_from_slice(encoding.name());
     out.extend_from_slice(b"\r\n\r\n");
-    match encoding {
-        Encoding::SevenBit => seven_bit(out, text, stuff),
-        Encoding::QuotedPrintable => quoted_printable(out, text, stuff),
-        Encoding::Lettre(body) => copy_lines(out, body.as_ref(), stuff),
-    }
+    encoding.write(out, text, stuff);
     out.extend_from_slice(b"\r\n");
-}
-
-/// `7bit` when `text` is ASCII with short lines and no lone CR, else quoted-printable
-/// (or lettre's base64 when most of it would need escaping, lettre's rule).
-fn choose(text: &str) -> Encoding {
-    let bytes = text.as_bytes();
-    let escaped = count_escaped(bytes);
-    if escaped > bytes.len() / 3 {
-        // Mostly escapes (a non-Latin script, or control characters): base64 is as
-        // compact. Always base64, never lettre's own choice: for short ASCII lines full
-        // of control characters lettre picks 7bit and copies the text as is, which
-        // would put a bare CR (and `<CR>.<CR><LF>`, an end of data to a lax relay)
-        // into the SMTP data.
-        // (`new_with_encoding` refuses only encodings that cannot carry the bytes;
-        // base64 carries any, and quoted-printable would be the safe answer anyway.)
-        return Body::new_with_encoding(text.to_owned(), ContentTransferEncoding::Base64)
-            .map_or(Encoding::QuotedPrintable, Encoding::Lettre);
-    }
-    if escaped > 0 || (memchr::memchr(b'\r', bytes).is_some() && has_lone_cr(bytes)) {
-        return Encoding::QuotedPrintable;
-    }
-    // Line lengths, the CR of a CRLF not counted; the first long line settles it.
-    if lines(text).any(|(line, _)| line.len() > SEVEN_BIT_LINE) {
-        Encoding::QuotedPrintable
-    } else {
-        Encoding::SevenBit
-    }
-}
-
-/// How many bytes of `bytes` are not printable ASCII, tab, CR or LF.
-fn count_escaped(bytes: &[u8]) -> usize {
-    // Branch-free per byte (`|`, not `||`), and summed per chunk in a `u8`, so that
-    // it vectorises.
-    bytes
-        .chunks(255)
-        .map(|chunk| {
-            let n: u8 = chunk
-                .iter()
-                .map(|&b| {
-                    let printable = b.wrapping_sub(b' ') < 0x5f;
-                    let space = (b == b'\t') | (b == b'\n') | (b == b'\r');
-                    u8::from(!(printable | space))
-                })
-                .fold(0, u8::wrapping_add);
-            usize::from(n)
-        })
-        .sum()
-}
-
-/// A CR not followed by LF: not allowed in a `7bit` body.
-fn has_lone_cr(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
-}
-
-/// `text` with CRLF line endings, dot-stuffed when `stuff`.
-fn seven_bit(out: &mut Vec<u8>, text: &str, stuff: bool) {
-    for (line, end) in lines(text) {
-        if stuff && line.starts_with('.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(end.as_bytes());
-    }
-}
-
-/// Already-encoded CRLF lines, dot-stuffed when `stuff`.
-fn copy_lines(out: &mut Vec<u8>, encoded: &[u8], stuff: bool) {
-    if !stuff {
-        out.extend_from_slice(encoded);
-        return;
-    }
-    for line in encoded.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-    }
-}
-
-/// Copied as is by [`quoted_printable`] (except space or tab ending a line).
-fn literal(b: u8) -> bool {
-    matches!(b, b'\t' | b' '..=b'<' | b'>'..=b'~')
-}
-
-/// How many bytes at the start of `s` are [`literal`]: eight at a time (SWAR), since
-/// most of an HTML body is long literal runs.
-fn literal_run(s: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = 0;
-    while let Some(word) = s.get(i..i + 8) {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        // Flags (exact for the lowest flagged byte): below ' ', above '~', or '='.
-        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let above = (x | x.wrapping_add(ONES)) & HIGH;
-        let eq = x ^ (ONES * u64::from(b'='));
-        let eq = eq.wrapping_sub(ONES) & !eq & HIGH;
-        let flags = below | above | eq;
-        if flags == 0 {
-            i += 8;
-            continue;
-        }
-        let j = i + (flags.trailing_zeros() / 8) as usize;
-        if s[j] != b'\t' {
-            return j;
-        }
-        i = j + 1; // a tab is literal
-    }
-    i + s[i..].iter().take_while(|&&b| literal(b)).count()
-}
-
-/// Quoted-printable (RFC 2045 §6.7) with CRLF hard line breaks: printable ASCII other
-/// than `=` is copied, everything else is `=XX`; space or tab at a line end is
-/// encoded; lines are soft-broken (`=` CRLF) to at most [`QP_LINE`] characters. With
-/// `stuff`, an output line starting with `.` gets another (not counted in the length:
-/// it is transport framing, removed by the relay).
-fn quoted_printable(out: &mut Vec<u8>, text: &str, stuff: bool) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    const SOFT_BREAK: &[u8] = b"=\r\n";
-    for (line, end) in lines(text) {
-        let line = line.as_bytes();
-        let n = line.len();
-        let mut column = 0;
-        let mut j = 0;
-        while j < n {
-            // A run of bytes copied as is; a space or tab ending the line is not.
-            let mut k = j + literal_run(&line[j..]);
-            if k == n && k > j && matches!(line[n - 1], b' ' | b'\t') {
-                k -= 1;
-            }
-            while j < k {
-                // Room before the soft break's `=`, or up to the limit when the run
-                // ends the line.
-                let room = (QP_LINE - 1).saturating_sub(column);
-                let rest = k - j;
-                let take = if rest <= room || (k == n && rest == room + 1) {
-                    rest
-                } else {
-                    room
-                };
-                if stuff && column == 0 && line[j] == b'.' {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(&line[j..j + take]);
-                column += take;
-                j += take;
-                if j < k {
-                    out.extend_from_slice(SOFT_BREAK);
-                    column = 0;
-                }
-            }
-            if j < n {
-                let b = line[j];
-                let limit = if j + 1 == n { QP_LINE } else { QP_LINE - 1 };
-                if column + 3 > limit {
-                    out.extend_from_slice(SOFT_BREAK);
-                    column = 0;
-                }
-                out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-                column += 3;
-                j += 1;
-            }
-        }
-        out.extend_from_slice(end.as_bytes());
-    }
-}
-
-/// The lines of `text` without their `\n` or `\r\n`, each with the CRLF that ends it
-/// (none for the last). The line ends come from one vectorised `memchr` pass (a
-/// `str` search for `'\n'` costs a `memchr` and a `memcmp` call per line).
-fn lines(text: &str) -> impl Iterator<Item = (&str, &'static str)> {
-    let mut ends = memchr::memchr_iter(b'\n', text.as_bytes());
-    let mut start = Some(0);
-    std::iter::from_fn(move || {
-        let from = start?;
-        Some(match ends.next() {
-            Some(end) => {
-                start = Some(end + 1);
-                let line = &text[from..end];
-                (line.strip_suffix('\r').unwrap_or(line), "\r\n")
-            }
-            None => {
-                start = None;
-                (&text[from..], "")
-            }
-        })
-    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 use super::*;
+use body::{Encoding, choose, quoted_printable, seven_bit};
 use invite_core::{EmailAddress, InvitationId, MailKind, OutboxId, TenantId};
 use lettre::Message;
 use lettre::address::Envelope;
-use lettre::message::header::ContentType;
-use lettre::message::{MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, MultiPart, SinglePart};
 use time::macros::{datetime, offset};
 
 const DATE: OffsetDateTime = datetime!(2030-11-22 9:00:07 UTC);
@@ -233,142 +234,6 @@ fn boundaries_are_fresh_alphanumerics() {
     assert!(seen.iter().all(|b| b.iter().all(u8::is_ascii_alphanumeric)));
 }
 
-fn decode(qp: &[u8]) -> String {
-    let text = std::str::from_utf8(qp).unwrap().replace("=\r\n", "");
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-#[test]
-fn quoted_printable_round_trips_and_keeps_lines_short() {
-    let long = "x".repeat(200);
-    let inputs = [
-        String::new(),
-        "plain".to_owned(),
-        "a = b\nwith trailing space \nand tab\t\n".to_owned(),
-        format!("{long}\n{long}=\n é {long} 🎉"),
-        format!("{}=", "y".repeat(74)),
-        format!("{} ", "y".repeat(75)),
-        "line\r\nwindows\r\n".to_owned(),
-        "lone\rcarriage return".to_owned(),
-        "é".repeat(60),
-    ];
-    // And pseudo-random mixes of the awkward characters.
-    let alphabet = ['a', ' ', '=', '\t', 'é', '\n', '.', '\r'];
-    let mut seed: u32 = 7;
-    let random = (0..400).map(|_| {
-        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let len = (seed >> 16) % 300;
-        (0..len)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                alphabet[((seed >> 16) % 8) as usize]
-            })
-            .collect::<String>()
-    });
-    for input in inputs.into_iter().chain(random) {
-        let mut encoded = Vec::new();
-        quoted_printable(&mut encoded, &input, false);
-        let text = std::str::from_utf8(&encoded).unwrap();
-        for line in text.split("\r\n") {
-            assert!(line.len() <= QP_LINE, "{line:?} in {text:?}");
-            assert!(!line.ends_with([' ', '\t']), "{line:?}");
-            assert!(
-                line.bytes()
-                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-            );
-        }
-        let expected = lines(&input).fold(String::new(), |mut s, (line, end)| {
-            s.push_str(line);
-            s.push_str(end);
-            s
-        });
-        assert_eq!(decode(&encoded), expected);
-        // Stuffed: every line starting with `.` doubled, the same once the relay
-        // removes them.
-        let mut stuffed = Vec::new();
-        quoted_printable(&mut stuffed, &input, true);
-        let stuffed = String::from_utf8(stuffed).unwrap();
-        let unstuffed: Vec<&str> = stuffed
-            .split("\r\n")
-            .map(|l| {
-                assert!(!l.starts_with('.') || l.starts_with(".."), "{l:?}");
-                l.strip_prefix('.').unwrap_or(l)
-            })
-            .collect();
-        assert_eq!(unstuffed.join("\r\n"), text);
-    }
-}
-
-#[test]
-fn short_ascii_is_7bit_with_crlf() {
-    assert!(matches!(choose("Hello,\nworld\n"), Encoding::SevenBit));
-    let mut out = Vec::new();
-    seven_bit(&mut out, "Hello,\nworld\n", false);
-    assert_eq!(out, b"Hello,\r\nworld\r\n");
-    assert!(matches!(choose(&"z".repeat(75)), Encoding::SevenBit));
-    assert!(matches!(choose(&"z".repeat(76)), Encoding::QuotedPrintable));
-    assert!(matches!(
-        choose(&format!("{}\r\n", "z".repeat(75))),
-        Encoding::SevenBit
-    ));
-    assert!(matches!(
-        choose("Hello Zoë, welcome"),
-        Encoding::QuotedPrintable
-    ));
-    assert!(matches!(choose("a lone\rCR"), Encoding::QuotedPrintable));
-    match choose(&"語".repeat(20)) {
-        Encoding::Lettre(body) => assert_eq!(body.encoding(), ContentTransferEncoding::Base64),
-        _ => panic!("expected base64"),
-    }
-}
-
-#[test]
-fn literal_runs_and_escape_counts_agree_with_the_byte_rules() {
-    let alphabet = [
-        b'a', b' ', b'=', b'\t', 0xC3, 0xA9, b'\n', b'.', b'\r', b'~', 0x7F, 0x1F, b'<', b'>',
-    ];
-    let mut seed: u32 = 11;
-    let mut next = || {
-        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        (seed >> 16) as usize
-    };
-    for _ in 0..2000 {
-        let len = next() % 40;
-        let literal_bias = next() % 4;
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                if next() % 4 < literal_bias {
-                    b"abcdefghijklmnopqrstuvwxyz"[next() % 26]
-                } else {
-                    alphabet[next() % alphabet.len()]
-                }
-            })
-            .collect();
-        let run = bytes.iter().take_while(|&&b| literal(b)).count();
-        assert_eq!(literal_run(&bytes), run, "{bytes:?}");
-        let escaped = bytes
-            .iter()
-            .filter(|&&b| !matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~'))
-            .count();
-        assert_eq!(count_escaped(&bytes), escaped, "{bytes:?}");
-    }
-    let long = vec![0xFFu8; 1000];
-    assert_eq!(count_escaped(&long), 1000);
-}
-
 #[test]
 fn plain_header_fields_are_written_as_lettre_writes_them() {
     // Names and subjects of every length around the folding limit, from characters
@@ -494,62 +359,4 @@ fn header_lines_stay_under_998_octets() {
             "{headers}"
         );
     }
-}
-
-#[test]
-fn lines_split_as_str_split_does() {
-    // `lines` finds the ends with memchr; the reference is `str::split`.
-    for text in [
-        "",
-        "\n",
-        "\r\n",
-        "a",
-        "a\n",
-        "a\r\nb",
-        "a\rb\n\nc\r\n",
-        "\r\r\n\n.x\r\n",
-        "é\nü\r\n漢字",
-        "a\r",
-        "\r",
-        "x\n\r",
-    ] {
-        let got: Vec<(&str, &str)> = lines(text).collect();
-        // A CR is part of the line ending only before an LF: the last piece
-        // (after the last LF) keeps a CR of its own.
-        let pieces: Vec<&str> = text.split('\n').collect();
-        let expected: Vec<(&str, &str)> = pieces
-            .iter()
-            .enumerate()
-            .map(|(i, line)| {
-                if i + 1 < pieces.len() {
-                    (line.strip_suffix('\r').unwrap_or(line), "\r\n")
-                } else {
-                    (*line, "")
-                }
-            })
-            .collect();
-        assert_eq!(got, expected, "{text:?}");
-    }
-}
-
-#[test]
-fn any_long_line_makes_ascii_text_quoted_printable() {
-    // The 7bit/quoted-printable choice stops at the first long line: not at the
-    // first line, and not at the first empty one.
-    let long = "z".repeat(76);
-    for text in [
-        format!("short\n\n{long}\nshort"),
-        long.clone(),
-        format!("a\nb\n\n\n{long}"),
-        format!("a\r\n\r\n{long}\r\n"),
-    ] {
-        assert!(
-            matches!(choose(&text), Encoding::QuotedPrintable),
-            "{text:?}"
-        );
-    }
-    assert!(matches!(
-        choose(&format!("short\n\n{}\nshort", "z".repeat(75))),
-        Encoding::SevenBit
-    ));
 }
