@@ -47,7 +47,7 @@
 //!
 //! | format | reader | memory |
 //! |---|---|---|
-//! | CSV (`,` `;` tab `\|`; UTF-8 ± BOM, UTF-16 ± BOM, windows-1252) | `csv::Reader`, one record at a time | the report |
+//! | CSV (`,` `;` tab `\|`; UTF-8 ± BOM, UTF-16 ± BOM, windows-1252) | `csv_core` records (quote-free lines split with `memchr`), one at a time | the report |
 //! | pasted text | split on `,` `;` spaces, new lines; `Name <address>` understood | the report |
 //! | `.xlsx`, `.xlsm` | calamine's streaming cell reader, plus one pass over the sheet XML for merged cells, hidden rows and `mailto:` links | the report + shared strings |
 //! | `.xlsb` | calamine's streaming cell reader, after "short" cell records (SheetJS, Aspose) are rewritten to the full form calamine reads | the report + shared strings (+ the rewritten worksheets, when there are short records) |
@@ -86,6 +86,7 @@
 //! import back to their sample row.
 
 mod csv_file;
+mod csv_records;
 mod error;
 mod format;
 mod header;
