@@ -130,6 +130,7 @@ macro_rules! __store_conformance_list {
             complete_retry_reschedules_and_releases_the_claim,
             complete_failed_marks_delivery_failed,
             complete_cancelled_retires_the_entry,
+            complete_deferred_gives_the_attempt_back,
             complete_with_a_lost_lease_changes_nothing,
             a_taken_over_claim_is_fenced,
             suppressions_are_upserted_by_case_folded_key,
@@ -3876,6 +3877,94 @@ pub async fn complete_cancelled_retires_the_entry(store: &dyn Store) {
     );
 }
 
+/// Completing with `Deferred` hands the entry back without counting the attempt:
+/// queued, due at `next_attempt_at` and not before, its claim released, its attempts
+/// and last error as before the claim, the invitation untouched. Deferred again and
+/// again, it keeps every retry for real failures.
+pub async fn complete_deferred_gives_the_attempt_back(store: &dyn Store) {
+    let fx = Fx::new("complete_deferred_gives_the_attempt_back");
+    let t = fx.tenant(0);
+    let e = era(11);
+    let (ann, entry) = queued(store, &t, "ann@example.com", e).await;
+    // A real attempt first, which failed: attempts 1, and its error.
+    let held = claim_one(store, e, entry.id).await;
+    let retry_at = e + Duration::seconds(30);
+    let retry = DeliveryOutcome::Retry {
+        next_attempt_at: retry_at,
+        error: "421 try again later".into(),
+    };
+    must(
+        store
+            .complete_outbox(&t, entry.id, held.lease_until, &retry, e)
+            .await,
+        "complete_outbox",
+    );
+    let before = read(store, &t, ann.id).await;
+    let mut at = retry_at;
+    for round in 0..3 {
+        let held = claim_one(store, at, entry.id).await;
+        assert_eq!(
+            held.entry.attempts, 2,
+            "round {round}: the claim counts attempt 2"
+        );
+        let next_attempt_at = at + Duration::minutes(10);
+        must(
+            store
+                .complete_outbox(
+                    &t,
+                    entry.id,
+                    held.lease_until,
+                    &DeliveryOutcome::Deferred { next_attempt_at },
+                    at + Duration::seconds(1),
+                )
+                .await,
+            "complete_outbox",
+        );
+        let entries = outbox(store, &t, ann.id).await;
+        assert_eq!(entries.len(), 1);
+        let stored = &entries[0];
+        assert_eq!(
+            (
+                stored.state,
+                stored.attempts,
+                stored.next_attempt_at,
+                stored.last_error.as_deref(),
+                stored.claimed_until,
+            ),
+            (
+                OutboxState::Queued,
+                1,
+                next_attempt_at,
+                Some("421 try again later"),
+                None,
+            ),
+            "round {round}: Deferred must give the attempt back and keep the last error"
+        );
+        assert_eq!(
+            read(store, &t, ann.id).await,
+            before,
+            "Deferred must not touch the invitation"
+        );
+        assert!(
+            claim(store, next_attempt_at - us(1), 10).await.is_empty(),
+            "a deferred entry must not be claimable before next_attempt_at"
+        );
+        assert_not_found(
+            store
+                .complete_outbox(
+                    &t,
+                    entry.id,
+                    held.lease_until,
+                    &DeliveryOutcome::Sent,
+                    next_attempt_at,
+                )
+                .await,
+            "completing with the handed-back claim's lease",
+        );
+        at = next_attempt_at;
+    }
+}
+
 /// Completing without holding the claim (wrong lease, wrong tenant, unknown entry) is
 /// `NotFound` and changes neither the entry nor the invitation.
 pub async fn complete_with_a_lost_lease_changes_nothing(store: &dyn Store) {
@@ -3897,6 +3986,9 @@ pub async fn complete_with_a_lost_lease_changes_nothing(store: &dyn Store) {
             error: "x".into(),
         },
         DeliveryOutcome::Cancelled,
+        DeliveryOutcome::Deferred {
+            next_attempt_at: now,
+        },
     ];
     for outcome in &outcomes {
         for lease in [

@@ -656,6 +656,11 @@ impl Store for MemoryStore {
                 held.state = OutboxState::Cancelled;
                 held.claimed_until = None;
             }
+            DeliveryOutcome::Deferred { next_attempt_at } => {
+                held.next_attempt_at = *next_attempt_at;
+                held.attempts = held.attempts.saturating_sub(1);
+                held.claimed_until = None;
+            }
         }
         Ok(())
     }

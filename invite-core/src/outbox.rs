@@ -174,6 +174,14 @@ pub enum DeliveryOutcome {
     },
     /// The invitation no longer needs this email (revoked or replaced meanwhile).
     Cancelled,
+    /// Not attempted: the dispatcher hands the entry back, because a rate limit would
+    /// hold it past its lease. It is due again at `next_attempt_at`, and the attempt
+    /// its claim counted is given back, so waiting for a rate limit never uses up the
+    /// retries a failing provider needs.
+    Deferred {
+        /// When it is due again.
+        next_attempt_at: OffsetDateTime,
+    },
 }
 
 /// When to retry a failed delivery: exponential backoff with jitter, bounded attempts.

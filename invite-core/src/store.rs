@@ -419,7 +419,9 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// [`attach_token`](Self::attach_token)), atomically with its effect on the
     /// invitation: `Sent` marks it delivered, `Failed` persists
     /// [`Invitation::mark_failed`] if it is still pending, `Retry` schedules the next
-    /// attempt and releases the claim, `Cancelled` retires the entry.
+    /// attempt and releases the claim, `Cancelled` retires the entry, `Deferred` (a
+    /// rate limit's hand-back) schedules it like `Retry` but gives back the attempt
+    /// its claim counted and keeps the last error.
     /// [`StoreError::NotFound`] if the claim was lost.
     async fn complete_outbox(
         &self,

@@ -25,7 +25,8 @@
 //! are delivered in send-time order, and the dispatcher sleeps (`tokio::time`) until each
 //! is due. A claim whose send time is further away than
 //! [`with_max_wait`](Dispatcher::with_max_wait) is handed back to the outbox for that
-//! time instead of holding its lease.
+//! time instead of holding its lease ([`DeliveryOutcome::Deferred`]: the attempt its
+//! claim counted is given back, so waiting for a rate never uses up the retries).
 //!
 //! [`InvitationsBuilder::lease`]: invite_core::InvitationsBuilder::lease
 
@@ -476,11 +477,11 @@ impl Dispatcher {
         Ok(report)
     }
 
-    /// Hands a claim back to the outbox for `at`. `Ok(false)` if the lease was lost.
+    /// Hands a claim back to the outbox for `at`, giving back the attempt it counted.
+    /// `Ok(false)` if the lease was lost.
     async fn defer(&self, claim: &OutboxClaim, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let outcome = DeliveryOutcome::Retry {
+        let outcome = DeliveryOutcome::Deferred {
             next_attempt_at: at,
-            error: "deferred by the dispatcher's rate limit".to_owned(),
         };
         let entry = &claim.entry;
         match self

@@ -365,6 +365,8 @@ async fn claims_too_far_ahead_are_handed_back_not_held() {
                 waiting += 1;
                 assert!(entry.next_attempt_at > T0 + Duration::seconds(3));
                 assert!(entry.claimed_until.is_none_or(|c| c <= clock.now()));
+                // Waiting for the rate is not an attempt: the retries stay whole.
+                assert_eq!(entry.attempts, 0, "{entry:?}");
             }
         }
     }
@@ -376,6 +378,12 @@ async fn claims_too_far_ahead_are_handed_back_not_held() {
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     assert_eq!(dispatcher.run_once().await.unwrap().sent, 2);
     assert_eq!(stamps.at.lock().unwrap().len(), 10);
+    // Handed back once or twice, each was sent on its first attempt.
+    for id in &ids {
+        for entry in w.store.list_outbox(&acme(), *id).await.unwrap() {
+            assert_eq!((entry.state, entry.attempts), (OutboxState::Sent, 1));
+        }
+    }
 }
 
 #[tokio::test]

@@ -657,8 +657,9 @@ impl MySqlStore {
         outcome: &DeliveryOutcome,
         now: OffsetDateTime,
     ) -> Result<(), Failure> {
-        let (state, next_attempt_at, error) = match outcome {
-            DeliveryOutcome::Sent => ("sent", None, None),
+        // The last: attempts given back (a deferral was not an attempt).
+        let (state, next_attempt_at, error, given_back) = match outcome {
+            DeliveryOutcome::Sent => ("sent", None, None, 0_i64),
             DeliveryOutcome::Retry {
                 next_attempt_at,
                 error,
@@ -666,9 +667,13 @@ impl MySqlStore {
                 "queued",
                 Some(micros(*next_attempt_at)),
                 Some(error.as_str()),
+                0,
             ),
-            DeliveryOutcome::Failed { error } => ("failed", None, Some(error.as_str())),
-            DeliveryOutcome::Cancelled => ("cancelled", None, None),
+            DeliveryOutcome::Failed { error } => ("failed", None, Some(error.as_str()), 0),
+            DeliveryOutcome::Cancelled => ("cancelled", None, None, 0),
+            DeliveryOutcome::Deferred { next_attempt_at } => {
+                ("queued", Some(micros(*next_attempt_at)), None, 1)
+            }
             _ => {
                 return Err(StoreError::Conflict(
                     "unknown delivery outcome for this store version".into(),
@@ -688,13 +693,16 @@ impl MySqlStore {
         .fetch_optional(&mut *tx)
         .await?;
         let invitation = invitation.ok_or(StoreError::NotFound)?;
+        // The held claim counted one attempt, so `attempts - 1` is never negative.
         sqlx::query(self.sql(
             "UPDATE invite_outbox SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
-             last_error = COALESCE(?, last_error), claimed_until = NULL WHERE id = ?",
+             last_error = COALESCE(?, last_error), attempts = attempts - ?, claimed_until = NULL \
+             WHERE id = ?",
         ))
         .bind(state)
         .bind(next_attempt_at)
         .bind(error)
+        .bind(given_back)
         .bind(entry_id)
         .execute(&mut *tx)
         .await?;

@@ -1231,6 +1231,9 @@ impl Store for PostgresStore {
                 Some(error.as_str()),
             ),
             DeliveryOutcome::Cancelled => (COMPLETE_ONLY, "cancelled", None, None),
+            DeliveryOutcome::Deferred { next_attempt_at } => {
+                (DEFER, "queued", Some(micros(*next_attempt_at)), None)
+            }
             _ => {
                 return Err(StoreError::Conflict(
                     "unknown delivery outcome for this store version".into(),
@@ -1319,6 +1322,15 @@ impl Store for PostgresStore {
 const COMPLETE_ONLY: &str = "WITH done AS ( \
        UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
        last_error = COALESCE($3, last_error), claimed_until = NULL \
+       WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
+       RETURNING invitation_id) \
+     SELECT COUNT(*) FROM done";
+
+/// [`COMPLETE_ONLY`] for a deferral, which gives back the attempt its claim counted
+/// (so `attempts - 1` is never negative).
+const DEFER: &str = "WITH done AS ( \
+       UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+       last_error = COALESCE($3, last_error), attempts = attempts - 1, claimed_until = NULL \
        WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
        RETURNING invitation_id) \
      SELECT COUNT(*) FROM done";

@@ -769,8 +769,9 @@ impl Store for SqliteStore {
         outcome: &DeliveryOutcome,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let (state, next_attempt_at, error) = match outcome {
-            DeliveryOutcome::Sent => ("sent", None, None),
+        // The last: attempts given back (a deferral was not an attempt).
+        let (state, next_attempt_at, error, given_back) = match outcome {
+            DeliveryOutcome::Sent => ("sent", None, None, 0),
             DeliveryOutcome::Retry {
                 next_attempt_at,
                 error,
@@ -778,9 +779,13 @@ impl Store for SqliteStore {
                 "queued",
                 Some(micros(*next_attempt_at)),
                 Some(error.as_str()),
+                0,
             ),
-            DeliveryOutcome::Failed { error } => ("failed", None, Some(error.as_str())),
-            DeliveryOutcome::Cancelled => ("cancelled", None, None),
+            DeliveryOutcome::Failed { error } => ("failed", None, Some(error.as_str()), 0),
+            DeliveryOutcome::Cancelled => ("cancelled", None, None, 0),
+            DeliveryOutcome::Deferred { next_attempt_at } => {
+                ("queued", Some(micros(*next_attempt_at)), None, 1)
+            }
             _ => {
                 return Err(StoreError::Conflict(
                     "unknown delivery outcome for this store version".into(),
@@ -788,15 +793,17 @@ impl Store for SqliteStore {
             }
         };
         let mut tx = self.begin().await?;
+        // A held claim counted one attempt, so `attempts - 1` is never negative.
         let invitation: Option<Vec<u8>> = sqlx::query_scalar(self.sql(
             "UPDATE invite_outbox SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
-             last_error = COALESCE(?, last_error), claimed_until = NULL \
+             last_error = COALESCE(?, last_error), attempts = attempts - ?, claimed_until = NULL \
              WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ? \
              RETURNING invitation_id",
         ))
         .bind(state)
         .bind(next_attempt_at)
         .bind(error)
+        .bind(given_back)
         .bind(entry.as_uuid().as_bytes().as_slice())
         .bind(tenant.as_str())
         .bind(micros(lease_until))
