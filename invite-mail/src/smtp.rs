@@ -117,8 +117,9 @@ pub struct ConnectionInfo {
 /// | [`starttls_relay`](Self::starttls_relay) | 587 | `STARTTLS`, required |
 /// | [`unencrypted_dangerous`](Self::unencrypted_dangerous) | given | none: local relays only |
 ///
-/// Replies map to [`MailError`]: 4xx is transient, 5xx permanent, and I/O errors,
-/// timeouts, TLS and authentication failures are transient (the relay or its
+/// Replies map to [`MailError`]: 4xx is transient, 5xx to the recipient or the
+/// message permanent, and I/O errors, timeouts, TLS and authentication failures, and a
+/// refused sender (any reply to `MAIL FROM`) are transient (the relay or its
 /// configuration may be fixed before the next attempt, and the outbox retries with
 /// backoff).
 ///
@@ -580,10 +581,21 @@ async fn transaction(
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
+    // A refused sender says nothing about the recipient: it is the relay's
+    // configuration (`530` authentication required, `553`/`554` a sender it will not
+    // take). Transient, so the entries wait for the fix instead of failing every
+    // invitation in the queue.
+    if let Err(error) = connection
+        .command(Mail::new(Some(from.clone()), options))
+        .await
+    {
+        connection.abort().await;
+        return Err(
+            MailError::transient(format!("SMTP relay refused the sender: {error}"))
+                .with_source(error),
+        );
+    }
     let result = async {
-        connection
-            .command(Mail::new(Some(from.clone()), options))
-            .await?;
         connection
             .command(Rcpt::new(to.clone(), Vec::new()))
             .await?;

@@ -62,6 +62,8 @@ struct SinkState {
     sessions: Mutex<Vec<SocketAddr>>,
     auth: Mutex<Vec<String>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Replies to the next `MAIL` commands instead of `250`.
+    sender_script: Mutex<VecDeque<Reply>>,
     accepted: AtomicU64,
 }
 
@@ -163,6 +165,13 @@ impl SmtpSink {
     pub fn reply_next(&self, reply: Reply) {
         lock(&self.state.script).push_back(reply);
     }
+
+    /// Answers the next `MAIL FROM` with `reply` instead of `250` (a relay refusing the
+    /// sender, e.g. `530` when it wants authentication); replies queue up, one per
+    /// `MAIL`. After a non-2xx reply the sink expects a new `MAIL`.
+    pub fn reply_next_to_mail(&self, reply: Reply) {
+        lock(&self.state.sender_script).push_back(reply);
+    }
 }
 
 async fn session(stream: TcpStream, peer: SocketAddr, state: &SinkState) -> io::Result<()> {
@@ -192,8 +201,19 @@ async fn session(stream: TcpStream, peer: SocketAddr, state: &SinkState) -> io::
                 b"235 2.7.0 authenticated\r\n"
             }
             "MAIL" => {
-                from = path(command);
                 to.clear();
+                let scripted = lock(&state.sender_script).pop_front();
+                if let Some(reply) = scripted {
+                    let answer = format!("{} {}\r\n", reply.code, reply.text);
+                    write.write_all(answer.as_bytes()).await?;
+                    if !(200..300).contains(&reply.code) {
+                        from.clear();
+                        continue;
+                    }
+                    from = path(command);
+                    continue;
+                }
+                from = path(command);
                 b"250 2.1.0 ok\r\n"
             }
             "RCPT" => {

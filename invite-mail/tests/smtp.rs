@@ -310,6 +310,38 @@ async fn a_5xx_reply_fails_the_invitation_with_the_servers_words() {
     assert!(sink.messages().is_empty());
 }
 
+#[tokio::test]
+async fn a_refused_sender_is_retried_not_failed() {
+    // A relay that wants authentication (or will not take this sender) answers MAIL
+    // with 5xx: the mailer's configuration, not the recipient, so the entry waits.
+    let sink = SmtpSink::start().await.unwrap();
+    let w = world(SmtpMailer::unencrypted_dangerous(
+        "127.0.0.1",
+        sink.port(),
+        from(),
+    ));
+    let ids = invite(&w, &["ann@example.com"]).await;
+    sink.reply_next_to_mail(Reply::new(530, "5.7.0 authentication required"));
+
+    let d = dispatcher(&w);
+    let report = d.run_once().await.unwrap();
+    assert_eq!((report.retrying, report.failed), (1, 0), "{report:?}");
+    let invitation = w.service.get(&alice(), &acme(), ids[0]).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::Pending);
+    let entry = &w.service.outbox(&alice(), &acme(), ids[0]).await.unwrap()[0];
+    let error = entry.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("530") && error.contains("sender"),
+        "{entry:?}"
+    );
+
+    // Once the relay takes the sender, the retry delivers.
+    w.clock.advance(Duration::minutes(2));
+    let report = d.run_once().await.unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(sink.messages().len(), 1);
+}
+
 fn email() -> OutgoingEmail {
     let now = datetime!(2030-11-22 9:00 UTC);
     let outbox = OutboxId::new(now);
