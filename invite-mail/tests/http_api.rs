@@ -19,6 +19,9 @@ struct Recorded {
     body: Value,
 }
 
+/// Marks a scripted answer whose body is cut off (see `FakeApi`).
+const CUT: &str = "\u{0}cut";
+
 /// A tiny HTTP/1.1 server: records requests, answers from a script (default 200 `{}`).
 struct FakeApi {
     base: String,
@@ -79,11 +82,17 @@ impl FakeApi {
                             .unwrap()
                             .pop_front()
                             .unwrap_or((200, "{}".into()));
+                        // A scripted answer marked `CUT` promises more body than it
+                        // sends, then the connection closes: an answer lost on the way.
+                        let (cut, answer) = match answer.strip_prefix(CUT) {
+                            Some(rest) => (true, rest.to_owned()),
+                            None => (false, answer),
+                        };
                         let response = format!(
                             "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-                            answer.len()
+                            answer.len() + if cut { 100 } else { 0 }
                         );
-                        if write.write_all(response.as_bytes()).await.is_err() {
+                        if write.write_all(response.as_bytes()).await.is_err() || cut {
                             return;
                         }
                     }
@@ -279,6 +288,38 @@ async fn sendgrid_sends_and_maps_its_errors() {
         json!({ "errors": [{ "message": "Payload too large" }] }),
     );
     assert!(mailer.send(&email()).await.unwrap_err().is_permanent());
+}
+
+#[tokio::test]
+async fn a_taken_message_whose_answer_is_lost_counts_as_sent() {
+    // Retrying would send the email twice, the second with a link that kills the first.
+    let api = FakeApi::start().await;
+    for (mailer, status) in [(postmark(&api.base), 200), (sendgrid(&api.base), 202)] {
+        api.replies
+            .lock()
+            .unwrap()
+            .push_back((status, format!("{CUT}{{\"ErrorCode\": 0")));
+        mailer.send(&email()).await.unwrap();
+        // An error whose answer is lost stays transient: its reason is unknown.
+        api.replies
+            .lock()
+            .unwrap()
+            .push_back((500, format!("{CUT}{{\"Message\": ")));
+        assert!(mailer.send(&email()).await.unwrap_err().is_transient());
+    }
+}
+
+#[tokio::test]
+async fn wrong_urls_and_request_timeouts_are_transient() {
+    // A 404 means the base URL is wrong, not the message: the whole queue would fail.
+    let api = FakeApi::start().await;
+    for mailer in [postmark(&api.base), sendgrid(&api.base)] {
+        for status in [404, 408] {
+            api.reply(status, json!({}));
+            let err = mailer.send(&email()).await.unwrap_err();
+            assert!(err.is_transient(), "{status}: {err}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -224,10 +224,19 @@ impl Mailer for HttpApiMailer {
                     .with_source(e)
             })?;
         let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| {
-            MailError::transient(format!("{:?} API answer cut short: {e}", self.provider))
-                .with_source(e)
-        })?;
+        let body = match response.text().await {
+            Ok(body) => body,
+            // The provider took the message and only its answer was lost: a failure
+            // here would send the message again, with a new link that kills this one.
+            Err(_) if (200..300).contains(&status) => String::new(),
+            Err(e) => {
+                return Err(MailError::transient(format!(
+                    "{:?} API answer cut short: {e}",
+                    self.provider
+                ))
+                .with_source(e));
+            }
+        };
         Self::classify(self.provider, status, &body)
     }
 }

@@ -3,7 +3,9 @@
 //! | answer | outcome |
 //! |---|---|
 //! | 200, `ErrorCode` 0 | sent |
-//! | 429, 5xx | transient |
+//! | 200 whose body was lost on the way | sent: it was taken, a retry would send it twice |
+//! | 408, 429, 5xx | transient |
+//! | 404 (a wrong base URL: no such endpoint) | transient: fix the URL and the queue goes out |
 //! | 401 (bad token) | transient: fix the token and the queue goes out |
 //! | 422, `ErrorCode` 10, 400, 401, 405, 412 (token, sender signature, account state) | transient |
 //! | 422, any other `ErrorCode` (300 invalid request, 406 inactive recipient, …) | permanent |
@@ -58,7 +60,7 @@ pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
     };
     match status {
         200..=299 if code.unwrap_or(0) == 0 => Ok(()),
-        429 | 500..=599 | 401 => Err(MailError::transient(said(code))),
+        404 | 408 | 429 | 500..=599 | 401 => Err(MailError::transient(said(code))),
         _ if code.is_some_and(|c| CONFIGURATION_CODES.contains(&c)) => {
             Err(MailError::transient(said(code)))
         }

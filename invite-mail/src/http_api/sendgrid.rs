@@ -2,8 +2,9 @@
 //!
 //! | answer | outcome |
 //! |---|---|
-//! | 2xx (202 Accepted) | sent |
-//! | 429, 5xx | transient |
+//! | 2xx (202 Accepted), also when its body was lost on the way | sent |
+//! | 408, 429, 5xx | transient |
+//! | 404 (a wrong base URL: no such endpoint) | transient: fix the URL and the queue goes out |
 //! | 401, 403 (key missing, revoked, without Mail Send) | transient: fix the key and the queue goes out |
 //! | 400, 413 and other 4xx (`errors[].message` says why) | permanent |
 
@@ -75,7 +76,7 @@ pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
         format!("SendGrid {status}: {}", messages.join("; "))
     };
     match status {
-        429 | 500..=599 | 401 | 403 => Err(MailError::transient(said)),
+        404 | 408 | 429 | 500..=599 | 401 | 403 => Err(MailError::transient(said)),
         _ => Err(MailError::permanent(said)),
     }
 }
