@@ -362,17 +362,21 @@ pub struct Variables {
 }
 
 impl fmt::Debug for Variables {
-    // `accept_link` holds a live token.
+    // `accept_link` holds a live token, and a host kind's variables may too (a
+    // set-password link, a one-time code): those are shown by name only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn redacted<'a>((k, v): (&'a String, &Option<String>)) -> (&'a String, Option<&'a str>) {
+            (k, v.as_ref().map(|_| "[REDACTED]"))
+        }
         f.debug_map()
-            .entries(self.values.iter().chain(&self.extra).map(|(k, v)| {
-                let shown = if k == "accept_link" {
-                    Some("[REDACTED]")
+            .entries(self.values.iter().map(|(k, v)| {
+                if k == "accept_link" {
+                    redacted((k, v))
                 } else {
-                    v.as_deref()
-                };
-                (k, shown)
+                    (k, v.as_deref())
+                }
             }))
+            .entries(self.extra.iter().map(redacted))
             .finish()
     }
 }
@@ -653,16 +657,22 @@ impl Templates {
                 part,
             )?;
         }
+        // Still under the environment's lock: a render sees both or neither.
         write(&self.overrides)
             .entry(tenant.clone())
             .or_default()
             .insert(kind.to_owned());
+        drop(env);
         Ok(())
     }
 
     /// Drops a tenant's templates for `kind`; the defaults apply again. Returns whether
     /// the tenant had its own.
     pub fn remove_tenant_templates(&self, tenant: &TenantId, kind: &str) -> bool {
+        // The environment's lock first and throughout (see `render_value`): a render,
+        // or a concurrent `set_tenant_templates`, sees the override and its templates
+        // go together.
+        let mut env = write(&self.env);
         let removed = {
             let mut overrides = write(&self.overrides);
             let removed = overrides
@@ -674,7 +684,6 @@ impl Templates {
             removed
         };
         if removed {
-            let mut env = write(&self.env);
             for part in Part::ALL {
                 env.remove_template(&template_name(Some(tenant), kind, part));
             }
@@ -773,8 +782,11 @@ impl Templates {
         if !read(&self.kinds).contains_key(kind) {
             return Err(TemplateError::UnknownKind(kind.to_owned()));
         }
-        let own = self.has_tenant_templates(tenant, kind);
+        // The environment first, then the overrides (the order every method takes
+        // them in): setting and removing a tenant's templates change both under the
+        // environment's write lock, so the flag read here matches the templates.
         let env = read(&self.env);
+        let own = self.has_tenant_templates(tenant, kind);
         let mut name = String::new();
         let mut render = |part: Part| -> Result<String, TemplateError> {
             name.clear();

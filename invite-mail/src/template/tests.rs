@@ -473,3 +473,76 @@ fn clean_subjects_are_passed_through_unchanged() {
     assert_eq!(clean_subject(&longer), cleaned_subject(&longer));
     assert!(clean_subject(&longer).ends_with('…'));
 }
+
+#[test]
+fn renders_never_see_half_set_or_half_removed_tenant_templates() {
+    // A tenant's override flag and its templates change together: a render racing
+    // `set_tenant_templates` / `remove_tenant_templates` gets the tenant's version or
+    // the default, never "template not found" (which would fail the send for good),
+    // and a set racing a remove never leaves the flag without its templates.
+    let t = Arc::new(templates());
+    let acme = TenantId::new("acme").unwrap();
+    let inv = invitation(None);
+    let mut set = TemplateSet::default_invitation();
+    set.subject = "Own {{ tenant_name }}".into();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renderer = {
+        let (t, inv, stop) = (t.clone(), inv.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut renders = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || renders < 200 {
+                let link = SecretString::from("https://app.example.com/accept/x");
+                let context = MessageContext {
+                    invitation: &inv,
+                    kind: MailKind::Invitation,
+                    link: &link,
+                    expires_at: inv.expires_at.unwrap(),
+                };
+                t.compose(&context).expect("a render during set/remove");
+                renders += 1;
+            }
+        })
+    };
+    for _ in 0..400 {
+        let setter = {
+            let (t, acme, set) = (t.clone(), acme.clone(), set.clone());
+            std::thread::spawn(move || t.set_tenant_templates(&acme, "invitation", set).unwrap())
+        };
+        t.remove_tenant_templates(&acme, "invitation");
+        setter.join().unwrap();
+        if t.has_tenant_templates(&acme, "invitation") {
+            assert_eq!(
+                compose(&t, &inv, MailKind::Invitation).subject,
+                "Own Acme Corp"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renderer.join().unwrap();
+}
+
+#[test]
+fn debug_shows_no_link_and_no_host_variable() {
+    let t = templates();
+    let link = SecretString::from("https://app.example.com/accept/SECRET-TOKEN");
+    let inv = invitation(Some("Welcome"));
+    let mut vars = t.variables(&MessageContext {
+        invitation: &inv,
+        kind: MailKind::Invitation,
+        link: &link,
+        expires_at: inv.expires_at.unwrap(),
+    });
+    vars.extra.insert(
+        "set_password_link".into(),
+        Some("https://app.example.com/pw/ONE-TIME".into()),
+    );
+    let shown = format!("{vars:?}");
+    assert!(
+        !shown.contains("SECRET-TOKEN") && !shown.contains("ONE-TIME"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("set_password_link") && shown.contains("Welcome"),
+        "{shown}"
+    );
+}
