@@ -14,8 +14,10 @@
 //! 5 minutes by default); then any dispatcher claims and delivers them, with fresh
 //! links. An entry whose send completed is marked sent in the same step, so it is
 //! never claimed again. The one window that can duplicate a message is a crash after
-//! the provider took it and before the store recorded it (at-least-once delivery); the
-//! stable Message-ID lets providers and mail clients fold such a duplicate.
+//! the provider took it and before the store recorded it (at-least-once delivery).
+//! The second copy carries a fresh link, which replaces the first copy's, and its own
+//! Message-ID (`<outbox id.attempt@domain>`, stable for one attempt, new for the
+//! next): a client must not fold it into the first, whose link no longer works.
 //!
 //! # Throttling
 //!

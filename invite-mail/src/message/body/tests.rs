@@ -169,8 +169,8 @@ fn the_encoder_matches_the_reference_on_the_templates() {
 
 #[test]
 fn escape_counts_agree_with_the_byte_rules_at_every_offset() {
-    // Every byte value at every position of a chunk and of the padded tail.
-    for len in [1, 15, 16, 17, 31, 32, 33] {
+    // Every byte value at every position of a 64-byte block and of the padded tail.
+    for len in [1, 15, 16, 17, 63, 64, 65, 127, 128, 129] {
         for at in 0..len {
             for b in 0..=255u8 {
                 let mut bytes = vec![b'a'; len];
@@ -181,6 +181,27 @@ fn escape_counts_agree_with_the_byte_rules_at_every_offset() {
         }
     }
     assert_eq!(Scan::of(&[0xFF; 1000]).escaped, 1000);
+}
+
+#[test]
+fn the_encoder_matches_the_reference_at_every_block_position() {
+    // Each awkward byte (and a CRLF) at every offset around the 64-byte block edges,
+    // in lines long enough to be soft-broken there too.
+    for len in [63, 64, 65, 127, 128, 129, 200] {
+        for at in 0..len {
+            for piece in ["=", " ", "\t", "\r", "\n", "\r\n", ".", "é", "\u{7f}"] {
+                let mut text = "x".repeat(len);
+                text.replace_range(at..=at, piece);
+                for stuff in [false, true] {
+                    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                    quoted_printable(&mut ours, &text, stuff);
+                    reference::quoted_printable(&mut theirs, &text, stuff);
+                    assert_eq!(ours, theirs, "{piece:?} at {at} of {len}");
+                }
+                assert_eq!(Scan::of(text.as_bytes()), reference::scan(&text));
+            }
+        }
+    }
 }
 
 fn decode(qp: &[u8]) -> String {
