@@ -172,6 +172,8 @@ pub enum Delivered {
     Cancelled,
     /// The claim's lease ran out or the entry was cancelled meanwhile; another
     /// dispatcher owns it (or will on its next claim), and nothing was sent by this one.
+    /// A claim found expired before sending is handed back, its attempt not counted,
+    /// unless someone claimed it since.
     LeaseLost,
 }
 
@@ -1274,9 +1276,6 @@ impl Invitations {
         // A claim whose lease has run out may already be another dispatcher's, and the
         // store only notices once someone re-claims it: sending now could be the second
         // copy. Leave it to whoever claims it next.
-        if now >= claim.lease_until {
-            return Ok(Delivered::LeaseLost);
-        }
         let complete = |outcome: DeliveryOutcome| async move {
             match self
                 .store
@@ -1293,6 +1292,17 @@ impl Invitations {
                 other => other.map(|()| true),
             }
         };
+        if now >= claim.lease_until {
+            // Too late to send. If nobody has claimed the entry since, it is handed
+            // back with its attempt given back (a backlog that outlasts its lease must
+            // not use up the retries); if someone has, the store's fence refuses this
+            // and it is theirs.
+            complete(DeliveryOutcome::Deferred {
+                next_attempt_at: now,
+            })
+            .await?;
+            return Ok(Delivered::LeaseLost);
+        }
         let (InvitationStatus::Pending, Some(expires_at)) =
             (claim.invitation.status_at(now), claim.invitation.expires_at)
         else {

@@ -555,8 +555,50 @@ async fn a_claim_whose_lease_ran_out_is_not_sent_and_is_sent_once_later() {
         Delivered::LeaseLost
     );
     assert!(w.mailer.sent().is_empty());
-    // Whoever claims it next sends it, once.
-    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    // Handed back without counting the attempt it never made.
+    let entry = &w
+        .service
+        .outbox(&w.admin, &w.tenant, claims[0].invitation.id)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (entry.state, entry.attempts, entry.claimed_until),
+        (OutboxState::Queued, 0, None)
+    );
+    // Whoever claims it next sends it, once, as its first attempt.
+    let again = w.service.claim_due(10).await.unwrap();
+    assert_eq!(again[0].entry.attempts, 1);
+    assert_eq!(w.service.deliver(&again[0]).await.unwrap(), Delivered::Sent);
+    assert_eq!(w.mailer.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_claim_taken_over_meanwhile_is_left_to_its_new_holder() {
+    let w = world();
+    w.invite("ann@x.com").await;
+    let first = w.service.claim_due(10).await.unwrap();
+    w.clock.set(first[0].lease_until);
+    // Another dispatcher claimed it after the lease ran out.
+    let second = w.service.claim_due(10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        w.service.deliver(&first[0]).await.unwrap(),
+        Delivered::LeaseLost
+    );
+    let entry = &w
+        .service
+        .outbox(&w.admin, &w.tenant, first[0].invitation.id)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (entry.attempts, entry.claimed_until),
+        (2, Some(second[0].lease_until)),
+        "the stale holder must not touch the new claim"
+    );
+    assert_eq!(
+        w.service.deliver(&second[0]).await.unwrap(),
+        Delivered::Sent
+    );
     assert_eq!(w.mailer.sent().len(), 1);
 }
 
