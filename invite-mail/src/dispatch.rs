@@ -425,6 +425,17 @@ impl Dispatcher {
                     scheduled.push((throttle.reserve(&claim.entry.tenant, now), claim));
                 }
             }
+            // Each handed-back claim is due again at the slot it would get if all were
+            // booked now, in claim order: spread out at the rates, not all at the first
+            // free slot (where they would come back together, be handed back again but
+            // one, and so on: a store write per claim per send). The slots are not
+            // booked, so sends of other passes are not pushed back by them.
+            if !deferred.is_empty() {
+                let mut projection = throttle.clone();
+                for (at, claim) in &mut deferred {
+                    *at = projection.reserve(&claim.entry.tenant, now);
+                }
+            }
         }
         // Stable: equal times keep the round-robin order.
         scheduled.sort_by_key(|(at, _)| *at);

@@ -371,6 +371,24 @@ async fn claims_too_far_ahead_are_handed_back_not_held() {
         }
     }
     assert_eq!(waiting, 6);
+    // Each is due at its own slot at the tenant's rate (4 s, 5 s, ... 9 s), not all at
+    // the first free one, where they would come back together.
+    let mut due: Vec<OffsetDateTime> = Vec::new();
+    for id in &ids {
+        for entry in w.store.list_outbox(&acme(), *id).await.unwrap() {
+            if entry.state == OutboxState::Queued {
+                due.push(entry.next_attempt_at);
+            }
+        }
+    }
+    due.sort();
+    let start = due[0];
+    assert_eq!(
+        due,
+        (0..6)
+            .map(|k| start + Duration::seconds(k))
+            .collect::<Vec<_>>()
+    );
     // Later passes pick them up when they are due, at the same rate.
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     let report = dispatcher.run_once().await.unwrap();
