@@ -285,6 +285,9 @@ pub struct Dispatcher {
     max_wait: Duration,
     global_rate: Option<Rate>,
     throttle: Arc<Mutex<Throttle>>,
+    /// The same limits, on the instants messages actually go (`None` without limits):
+    /// see the worker loop in [`run_once`](Self::run_once).
+    sending: Option<Arc<Mutex<Throttle>>>,
     on_error: Option<ErrorHook>,
 }
 
@@ -314,6 +317,7 @@ impl Dispatcher {
             max_wait: Duration::minutes(1),
             global_rate: None,
             throttle: Arc::new(Mutex::new(Throttle::default())),
+            sending: None,
             on_error: None,
         }
     }
@@ -361,7 +365,7 @@ impl Dispatcher {
     pub fn with_global_rate(mut self, rate: Rate) -> Self {
         self.global_rate = Some(rate);
         let tenant = lock(&self.throttle).tenant_rate;
-        self.throttle = Arc::new(Mutex::new(Throttle::new(Some(rate), tenant)));
+        self.set_limits(Throttle::new(Some(rate), tenant));
         self
     }
 
@@ -369,8 +373,13 @@ impl Dispatcher {
     /// neither trips a provider's limit nor delays other tenants for long.
     #[must_use]
     pub fn with_tenant_rate(mut self, rate: Rate) -> Self {
-        self.throttle = Arc::new(Mutex::new(Throttle::new(self.global_rate, Some(rate))));
+        self.set_limits(Throttle::new(self.global_rate, Some(rate)));
         self
+    }
+
+    fn set_limits(&mut self, limits: Throttle) {
+        self.sending = Some(Arc::new(Mutex::new(limits.clone())));
+        self.throttle = Arc::new(Mutex::new(limits));
     }
 
     /// Called with each store error the [`run`](Self::run) loop meets (it keeps going).
@@ -417,6 +426,9 @@ impl Dispatcher {
         {
             let mut throttle = lock(&self.throttle);
             throttle.prune(now);
+            if let Some(sending) = &self.sending {
+                lock(sending).prune(now);
+            }
             for claim in round_robin(claims) {
                 let at = throttle.peek(&claim.entry.tenant, now);
                 if at > horizon {
@@ -458,6 +470,7 @@ impl Dispatcher {
             let queue = queue.clone();
             let service = self.service.clone();
             let clock = self.clock.clone();
+            let sending = self.sending.clone();
             tasks.spawn(async move {
                 let mut report = DispatchReport::default();
                 loop {
@@ -466,10 +479,17 @@ impl Dispatcher {
                         return report;
                     };
                     // Negative (already due) does not convert: no sleep.
-                    if let Ok(wait) = std::time::Duration::try_from(at - clock.now())
-                        && !wait.is_zero()
-                    {
-                        tokio::time::sleep(wait).await;
+                    sleep_until(&*clock, at).await;
+                    // The limits again, on the instant it actually goes. Claims are
+                    // booked ahead; after a stall (a relay that hung with sends in
+                    // flight) those booked meanwhile are late, and sending each as a
+                    // worker comes free would put them out together, past the rate.
+                    // On time, this books the same instant and waits for nothing.
+                    if let Some(sending) = &sending {
+                        let go = lock(sending).reserve(&claim.entry.tenant, clock.now());
+                        if go - clock.now() > LATE_TOLERANCE {
+                            sleep_until(&*clock, go).await;
+                        }
                     }
                     // A panicking delivery is counted as an error, like a failed task;
                     // the worker carries on with the next claim.
@@ -563,6 +583,20 @@ impl Dispatcher {
 
 /// The claims reordered one per tenant in turn (tenants in order of first claim), so
 /// one tenant's big import does not book every global slot before the others.
+/// How far behind its rate a send may be before it waits: the timer's resolution
+/// (sleeping for the microseconds of scheduling jitter would cost a millisecond).
+const LATE_TOLERANCE: Duration = Duration::milliseconds(1);
+
+/// Sleeps until `at` by `clock` (not at all if it has passed).
+async fn sleep_until(clock: &dyn Clock, at: OffsetDateTime) {
+    // Negative (already due) does not convert: no sleep.
+    if let Ok(wait) = std::time::Duration::try_from(at - clock.now())
+        && !wait.is_zero()
+    {
+        tokio::time::sleep(wait).await;
+    }
+}
+
 fn round_robin(claims: Vec<OutboxClaim>) -> Vec<OutboxClaim> {
     // One tenant (a single import, or a single-tenant host): the order stays.
     if let Some(first) = claims.first()

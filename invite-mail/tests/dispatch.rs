@@ -404,6 +404,69 @@ async fn claims_too_far_ahead_are_handed_back_not_held() {
     }
 }
 
+/// A relay that hangs: every send that starts before `until` returns only then.
+#[derive(Debug)]
+struct Hanging {
+    stamps: Stamps,
+    until: OffsetDateTime,
+}
+
+#[async_trait]
+impl Mailer for Hanging {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        self.stamps.send(email).await?;
+        let now = self.stamps.clock.now();
+        if now < self.until {
+            tokio::time::sleep(std::time::Duration::try_from(self.until - now).unwrap()).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_relay_does_not_turn_into_a_burst_past_the_rate() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let mailer = Arc::new(Hanging {
+        stamps: Stamps {
+            clock: clock.clone(),
+            at: Mutex::new(Vec::new()),
+        },
+        until: T0 + Duration::seconds(10),
+    });
+    let w = world(mailer.clone(), clock.clone());
+    invite(&w.service, &acme(), 30).await;
+    // Two a second, no burst: claims are booked every 0.5 s. Eight go out by 3.5 s and
+    // hang until 10 s; the ones booked for 4 s to 9.5 s are late by then.
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_concurrency(8)
+        .with_global_rate(Rate::per_second(nz(2)).with_burst(nz(1)))
+        .with_max_wait(Duration::seconds(60));
+    let report = dispatcher.run_once().await.unwrap();
+    assert_eq!(report.sent, 30, "{report:?}");
+    let mut starts: Vec<OffsetDateTime> = mailer
+        .stamps
+        .at
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, at)| *at)
+        .collect();
+    starts.sort();
+    for (i, from) in starts.iter().enumerate() {
+        let in_second = starts[i..]
+            .iter()
+            .take_while(|at| **at - *from < Duration::seconds(1))
+            .count();
+        assert!(
+            in_second <= 2,
+            "{in_second} sends in the second from {from}: {starts:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn transient_failures_retry_and_permanent_ones_fail() {
     let clock = Arc::new(ManualClock::new(T0));
