@@ -50,6 +50,10 @@ pub enum Error {
     /// A concurrent change won; re-read and retry.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A report about a message the invitation has moved past (a provider's late or
+    /// repeated webhook, after a later email was queued): it changes nothing.
+    #[error("the report is about an earlier email than the invitation's latest")]
+    Superseded,
     /// The host's policy failed to answer.
     #[error("the host policy failed")]
     Policy(#[source] BoxError),

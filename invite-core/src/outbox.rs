@@ -51,6 +51,14 @@ impl fmt::Display for OutboxId {
     }
 }
 
+/// Reads back the [`Display`](fmt::Display) form, e.g. from a provider's webhook metadata.
+impl std::str::FromStr for OutboxId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, uuid::Error> {
+        s.parse().map(Self)
+    }
+}
+
 /// Where an outbox entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

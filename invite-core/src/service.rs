@@ -16,9 +16,9 @@ use crate::{
     EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, Invitation, InvitationFilter,
     InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal, LinkError,
     LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation, NoEvents,
-    OutboxClaim, OutboxEntry, OutboxId, OutgoingEmail, Page, PageRequest, PlainComposer, Policy,
-    RetryPolicy, Role, Store, StoreError, Suppression, SystemClock, TenantId, Transition,
-    TransitionError, UserId,
+    OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page, PageRequest,
+    PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, Suppression, SystemClock,
+    TenantId, Transition, TransitionError, UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -831,6 +831,34 @@ impl Invitations {
             Ok((i.mark_failed(reason, now)?, None))
         })
         .await
+    }
+
+    /// [`record_bounce`](Self::record_bounce) for the email of outbox entry `outbox`,
+    /// as a provider's webhook names it. A bounce of an email the invitation has moved
+    /// past (a later email queued since, such as the resend after the admin lifted the
+    /// suppression) is [`Error::Superseded`] and records nothing: providers repeat
+    /// webhooks, and an old one must not suppress the address again and kill the new
+    /// link. An entry that is not this invitation's is [`Error::NotFound`].
+    pub async fn record_bounce_of(
+        &self,
+        tenant: &TenantId,
+        id: InvitationId,
+        outbox: OutboxId,
+        reason: &str,
+    ) -> Result<Invitation, Error> {
+        // Oldest first: everything after the bounced entry came later.
+        let entries = self.store.list_outbox(tenant, id).await?;
+        let at = entries
+            .iter()
+            .position(|e| e.id == outbox)
+            .ok_or(Error::NotFound)?;
+        if entries[at + 1..]
+            .iter()
+            .any(|e| e.state != OutboxState::Cancelled)
+        {
+            return Err(Error::Superseded);
+        }
+        self.record_bounce(tenant, id, reason).await
     }
 
     /// The tenant's suppressions among `emails`: for an import preview, before

@@ -15,10 +15,10 @@
 //! | Postmark | one JSON object, `RecordType: "Bounce"`, `Metadata` | `Inactive: true`, or `Type` one of `HardBounce`, `BadEmailAddress`, `SpamComplaint`, `ManuallyDeactivated`, `Blocked`, `DMARCPolicy` |
 //! | SendGrid | a JSON array of events, custom args at top level | `event: "bounce"` with `type: "bounce"` (not `blocked`), and `event: "dropped"` |
 
-use invite_core::{Error, Invitation, InvitationId, Invitations, TenantId};
+use invite_core::{Error, Invitation, InvitationId, Invitations, OutboxId, TenantId};
 use serde_json::Value;
 
-use crate::http_api::{META_INVITATION, META_TENANT};
+use crate::http_api::{META_INVITATION, META_OUTBOX, META_TENANT};
 
 /// One permanent bounce, ready for `record_bounce`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct Bounce {
     pub tenant: TenantId,
     /// The invitation whose email bounced.
     pub invitation: InvitationId,
+    /// The outbox entry of the email that bounced, when the webhook names it (the
+    /// mailer sends it): a bounce of an email the invitation has moved past is then
+    /// ignored (see [`record`]).
+    pub outbox: Option<OutboxId>,
     /// What the provider said, shown to the admin.
     pub reason: String,
 }
@@ -92,6 +96,7 @@ pub fn parse_postmark(body: &[u8]) -> Result<Option<Bounce>, BounceError> {
     ) else {
         return Ok(None);
     };
+    let outbox = metadata[META_OUTBOX].as_str().and_then(|o| o.parse().ok());
     let description = value["Description"].as_str().unwrap_or(kind);
     let reason = match value["Details"].as_str().filter(|d| !d.is_empty()) {
         Some(details) => format!("bounced ({kind}): {description} — {details}"),
@@ -100,6 +105,7 @@ pub fn parse_postmark(body: &[u8]) -> Result<Option<Bounce>, BounceError> {
     Ok(Some(Bounce {
         tenant,
         invitation,
+        outbox,
         reason,
     }))
 }
@@ -142,6 +148,7 @@ pub fn parse_sendgrid(body: &[u8]) -> Result<Vec<Bounce>, BounceError> {
             Some(Bounce {
                 tenant,
                 invitation,
+                outbox: event[META_OUTBOX].as_str().and_then(|o| o.parse().ok()),
                 reason,
             })
         })
@@ -154,19 +161,34 @@ pub fn parse_sendgrid(body: &[u8]) -> Result<Vec<Bounce>, BounceError> {
 pub struct BounceReport {
     /// Invitations now shown as delivery failed.
     pub recorded: Vec<Invitation>,
-    /// Bounces that changed nothing, with the reason: an unknown invitation, or one
-    /// that is no longer pending (accepted, revoked, already failed).
+    /// Bounces that changed nothing, with the reason: an unknown invitation, one that
+    /// is no longer pending (accepted, revoked, already failed), or a bounce of an
+    /// email the invitation has moved past ([`Error::Superseded`]).
     pub ignored: Vec<(Bounce, Error)>,
 }
 
-/// Marks each bounced invitation delivery failed with the provider's reason.
+/// Marks each bounced invitation delivery failed with the provider's reason, and
+/// suppresses its address. A bounce that names its email's outbox entry goes through
+/// [`Invitations::record_bounce_of`]: when a later email has been queued since (the
+/// resend after the admin lifted the suppression), a late or repeated webhook for the
+/// old one is ignored instead of suppressing the address again and killing the new
+/// link.
 pub async fn record(service: &Invitations, bounces: Vec<Bounce>) -> BounceReport {
     let mut report = BounceReport::default();
     for bounce in bounces {
-        match service
-            .record_bounce(&bounce.tenant, bounce.invitation, &bounce.reason)
-            .await
-        {
+        let recorded = match bounce.outbox {
+            Some(outbox) => {
+                service
+                    .record_bounce_of(&bounce.tenant, bounce.invitation, outbox, &bounce.reason)
+                    .await
+            }
+            None => {
+                service
+                    .record_bounce(&bounce.tenant, bounce.invitation, &bounce.reason)
+                    .await
+            }
+        };
+        match recorded {
             Ok(invitation) => report.recorded.push(invitation),
             Err(e) => report.ignored.push((bounce, e)),
         }

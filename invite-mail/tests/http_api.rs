@@ -409,8 +409,51 @@ async fn a_postmark_bounce_webhook_marks_the_invitation_failed() {
     assert!(invitation.last_error.unwrap().contains("550 5.1.1"));
 
     // A second delivery of the same webhook changes nothing and says so.
-    let again = bounce::record(&service, vec![parsed]).await;
+    let again = bounce::record(&service, vec![parsed.clone()]).await;
     assert_eq!((again.recorded.len(), again.ignored.len()), (0, 1));
+
+    // The admin fixes the mailbox: lifts the suppression and resends.
+    let ann = EmailAddress::parse("ann@example.com").unwrap();
+    service.lift_suppression(&alice, &acme, &ann).await.unwrap();
+    service.resend(&alice, &acme, id).await.unwrap();
+    // Postmark repeats the old webhook (at-least-once): it is about the first email,
+    // which the invitation has moved past, so the address stays unsuppressed and the
+    // invitation pending, and its new email still goes out.
+    let replayed = bounce::record(&service, vec![parsed]).await;
+    assert!(replayed.recorded.is_empty());
+    assert!(
+        matches!(replayed.ignored[..], [(_, Error::Superseded)]),
+        "{:?}",
+        replayed.ignored
+    );
+    assert!(
+        service
+            .suppressed(&alice, &acme, std::slice::from_ref(&ann))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let invitation = service.get(&alice, &acme, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::Pending);
+    assert_eq!(
+        Dispatcher::new(service.clone())
+            .run_once()
+            .await
+            .unwrap()
+            .sent,
+        1
+    );
+    // A bounce of the new email still counts.
+    let metadata = api.requests()[1].body["Metadata"].clone();
+    let mut webhook = webhook;
+    webhook["Metadata"] = metadata;
+    let parsed = bounce::parse_postmark(webhook.to_string().as_bytes())
+        .unwrap()
+        .unwrap();
+    let report = bounce::record(&service, vec![parsed]).await;
+    assert_eq!(report.recorded.len(), 1, "{:?}", report.ignored);
+    let invitation = service.get(&alice, &acme, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
 }
 
 #[tokio::test]
