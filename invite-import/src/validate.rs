@@ -35,6 +35,39 @@ pub(crate) enum CellValue<'a> {
     Error(String),
 }
 
+/// A picked cell as [`RowSink`] reads it: its text, and its typed value
+/// unless it is text (the cells of a CSV record always are).
+pub(crate) trait Cell {
+    /// The text the admin sees in the cell.
+    fn text(&self) -> &str;
+    /// The cell's value; `None` for text.
+    fn value(&self) -> Option<&CellValue<'_>>;
+}
+
+impl Cell for &CellValue<'_> {
+    #[inline(always)]
+    fn text(&self) -> &str {
+        CellValue::text(self)
+    }
+
+    #[inline(always)]
+    fn value(&self) -> Option<&CellValue<'_>> {
+        Some(self)
+    }
+}
+
+impl Cell for &str {
+    #[inline(always)]
+    fn text(&self) -> &str {
+        self
+    }
+
+    #[inline(always)]
+    fn value(&self) -> Option<&CellValue<'_>> {
+        None
+    }
+}
+
 impl CellValue<'_> {
     /// The text the admin sees in the cell.
     pub(crate) fn display(&self) -> Cow<'_, str> {
@@ -516,40 +549,34 @@ impl<'o> RowSink<'o> {
         Ok(true)
     }
 
-    /// Takes one source row. `row` is 1-based as the admin's program shows it;
-    /// `cells` are indexed by zero-based column.
-    pub(crate) fn push(&mut self, row: u64, cells: &[CellValue<'_>]) -> Result<(), ImportError> {
-        if !self.admit(row)? {
-            return Ok(());
-        }
-        let limits = &self.options.limits;
-        let mapping = self.mapping;
-        let columns = [
+    /// The mapped columns, in the order [`Self::push_picked`] takes their cells.
+    #[inline(always)]
+    pub(crate) fn picked_columns(&self) -> [Option<u32>; 6] {
+        let mapping = &self.mapping;
+        [
             Some(mapping.email),
             mapping.role,
             mapping.first_name,
             mapping.last_name,
             mapping.full_name,
             mapping.message,
-        ];
+        ]
+    }
+
+    /// Takes one source row. `row` is 1-based as the admin's program shows it;
+    /// `cells` are indexed by zero-based column.
+    pub(crate) fn push(&mut self, row: u64, cells: &[CellValue<'_>]) -> Result<(), ImportError> {
+        if !self.admit(row)? {
+            return Ok(());
+        }
+        let columns = self.picked_columns();
         let mut picked: [&CellValue<'_>; 6] = columns.map(|column| {
             column
                 .and_then(|c| usize::try_from(c).ok())
                 .and_then(|i| cells.get(i))
                 .unwrap_or(&EMPTY)
         });
-        for (column, cell) in columns.iter().zip(picked) {
-            let bytes = cell.text().len();
-            if bytes > usize::try_from(limits.max_cell_bytes).unwrap_or(usize::MAX) {
-                return Err(ImportError::CellTooLong {
-                    row,
-                    column: column_name(column.unwrap_or(0)),
-                    bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
-                    limit: limits.max_cell_bytes,
-                    preview: cell.display().chars().take(30).collect(),
-                });
-            }
-        }
+        self.check_lengths(row, &columns, &picked)?;
         // Values merged cells lend to empty cells of their region (set up only
         // when the sheet has merged cells: most rows never touch it).
         let filled: [Option<CellValue<'static>>; 6];
@@ -561,6 +588,52 @@ impl<'o> RowSink<'o> {
                 }
             }
         }
+        self.push_picked(row, picked)
+    }
+
+    /// [`Self::push`] for a row whose mapped cells are all text (a CSV
+    /// record), given by the order of [`Self::picked_columns`] (`""` for a
+    /// column not mapped or not in the record): no typed cells to tell apart.
+    /// Only for sinks without sheet extras.
+    pub(crate) fn push_texts(&mut self, row: u64, picked: [&str; 6]) -> Result<(), ImportError> {
+        debug_assert!(self.merge_values.is_empty(), "text cells with merged cells");
+        if !self.admit(row)? {
+            return Ok(());
+        }
+        let columns = self.picked_columns();
+        self.check_lengths(row, &columns, &picked)?;
+        self.push_picked(row, picked)
+    }
+
+    /// Fails on a picked cell longer than [`ImportLimits::max_cell_bytes`](crate::ImportLimits::max_cell_bytes).
+    #[inline(always)]
+    fn check_lengths<C: Cell>(
+        &self,
+        row: u64,
+        columns: &[Option<u32>; 6],
+        picked: &[C; 6],
+    ) -> Result<(), ImportError> {
+        let limits = &self.options.limits;
+        for (column, cell) in columns.iter().zip(picked) {
+            let bytes = cell.text().len();
+            if bytes > usize::try_from(limits.max_cell_bytes).unwrap_or(usize::MAX) {
+                return Err(ImportError::CellTooLong {
+                    row,
+                    column: column_name(column.unwrap_or(0)),
+                    bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
+                    limit: limits.max_cell_bytes,
+                    preview: cell.text().chars().take(30).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest of [`Self::push`], once the row is admitted, its mapped cells
+    /// picked (by the order of [`Self::picked_columns`]) and their lengths checked.
+    #[inline(always)]
+    fn push_picked<C: Cell>(&mut self, row: u64, picked: [C; 6]) -> Result<(), ImportError> {
+        let mapping = self.mapping;
         let [email, role, first, last, full, message] = picked;
         let email_text = clean(email.text());
         let role_text = clean(role.text());
@@ -568,15 +641,17 @@ impl<'o> RowSink<'o> {
         let last_text = clean(last.text());
         let full_text = clean(full.text());
         let message_text = clean(message.text());
-        let blank = |cell: &CellValue<'_>, text: &str| {
-            matches!(cell, CellValue::Empty | CellValue::Text(_)) && text.is_empty()
+        let blank = |cell: &C, text: &str| {
+            cell.value()
+                .is_none_or(|value| matches!(value, CellValue::Empty | CellValue::Text(_)))
+                && text.is_empty()
         };
-        if blank(email, &email_text)
-            && blank(role, &role_text)
-            && blank(first, &first_text)
-            && blank(last, &last_text)
-            && blank(full, &full_text)
-            && blank(message, &message_text)
+        if blank(&email, &email_text)
+            && blank(&role, &role_text)
+            && blank(&first, &first_text)
+            && blank(&last, &last_text)
+            && blank(&full, &full_text)
+            && blank(&message, &message_text)
         {
             self.summary.blank += 1;
             return Ok(());
@@ -605,7 +680,7 @@ impl<'o> RowSink<'o> {
             self.extras.mailto.get(&(zero_row, mapping.email)).cloned()
         };
         let mut first_of = None;
-        let outcome = match email {
+        let outcome = match email.value().unwrap_or(&EMPTY) {
             CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
             CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
             CellValue::Bool(_) => invalid(InvalidReason::NotText {
@@ -705,6 +780,7 @@ impl<'o> RowSink<'o> {
     /// The outcome of a row with an address, and, for a row with an address, its
     /// key's hash (the caller records the row in `keyed` once pushed; whether it
     /// repeats an earlier row is decided in [`Self::finish`]).
+    #[inline(always)]
     fn validate(
         &mut self,
         address: &str,
@@ -726,9 +802,7 @@ impl<'o> RowSink<'o> {
             None => Ok(self.default_role.clone()),
             Some(text) => match &self.roles {
                 // Exactly as the tenant spells it (the usual case), else ignoring case.
-                Some(roles) => roles
-                    .iter()
-                    .find(|role| same_text(role.as_str(), text))
+                Some(roles) => find_role(roles, text)
                     .or_else(|| roles.iter().find(|role| same_role(role.as_str(), text)))
                     .cloned()
                     .ok_or_else(|| text.to_owned()),
@@ -749,6 +823,7 @@ impl<'o> RowSink<'o> {
     /// [`EmailAddress::suggestion`], skipped for the domains recently seen to have
     /// none (it is `None` exactly when `suggest_domain` of the domain is): a list
     /// mostly repeats a few domains, and the typo check costs more than the parse.
+    #[inline(always)]
     fn suggestion(&mut self, email: &EmailAddress) -> Option<EmailAddress> {
         let domain = email.domain();
         if self.plain_domains.iter().any(|d| same_text(d, domain)) {
@@ -939,6 +1014,19 @@ fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
 
 fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
     (!text.is_empty()).then_some(text)
+}
+
+/// The role spelled exactly `text`, inlined (`Iter::find` with its closure
+/// was left out of line, a call per row).
+#[inline(always)]
+#[expect(clippy::manual_find, reason = "`Iter::find` was not inlined")]
+fn find_role<'r>(roles: &'r [Role], text: &str) -> Option<&'r Role> {
+    for role in roles {
+        if same_text(role.as_str(), text) {
+            return Some(role);
+        }
+    }
+    None
 }
 
 /// Case-insensitive role match: ASCII fast path, full Unicode folding otherwise.
