@@ -167,6 +167,33 @@ fn short_ascii(text: &str) -> bool {
     }
 }
 
+/// Whether `bytes` is short and certainly without `byte`: eight bytes at a
+/// time, inlined (`false` for long texts: then look). An address cell rarely
+/// holds a `<`, and `memrchr`'s set-up costs more than a few words.
+#[inline(always)]
+fn short_lacks(bytes: &[u8], byte: u8) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A zero byte in `v` sets its high bit here (and perhaps a few above it:
+    // only whether there is one matters).
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let n = bytes.len();
+    let wanted = ONES * u64::from(byte);
+    match n {
+        0..8 => !bytes.contains(&byte),
+        8..=64 => {
+            let mut hits = zero_bytes(word8(bytes, n - 8) ^ wanted);
+            let mut at = 0;
+            while at + 8 < n {
+                hits |= zero_bytes(word8(bytes, at) ^ wanted);
+                at += 8;
+            }
+            hits == 0
+        }
+        _ => false,
+    }
+}
+
 /// The eight bytes of `bytes` at `at` as a word (0 past the end).
 #[inline(always)]
 fn word8(bytes: &[u8], at: usize) -> u64 {
@@ -238,7 +265,8 @@ pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
     let mut address = text;
     let mut display = None;
     let bytes = text.as_bytes();
-    if let Some(open) = memchr::memrchr(b'<', bytes)
+    if !short_lacks(bytes, b'<')
+        && let Some(open) = memchr::memrchr(b'<', bytes)
         && let Some(close) = memchr::memrchr(b'>', bytes)
         && open < close
         && text[open..close].contains('@')
@@ -1112,6 +1140,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// `short_lacks` never says a byte is missing when it is there, and
+        /// says so for every short text without it.
+        #[test]
+        fn short_lacks_finds_every_byte(text in "[<>a@\u{e9}\u{3bc}]{0,40}") {
+            let lacks = short_lacks(text.as_bytes(), b'<');
+            proptest::prop_assert!(!(lacks && text.contains('<')));
+            proptest::prop_assert_eq!(lacks, text.len() <= 64 && !text.contains('<'));
+        }
+
         /// The inlined ASCII check is `str::is_ascii`, at every length and
         /// position of a non-ASCII character.
         #[test]
