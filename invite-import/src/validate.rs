@@ -130,16 +130,24 @@ fn is_odd_space(c: char) -> bool {
 /// which is all a row's cells usually are; the rest is [`clean_other`].
 #[inline(always)]
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
+    if is_clean(text) {
+        Cow::Borrowed(text)
+    } else {
+        clean_other(text)
+    }
+}
+
+/// Whether [`clean`] leaves `text` as it is, by the common case: empty, or
+/// ASCII without white space at either end (`false` does not mean it changes).
+#[inline(always)]
+fn is_clean(text: &str) -> bool {
     // `trim` removes nothing when both ends are ASCII and not white space
     // (every other white space character is non-ASCII).
     match text.as_bytes() {
-        [] => Cow::Borrowed(text),
-        [first, .., last] | [first @ last]
-            if first.is_ascii_graphic() && last.is_ascii_graphic() && short_ascii(text) =>
-        {
-            Cow::Borrowed(text)
+        [] => true,
+        [first, .., last] | [first @ last] => {
+            first.is_ascii_graphic() && last.is_ascii_graphic() && short_ascii(text)
         }
-        _ => clean_other(text),
     }
 }
 
@@ -687,25 +695,51 @@ impl<'o> RowSink<'o> {
     /// picked (by the order of [`Self::picked_columns`]) and their lengths checked.
     #[inline(always)]
     fn push_picked<C: Cell>(&mut self, row: u64, picked: [C; 6]) -> Result<(), ImportError> {
+        let texts = picked.each_ref().map(Cell::text);
+        if texts.iter().all(|text| is_clean(text)) {
+            // The usual row: every cell is its own cleaned text.
+            self.push_cleaned(row, &picked, texts)
+        } else {
+            self.push_unclean(row, picked)
+        }
+    }
+
+    /// [`Self::push_picked`] for a row with a cell that [`clean`] changes.
+    #[inline(never)]
+    fn push_unclean<C: Cell>(&mut self, row: u64, picked: [C; 6]) -> Result<(), ImportError> {
+        let cleaned = picked.each_ref().map(|cell| clean(cell.text()));
+        self.push_cleaned(row, &picked, cleaned.each_ref().map(|text| &**text))
+    }
+
+    /// [`Self::push_picked`] with each cell's text cleaned.
+    #[inline(always)]
+    fn push_cleaned<C: Cell>(
+        &mut self,
+        row: u64,
+        picked: &[C; 6],
+        cleaned: [&str; 6],
+    ) -> Result<(), ImportError> {
         let mapping = self.mapping;
         let [email, role, first, last, full, message] = picked;
-        let email_text = clean(email.text());
-        let role_text = clean(role.text());
-        let first_text = clean(first.text());
-        let last_text = clean(last.text());
-        let full_text = clean(full.text());
-        let message_text = clean(message.text());
+        let [
+            email_text,
+            role_text,
+            first_text,
+            last_text,
+            full_text,
+            message_text,
+        ] = cleaned;
         let blank = |cell: &C, text: &str| {
             cell.value()
                 .is_none_or(|value| matches!(value, CellValue::Empty | CellValue::Text(_)))
                 && text.is_empty()
         };
-        if blank(&email, &email_text)
-            && blank(&role, &role_text)
-            && blank(&first, &first_text)
-            && blank(&last, &last_text)
-            && blank(&full, &full_text)
-            && blank(&message, &message_text)
+        if blank(email, email_text)
+            && blank(role, role_text)
+            && blank(first, first_text)
+            && blank(last, last_text)
+            && blank(full, full_text)
+            && blank(message, message_text)
         {
             self.summary.blank += 1;
             return Ok(());
@@ -718,13 +752,15 @@ impl<'o> RowSink<'o> {
         let role_text = present(role_text);
         let mut first_name = present(first_text);
         let mut last_name = present(last_text);
+        // Names split from a full name or a display name, owned here.
+        let from_full;
         if first_name.is_none()
             && last_name.is_none()
             && let Some(full) = present(full_text)
         {
-            let (f, l) = split_full_name(&full);
-            first_name = f.map(Cow::Owned);
-            last_name = l.map(Cow::Owned);
+            from_full = split_full_name(full);
+            first_name = from_full.0.as_deref();
+            last_name = from_full.1.as_deref();
         }
 
         let hyperlink = if self.extras.mailto.is_empty() {
@@ -734,6 +770,7 @@ impl<'o> RowSink<'o> {
             self.extras.mailto.get(&(zero_row, mapping.email)).cloned()
         };
         let mut first_of = None;
+        let from_display;
         let outcome = match email.value().unwrap_or(&EMPTY) {
             CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
             CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
@@ -742,7 +779,7 @@ impl<'o> RowSink<'o> {
             }),
             CellValue::Error(code) => invalid(InvalidReason::CellError { code: code.clone() }),
             CellValue::Empty | CellValue::Text(_) => {
-                let (mut address, display) = extract_address(&email_text);
+                let (mut address, display) = extract_address(email_text);
                 let parsed = match hyperlink.as_deref() {
                     Some(target) => match EmailAddress::parse_with(address, &self.options.rules) {
                         Ok(parsed) => Some(Ok(parsed)),
@@ -757,16 +794,16 @@ impl<'o> RowSink<'o> {
                     && last_name.is_none()
                     && let Some(display) = display
                 {
-                    let (f, l) = split_full_name(display);
-                    first_name = f.map(Cow::Owned);
-                    last_name = l.map(Cow::Owned);
+                    from_display = split_full_name(display);
+                    first_name = from_display.0.as_deref();
+                    last_name = from_display.1.as_deref();
                 }
                 if address.is_empty() {
                     invalid(InvalidReason::Missing)
                 } else {
                     let parsed = parsed
                         .unwrap_or_else(|| EmailAddress::parse_with(address, &self.options.rules));
-                    let (outcome, hash) = self.validate(address, parsed, role_text.as_deref());
+                    let (outcome, hash) = self.validate(address, parsed, role_text);
                     first_of = hash;
                     outcome
                 }
@@ -775,10 +812,10 @@ impl<'o> RowSink<'o> {
         self.summary.count(&outcome);
         let cells = RowCells {
             raw: email.text(),
-            role: role_text.as_deref(),
-            first_name: first_name.as_deref(),
-            last_name: last_name.as_deref(),
-            message: Some(message_text.as_ref()).filter(|m| !m.is_empty()),
+            role: role_text,
+            first_name,
+            last_name,
+            message: present(message_text),
             hidden,
         };
         let index = self.taken + self.rows.len();
@@ -856,10 +893,14 @@ impl<'o> RowSink<'o> {
             None => Ok(self.default_role.clone()),
             Some(text) => match &self.roles {
                 // Exactly as the tenant spells it (the usual case), else ignoring case.
-                Some(roles) => find_role(roles, text)
-                    .or_else(|| roles.iter().find(|role| same_role(role.as_str(), text)))
-                    .cloned()
-                    .ok_or_else(|| text.to_owned()),
+                Some(roles) => match find_role(roles, text) {
+                    Some(role) => Ok(role.clone()),
+                    None => roles
+                        .iter()
+                        .find(|role| same_role(role.as_str(), text))
+                        .cloned()
+                        .ok_or_else(|| text.to_owned()),
+                },
                 None => Role::new(text).map_err(|_| text.to_owned()),
             },
         };
@@ -880,8 +921,11 @@ impl<'o> RowSink<'o> {
     #[inline(always)]
     fn suggestion(&mut self, email: &EmailAddress) -> Option<EmailAddress> {
         let domain = email.domain();
-        if self.plain_domains.iter().any(|d| same_text(d, domain)) {
-            return None;
+        // A loop, not `Iter::any`: that was left out of line, a call per row.
+        for plain in &self.plain_domains {
+            if same_text(plain, domain) {
+                return None;
+            }
         }
         let suggestion = email.suggestion();
         if suggestion.is_none() && invite_core::suggest_domain(domain).is_none() {
@@ -1066,7 +1110,7 @@ fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
     })
 }
 
-fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
+fn present(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
