@@ -613,18 +613,7 @@ fn push_record(
     // The usual case: the mapped fields borrowed from the body (valid UTF-8)
     // or the record buffer, handed over as plain text.
     let mut texts = [""; 6];
-    let mut borrowed = true;
-    for (text, column) in texts.iter_mut().zip(sink.picked_columns()) {
-        if let Some(i) = column.and_then(|c| usize::try_from(c).ok())
-            && i < record.len()
-        {
-            match reader.text(record, i) {
-                Cow::Borrowed(field) => *text = field,
-                Cow::Owned(_) => borrowed = false,
-            }
-        }
-    }
-    if borrowed {
+    if reader.texts(record, sink.picked_columns(), &mut texts) {
         return sink.push_texts(line, texts);
     }
     // Only the mapped columns are decoded (borrowed from the body when it is

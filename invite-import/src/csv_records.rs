@@ -247,6 +247,52 @@ impl<'b> Records<'b> {
         }
     }
 
+    /// Fields `columns` of `record` as text borrowed from the body or the
+    /// record, as [`Self::text`] gives them, into `texts` (left as they are for
+    /// `None` and past the last field: pass empty texts); `false` if one of
+    /// them is not UTF-8 (then [`Self::text`] decodes it lossily). Whether the record is quote-free in a UTF-8 body
+    /// is checked once, not per field.
+    #[inline(always)]
+    pub(crate) fn texts<'r, const N: usize>(
+        &self,
+        record: &'r Record,
+        columns: [Option<u32>; N],
+        texts: &mut [&'r str; N],
+    ) -> bool
+    where
+        'b: 'r,
+    {
+        let mut all = true;
+        if let (false, Some(body)) = (record.quoted, self.text) {
+            for (text, column) in texts.iter_mut().zip(columns) {
+                if let Some(&(from, to)) = column
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| record.fields.get(i))
+                {
+                    // Off a char boundary, the field's bytes are not UTF-8
+                    // on their own either.
+                    match body.get(from..to) {
+                        Some(field) => *text = field,
+                        None => all = false,
+                    }
+                }
+            }
+        } else {
+            for (text, column) in texts.iter_mut().zip(columns) {
+                if let Some(field) = column
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| self.field(record, i))
+                {
+                    match std::str::from_utf8(field) {
+                        Ok(field) => *text = field,
+                        Err(_) => all = false,
+                    }
+                }
+            }
+        }
+        all
+    }
+
     /// Field `i` of `record` as text (empty past the last field); bytes that
     /// are not UTF-8 are replaced, field by field.
     #[inline(always)]
@@ -380,6 +426,24 @@ mod tests {
                     records.text(&record, i).as_ref(),
                     String::from_utf8_lossy(field).as_ref()
                 );
+            }
+            // `texts` gives what `text` gives when every field asked for is
+            // UTF-8 (columns out of order, repeated, missing, past the end).
+            let columns = [Some(2), None, Some(0), Some(7), Some(1), Some(0)];
+            let mut texts = [""; 6];
+            let utf8 = columns.iter().flatten().all(|&i| {
+                records
+                    .field(&record, i as usize)
+                    .is_none_or(|f| std::str::from_utf8(f).is_ok())
+            });
+            assert_eq!(records.texts(&record, columns, &mut texts), utf8);
+            if utf8 {
+                let expected = columns.map(|c| {
+                    c.map_or(String::new(), |i| {
+                        records.text(&record, i as usize).into_owned()
+                    })
+                });
+                assert_eq!(texts.map(str::to_owned), expected);
             }
             out.push((fields, record.start(), records.position(), record.line()));
         }
