@@ -311,6 +311,7 @@ pub(crate) struct RowCells<'a> {
 impl ImportRow {
     /// Packs the cells into one buffer, leaving out what the outcome already holds.
     /// `scratch` is a reusable buffer for long rows.
+    #[inline(always)]
     pub(crate) fn new(
         row: u64,
         cells: &RowCells<'_>,
