@@ -269,6 +269,7 @@ fn clean_other(text: &str) -> Cow<'_, str> {
 
 /// Splits `Ann Lee <ann@x.com>`, `"Lee, Ann" <ann@x.com>`, `mailto:ann@x.com?subject=hi`
 /// and `<ann@x.com>` into the address text and an optional display name.
+#[inline]
 pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
     let mut address = text;
     let mut display = None;
@@ -285,7 +286,9 @@ pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
             display = Some(name);
         }
     }
-    if let Some(prefix) = address.get(..7)
+    // The first byte first: few addresses start with an `m`.
+    if let Some(b'm' | b'M') = address.as_bytes().first()
+        && let Some(prefix) = address.get(..7)
         && prefix.eq_ignore_ascii_case("mailto:")
     {
         address = address[7..].trim_start();
