@@ -213,6 +213,7 @@ const INLINE_CELLS: usize = 32;
 impl PackedCells {
     /// Packs `parts` (raw, role, first name, last name, message) end to end;
     /// `scratch` is a reusable buffer for the long form.
+    #[inline(always)]
     fn new(parts: [&str; 5], flags: u8, scratch: &mut String) -> Self {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total <= INLINE_CELLS

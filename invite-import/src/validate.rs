@@ -269,7 +269,7 @@ fn clean_other(text: &str) -> Cow<'_, str> {
 
 /// Splits `Ann Lee <ann@x.com>`, `"Lee, Ann" <ann@x.com>`, `mailto:ann@x.com?subject=hi`
 /// and `<ann@x.com>` into the address text and an optional display name.
-#[inline]
+#[inline(always)]
 pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
     let mut address = text;
     let mut display = None;
@@ -660,6 +660,7 @@ impl<'o> RowSink<'o> {
     /// record), given by the order of [`Self::picked_columns`] (`""` for a
     /// column not mapped or not in the record): no typed cells to tell apart.
     /// Only for sinks without sheet extras.
+    #[inline(always)]
     pub(crate) fn push_texts(&mut self, row: u64, picked: [&str; 6]) -> Result<(), ImportError> {
         debug_assert!(self.merge_values.is_empty(), "text cells with merged cells");
         if !self.admit(row)? {
