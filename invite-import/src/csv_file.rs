@@ -610,8 +610,14 @@ fn push_record(
     max_mapped: usize,
     spare: &mut Vec<CellValue<'static>>,
 ) -> Result<(), ImportError> {
+    // The usual case: the mapped fields borrowed from the body (valid UTF-8)
+    // or the record buffer, handed over as plain text.
+    let mut texts = [""; 6];
+    if reader.texts(record, sink.picked_columns(), &mut texts) {
+        return sink.push_texts(line, texts);
+    }
     // Only the mapped columns are decoded (borrowed from the body when it is
-    // valid UTF-8, as it nearly always is).
+    // valid UTF-8).
     let mapped = record.len().min(max_mapped + 1);
     if mapped <= INLINE_CELLS {
         // The usual few columns: cells on the stack, nothing to recycle.
@@ -737,6 +743,49 @@ mod tests {
         .unwrap();
         let rows = report.rows.iter().map(crate::ImportRow::row).collect();
         (rows, report.summary.rows)
+    }
+
+    #[test]
+    fn fields_decoded_lossily_or_borrowed_give_the_same_cells() {
+        // After a UTF-8 BOM an invalid byte sends its record's fields through
+        // lossy decoding (cells built one by one); the records around it are
+        // handed over as borrowed text. Both read the same.
+        let csv = b"\xEF\xBB\xBFEmail,Role,First name,Last name\nann@x.com,editor,An\xFFn,Lee\n\
+            bo@y.com,Editor,Bo,\nAnn@x.com,viewer,,Ng\n";
+        let report = crate::import(csv, crate::FileHint::FileName("a.csv"), &options(1)).unwrap();
+        let cells: Vec<_> = report
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.row(),
+                    r.raw(),
+                    r.role_cell(),
+                    r.first_name(),
+                    r.last_name(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                (
+                    2,
+                    "ann@x.com",
+                    Some("editor"),
+                    Some("An\u{FFFD}n"),
+                    Some("Lee")
+                ),
+                (3, "bo@y.com", Some("Editor"), Some("Bo"), None),
+                (4, "Ann@x.com", Some("viewer"), None, Some("Ng")),
+            ]
+        );
+        assert!(report.rows[0].outcome().is_valid());
+        assert!(report.rows[1].outcome().is_valid());
+        assert_eq!(
+            report.rows[2].outcome(),
+            &crate::RowOutcome::DuplicateOf { row: 2 }
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use invite_core::{EmailAddress, InvalidEmail, NewInvitation, Role};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use crate::validate::same_text;
 use crate::{ColumnMapping, Format};
 
 /// The result of an import: one [`ImportRow`] per non-blank source row, in source
@@ -212,6 +213,7 @@ const INLINE_CELLS: usize = 32;
 impl PackedCells {
     /// Packs `parts` (raw, role, first name, last name, message) end to end;
     /// `scratch` is a reusable buffer for the long form.
+    #[inline(always)]
     fn new(parts: [&str; 5], flags: u8, scratch: &mut String) -> Self {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total <= INLINE_CELLS
@@ -221,8 +223,12 @@ impl PackedCells {
             let mut ends = [0u8; 4];
             let mut at = 0;
             for (i, part) in parts.iter().enumerate() {
-                bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
-                at += part.len();
+                // Most parts are empty (raw and role cells held by the outcome,
+                // no message): skip the call to `memcpy`.
+                if !part.is_empty() {
+                    bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+                    at += part.len();
+                }
                 if let Some(end) = ends.get_mut(i) {
                     // At most `total`, which fits a byte.
                     *end = u8::try_from(at).unwrap_or(len);
@@ -306,6 +312,7 @@ pub(crate) struct RowCells<'a> {
 impl ImportRow {
     /// Packs the cells into one buffer, leaving out what the outcome already holds.
     /// `scratch` is a reusable buffer for long rows.
+    #[inline(always)]
     pub(crate) fn new(
         row: u64,
         cells: &RowCells<'_>,
@@ -322,14 +329,14 @@ impl ImportRow {
             flags |= HIDDEN;
         }
         let mut raw = cells.raw;
-        if email.is_some_and(|e| e.original() == raw) {
+        if email.is_some_and(|e| same_text(e.original(), raw)) {
             flags |= RAW_IS_ADDRESS;
             raw = "";
         }
         let mut role_cell = "";
         if let Some(cell) = cells.role {
             flags |= HAS_ROLE;
-            if role == Some(cell) {
+            if role.is_some_and(|role| same_text(role, cell)) {
                 flags |= ROLE_IS_ROLE;
             } else {
                 role_cell = cell;

@@ -35,6 +35,39 @@ pub(crate) enum CellValue<'a> {
     Error(String),
 }
 
+/// A picked cell as [`RowSink`] reads it: its text, and its typed value
+/// unless it is text (the cells of a CSV record always are).
+pub(crate) trait Cell {
+    /// The text the admin sees in the cell.
+    fn text(&self) -> &str;
+    /// The cell's value; `None` for text.
+    fn value(&self) -> Option<&CellValue<'_>>;
+}
+
+impl Cell for &CellValue<'_> {
+    #[inline(always)]
+    fn text(&self) -> &str {
+        CellValue::text(self)
+    }
+
+    #[inline(always)]
+    fn value(&self) -> Option<&CellValue<'_>> {
+        Some(self)
+    }
+}
+
+impl Cell for &str {
+    #[inline(always)]
+    fn text(&self) -> &str {
+        self
+    }
+
+    #[inline(always)]
+    fn value(&self) -> Option<&CellValue<'_>> {
+        None
+    }
+}
+
 impl CellValue<'_> {
     /// The text the admin sees in the cell.
     pub(crate) fn display(&self) -> Cow<'_, str> {
@@ -97,24 +130,124 @@ fn is_odd_space(c: char) -> bool {
 /// which is all a row's cells usually are; the rest is [`clean_other`].
 #[inline(always)]
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
-    // `trim` removes nothing when both ends are ASCII and not white space
-    // (every other white space character is non-ASCII).
-    match text.as_bytes() {
-        [] => Cow::Borrowed(text),
-        [first, .., last] | [first @ last]
-            if first.is_ascii_graphic() && last.is_ascii_graphic() && short_ascii(text) =>
-        {
-            Cow::Borrowed(text)
-        }
-        _ => clean_other(text),
+    if is_clean(text) {
+        Cow::Borrowed(text)
+    } else {
+        clean_other(text)
     }
 }
 
-/// `str::is_ascii` for the short texts of cells: one OR over the bytes, inlined
-/// (the standard one is an out-of-line call with word-at-a-time set-up).
+/// Whether [`clean`] leaves `text` as it is, by the common case: empty, or
+/// ASCII without white space at either end (`false` does not mean it changes).
+#[inline(always)]
+fn is_clean(text: &str) -> bool {
+    // `trim` removes nothing when both ends are ASCII and not white space
+    // (every other white space character is non-ASCII).
+    match text.as_bytes() {
+        [] => true,
+        [first, .., last] | [first @ last] => {
+            first.is_ascii_graphic() && last.is_ascii_graphic() && short_ascii(text)
+        }
+    }
+}
+
+/// `str::is_ascii` for the short texts of cells, inlined: the high bits of
+/// eight bytes at a time, the last word overlapping the one before (the
+/// standard one is an out-of-line call with word-at-a-time set-up, and a byte
+/// loop costs three instructions a byte).
 #[inline(always)]
 fn short_ascii(text: &str) -> bool {
-    text.bytes().fold(0, |all, b| all | b) < 0x80
+    let bytes = text.as_bytes();
+    let n = bytes.len();
+    match n {
+        0..4 => bytes.iter().fold(0, |all, b| all | b) < 0x80,
+        4..8 => (word4(bytes, 0) | word4(bytes, n - 4)) & 0x8080_8080 == 0,
+        8..=64 => {
+            let mut all = word8(bytes, n - 8);
+            let mut at = 0;
+            while at + 8 < n {
+                all |= word8(bytes, at);
+                at += 8;
+            }
+            all & 0x8080_8080_8080_8080 == 0
+        }
+        _ => bytes.is_ascii(),
+    }
+}
+
+/// Whether `bytes` is short and certainly without `byte`: eight bytes at a
+/// time, inlined (`false` for long texts: then look). An address cell rarely
+/// holds a `<`, and `memrchr`'s set-up costs more than a few words.
+#[inline(always)]
+fn short_lacks(bytes: &[u8], byte: u8) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A zero byte in `v` sets its high bit here (and perhaps a few above it:
+    // only whether there is one matters).
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let n = bytes.len();
+    let wanted = ONES * u64::from(byte);
+    match n {
+        0..8 => !bytes.contains(&byte),
+        8..=64 => {
+            let mut hits = zero_bytes(word8(bytes, n - 8) ^ wanted);
+            let mut at = 0;
+            while at + 8 < n {
+                hits |= zero_bytes(word8(bytes, at) ^ wanted);
+                at += 8;
+            }
+            hits == 0
+        }
+        _ => false,
+    }
+}
+
+/// The eight bytes of `bytes` at `at` as a word (0 past the end).
+#[inline(always)]
+fn word8(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map_or(0, u64::from_ne_bytes)
+}
+
+/// The four bytes of `bytes` at `at` as a word (0 past the end).
+#[inline(always)]
+fn word4(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+        .map_or(0, u32::from_ne_bytes)
+}
+
+/// `a == b` for the short texts of cells, roles and domains, inlined: a
+/// length check, then eight bytes at a time, the last word overlapping the one
+/// before (`==` on slices is a call to `memcmp`, whose set-up costs more than
+/// comparing a few dozen bytes).
+#[inline(always)]
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let (w8, w4) = (word8, word4);
+    match n {
+        0 => true,
+        1..4 => a.first() == b.first() && a.get(n / 2) == b.get(n / 2) && a.last() == b.last(),
+        4..8 => (w4(a, 0) ^ w4(b, 0)) | (w4(a, n - 4) ^ w4(b, n - 4)) == 0,
+        8..=16 => (w8(a, 0) ^ w8(b, 0)) | (w8(a, n - 8) ^ w8(b, n - 8)) == 0,
+        17..=32 => {
+            let mut diff = w8(a, n - 8) ^ w8(b, n - 8);
+            let mut at = 0;
+            while at + 8 < n {
+                diff |= w8(a, at) ^ w8(b, at);
+                at += 8;
+            }
+            diff == 0
+        }
+        _ => a == b,
+    }
 }
 
 /// [`clean`] for text with white space at an end, or non-ASCII text.
@@ -137,11 +270,13 @@ fn clean_other(text: &str) -> Cow<'_, str> {
 
 /// Splits `Ann Lee <ann@x.com>`, `"Lee, Ann" <ann@x.com>`, `mailto:ann@x.com?subject=hi`
 /// and `<ann@x.com>` into the address text and an optional display name.
+#[inline(always)]
 pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
     let mut address = text;
     let mut display = None;
     let bytes = text.as_bytes();
-    if let Some(open) = memchr::memrchr(b'<', bytes)
+    if !short_lacks(bytes, b'<')
+        && let Some(open) = memchr::memrchr(b'<', bytes)
         && let Some(close) = memchr::memrchr(b'>', bytes)
         && open < close
         && text[open..close].contains('@')
@@ -152,7 +287,9 @@ pub(crate) fn extract_address(text: &str) -> (&str, Option<&str>) {
             display = Some(name);
         }
     }
-    if let Some(prefix) = address.get(..7)
+    // The first byte first: few addresses start with an `m`.
+    if let Some(b'm' | b'M') = address.as_bytes().first()
+        && let Some(prefix) = address.get(..7)
         && prefix.eq_ignore_ascii_case("mailto:")
     {
         address = address[7..].trim_start();
@@ -478,40 +615,34 @@ impl<'o> RowSink<'o> {
         Ok(true)
     }
 
-    /// Takes one source row. `row` is 1-based as the admin's program shows it;
-    /// `cells` are indexed by zero-based column.
-    pub(crate) fn push(&mut self, row: u64, cells: &[CellValue<'_>]) -> Result<(), ImportError> {
-        if !self.admit(row)? {
-            return Ok(());
-        }
-        let limits = &self.options.limits;
-        let mapping = self.mapping;
-        let columns = [
+    /// The mapped columns, in the order [`Self::push_picked`] takes their cells.
+    #[inline(always)]
+    pub(crate) fn picked_columns(&self) -> [Option<u32>; 6] {
+        let mapping = &self.mapping;
+        [
             Some(mapping.email),
             mapping.role,
             mapping.first_name,
             mapping.last_name,
             mapping.full_name,
             mapping.message,
-        ];
+        ]
+    }
+
+    /// Takes one source row. `row` is 1-based as the admin's program shows it;
+    /// `cells` are indexed by zero-based column.
+    pub(crate) fn push(&mut self, row: u64, cells: &[CellValue<'_>]) -> Result<(), ImportError> {
+        if !self.admit(row)? {
+            return Ok(());
+        }
+        let columns = self.picked_columns();
         let mut picked: [&CellValue<'_>; 6] = columns.map(|column| {
             column
                 .and_then(|c| usize::try_from(c).ok())
                 .and_then(|i| cells.get(i))
                 .unwrap_or(&EMPTY)
         });
-        for (column, cell) in columns.iter().zip(picked) {
-            let bytes = cell.text().len();
-            if bytes > usize::try_from(limits.max_cell_bytes).unwrap_or(usize::MAX) {
-                return Err(ImportError::CellTooLong {
-                    row,
-                    column: column_name(column.unwrap_or(0)),
-                    bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
-                    limit: limits.max_cell_bytes,
-                    preview: cell.display().chars().take(30).collect(),
-                });
-            }
-        }
+        self.check_lengths(row, &columns, &picked)?;
         // Values merged cells lend to empty cells of their region (set up only
         // when the sheet has merged cells: most rows never touch it).
         let filled: [Option<CellValue<'static>>; 6];
@@ -523,22 +654,97 @@ impl<'o> RowSink<'o> {
                 }
             }
         }
+        self.push_picked(row, picked)
+    }
+
+    /// [`Self::push`] for a row whose mapped cells are all text (a CSV
+    /// record), given by the order of [`Self::picked_columns`] (`""` for a
+    /// column not mapped or not in the record): no typed cells to tell apart.
+    /// Only for sinks without sheet extras.
+    #[inline(always)]
+    pub(crate) fn push_texts(&mut self, row: u64, picked: [&str; 6]) -> Result<(), ImportError> {
+        debug_assert!(self.merge_values.is_empty(), "text cells with merged cells");
+        if !self.admit(row)? {
+            return Ok(());
+        }
+        let columns = self.picked_columns();
+        self.check_lengths(row, &columns, &picked)?;
+        self.push_picked(row, picked)
+    }
+
+    /// Fails on a picked cell longer than [`ImportLimits::max_cell_bytes`](crate::ImportLimits::max_cell_bytes).
+    #[inline(always)]
+    fn check_lengths<C: Cell>(
+        &self,
+        row: u64,
+        columns: &[Option<u32>; 6],
+        picked: &[C; 6],
+    ) -> Result<(), ImportError> {
+        let limits = &self.options.limits;
+        for (column, cell) in columns.iter().zip(picked) {
+            let bytes = cell.text().len();
+            if bytes > usize::try_from(limits.max_cell_bytes).unwrap_or(usize::MAX) {
+                return Err(ImportError::CellTooLong {
+                    row,
+                    column: column_name(column.unwrap_or(0)),
+                    bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
+                    limit: limits.max_cell_bytes,
+                    preview: cell.text().chars().take(30).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest of [`Self::push`], once the row is admitted, its mapped cells
+    /// picked (by the order of [`Self::picked_columns`]) and their lengths checked.
+    #[inline(always)]
+    fn push_picked<C: Cell>(&mut self, row: u64, picked: [C; 6]) -> Result<(), ImportError> {
+        let texts = picked.each_ref().map(Cell::text);
+        if texts.iter().all(|text| is_clean(text)) {
+            // The usual row: every cell is its own cleaned text.
+            self.push_cleaned(row, &picked, texts)
+        } else {
+            self.push_unclean(row, picked)
+        }
+    }
+
+    /// [`Self::push_picked`] for a row with a cell that [`clean`] changes.
+    #[inline(never)]
+    fn push_unclean<C: Cell>(&mut self, row: u64, picked: [C; 6]) -> Result<(), ImportError> {
+        let cleaned = picked.each_ref().map(|cell| clean(cell.text()));
+        self.push_cleaned(row, &picked, cleaned.each_ref().map(|text| &**text))
+    }
+
+    /// [`Self::push_picked`] with each cell's text cleaned.
+    #[inline(always)]
+    fn push_cleaned<C: Cell>(
+        &mut self,
+        row: u64,
+        picked: &[C; 6],
+        cleaned: [&str; 6],
+    ) -> Result<(), ImportError> {
+        let mapping = self.mapping;
         let [email, role, first, last, full, message] = picked;
-        let email_text = clean(email.text());
-        let role_text = clean(role.text());
-        let first_text = clean(first.text());
-        let last_text = clean(last.text());
-        let full_text = clean(full.text());
-        let message_text = clean(message.text());
-        let blank = |cell: &CellValue<'_>, text: &str| {
-            matches!(cell, CellValue::Empty | CellValue::Text(_)) && text.is_empty()
+        let [
+            email_text,
+            role_text,
+            first_text,
+            last_text,
+            full_text,
+            message_text,
+        ] = cleaned;
+        let blank = |cell: &C, text: &str| {
+            cell.value()
+                .is_none_or(|value| matches!(value, CellValue::Empty | CellValue::Text(_)))
+                && text.is_empty()
         };
-        if blank(email, &email_text)
-            && blank(role, &role_text)
-            && blank(first, &first_text)
-            && blank(last, &last_text)
-            && blank(full, &full_text)
-            && blank(message, &message_text)
+        if blank(email, email_text)
+            && blank(role, role_text)
+            && blank(first, first_text)
+            && blank(last, last_text)
+            && blank(full, full_text)
+            && blank(message, message_text)
         {
             self.summary.blank += 1;
             return Ok(());
@@ -551,13 +757,15 @@ impl<'o> RowSink<'o> {
         let role_text = present(role_text);
         let mut first_name = present(first_text);
         let mut last_name = present(last_text);
+        // Names split from a full name or a display name, owned here.
+        let from_full;
         if first_name.is_none()
             && last_name.is_none()
             && let Some(full) = present(full_text)
         {
-            let (f, l) = split_full_name(&full);
-            first_name = f.map(Cow::Owned);
-            last_name = l.map(Cow::Owned);
+            from_full = split_full_name(full);
+            first_name = from_full.0.as_deref();
+            last_name = from_full.1.as_deref();
         }
 
         let hyperlink = if self.extras.mailto.is_empty() {
@@ -567,7 +775,8 @@ impl<'o> RowSink<'o> {
             self.extras.mailto.get(&(zero_row, mapping.email)).cloned()
         };
         let mut first_of = None;
-        let outcome = match email {
+        let from_display;
+        let outcome = match email.value().unwrap_or(&EMPTY) {
             CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
             CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
             CellValue::Bool(_) => invalid(InvalidReason::NotText {
@@ -575,7 +784,7 @@ impl<'o> RowSink<'o> {
             }),
             CellValue::Error(code) => invalid(InvalidReason::CellError { code: code.clone() }),
             CellValue::Empty | CellValue::Text(_) => {
-                let (mut address, display) = extract_address(&email_text);
+                let (mut address, display) = extract_address(email_text);
                 let parsed = match hyperlink.as_deref() {
                     Some(target) => match EmailAddress::parse_with(address, &self.options.rules) {
                         Ok(parsed) => Some(Ok(parsed)),
@@ -590,16 +799,16 @@ impl<'o> RowSink<'o> {
                     && last_name.is_none()
                     && let Some(display) = display
                 {
-                    let (f, l) = split_full_name(display);
-                    first_name = f.map(Cow::Owned);
-                    last_name = l.map(Cow::Owned);
+                    from_display = split_full_name(display);
+                    first_name = from_display.0.as_deref();
+                    last_name = from_display.1.as_deref();
                 }
                 if address.is_empty() {
                     invalid(InvalidReason::Missing)
                 } else {
                     let parsed = parsed
                         .unwrap_or_else(|| EmailAddress::parse_with(address, &self.options.rules));
-                    let (outcome, hash) = self.validate(address, parsed, role_text.as_deref());
+                    let (outcome, hash) = self.validate(address, parsed, role_text);
                     first_of = hash;
                     outcome
                 }
@@ -608,10 +817,10 @@ impl<'o> RowSink<'o> {
         self.summary.count(&outcome);
         let cells = RowCells {
             raw: email.text(),
-            role: role_text.as_deref(),
-            first_name: first_name.as_deref(),
-            last_name: last_name.as_deref(),
-            message: Some(message_text.as_ref()).filter(|m| !m.is_empty()),
+            role: role_text,
+            first_name,
+            last_name,
+            message: present(message_text),
             hidden,
         };
         let index = self.taken + self.rows.len();
@@ -667,6 +876,7 @@ impl<'o> RowSink<'o> {
     /// The outcome of a row with an address, and, for a row with an address, its
     /// key's hash (the caller records the row in `keyed` once pushed; whether it
     /// repeats an earlier row is decided in [`Self::finish`]).
+    #[inline(always)]
     fn validate(
         &mut self,
         address: &str,
@@ -688,12 +898,14 @@ impl<'o> RowSink<'o> {
             None => Ok(self.default_role.clone()),
             Some(text) => match &self.roles {
                 // Exactly as the tenant spells it (the usual case), else ignoring case.
-                Some(roles) => roles
-                    .iter()
-                    .find(|role| role.as_str() == text)
-                    .or_else(|| roles.iter().find(|role| same_role(role.as_str(), text)))
-                    .cloned()
-                    .ok_or_else(|| text.to_owned()),
+                Some(roles) => match find_role(roles, text) {
+                    Some(role) => Ok(role.clone()),
+                    None => roles
+                        .iter()
+                        .find(|role| same_role(role.as_str(), text))
+                        .cloned()
+                        .ok_or_else(|| text.to_owned()),
+                },
                 None => Role::new(text).map_err(|_| text.to_owned()),
             },
         };
@@ -711,10 +923,14 @@ impl<'o> RowSink<'o> {
     /// [`EmailAddress::suggestion`], skipped for the domains recently seen to have
     /// none (it is `None` exactly when `suggest_domain` of the domain is): a list
     /// mostly repeats a few domains, and the typo check costs more than the parse.
+    #[inline(always)]
     fn suggestion(&mut self, email: &EmailAddress) -> Option<EmailAddress> {
         let domain = email.domain();
-        if self.plain_domains.iter().any(|d| **d == *domain) {
-            return None;
+        // A loop, not `Iter::any`: that was left out of line, a call per row.
+        for plain in &self.plain_domains {
+            if same_text(plain, domain) {
+                return None;
+            }
         }
         let suggestion = email.suggestion();
         if suggestion.is_none() && invite_core::suggest_domain(domain).is_none() {
@@ -899,8 +1115,21 @@ fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
     })
 }
 
-fn present(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
+fn present(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
+}
+
+/// The role spelled exactly `text`, inlined (`Iter::find` with its closure
+/// was left out of line, a call per row).
+#[inline(always)]
+#[expect(clippy::manual_find, reason = "`Iter::find` was not inlined")]
+fn find_role<'r>(roles: &'r [Role], text: &str) -> Option<&'r Role> {
+    for role in roles {
+        if same_text(role.as_str(), text) {
+            return Some(role);
+        }
+    }
+    None
 }
 
 /// Case-insensitive role match: ASCII fast path, full Unicode folding otherwise.
@@ -956,6 +1185,45 @@ mod tests {
                 .collect();
             let cleaned = clean(&text);
             proptest::prop_assert_eq!(cleaned.as_ref(), long_way.trim());
+        }
+    }
+
+    proptest::proptest! {
+        /// `short_lacks` never says a byte is missing when it is there, and
+        /// says so for every short text without it.
+        #[test]
+        fn short_lacks_finds_every_byte(text in "[<>a@\u{e9}\u{3bc}]{0,40}") {
+            let lacks = short_lacks(text.as_bytes(), b'<');
+            proptest::prop_assert!(!(lacks && text.contains('<')));
+            proptest::prop_assert_eq!(lacks, text.len() <= 64 && !text.contains('<'));
+        }
+
+        /// The inlined ASCII check is `str::is_ascii`, at every length and
+        /// position of a non-ASCII character.
+        #[test]
+        fn short_ascii_is_is_ascii(text in "[a-c]{0,80}", at in 0usize..81) {
+            proptest::prop_assert!(short_ascii(&text));
+            let mut other = text.clone();
+            other.insert(at.min(text.len()), 'é');
+            for cut in (0..=other.len()).filter(|&cut| other.is_char_boundary(cut)) {
+                let (head, tail) = other.split_at(cut);
+                proptest::prop_assert_eq!(short_ascii(head), head.is_ascii());
+                proptest::prop_assert_eq!(short_ascii(tail), tail.is_ascii());
+            }
+        }
+
+        /// The inlined comparison is `==`, for every length up to past the
+        /// word-at-a-time limit, equal or differing in any one byte.
+        #[test]
+        fn same_text_is_eq(text in "[a-c\u{e9}]{0,40}", flip in 0usize..48, other in "[a-c]{0,3}") {
+            let mut bytes = text.clone().into_bytes();
+            if let Some(b) = bytes.get_mut(flip) {
+                *b ^= 1;
+            }
+            let changed = String::from_utf8_lossy(&bytes).into_owned();
+            for (a, b) in [(&text, &text), (&text, &changed), (&text, &other), (&changed, &other)] {
+                proptest::prop_assert_eq!(same_text(a, b), a == b, "{:?} {:?}", a, b);
+            }
         }
     }
 
