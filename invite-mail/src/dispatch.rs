@@ -23,12 +23,23 @@
 //!
 //! Rates are token buckets (GCRA) driven by the injected [`Clock`]: every claim gets a
 //! send time that respects both its tenant's rate and the global rate (booked one
-//! tenant at a time in turn, so a big import does not push other tenants back), claims
-//! are delivered in send-time order, and the dispatcher sleeps (`tokio::time`) until each
-//! is due. A claim whose send time is further away than
-//! [`with_max_wait`](Dispatcher::with_max_wait) is handed back to the outbox for that
-//! time instead of holding its lease ([`DeliveryOutcome::Deferred`]: the attempt its
-//! claim counted is given back, so waiting for a rate never uses up the retries).
+//! tenant at a time in turn, so within a batch a big import does not push other
+//! tenants back), claims are delivered in send-time order, and the dispatcher sleeps
+//! (`tokio::time`) until each is due. A claim whose send time is further away than
+//! [`with_max_wait`](Dispatcher::with_max_wait) is handed back to the outbox for the
+//! slot it would get ([`DeliveryOutcome::Deferred`]: the attempt its claim counted is
+//! given back, so waiting for a rate never uses up the retries), and each message is
+//! held to the rates again at the instant it goes, so a stalled relay does not turn
+//! into a burst.
+//!
+//! A known limit: the store hands out due entries oldest first across tenants, so when
+//! one tenant's backlog is larger than a batch, another tenant's newer entries are
+//! claimed only once that backlog has been claimed (and, with a tenant rate, sent or
+//! handed back) once: with a tenant rate of `r` per second, a backlog of `n` holds
+//! newer entries of other tenants back for about `n / r` seconds at most. A larger
+//! [`with_batch_size`](Dispatcher::with_batch_size) shortens that (the excess is
+//! handed back to later slots, at no cost in attempts); taking turns between tenants
+//! in the claim itself would need a per-tenant order in the `Store` contract.
 //!
 //! [`InvitationsBuilder::lease`]: invite_core::InvitationsBuilder::lease
 
@@ -369,8 +380,9 @@ impl Dispatcher {
         self
     }
 
-    /// Limits each tenant's messages to `rate`, so one tenant's 10,000-row import
-    /// neither trips a provider's limit nor delays other tenants for long.
+    /// Limits each tenant's messages to `rate`, so one tenant's 10,000-row import does
+    /// not trip a provider's limit (see the module docs for how long it can hold other
+    /// tenants' newer emails back).
     #[must_use]
     pub fn with_tenant_rate(mut self, rate: Rate) -> Self {
         self.set_limits(Throttle::new(self.global_rate, Some(rate)));
