@@ -692,7 +692,14 @@ impl MySqlStore {
         .bind(micros(lease_until))
         .fetch_optional(&mut *tx)
         .await?;
-        let invitation = invitation.ok_or(StoreError::NotFound)?;
+        let Some(invitation) = invitation else {
+            // Ended here, not left to the drop: under REPEATABLE READ the `FOR UPDATE`
+            // above locks the entry's row even though it did not match, and a dropped
+            // transaction's ROLLBACK only goes out when its connection is next used.
+            // Until then every claim's `SKIP LOCKED` passes the entry over.
+            tx.rollback().await?;
+            return Err(StoreError::NotFound.into());
+        };
         // The held claim counted one attempt, so `attempts - 1` is never negative.
         sqlx::query(self.sql(
             "UPDATE invite_outbox SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
