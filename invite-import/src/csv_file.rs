@@ -204,24 +204,24 @@ fn read_in_parts<'o>(
     let mut record = Record::default();
 
     // Head: the first non-empty rows, kept whole until the columns are known.
-    let mut buffered: Vec<(u64, Vec<String>)> = Vec::new();
-    let mut non_empty = 0;
-    while non_empty < HEADER_SEARCH_ROWS && reader.read(&mut record) {
+    // Blank rows are only counted: kept, they cost a vector of empty cells
+    // each, and a file of nothing but `,` lines would be held many times over
+    // while the search for a non-empty row went on. They are read again from
+    // the start once the columns are known (see below).
+    let mut head: Vec<(u64, Vec<String>)> = Vec::new();
+    let mut blank = 0usize;
+    while head.len() < HEADER_SEARCH_ROWS && reader.read(&mut record) {
         let line = record.line();
         check_width(line, record.len(), options)?;
+        if (0..record.len()).all(|i| clean(&reader.text(&record, i)).is_empty()) {
+            blank += 1;
+            continue;
+        }
         let cells: Vec<String> = (0..record.len())
             .map(|i| clean(&reader.text(&record, i)).into_owned())
             .collect();
-        if cells.iter().any(|c| !c.is_empty()) {
-            non_empty += 1;
-        }
-        buffered.push((line, cells));
+        head.push((line, cells));
     }
-    let head: Vec<(u64, Vec<String>)> = buffered
-        .iter()
-        .filter(|(_, cells)| cells.iter().any(|c| !c.is_empty()))
-        .cloned()
-        .collect();
     if head.is_empty() {
         return Err(ImportError::Empty);
     }
@@ -247,15 +247,41 @@ fn read_in_parts<'o>(
     let mut sink = RowSink::new(options, plan.mapping);
     let max_mapped = usize::try_from(plan.mapping.max_column()).unwrap_or(usize::MAX);
     let mut cells: Vec<CellValue<'_>> = Vec::new();
-    for (line, texts) in &buffered {
+    // Pushes the head row `kept` (an index into `head`), or a blank row.
+    let mut push_head = |line: u64, kept: Option<usize>| {
         cells.clear();
-        cells.extend(
-            texts
-                .iter()
-                .take(max_mapped + 1)
-                .map(|t| CellValue::Text(Cow::Borrowed(t.as_str()))),
-        );
-        sink.push(*line, &cells)?;
+        if let Some((_, texts)) = kept.and_then(|i| head.get(i)) {
+            cells.extend(
+                texts
+                    .iter()
+                    .take(max_mapped + 1)
+                    .map(|t| CellValue::Text(Cow::Borrowed(t.as_str()))),
+            );
+        }
+        sink.push(line, &cells)
+    };
+    if blank == 0 {
+        for (i, (line, _)) in head.iter().enumerate() {
+            push_head(*line, Some(i))?;
+        }
+    } else {
+        // The head's records again, in order: a blank row goes to the sink as
+        // a row of no cells, which it takes as it took a row of empty ones
+        // (counted as blank, and as a data row against the row limit).
+        let mut again = Records::new(body, body_text, delimiter, line_offset, true);
+        let mut next = 0;
+        for _ in 0..head.len() + blank {
+            if !again.read(&mut record) {
+                break;
+            }
+            let line = record.line();
+            if head.get(next).is_some_and(|(kept, _)| *kept == line) {
+                push_head(line, Some(next))?;
+                next += 1;
+            } else {
+                push_head(line, None)?;
+            }
+        }
     }
     // One cell buffer for the whole file: emptied and handed back each row, so
     // its borrow of the record ends before the next record is read.
