@@ -200,7 +200,8 @@ fn read_in_parts<'o>(
         .as_ref()
         .ok()
         .and_then(|t| t.get(text.len() - body.len()..));
-    let mut reader = Records::new(body, body_text, delimiter, line_offset, true);
+    let max_fields = usize::try_from(options.limits.max_columns).unwrap_or(usize::MAX);
+    let mut reader = Records::new(body, body_text, delimiter, line_offset, true, max_fields);
     let mut record = Record::default();
 
     // Head: the first non-empty rows, kept whole until the columns are known.
@@ -268,7 +269,7 @@ fn read_in_parts<'o>(
         // The head's records again, in order: a blank row goes to the sink as
         // a row of no cells, which it takes as it took a row of empty ones
         // (counted as blank, and as a data row against the row limit).
-        let mut again = Records::new(body, body_text, delimiter, line_offset, true);
+        let mut again = Records::new(body, body_text, delimiter, line_offset, true, max_fields);
         let mut next = 0;
         for _ in 0..head.len() + blank {
             if !again.read(&mut record) {
@@ -1048,7 +1049,7 @@ mod tests {
         let body = &b"a@x.com\nb@x.com\n"[..];
         for give_up in [false, true] {
             let mut sink = RowSink::new(&options, Plan::column_a().mapping);
-            let mut reader = Records::new(body, None, b',', 0, true);
+            let mut reader = Records::new(body, None, b',', 0, true, usize::MAX);
             let mut record = Record::default();
             let flag = AtomicBool::new(give_up);
             let mut spare = Vec::new();

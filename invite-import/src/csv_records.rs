@@ -70,6 +70,8 @@ pub(crate) struct Records<'b> {
     line: u64,
     /// The lines before the body.
     line_offset: u64,
+    /// The most fields a record may have ([`ImportLimits::max_columns`](crate::ImportLimits::max_columns)).
+    max_fields: usize,
     core: csv_core::Reader,
 }
 
@@ -79,12 +81,18 @@ impl<'b> Records<'b> {
     /// where `csv` would start reading, so a UTF-8 BOM there is skipped, as
     /// `csv_core` does on its first read; a part of a body (read on another
     /// thread) is not, so that it reads what one reader over the whole would.
+    ///
+    /// A record with more than `max_fields` fields is cut short after its
+    /// first `max_fields + 1`, and ends the reading: one long line of
+    /// delimiters would otherwise take 16 bytes (24 quoted) a field before
+    /// its width could be checked. The caller refuses it by its width.
     pub(crate) fn new(
         body: &'b [u8],
         text: Option<&'b str>,
         delimiter: u8,
         line_offset: u64,
         at_input_start: bool,
+        max_fields: usize,
     ) -> Self {
         let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
         // `csv_core` skips a BOM on its first read only; it reads records from
@@ -104,6 +112,7 @@ impl<'b> Records<'b> {
             pos: if bom { 3 } else { 0 },
             line: 1 + line_offset,
             line_offset,
+            max_fields,
             core,
         }
     }
@@ -114,7 +123,7 @@ impl<'b> Records<'b> {
         let text = self.text.and_then(|t| t.get(start..));
         let lines = self.line_offset + line_breaks(self.body, start);
         let body = self.body.get(start..).unwrap_or_default();
-        Self::new(body, text, self.delimiter, lines, false)
+        Self::new(body, text, self.delimiter, lines, false, self.max_fields)
     }
 
     /// The body.
@@ -161,7 +170,10 @@ impl<'b> Records<'b> {
             self.pos = (end + 1).min(body.len());
         } else {
             record.fields.clear();
-            let consumed = self.read_quoted(record, start);
+            let Some(consumed) = self.read_quoted(record, start) else {
+                self.pos = body.len();
+                return true;
+            };
             let end = start + consumed;
             let breaks = (start..end).filter(|&i| self.breaks_at(i)).count();
             self.line += u64::try_from(breaks).unwrap_or(u64::MAX);
@@ -172,7 +184,8 @@ impl<'b> Records<'b> {
 
     /// Splits the line at `start` into `record`'s fields at the delimiters, and
     /// returns where it ends (its `\r`, `\n`, or the end of the body); `None`
-    /// if the line has a quote (or the delimiter is special).
+    /// if the line has a quote (or the delimiter is special). A line cut short
+    /// (see [`Self::new`]) ends at the end of the body.
     #[inline(always)]
     fn split_line(&self, record: &mut Record, start: usize) -> Option<usize> {
         if !self.split {
@@ -189,7 +202,9 @@ impl<'b> Records<'b> {
             };
             match body.get(at) {
                 Some(&b) if b == delimiter => {
-                    record.fields.push((from, at));
+                    if !self.push_field(&mut record.fields, (from, at)) {
+                        return Some(body.len());
+                    }
                     at += 1;
                     from = at;
                 }
@@ -198,16 +213,47 @@ impl<'b> Records<'b> {
                 Some(&b) if !matches!(b, b'\r' | b'\n') => at += 1,
                 // A line break, or the end of the body.
                 _ => {
-                    record.fields.push((from, at));
+                    if !self.push_field(&mut record.fields, (from, at)) {
+                        return Some(body.len());
+                    }
                     return Some(at);
                 }
             }
         }
     }
 
-    /// Reads the record at `start` with `csv_core`; the bytes it consumed.
+    /// Pushes a field, or `false` if the record already has more than
+    /// `max_fields` (and the field is dropped). The limit is checked only when
+    /// `fields` is full, where `push` would grow it anyway (so a row within
+    /// the limit pays nothing more), and `fields` grows no further than one
+    /// past the limit.
+    #[inline(always)]
+    fn push_field(&self, fields: &mut Vec<(usize, usize)>, field: (usize, usize)) -> bool {
+        if fields.len() == fields.capacity() && !self.make_room(fields) {
+            return false;
+        }
+        fields.push(field);
+        true
+    }
+
+    /// Grows a full `fields` towards one past `max_fields`, or `false` if it
+    /// already holds more than `max_fields`.
+    #[cold]
     #[inline(never)]
-    fn read_quoted(&mut self, record: &mut Record, start: usize) -> usize {
+    fn make_room(&self, fields: &mut Vec<(usize, usize)>) -> bool {
+        let len = fields.len();
+        if len > self.max_fields {
+            return false;
+        }
+        let room = (len * 2).max(8).min(self.max_fields.saturating_add(1));
+        fields.reserve_exact(room - len);
+        true
+    }
+
+    /// Reads the record at `start` with `csv_core`; the bytes it consumed, or
+    /// `None` if the record was cut short (see [`Self::new`]).
+    #[inline(never)]
+    fn read_quoted(&mut self, record: &mut Record, start: usize) -> Option<usize> {
         use csv_core::ReadRecordResult as R;
         record.quoted = true;
         if record.unquoted.is_empty() {
@@ -218,6 +264,7 @@ impl<'b> Records<'b> {
         }
         let mut input = &self.body[start..];
         let (mut consumed, mut out, mut ends) = (0, 0, 0);
+        let mut cut = false;
         loop {
             let (result, nin, nout, nend) =
                 self.core
@@ -235,8 +282,15 @@ impl<'b> Records<'b> {
                     record.unquoted.resize(len * 2, 0);
                 }
                 R::OutputEndsFull => {
+                    // `ends` fields are whole and more follow.
+                    if ends > self.max_fields {
+                        cut = true;
+                        break;
+                    }
                     let len = record.ends.len();
-                    record.ends.resize(len * 2, 0);
+                    record
+                        .ends
+                        .resize((len * 2).min(self.max_fields.saturating_add(1)), 0);
                 }
                 R::Record | R::End => break,
             }
@@ -246,7 +300,7 @@ impl<'b> Records<'b> {
             record.fields.push((from, end));
             from = end;
         }
-        consumed
+        (!cut).then_some(consumed)
     }
 
     /// Field `i` of `record`, as bytes.
@@ -461,7 +515,7 @@ mod tests {
 
     fn with_records(body: &[u8], delimiter: u8, offset: u64) -> Read {
         let text = std::str::from_utf8(body).ok();
-        let mut records = Records::new(body, text, delimiter, offset, true);
+        let mut records = Records::new(body, text, delimiter, offset, true, usize::MAX);
         let mut record = Record::default();
         let mut out = Vec::new();
         while records.read(&mut record) {
@@ -516,6 +570,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_record_past_the_field_limit_is_cut_short() {
+        for (body, most) in [
+            // Quote-free: cut one past the limit.
+            (&b"a,b,c,d,e,f\ng\n"[..], 4),
+            // Quoted: cut when `csv_core`'s 16 field ends are full.
+            (&b"\"a\",b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t\ng\n"[..], 16),
+        ] {
+            let mut records = Records::new(body, None, b',', 0, true, 3);
+            let mut record = Record::default();
+            assert!(records.read(&mut record));
+            assert!((4..=most).contains(&record.len()), "{}", record.len());
+            assert!(record.fields.capacity() <= 16);
+            // The reading ends with it.
+            assert!(!records.read(&mut record));
+        }
+        let mut records = Records::new(b"a,b,c\n\"d\",e,f\n", None, b',', 0, true, 3);
+        let mut record = Record::default();
+        for _ in 0..2 {
+            assert!(records.read(&mut record));
+            assert_eq!(record.len(), 3);
+        }
+        assert!(!records.read(&mut record));
     }
 
     proptest! {

@@ -70,3 +70,42 @@ fn blank_rows_in_the_head_count_as_they_did() {
         "{error:?}"
     );
 }
+
+#[test]
+fn a_line_far_too_wide_is_refused_before_it_is_split_whole() {
+    // 2^20 delimiters on one line: a field position each (16 bytes, 24 for
+    // a record with a quote) was recorded before the width was checked.
+    let commas = ",".repeat(1 << 20);
+    let data: String = (0..20).map(|i| format!("u{i}@x.com,member\n")).collect();
+    let cases = [
+        (format!("{commas}\n"), 1),
+        (format!("\"x\"{commas}\n"), 1),
+        (format!("Email,Role\n{data}{commas}\n"), 22),
+        (format!("Email,Role\n{data}\"x\"{commas}\nann@x.com\n"), 22),
+    ];
+    for (file, row) in cases {
+        let (result, bytes) = peak(file.as_bytes(), &one_thread());
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, ImportError::TooManyColumns { row: r, column, limit: 256 } if *r == row && column == "IW"),
+            "{error:?}"
+        );
+        assert!(bytes < 64 << 10, "{bytes} bytes held for row {row}");
+    }
+    // One past the limit is refused as before, at the limit it is read.
+    let at_limit = format!("Email{}\nann@x.com\n", ",".repeat(255));
+    assert!(
+        import(
+            at_limit.as_bytes(),
+            FileHint::FileName("a.csv"),
+            &one_thread()
+        )
+        .is_ok()
+    );
+    let past = format!("Email{}\nann@x.com\n", ",".repeat(256));
+    let error = import(past.as_bytes(), FileHint::FileName("a.csv"), &one_thread()).unwrap_err();
+    assert!(
+        matches!(&error, ImportError::TooManyColumns { row: 1, column, limit: 256 } if column == "IW"),
+        "{error:?}"
+    );
+}
