@@ -10,6 +10,11 @@ use serde::Serialize;
 /// How many leading non-empty rows may hold the header (title rows above it).
 pub(crate) const HEADER_SEARCH_ROWS: usize = 10;
 
+/// The most words a header may have before the `email` it ends in (`Work`,
+/// `Primary contact`, `Contractor's work`): more and it reads as a sentence,
+/// such as a title row's `Contractors to invite by email`.
+const MAX_WORDS_BEFORE_EMAIL: usize = 2;
+
 /// What a header cell names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
@@ -39,6 +44,45 @@ pub(crate) fn normalize(header: &str) -> String {
     out
 }
 
+/// The words of a header whose [`normalize`]d text ends in an email suffix,
+/// before that suffix (`address`, then the word ending in `mail`, and the
+/// `E` of `E mail`). Words are split as [`normalize`] reads letters, except
+/// that an apostrophe does not split one (`Contractor's`).
+fn words_before_email(header: &str) -> usize {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut depth = 0u32;
+    for c in header.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            _ if c.is_alphanumeric() => {
+                word.extend(c.to_lowercase());
+                continue;
+            }
+            '\'' | '\u{2019}' => continue,
+            _ => {}
+        }
+        if !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    if words
+        .last()
+        .is_some_and(|w| w == "address" || w == "addresses")
+    {
+        words.pop();
+    }
+    if words.pop().as_deref() == Some("mail") && words.last().is_some_and(|w| w == "e") {
+        words.pop();
+    }
+    words.len()
+}
+
 /// Classifies one header cell.
 pub(crate) fn classify(header: &str) -> Option<Field> {
     let n = normalize(header);
@@ -61,6 +105,7 @@ pub(crate) fn classify(header: &str) -> Option<Field> {
     if ["email", "emailaddress", "mailaddress"]
         .iter()
         .any(|suffix| n.ends_with(suffix))
+        && words_before_email(header) <= MAX_WORDS_BEFORE_EMAIL
     {
         return Some(Field::Email { exact: false });
     }
@@ -211,49 +256,66 @@ pub(crate) struct Detected {
     pub(crate) headers: Vec<String>,
 }
 
-/// Looks for a header among `rows` (row number, cell texts by column).
+/// Looks for a header among `rows` (row number, cell texts by column): the
+/// first row that names an email column, unless all it holds is one cell
+/// that merely ends in "email" (a title such as `Invite by email`) and a
+/// later row is a header by more than that.
 pub(crate) fn detect(rows: &[(u64, Vec<String>)]) -> Option<Detected> {
+    let mut title_like = None;
     for (row, cells) in rows.iter().take(HEADER_SEARCH_ROWS) {
-        let mut email: Vec<(u32, bool, &str)> = Vec::new();
-        let mut mapping = ColumnMapping::new(0).with_header_row(*row);
-        for (index, text) in cells.iter().enumerate() {
-            let Ok(column) = u32::try_from(index) else {
-                break;
-            };
-            let slot = match classify(text) {
-                Some(Field::Email { exact }) => {
-                    email.push((column, exact, text));
-                    continue;
-                }
-                Some(Field::Role) => &mut mapping.role,
-                Some(Field::FirstName) => &mut mapping.first_name,
-                Some(Field::LastName) => &mut mapping.last_name,
-                Some(Field::FullName) => &mut mapping.full_name,
-                Some(Field::Message) => &mut mapping.message,
-                None => continue,
-            };
-            slot.get_or_insert(column);
+        let Some((detected, exact)) = detect_in(*row, cells) else {
+            continue;
+        };
+        let filled = cells.iter().filter(|c| !c.trim().is_empty()).count();
+        if exact || filled > 1 {
+            return Some(detected);
         }
-        let chosen = email
-            .iter()
-            .find(|(_, exact, _)| *exact)
-            .or_else(|| email.first())
-            .map(|(column, _, _)| *column);
-        if let Some(chosen) = chosen {
-            mapping.email = chosen;
-            let other_email_columns = email
-                .iter()
-                .filter(|(column, _, _)| *column != chosen)
-                .map(|(column, _, text)| (*column, (*text).to_owned()))
-                .collect();
-            return Some(Detected {
-                mapping,
-                other_email_columns,
-                headers: cells.clone(),
-            });
-        }
+        title_like.get_or_insert(detected);
     }
-    None
+    title_like
+}
+
+/// The header in one row, if it names an email column, and whether the
+/// chosen one is named exactly.
+fn detect_in(row: u64, cells: &[String]) -> Option<(Detected, bool)> {
+    let mut email: Vec<(u32, bool, &str)> = Vec::new();
+    let mut mapping = ColumnMapping::new(0).with_header_row(row);
+    for (index, text) in cells.iter().enumerate() {
+        let Ok(column) = u32::try_from(index) else {
+            break;
+        };
+        let slot = match classify(text) {
+            Some(Field::Email { exact }) => {
+                email.push((column, exact, text));
+                continue;
+            }
+            Some(Field::Role) => &mut mapping.role,
+            Some(Field::FirstName) => &mut mapping.first_name,
+            Some(Field::LastName) => &mut mapping.last_name,
+            Some(Field::FullName) => &mut mapping.full_name,
+            Some(Field::Message) => &mut mapping.message,
+            None => continue,
+        };
+        slot.get_or_insert(column);
+    }
+    let (chosen, exact, _) = *email
+        .iter()
+        .find(|(_, exact, _)| *exact)
+        .or_else(|| email.first())?;
+    mapping.email = chosen;
+    let other_email_columns = email
+        .iter()
+        .filter(|(column, _, _)| *column != chosen)
+        .map(|(column, _, text)| (*column, (*text).to_owned()))
+        .collect();
+    Some((
+        Detected {
+            mapping,
+            other_email_columns,
+            headers: cells.to_vec(),
+        },
+        exact,
+    ))
 }
 
 /// Whether column A of the first rows holds addresses (at least half of its
@@ -318,6 +380,61 @@ mod tests {
         }
         assert_eq!(classify("Work email"), Some(Field::Email { exact: false }));
         assert_eq!(classify("E-mail"), Some(Field::Email { exact: true }));
+    }
+
+    #[test]
+    fn sentences_ending_in_email_are_not_headers() {
+        for h in [
+            "Email",
+            "E-mail",
+            "Email address",
+            "Contractor email",
+            "Work email",
+            "Work email address",
+            "Primary contact e-mail",
+            "Contractor\u{2019}s work email",
+            "Hotmail address",
+        ] {
+            assert!(
+                matches!(classify(h), Some(Field::Email { .. })),
+                "{h:?} should be an email header"
+            );
+        }
+        for h in [
+            "Contractors to invite by email",
+            "Please list every contractor's email",
+            "Send the invitations by e-mail",
+            "Who we will reach by email address",
+        ] {
+            assert_eq!(classify(h), None, "{h:?} is a sentence");
+        }
+    }
+
+    #[test]
+    fn a_title_ending_in_email_gives_way_to_the_header_below() {
+        for title in [
+            "Contractors to invite by email",
+            "Invite by email",
+            "Please list every contractor's email below",
+        ] {
+            let found = detect(&rows(&[
+                &[title],
+                &["Email", "Role"],
+                &["ann@x.com", "admin"],
+            ]))
+            .unwrap_or_else(|| panic!("{title:?}: no header"));
+            assert_eq!(
+                found.mapping,
+                ColumnMapping::new(0).with_header_row(2).with_role(1),
+                "{title:?}"
+            );
+        }
+        // A one-column header that merely ends in "email" is still one.
+        let found = detect(&rows(&[&["Work email"], &["ann@x.com"]])).unwrap();
+        assert_eq!(found.mapping, ColumnMapping::new(0).with_header_row(1));
+        // So is one beside other columns, ahead of a later exact one.
+        let found = detect(&rows(&[&["Work email", "Notes"], &["Email", "x"]])).unwrap();
+        assert_eq!(found.mapping.header_row, Some(1));
     }
 
     #[test]

@@ -98,6 +98,26 @@ fn header_below_title_rows_among_other_columns() {
 }
 
 #[test]
+fn a_title_ending_in_email_is_not_the_header() {
+    let with_admin = options().with_roles([role("member"), role("admin")]);
+    for title in [
+        "Contractors to invite by email",
+        "Please list every contractor's email below",
+        "Invite by email",
+    ] {
+        let file = format!("{title}\nEmail,Role\nann@x.com,admin\n");
+        let report = import(file.as_bytes(), FileHint::FileName("a.csv"), &with_admin).unwrap();
+        assert_eq!(report.mapping.header_row, Some(2), "{title:?}");
+        assert_eq!(report.mapping.role, Some(1), "{title:?}");
+        assert_eq!(
+            render(&report),
+            ["3 | \"ann@x.com\" | valid ann@x.com as admin | admin - -"],
+            "{title:?}"
+        );
+    }
+}
+
+#[test]
 fn exact_email_header_beats_qualified_ones() {
     let report = csv("Manager email,Email\nboss@x.com,ann@x.com\n");
     assert_eq!(report.mapping.email, 1);
