@@ -6,7 +6,7 @@ use invite_core::{EmailAddress, InvalidEmail, NewInvitation, Role};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use crate::validate::same_text;
+use crate::validate::{is_invisible, same_text};
 use crate::{ColumnMapping, Format};
 
 /// The result of an import: one [`ImportRow`] per non-blank source row, in source
@@ -140,16 +140,23 @@ impl ImportReport {
     }
 }
 
-/// Prefixes `'` to a cell a spreadsheet would otherwise run as a formula.
+/// Prefixes `'` to a cell a spreadsheet would otherwise run as a formula: one
+/// that starts with `=`, `+`, `-` or `@` after any white space and invisible
+/// characters (programs that strip them before reading a formula would run
+/// ` =HYPERLINK(..)`), or with a tab or carriage return.
 ///
 /// ```
 /// use invite_import::escape_formula;
 /// assert_eq!(escape_formula("=1+2"), "'=1+2");
 /// assert_eq!(escape_formula("@SUM(A1)"), "'@SUM(A1)");
+/// assert_eq!(escape_formula(" \u{200B}=1+2"), "' \u{200B}=1+2");
 /// assert_eq!(escape_formula("ann@x.com"), "ann@x.com");
 /// ```
 pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
-    match cell.chars().next() {
+    let first = cell
+        .chars()
+        .find(|&c| matches!(c, '\t' | '\r') || !(c.is_whitespace() || is_invisible(c)));
+    match first {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
         _ => cell.into(),
     }

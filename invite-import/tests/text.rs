@@ -5,7 +5,8 @@ mod common;
 
 use common::{options, render, role};
 use invite_import::{
-    ColumnMapping, FileHint, ImportOptions, MappingSource, Note, RowOutcome, import, parse_pasted,
+    ColumnMapping, FileHint, ImportOptions, MappingSource, Note, RowOutcome, escape_formula,
+    import, parse_pasted,
 };
 
 fn csv(text: &str) -> invite_import::ImportReport {
@@ -206,6 +207,23 @@ fn problems_csv_escapes_formula_injection() {
         lines[1]
     );
     assert!(lines[2].starts_with("'@SUM(1),,'-Bo,"), "{}", lines[2]);
+}
+
+#[test]
+fn formulas_behind_spaces_or_invisible_characters_are_escaped() {
+    for cell in [
+        " =1+2",
+        "\u{200B}=HYPERLINK(\"http://evil\")",
+        "\u{FEFF} @SUM(1)",
+        "\u{a0}+1",
+        "\t-1",
+        " \r=1",
+    ] {
+        assert_eq!(escape_formula(cell), format!("'{cell}"), "{cell:?}");
+    }
+    for cell in ["ann@x.com", " ann@x.com", "", " ", "\u{200B}Ann"] {
+        assert_eq!(escape_formula(cell), cell, "{cell:?}");
+    }
 }
 
 /// A character split by the delimiter (`editor\xC3,\xA9ric`) leaves the joined fields
