@@ -7,10 +7,10 @@
 //! x86-64, NEON on AArch64, through `wide`, so the crate stays free of `unsafe`) give
 //! one bit per byte for the few bytes that need care (line breaks, `=`, control
 //! characters, non-ASCII), and everything between two of them is copied as one run.
-//! Byte-at-a-time and eight-byte (SWAR) versions cost most of the mailer's time per
-//! message in user space (see `BENCHMARKS.md`, Dispatch, session 5); the SWAR
-//! version is kept in the tests as the reference the encoder must match byte for
-//! byte.
+//! The byte-at-a-time scan and the eight-byte (SWAR) encoder before this were a
+//! third of the mailer's user-space instructions per message (see `BENCHMARKS.md`,
+//! Dispatch, session 5); the SWAR encoder is kept in the tests as the reference this
+//! one must match byte for byte.
 
 use lettre::message::Body;
 use lettre::message::header::ContentTransferEncoding;
