@@ -351,6 +351,7 @@ impl MySqlStore {
                 continue;
             }
             if !new_ids.insert(write.invitation.id) {
+                tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
                     "invitation id {} appears twice",
                     write.invitation.id
@@ -570,6 +571,10 @@ impl MySqlStore {
         .execute(&mut *tx)
         .await?;
         if counted.rows_affected() != 1 {
+            // Ended now, not at the drop (see `try_complete`): the join row inserted
+            // above and the link row's lock would stay until sqlx sends the deferred
+            // ROLLBACK, holding up other joins through a link just when it refuses.
+            tx.rollback().await?;
             return Err(StoreError::NotFound.into());
         }
         tx.commit().await?;
