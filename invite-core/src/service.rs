@@ -175,6 +175,9 @@ pub enum Delivered {
     /// A claim found expired before sending is handed back, its attempt not counted,
     /// unless someone claimed it since.
     LeaseLost,
+    /// Not sent: less than half its lease was left, too little for a send to finish
+    /// under it. Handed back to the outbox, due now, its attempt not counted.
+    HandedBack,
 }
 
 /// Counts of one [`Invitations::dispatch_due`] pass.
@@ -186,7 +189,7 @@ pub struct DispatchSummary {
     pub retrying: u32,
     /// Failed for good.
     pub failed: u32,
-    /// Cancelled or lost to another dispatcher.
+    /// Cancelled, handed back, or lost to another dispatcher.
     pub skipped: u32,
 }
 
@@ -1320,16 +1323,21 @@ impl Invitations {
                 other => other.map(|()| true),
             }
         };
-        if now >= claim.lease_until {
-            // Too late to send. If nobody has claimed the entry since, it is handed
-            // back with its attempt given back (a backlog that outlasts its lease must
-            // not use up the retries); if someone has, the store's fence refuses this
-            // and it is theirs.
-            complete(DeliveryOutcome::Deferred {
+        if claim.lease_until - now < self.lease / 2 {
+            // Too late to start a send: it must finish under the lease, or another
+            // dispatcher could take the entry over mid-send, mint a new link and send
+            // it again. Handed back with its attempt given back (a backlog that
+            // outlasts its lease must not use up the retries), unless someone has
+            // claimed it since: then the store's fence refuses this and it is theirs.
+            let handed_back = complete(DeliveryOutcome::Deferred {
                 next_attempt_at: now,
             })
             .await?;
-            return Ok(Delivered::LeaseLost);
+            return Ok(if handed_back && now < claim.lease_until {
+                Delivered::HandedBack
+            } else {
+                Delivered::LeaseLost
+            });
         }
         let (InvitationStatus::Pending, Some(expires_at)) =
             (claim.invitation.status_at(now), claim.invitation.expires_at)

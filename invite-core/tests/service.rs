@@ -573,6 +573,37 @@ async fn a_claim_whose_lease_ran_out_is_not_sent_and_is_sent_once_later() {
 }
 
 #[tokio::test]
+async fn a_send_starts_only_with_half_its_lease_left() {
+    // A send that could outlast its lease would let another dispatcher take the entry
+    // over mid-send, mint a new link and send the email a second time.
+    let w = world();
+    w.invite("ann@x.com").await;
+    let claims = w.service.claim_due(10).await.unwrap();
+    let half = (claims[0].lease_until - w.clock.now()) / 2;
+    w.clock
+        .set(claims[0].lease_until - half + Duration::seconds(1));
+    assert_eq!(
+        w.service.deliver(&claims[0]).await.unwrap(),
+        Delivered::HandedBack
+    );
+    assert!(w.mailer.sent().is_empty());
+    let entry = &w
+        .service
+        .outbox(&w.admin, &w.tenant, claims[0].invitation.id)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (entry.state, entry.attempts, entry.claimed_until),
+        (OutboxState::Queued, 0, None)
+    );
+    // Claimed again, with a full lease: exactly half left is enough.
+    let again = w.service.claim_due(10).await.unwrap();
+    w.clock.set(again[0].lease_until - half);
+    assert_eq!(w.service.deliver(&again[0]).await.unwrap(), Delivered::Sent);
+    assert_eq!(w.mailer.sent().len(), 1);
+}
+
+#[tokio::test]
 async fn an_expired_claim_taken_over_meanwhile_is_left_to_its_new_holder() {
     let w = world();
     w.invite("ann@x.com").await;

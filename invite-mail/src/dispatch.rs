@@ -223,7 +223,8 @@ pub struct DispatchReport {
     pub failed: u32,
     /// No longer needed (revoked or replaced meanwhile).
     pub cancelled: u32,
-    /// Handed back to the outbox because the rate limits put them too far ahead.
+    /// Handed back to the outbox because the rate limits put them too far ahead, or
+    /// because too little of their lease was left to send under it.
     pub deferred: u32,
     /// Lost to another dispatcher (lease ran out); nothing was sent by this one.
     pub lease_lost: u32,
@@ -647,6 +648,7 @@ fn tally(report: &mut DispatchReport, done: Result<Delivered, StoreError>) {
         Ok(Delivered::Retrying) => report.retrying += 1,
         Ok(Delivered::Failed) => report.failed += 1,
         Ok(Delivered::Cancelled) => report.cancelled += 1,
+        Ok(Delivered::HandedBack) => report.deferred += 1,
         Ok(_) => report.lease_lost += 1,
         Err(e) => report.errors.push(e),
     }
