@@ -839,9 +839,10 @@ impl Invitations {
     /// [`record_bounce`](Self::record_bounce) for the email of outbox entry `outbox`,
     /// as a provider's webhook names it. A bounce of an email the invitation has moved
     /// past (a later email queued since, such as the resend after the admin lifted the
-    /// suppression) is [`Error::Superseded`] and records nothing: providers repeat
-    /// webhooks, and an old one must not suppress the address again and kill the new
-    /// link. An entry that is not this invitation's is [`Error::NotFound`].
+    /// suppression, or a link copied since) is [`Error::Superseded`] and records
+    /// nothing: providers repeat webhooks, and an old one must not suppress the address
+    /// again and kill the new link. An entry that is not this invitation's is
+    /// [`Error::NotFound`].
     pub async fn record_bounce_of(
         &self,
         tenant: &TenantId,
@@ -855,9 +856,18 @@ impl Invitations {
             .iter()
             .position(|e| e.id == outbox)
             .ok_or(Error::NotFound)?;
-        if entries[at + 1..]
-            .iter()
-            .any(|e| e.state != OutboxState::Cancelled)
+        // A link issued after the email was queued (a resend, or a copied link that
+        // revived the invitation without any email) is newer than the bounce's news.
+        // Queueing issues the link at the same instant, so an equal time is this email.
+        let relinked = self
+            .load(tenant, id)
+            .await?
+            .sent_at
+            .is_some_and(|sent| sent > entries[at].created_at);
+        if relinked
+            || entries[at + 1..]
+                .iter()
+                .any(|e| e.state != OutboxState::Cancelled)
         {
             return Err(Error::Superseded);
         }

@@ -337,6 +337,13 @@ async fn an_unreachable_api_is_transient() {
 }
 
 fn service(mailer: HttpApiMailer) -> Invitations {
+    service_at(
+        mailer,
+        Arc::new(ManualClock::new(datetime!(2030-11-22 9:00 UTC))),
+    )
+}
+
+fn service_at(mailer: HttpApiMailer, clock: Arc<ManualClock>) -> Invitations {
     let acme = TenantId::new("acme").unwrap();
     Invitations::builder(
         Arc::new(MemoryStore::new()),
@@ -347,7 +354,7 @@ fn service(mailer: HttpApiMailer) -> Invitations {
         ),
         Links::under("https://app.example.com").unwrap(),
     )
-    .clock(Arc::new(ManualClock::new(datetime!(2030-11-22 9:00 UTC))))
+    .clock(clock)
     .build()
 }
 
@@ -373,7 +380,8 @@ async fn invite_one(service: &Invitations, address: &str) -> InvitationId {
 #[tokio::test]
 async fn a_postmark_bounce_webhook_marks_the_invitation_failed() {
     let api = FakeApi::start().await;
-    let service = service(postmark(&api.base));
+    let clock = Arc::new(ManualClock::new(datetime!(2030-11-22 9:00 UTC)));
+    let service = service_at(postmark(&api.base), clock.clone());
     let acme = TenantId::new("acme").unwrap();
     let alice = ActorId::new("alice").unwrap();
     let id = invite_one(&service, "ann@example.com").await;
@@ -450,10 +458,28 @@ async fn a_postmark_bounce_webhook_marks_the_invitation_failed() {
     let parsed = bounce::parse_postmark(webhook.to_string().as_bytes())
         .unwrap()
         .unwrap();
-    let report = bounce::record(&service, vec![parsed]).await;
+    let report = bounce::record(&service, vec![parsed.clone()]).await;
     assert_eq!(report.recorded.len(), 1, "{:?}", report.ignored);
     let invitation = service.get(&alice, &acme, id).await.unwrap();
     assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+
+    // Revived by a copied link this time (no email at all), then the same webhook
+    // again: the copied link must survive it.
+    clock.advance(time::Duration::minutes(5));
+    service.lift_suppression(&alice, &acme, &ann).await.unwrap();
+    let copied = service.copy_link(&alice, &acme, id).await.unwrap();
+    let replayed = bounce::record(&service, vec![parsed]).await;
+    assert!(
+        matches!(replayed.ignored[..], [(_, Error::Superseded)]),
+        "{:?}",
+        replayed.ignored
+    );
+    assert!(
+        service
+            .open(&acme, copied.token.expose_secret())
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
