@@ -491,7 +491,6 @@ impl Dispatcher {
                     let Some((at, claim)) = next else {
                         return report;
                     };
-                    // Negative (already due) does not convert: no sleep.
                     sleep_until(&*clock, at).await;
                     // The limits again, on the instant it actually goes. Claims are
                     // booked ahead; after a stall (a relay that hung with sends in
@@ -594,8 +593,6 @@ impl Dispatcher {
     }
 }
 
-/// The claims reordered one per tenant in turn (tenants in order of first claim), so
-/// one tenant's big import does not book every global slot before the others.
 /// How far behind its rate a send may be before it waits: the timer's resolution
 /// (sleeping for the microseconds of scheduling jitter would cost a millisecond).
 const LATE_TOLERANCE: Duration = Duration::milliseconds(1);
@@ -610,6 +607,8 @@ async fn sleep_until(clock: &dyn Clock, at: OffsetDateTime) {
     }
 }
 
+/// The claims reordered one per tenant in turn (tenants in order of first claim), so
+/// one tenant's big import does not book every global slot before the others.
 fn round_robin(claims: Vec<OutboxClaim>) -> Vec<OutboxClaim> {
     // One tenant (a single import, or a single-tenant host): the order stays.
     if let Some(first) = claims.first()

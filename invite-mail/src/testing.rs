@@ -203,17 +203,19 @@ async fn session(stream: TcpStream, peer: SocketAddr, state: &SinkState) -> io::
             "MAIL" => {
                 to.clear();
                 let scripted = lock(&state.sender_script).pop_front();
+                let refused = scripted
+                    .as_ref()
+                    .is_some_and(|reply| !(200..300).contains(&reply.code));
+                from = if refused {
+                    String::new()
+                } else {
+                    path(command)
+                };
                 if let Some(reply) = scripted {
                     let answer = format!("{} {}\r\n", reply.code, reply.text);
                     write.write_all(answer.as_bytes()).await?;
-                    if !(200..300).contains(&reply.code) {
-                        from.clear();
-                        continue;
-                    }
-                    from = path(command);
                     continue;
                 }
-                from = path(command);
                 b"250 2.1.0 ok\r\n"
             }
             "RCPT" => {
