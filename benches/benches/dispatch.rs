@@ -96,8 +96,9 @@ async fn dispatch_all(dispatcher: &Dispatcher) -> Duration {
     start.elapsed()
 }
 
-/// One message as the mailer would write it, for the bare client to send.
-fn sample_message() -> Vec<u8> {
+/// One email as the dispatcher would hand it to the mailer: what the bare client sends
+/// (its raw form) and what the send-only side hands to `SmtpMailer` over and over.
+fn sample_preview() -> invite_mail::Preview {
     let links = Links::under("https://app.example.com").expect("links");
     let now = time::macros::datetime!(2030-01-01 9:00 UTC);
     let invitation = invite_core::Invitation::create(
@@ -113,10 +114,41 @@ fn sample_message() -> Vec<u8> {
         None,
         now,
     );
-    let preview = Previewer::new(Arc::new(Templates::new()), &links, from())
+    Previewer::new(Arc::new(Templates::new()), &links, from())
         .preview(&invitation, invite_core::MailKind::Invitation)
-        .expect("preview");
-    preview.raw.into_bytes()
+        .expect("preview")
+}
+
+/// `SmtpMailer::send` alone, from `concurrency` tasks over as many pooled connections:
+/// the same rendered email every time, no store, no dispatcher, no rendering, no token.
+/// It splits the gap between the dispatcher and the bare client into the transport's
+/// share (lettre's commands and replies, framing and encoding the message, the pool)
+/// and the pipeline's (claims, tokens, rendering, the dispatcher's scheduling).
+async fn mailer_only(
+    addr: SocketAddr,
+    concurrency: usize,
+    email: Arc<invite_core::OutgoingEmail>,
+) -> Duration {
+    use invite_core::Mailer as _;
+    let mailer = Arc::new(
+        SmtpMailer::unencrypted_dangerous("127.0.0.1", addr.port(), from())
+            .with_max_connections(concurrency),
+    );
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let share = MESSAGES / concurrency + usize::from(worker < MESSAGES % concurrency);
+        let (mailer, email) = (mailer.clone(), email.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                mailer.send(&email).await.expect("sent");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("mailer task");
+    }
+    start.elapsed()
 }
 
 /// Reads one (possibly multi-line) reply and checks its code.
@@ -302,7 +334,9 @@ fn dispatch(c: &mut Criterion) {
         .expect("runtime");
     let sink = Sink::start(&runtime);
     let addr = sink.addr();
-    let message = Arc::new(sample_message());
+    let preview = sample_preview();
+    let email = Arc::new(preview.email);
+    let message = Arc::new(preview.raw.into_bytes());
 
     let mut group = c.benchmark_group("dispatch_10k_smtp");
     group.sample_size(10);
@@ -318,6 +352,20 @@ fn dispatch(c: &mut Criterion) {
                     .map(|_| {
                         cpu.measure(&sink, || {
                             runtime.block_on(bare_client(addr, concurrency, message.clone()))
+                        })
+                    })
+                    .sum()
+            });
+        });
+        cpu.report(&name);
+        let name = format!("smtp_mailer_send_only/c{concurrency}");
+        let mut cpu = Cpu::default();
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        cpu.measure(&sink, || {
+                            runtime.block_on(mailer_only(addr, concurrency, email.clone()))
                         })
                     })
                     .sum()
