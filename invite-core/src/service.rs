@@ -181,7 +181,7 @@ pub enum Delivered {
 }
 
 /// Counts of one [`Invitations::dispatch_due`] pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct DispatchSummary {
     /// Sent.
     pub sent: u32,
@@ -191,6 +191,20 @@ pub struct DispatchSummary {
     pub failed: u32,
     /// Cancelled, handed back, or lost to another dispatcher.
     pub skipped: u32,
+    /// Store errors of individual deliveries; the entries stay claimed until their
+    /// lease ends and are then retried. The pass delivers the other claims regardless.
+    pub errors: Vec<StoreError>,
+}
+
+impl DispatchSummary {
+    /// Whether the pass did nothing at all: no claim, no error.
+    pub fn is_empty(&self) -> bool {
+        self.sent == 0
+            && self.retrying == 0
+            && self.failed == 0
+            && self.skipped == 0
+            && self.errors.is_empty()
+    }
 }
 
 /// The invitation service: everything a host's admin pages and link pages call.
@@ -1442,14 +1456,20 @@ impl Invitations {
 
     /// One dispatch pass: claims up to `limit` due emails and delivers them one after
     /// another. `invite-mail`'s dispatcher adds concurrency, throttling and a loop.
+    ///
+    /// Errors only if the claim itself fails. A delivery's store error is counted in
+    /// [`DispatchSummary::errors`] and the pass goes on with the other claims: stopping
+    /// would leave them held until their leases end, delaying every one of them by a
+    /// lease for one entry's hiccup.
     pub async fn dispatch_due(&self, limit: u32) -> Result<DispatchSummary, StoreError> {
         let mut summary = DispatchSummary::default();
         for claim in self.claim_due(limit).await? {
-            match self.deliver(&claim).await? {
-                Delivered::Sent => summary.sent += 1,
-                Delivered::Retrying => summary.retrying += 1,
-                Delivered::Failed => summary.failed += 1,
-                _ => summary.skipped += 1,
+            match self.deliver(&claim).await {
+                Ok(Delivered::Sent) => summary.sent += 1,
+                Ok(Delivered::Retrying) => summary.retrying += 1,
+                Ok(Delivered::Failed) => summary.failed += 1,
+                Ok(_) => summary.skipped += 1,
+                Err(e) => summary.errors.push(e),
             }
         }
         Ok(summary)
