@@ -856,7 +856,8 @@ impl Invitations {
     /// suppression, or a link copied since) is [`Error::Superseded`] and records
     /// nothing: providers repeat webhooks, and an old one must not suppress the address
     /// again and kill the new link. An entry that is not this invitation's is
-    /// [`Error::NotFound`].
+    /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
+    /// being recorded too: the write is a compare-and-set on the version the check saw.
     pub async fn record_bounce_of(
         &self,
         tenant: &TenantId,
@@ -864,18 +865,86 @@ impl Invitations {
         outbox: OutboxId,
         reason: &str,
     ) -> Result<Invitation, Error> {
+        // The suppression written by an attempt whose invitation then moved: it may
+        // have landed after the admin lifted it for a resend.
+        let mut written: Option<Suppression> = None;
+        for _ in 0..BOUNCE_ATTEMPTS {
+            let invitation = match self.bounced(tenant, id, outbox).await {
+                Err(Error::Superseded) => {
+                    if let Some(suppression) = &written {
+                        self.withdraw(suppression).await?;
+                    }
+                    return Err(Error::Superseded);
+                }
+                other => other?,
+            };
+            let seen = invitation.version;
+            let suppression = Suppression {
+                tenant: tenant.clone(),
+                email: invitation.email.clone(),
+                reason: reason.to_owned(),
+                at: self.clock.now(),
+            };
+            // Suppressed before the invitation shows failed, so whoever sees it failed
+            // also sees the suppression; both stand only if the invitation is still at
+            // `seen` after them (nothing superseded the bounce meanwhile).
+            self.store.suppress(&suppression).await?;
+            written = Some(suppression);
+            match invitation.mark_failed(reason, self.clock.now()) {
+                Ok(next) => {
+                    let report = self
+                        .store
+                        .record_transitions(
+                            tenant,
+                            &[Transition {
+                                expected_version: seen,
+                                invitation: next.clone(),
+                                outbox: None,
+                            }],
+                        )
+                        .await?;
+                    if report.applied.contains(&id) {
+                        let kind = EventKind::DeliveryFailed {
+                            reason: reason.to_owned(),
+                        };
+                        self.events
+                            .record(vec![self.event(tenant, None, Some(id), kind)])
+                            .await;
+                        return Ok(next);
+                    }
+                }
+                // Nothing to fail (accepted, revoked, already failed...): the
+                // suppression alone is the bounce's effect, as in `record_bounce`.
+                Err(refused) => {
+                    if self.load(tenant, id).await?.version == seen {
+                        return Err(refused.into());
+                    }
+                }
+            }
+        }
+        Err(Error::Conflict(
+            "the invitation kept changing while its bounce was recorded; try again".into(),
+        ))
+    }
+
+    /// The invitation whose email `outbox` bounced, unless the bounce is superseded.
+    async fn bounced(
+        &self,
+        tenant: &TenantId,
+        id: InvitationId,
+        outbox: OutboxId,
+    ) -> Result<Invitation, Error> {
         // Oldest first: everything after the bounced entry came later.
         let entries = self.store.list_outbox(tenant, id).await?;
         let at = entries
             .iter()
             .position(|e| e.id == outbox)
             .ok_or(Error::NotFound)?;
+        let invitation = self.load(tenant, id).await?;
         // A link issued after the email was queued (a resend, or a copied link that
         // revived the invitation without any email) is newer than the bounce's news.
         // Queueing issues the link at the same instant, so an equal time is this email.
-        let relinked = self
-            .load(tenant, id)
-            .await?
+        let relinked = invitation
             .sent_at
             .is_some_and(|sent| sent > entries[at].created_at);
         if relinked
@@ -885,7 +954,24 @@ impl Invitations {
         {
             return Err(Error::Superseded);
         }
-        self.record_bounce(tenant, id, reason).await
+        Ok(invitation)
+    }
+
+    /// Takes back `suppression` if it is still the one stored for its address (not
+    /// lifted since, nor replaced by a newer bounce).
+    async fn withdraw(&self, suppression: &Suppression) -> Result<(), Error> {
+        let key = suppression.email.key();
+        let stored = self.store.suppressed(&suppression.tenant, &[key]).await?;
+        if stored
+            .iter()
+            .any(|s| s.reason == suppression.reason && s.at == suppression.at)
+        {
+            match self.store.unsuppress(&suppression.tenant, key).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// The tenant's suppressions among `emails`: for an import preview, before
@@ -1475,6 +1561,11 @@ impl Invitations {
         Ok(summary)
     }
 }
+
+/// How many times [`Invitations::record_bounce_of`] checks and writes again when the
+/// invitation moved between the two without superseding the bounce (an email marked
+/// delivered, say) before it reports a conflict.
+const BOUNCE_ATTEMPTS: usize = 3;
 
 /// `subject` with CR and LF replaced by spaces; a composer should give one line
 /// already, and then it is returned as is, not copied.

@@ -6,18 +6,23 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use invite_core::*;
 use time::{Duration, OffsetDateTime, macros::datetime};
 
 const START: OffsetDateTime = datetime!(2030-01-01 9:00 UTC);
 
+type Hook = Box<dyn FnOnce(Arc<MemoryStore>) -> BoxFuture<'static, ()> + Send>;
+
 /// A [`MemoryStore`] whose calls are counted per method: a chosen call (the `n`th of a
-/// method, from 1) fails with a backend error.
+/// method, from 1) fails with a backend error, or first runs a hook on the inner store
+/// (another writer committing just before it).
 #[derive(Default)]
 struct FaultyStore {
     inner: Arc<MemoryStore>,
     calls: Mutex<HashMap<&'static str, u32>>,
     failures: Mutex<Vec<(&'static str, u32)>>,
+    hooks: Mutex<Vec<(&'static str, u32, Hook)>>,
 }
 
 impl fmt::Debug for FaultyStore {
@@ -33,6 +38,10 @@ impl FaultyStore {
         self.failures.lock().unwrap().push((method, nth));
     }
 
+    fn before(&self, method: &'static str, nth: u32, hook: Hook) {
+        self.hooks.lock().unwrap().push((method, nth, hook));
+    }
+
     async fn enter(&self, method: &'static str) -> Result<(), StoreError> {
         let n = {
             let mut calls = self.calls.lock().unwrap();
@@ -40,6 +49,14 @@ impl FaultyStore {
             *n += 1;
             *n
         };
+        let hook = {
+            let mut hooks = self.hooks.lock().unwrap();
+            let at = hooks.iter().position(|(m, k, _)| *m == method && *k == n);
+            at.map(|at| hooks.remove(at).2)
+        };
+        if let Some(hook) = hook {
+            hook(self.inner.clone()).await;
+        }
         if self.failures.lock().unwrap().contains(&(method, n)) {
             return Err(StoreError::backend(format!("injected: {method} call {n}")));
         }
@@ -275,6 +292,13 @@ impl World {
         to.sort();
         to
     }
+
+    async fn outbox(&self, id: InvitationId) -> Vec<OutboxEntry> {
+        self.service
+            .outbox(&self.admin, &self.tenant, id)
+            .await
+            .unwrap()
+    }
 }
 
 // ----------------------------------------------------------- dispatch_due
@@ -328,4 +352,123 @@ async fn a_failed_claim_is_the_pass_error() {
         Err(StoreError::Backend(_))
     ));
     assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+}
+
+// ------------------------------------------------------------- record_bounce_of
+
+/// What the admin does while the bounce webhook is being handled.
+#[derive(Debug, Clone, Copy)]
+enum Admin {
+    /// Resends the pending invitation (the invitee asked for a new email).
+    Resends,
+    /// Lifts the suppression of a failed invitation and resends it.
+    LiftsAndResends,
+}
+
+/// A resend on the inner store, as `Invitations::resend` would record it (lifting the
+/// suppression first if asked).
+fn resend_now(tenant: TenantId, id: InvitationId, now: OffsetDateTime, lift: bool) -> Hook {
+    Box::new(move |store: Arc<MemoryStore>| {
+        Box::pin(async move {
+            let invitation = store
+                .get_invitations(&tenant, &[id])
+                .await
+                .unwrap()
+                .remove(0);
+            if lift {
+                store
+                    .unsuppress(&tenant, invitation.email.key())
+                    .await
+                    .unwrap();
+            }
+            let expected_version = invitation.version;
+            let (next, queue) = invitation.resend(now).unwrap();
+            let entry = OutboxEntry::queue(tenant.clone(), id, queue.kind, now);
+            let report = store
+                .record_transitions(
+                    &tenant,
+                    &[Transition {
+                        expected_version,
+                        invitation: next,
+                        outbox: Some(entry),
+                    }],
+                )
+                .await
+                .unwrap();
+            assert_eq!(report.applied, [id], "the admin's resend commits");
+        })
+    })
+}
+
+/// A bounce of the first email, handled while the admin's resend commits between the
+/// handler's "is it superseded?" check and its write (any write: the suppression or the
+/// transition), is `Superseded` and leaves the resend alone: the invitation pending,
+/// its new email delivered with a working link, the address not suppressed.
+#[tokio::test]
+async fn a_resend_committed_during_a_bounce_is_not_undone() {
+    // The admin's resend commits just before the `k`th call of a method the handler
+    // makes after its check (the check reads the outbox, then the invitation).
+    let cases = [
+        (Admin::Resends, "suppress", 1),
+        (Admin::Resends, "record_transitions", 1),
+        (Admin::LiftsAndResends, "suppress", 1),
+        (Admin::LiftsAndResends, "get_invitations", 2),
+    ];
+    for (admin, before, k) in cases {
+        let w = world();
+        let id = w.invite("ann@x.com").await;
+        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        let first = w.outbox(id).await[0].id;
+        if let Admin::LiftsAndResends = admin {
+            // An earlier copy of the webhook already failed the invitation.
+            w.service
+                .record_bounce_of(&w.tenant, id, first, "550 no such user")
+                .await
+                .unwrap();
+        }
+        w.clock.advance(Duration::minutes(1));
+        let made = w.store.calls.lock().unwrap().get(before).copied();
+        let lift = matches!(admin, Admin::LiftsAndResends);
+        w.store.before(
+            before,
+            made.unwrap_or(0) + k,
+            resend_now(w.tenant.clone(), id, w.clock.now(), lift),
+        );
+
+        let result = w
+            .service
+            .record_bounce_of(&w.tenant, id, first, "550 no such user")
+            .await;
+        assert!(
+            matches!(result, Err(Error::Superseded)),
+            "{admin:?} before {before}: {result:?}"
+        );
+        let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+        assert_eq!(
+            invitation.status,
+            InvitationStatus::Pending,
+            "{admin:?} before {before}: the resend must stand"
+        );
+        let email = invitation.email.clone();
+        assert!(
+            w.service
+                .suppressed(&w.admin, &w.tenant, &[email])
+                .await
+                .unwrap()
+                .is_empty(),
+            "{admin:?} before {before}: an old bounce must not suppress the resent address"
+        );
+        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        let link = w.mailer.sent().last().unwrap().text.clone();
+        let token = link
+            .lines()
+            .find_map(|l| l.strip_prefix("Accept the invitation: "))
+            .and_then(|l| l.rsplit('/').next())
+            .unwrap()
+            .to_owned();
+        assert!(
+            w.service.open(&w.tenant, &token).await.is_ok(),
+            "{admin:?} before {before}: the new link must work"
+        );
+    }
 }
