@@ -133,6 +133,7 @@ macro_rules! __store_conformance_list {
             complete_deferred_gives_the_attempt_back,
             complete_with_a_lost_lease_changes_nothing,
             a_taken_over_claim_is_fenced,
+            complete_and_transitions_race_without_a_backend_error,
             suppressions_are_upserted_by_case_folded_key,
             unsuppress_lifts_one_address,
             suppressions_are_per_tenant,
@@ -4112,6 +4113,90 @@ fn suppression(tenant: &TenantId, address: &str, reason: &str, at: OffsetDateTim
         email: email(address),
         reason: reason.to_owned(),
         at,
+    }
+}
+
+/// A delivery ending (`attach_token`, then `complete_outbox` with `Sent` or `Failed`)
+/// racing an admin's transition of the same invitation (a resend, which cancels the
+/// entry) never fails with a backend error: both write the entry and its invitation,
+/// and a store that locks the two in opposite orders deadlocks. Each side gets its
+/// contract's lost-race answer instead: `NotFound` for the delivery, a stale report
+/// for the transition. 8 invitations at a time, 25 rounds.
+pub async fn complete_and_transitions_race_without_a_backend_error(store: &dyn Store) {
+    let fx = Fx::new("complete_and_transitions_race_without_a_backend_error");
+    let t = fx.tenant(0);
+    let e = era(12);
+    for round in 0..25u32 {
+        let at = e + Duration::minutes(i64::from(round));
+        let writes: Vec<InvitationWrite> = (0..8u32)
+            .map(|n| {
+                let (sent, entry) =
+                    send(invitation(&t, &format!("r{round}-{n}@example.com"), at), at);
+                with_email(&sent, &entry)
+            })
+            .collect();
+        insert(store, &t, &writes).await;
+        // The earlier rounds' resent emails are due too; only this round's race.
+        let fresh: HashSet<OutboxId> = writes
+            .iter()
+            .filter_map(|w| w.outbox.as_ref().map(|o| o.id))
+            .collect();
+        let claims: Vec<OutboxClaim> = claim(store, at + ms(1), 1000)
+            .await
+            .into_iter()
+            .filter(|c| fresh.contains(&c.entry.id))
+            .collect();
+        assert_eq!(claims.len(), 8, "round {round}: every email is claimed");
+        let now = at + ms(2);
+        let t = &t;
+        let deliveries = claims.iter().enumerate().map(|(n, c)| async move {
+            let outcome = if n % 2 == 0 {
+                DeliveryOutcome::Sent
+            } else {
+                DeliveryOutcome::Failed {
+                    error: "550 no such user".into(),
+                }
+            };
+            let attached = store
+                .attach_token(t, c.entry.id, c.lease_until, &new_hash())
+                .await;
+            let completed = store
+                .complete_outbox(t, c.entry.id, c.lease_until, &outcome, now)
+                .await;
+            (attached, completed)
+        });
+        let resends = claims.iter().map(|c| async move {
+            let (next, queue) = c.invitation.clone().resend(now).expect("resend");
+            let entry = OutboxEntry::queue(t.clone(), next.id, queue.kind, now);
+            let transition = Transition {
+                expected_version: c.invitation.version,
+                invitation: next,
+                outbox: Some(entry),
+            };
+            store
+                .record_transitions(t, std::slice::from_ref(&transition))
+                .await
+        });
+        let (delivered, resent) = futures::join!(join_all(deliveries), join_all(resends));
+        for (attached, completed) in delivered {
+            for (call, result) in [("attach_token", attached), ("complete_outbox", completed)] {
+                match result {
+                    Ok(()) | Err(StoreError::NotFound) => {}
+                    Err(e) => panic!(
+                        "round {round}: {call} racing a resend must end or lose the claim \
+                         (NotFound), got {e:?}"
+                    ),
+                }
+            }
+        }
+        for result in resent {
+            if let Err(e) = result {
+                panic!(
+                    "round {round}: record_transitions racing a delivery must apply or \
+                     report stale, got {e:?}"
+                );
+            }
+        }
     }
 }
 

@@ -181,7 +181,7 @@ pub enum Delivered {
 }
 
 /// Counts of one [`Invitations::dispatch_due`] pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct DispatchSummary {
     /// Sent.
     pub sent: u32,
@@ -191,6 +191,20 @@ pub struct DispatchSummary {
     pub failed: u32,
     /// Cancelled, handed back, or lost to another dispatcher.
     pub skipped: u32,
+    /// Store errors of individual deliveries; the entries stay claimed until their
+    /// lease ends and are then retried. The pass delivers the other claims regardless.
+    pub errors: Vec<StoreError>,
+}
+
+impl DispatchSummary {
+    /// Whether the pass did nothing at all: no claim, no error.
+    pub fn is_empty(&self) -> bool {
+        self.sent == 0
+            && self.retrying == 0
+            && self.failed == 0
+            && self.skipped == 0
+            && self.errors.is_empty()
+    }
 }
 
 /// The invitation service: everything a host's admin pages and link pages call.
@@ -842,7 +856,8 @@ impl Invitations {
     /// suppression, or a link copied since) is [`Error::Superseded`] and records
     /// nothing: providers repeat webhooks, and an old one must not suppress the address
     /// again and kill the new link. An entry that is not this invitation's is
-    /// [`Error::NotFound`].
+    /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
+    /// being recorded too: the write is a compare-and-set on the version the check saw.
     pub async fn record_bounce_of(
         &self,
         tenant: &TenantId,
@@ -850,18 +865,86 @@ impl Invitations {
         outbox: OutboxId,
         reason: &str,
     ) -> Result<Invitation, Error> {
+        // The suppression written by an attempt whose invitation then moved: it may
+        // have landed after the admin lifted it for a resend.
+        let mut written: Option<Suppression> = None;
+        for _ in 0..BOUNCE_ATTEMPTS {
+            let invitation = match self.bounced(tenant, id, outbox).await {
+                Err(Error::Superseded) => {
+                    if let Some(suppression) = &written {
+                        self.withdraw(suppression).await?;
+                    }
+                    return Err(Error::Superseded);
+                }
+                other => other?,
+            };
+            let seen = invitation.version;
+            let suppression = Suppression {
+                tenant: tenant.clone(),
+                email: invitation.email.clone(),
+                reason: reason.to_owned(),
+                at: self.clock.now(),
+            };
+            // Suppressed before the invitation shows failed, so whoever sees it failed
+            // also sees the suppression; both stand only if the invitation is still at
+            // `seen` after them (nothing superseded the bounce meanwhile).
+            self.store.suppress(&suppression).await?;
+            written = Some(suppression);
+            match invitation.mark_failed(reason, self.clock.now()) {
+                Ok(next) => {
+                    let report = self
+                        .store
+                        .record_transitions(
+                            tenant,
+                            &[Transition {
+                                expected_version: seen,
+                                invitation: next.clone(),
+                                outbox: None,
+                            }],
+                        )
+                        .await?;
+                    if report.applied.contains(&id) {
+                        let kind = EventKind::DeliveryFailed {
+                            reason: reason.to_owned(),
+                        };
+                        self.events
+                            .record(vec![self.event(tenant, None, Some(id), kind)])
+                            .await;
+                        return Ok(next);
+                    }
+                }
+                // Nothing to fail (accepted, revoked, already failed...): the
+                // suppression alone is the bounce's effect, as in `record_bounce`.
+                Err(refused) => {
+                    if self.load(tenant, id).await?.version == seen {
+                        return Err(refused.into());
+                    }
+                }
+            }
+        }
+        Err(Error::Conflict(
+            "the invitation kept changing while its bounce was recorded; try again".into(),
+        ))
+    }
+
+    /// The invitation whose email `outbox` bounced, unless the bounce is superseded.
+    async fn bounced(
+        &self,
+        tenant: &TenantId,
+        id: InvitationId,
+        outbox: OutboxId,
+    ) -> Result<Invitation, Error> {
         // Oldest first: everything after the bounced entry came later.
         let entries = self.store.list_outbox(tenant, id).await?;
         let at = entries
             .iter()
             .position(|e| e.id == outbox)
             .ok_or(Error::NotFound)?;
+        let invitation = self.load(tenant, id).await?;
         // A link issued after the email was queued (a resend, or a copied link that
         // revived the invitation without any email) is newer than the bounce's news.
         // Queueing issues the link at the same instant, so an equal time is this email.
-        let relinked = self
-            .load(tenant, id)
-            .await?
+        let relinked = invitation
             .sent_at
             .is_some_and(|sent| sent > entries[at].created_at);
         if relinked
@@ -871,7 +954,24 @@ impl Invitations {
         {
             return Err(Error::Superseded);
         }
-        self.record_bounce(tenant, id, reason).await
+        Ok(invitation)
+    }
+
+    /// Takes back `suppression` if it is still the one stored for its address (not
+    /// lifted since, nor replaced by a newer bounce).
+    async fn withdraw(&self, suppression: &Suppression) -> Result<(), Error> {
+        let key = suppression.email.key();
+        let stored = self.store.suppressed(&suppression.tenant, &[key]).await?;
+        if stored
+            .iter()
+            .any(|s| s.reason == suppression.reason && s.at == suppression.at)
+        {
+            match self.store.unsuppress(&suppression.tenant, key).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// The tenant's suppressions among `emails`: for an import preview, before
@@ -1442,19 +1542,30 @@ impl Invitations {
 
     /// One dispatch pass: claims up to `limit` due emails and delivers them one after
     /// another. `invite-mail`'s dispatcher adds concurrency, throttling and a loop.
+    ///
+    /// Errors only if the claim itself fails. A delivery's store error is counted in
+    /// [`DispatchSummary::errors`] and the pass goes on with the other claims: stopping
+    /// would leave them held until their leases end, delaying every one of them by a
+    /// lease for one entry's hiccup.
     pub async fn dispatch_due(&self, limit: u32) -> Result<DispatchSummary, StoreError> {
         let mut summary = DispatchSummary::default();
         for claim in self.claim_due(limit).await? {
-            match self.deliver(&claim).await? {
-                Delivered::Sent => summary.sent += 1,
-                Delivered::Retrying => summary.retrying += 1,
-                Delivered::Failed => summary.failed += 1,
-                _ => summary.skipped += 1,
+            match self.deliver(&claim).await {
+                Ok(Delivered::Sent) => summary.sent += 1,
+                Ok(Delivered::Retrying) => summary.retrying += 1,
+                Ok(Delivered::Failed) => summary.failed += 1,
+                Ok(_) => summary.skipped += 1,
+                Err(e) => summary.errors.push(e),
             }
         }
         Ok(summary)
     }
 }
+
+/// How many times [`Invitations::record_bounce_of`] checks and writes again when the
+/// invitation moved between the two without superseding the bounce (an email marked
+/// delivered, say) before it reports a conflict.
+const BOUNCE_ATTEMPTS: usize = 3;
 
 /// `subject` with CR and LF replaced by spaces; a composer should give one line
 /// already, and then it is returned as is, not copied.

@@ -156,10 +156,7 @@ async fn imported_invitations_wait_until_a_chosen_subset_is_sent() {
         .await
         .unwrap();
     let ids: Vec<_> = report.created().collect();
-    assert_eq!(
-        w.service.dispatch_due(100).await.unwrap(),
-        DispatchSummary::default()
-    );
+    assert!(w.service.dispatch_due(100).await.unwrap().is_empty());
 
     let sent = w
         .service
@@ -354,10 +351,7 @@ async fn transient_failures_retry_with_backoff_then_fail_for_good() {
     let first = w.service.dispatch_due(100).await.unwrap();
     assert_eq!(first.retrying, 1);
     // Not due again until the backoff passes.
-    assert_eq!(
-        w.service.dispatch_due(100).await.unwrap(),
-        DispatchSummary::default()
-    );
+    assert!(w.service.dispatch_due(100).await.unwrap().is_empty());
     for _ in 0..10 {
         w.clock.advance(Duration::hours(7));
         w.service.dispatch_due(100).await.unwrap();

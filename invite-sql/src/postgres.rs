@@ -1158,11 +1158,19 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         // FOR SHARE holds the claim still while the token is written: a concurrent
         // takeover or completion waits, or (having committed first) fails the re-check.
+        // The invitation's row is locked before the entry's (`inv`, which the entry's
+        // lookup needs), as `record_transitions` and `complete_outbox` take them; the
+        // opposite order deadlocks with a concurrent resend.
         let result = sqlx::query(self.sql(
-            "UPDATE invite_invitations SET token_hash = $1 \
+            "WITH inv AS ( \
+               SELECT id FROM invite_invitations WHERE tenant = $2 AND status = 'pending' AND id = \
+               (SELECT invitation_id FROM invite_outbox WHERE id = $3 AND tenant = $2) \
+               FOR UPDATE) \
+             UPDATE invite_invitations SET token_hash = $1 \
              WHERE tenant = $2 AND status = 'pending' AND id = \
              (SELECT invitation_id FROM invite_outbox \
               WHERE id = $3 AND tenant = $2 AND state = 'queued' AND claimed_until = $4 \
+              AND invitation_id IN (SELECT id FROM inv) \
               FOR SHARE)",
         ))
         .bind(token_hash.as_bytes().as_slice())
@@ -1188,13 +1196,21 @@ impl Store for PostgresStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         // One statement each: the fenced outbox update and its effect on the invitation
-        // (if any) in data-modifying CTEs, atomic without a transaction.
+        // (if any) in data-modifying CTEs, atomic without a transaction. When it has an
+        // effect, the invitation's row is locked first (`inv`: the entry's update
+        // needs its row, so it cannot lock the entry before), the order
+        // `record_transitions` takes them in; the opposite order deadlocks with it.
         let (sql, state, next_attempt_at, error): (&'static str, _, _, _) = match outcome {
             DeliveryOutcome::Sent => (
-                "WITH done AS ( \
+                "WITH inv AS ( \
+                   SELECT id FROM invite_invitations WHERE tenant = $5 AND id = \
+                   (SELECT invitation_id FROM invite_outbox WHERE id = $4 AND tenant = $5) \
+                   FOR UPDATE), \
+                 done AS ( \
                    UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
                    last_error = COALESCE($3, last_error), claimed_until = NULL \
                    WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
+                   AND invitation_id IN (SELECT id FROM inv) \
                    RETURNING invitation_id), \
                  i AS ( \
                    UPDATE invite_invitations SET delivered_at = $7, version = version + 1 \
@@ -1206,10 +1222,15 @@ impl Store for PostgresStore {
                 None,
             ),
             DeliveryOutcome::Failed { error } => (
-                "WITH done AS ( \
+                "WITH inv AS ( \
+                   SELECT id FROM invite_invitations WHERE tenant = $5 AND id = \
+                   (SELECT invitation_id FROM invite_outbox WHERE id = $4 AND tenant = $5) \
+                   FOR UPDATE), \
+                 done AS ( \
                    UPDATE invite_outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
                    last_error = COALESCE($3, last_error), claimed_until = NULL \
                    WHERE id = $4 AND tenant = $5 AND state = 'queued' AND claimed_until = $6 \
+                   AND invitation_id IN (SELECT id FROM inv) \
                    RETURNING invitation_id), \
                  i AS ( \
                    UPDATE invite_invitations SET status = 'delivery_failed', last_error = $3, \

@@ -163,6 +163,105 @@ async fn races_under_repeatable_read_lose_as_not_found() {
     common::join_race(&store, 32, 10).await;
 }
 
+/// A deadlock the store's own lock order cannot prevent (a host's transaction holds an
+/// outbox entry, then wants its invitation, while a delivery ends) is answered like the
+/// lost race it is: the victim, the store's statement (the host's session waits a
+/// minute before looking for deadlocks, so the store's looks first), gets the
+/// contract's `NotFound` ("the claim was lost"), not a backend error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadlock_victim_loses_as_not_found() {
+    use invite_core::{
+        ActorId, DeliveryOutcome, EmailAddress, Invitation, InvitationWrite, NewInvitation,
+        OutboxEntry, Role, Store, StoreError,
+    };
+    use time::Duration;
+
+    let url = url_or_skip!();
+    let schema = fresh_schema(&url).await;
+    let store = PostgresStore::new(pool_on(&url, &schema, 4, &[]).await);
+    store.migrate().await.expect("migrate");
+    let t = common::tenant("deadlock");
+    let new = NewInvitation::new(
+        EmailAddress::parse("ann@example.com").expect("address"),
+        Role::new("member").expect("role"),
+    );
+    let actor = ActorId::new("admin-1").expect("actor");
+    let created = Invitation::create(t.clone(), new, Duration::days(7), actor, None, common::T0);
+    let (invitation, queue) = created.send(common::T0).expect("send");
+    let entry = OutboxEntry::queue(t.clone(), invitation.id, queue.kind, common::T0);
+    let write = InvitationWrite {
+        invitation: invitation.clone(),
+        outbox: Some(entry.clone()),
+    };
+    store
+        .create_invitations(&t, &[write])
+        .await
+        .expect("create");
+    let claim = store
+        .claim_due_outbox(common::T0, 10, Duration::minutes(5))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the entry is due");
+
+    let options = PgConnectOptions::from_str(&url)
+        .expect("parse INVITE_TEST_POSTGRES_URL")
+        .options([
+            ("search_path", schema.as_str()),
+            ("deadlock_timeout", "1min"),
+        ]);
+    let mut host = PgConnection::connect_with(&options)
+        .await
+        .expect("connect the host's session");
+    sqlx::query("BEGIN")
+        .execute(&mut host)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM invite_outbox WHERE id = $1 FOR UPDATE")
+        .bind(entry.id.as_uuid().as_bytes().as_slice())
+        .execute(&mut host)
+        .await
+        .expect("the host locks the entry");
+
+    let completing = tokio::spawn({
+        let store = store.clone();
+        let (tenant, id, lease) = (t.clone(), entry.id, claim.lease_until);
+        async move {
+            store
+                .complete_outbox(&tenant, id, lease, &DeliveryOutcome::Sent, common::T0)
+                .await
+        }
+    });
+    // Until the store's statement waits for the host's lock (holding the invitation's).
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%invite_outbox%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut host)
+        .await
+        .expect("watch the store's session");
+        if waiting > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    sqlx::query("UPDATE invite_invitations SET version = version WHERE id = $1")
+        .bind(invitation.id.as_uuid().as_bytes().as_slice())
+        .execute(&mut host)
+        .await
+        .expect("the host's update goes through once the victim is rolled back");
+    sqlx::query("ROLLBACK")
+        .execute(&mut host)
+        .await
+        .expect("rollback");
+    match completing.await.expect("the completing task") {
+        Err(StoreError::NotFound) => {}
+        other => panic!("a deadlock victim must lose as NotFound, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn joins_hold_under_concurrency_on_sixteen_connections() {
     let url = url_or_skip!();

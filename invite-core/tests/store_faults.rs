@@ -1,0 +1,474 @@
+//! The facade against a store that fails on cue or is changed under it at a chosen
+//! moment: the store errors and interleavings a real backend produces only by chance.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use invite_core::*;
+use time::{Duration, OffsetDateTime, macros::datetime};
+
+const START: OffsetDateTime = datetime!(2030-01-01 9:00 UTC);
+
+type Hook = Box<dyn FnOnce(Arc<MemoryStore>) -> BoxFuture<'static, ()> + Send>;
+
+/// A [`MemoryStore`] whose calls are counted per method: a chosen call (the `n`th of a
+/// method, from 1) fails with a backend error, or first runs a hook on the inner store
+/// (another writer committing just before it).
+#[derive(Default)]
+struct FaultyStore {
+    inner: Arc<MemoryStore>,
+    calls: Mutex<HashMap<&'static str, u32>>,
+    failures: Mutex<Vec<(&'static str, u32)>>,
+    hooks: Mutex<Vec<(&'static str, u32, Hook)>>,
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultyStore {
+    fn fail(&self, method: &'static str, nth: u32) {
+        self.failures.lock().unwrap().push((method, nth));
+    }
+
+    fn before(&self, method: &'static str, nth: u32, hook: Hook) {
+        self.hooks.lock().unwrap().push((method, nth, hook));
+    }
+
+    async fn enter(&self, method: &'static str) -> Result<(), StoreError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            let n = calls.entry(method).or_default();
+            *n += 1;
+            *n
+        };
+        let hook = {
+            let mut hooks = self.hooks.lock().unwrap();
+            let at = hooks.iter().position(|(m, k, _)| *m == method && *k == n);
+            at.map(|at| hooks.remove(at).2)
+        };
+        if let Some(hook) = hook {
+            hook(self.inner.clone()).await;
+        }
+        if self.failures.lock().unwrap().contains(&(method, n)) {
+            return Err(StoreError::backend(format!("injected: {method} call {n}")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn create_invitations(
+        &self,
+        t: &TenantId,
+        w: &[InvitationWrite],
+    ) -> Result<CreateReport, StoreError> {
+        self.enter("create_invitations").await?;
+        self.inner.create_invitations(t, w).await
+    }
+    async fn get_invitations(
+        &self,
+        t: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.enter("get_invitations").await?;
+        self.inner.get_invitations(t, ids).await
+    }
+    async fn find_by_token(&self, t: &TenantId, h: &TokenHash) -> Result<Invitation, StoreError> {
+        self.enter("find_by_token").await?;
+        self.inner.find_by_token(t, h).await
+    }
+    async fn find_open_by_keys(
+        &self,
+        t: &TenantId,
+        k: &[&str],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.enter("find_open_by_keys").await?;
+        self.inner.find_open_by_keys(t, k).await
+    }
+    async fn record_transitions(
+        &self,
+        t: &TenantId,
+        x: &[Transition],
+    ) -> Result<TransitionReport, StoreError> {
+        self.enter("record_transitions").await?;
+        self.inner.record_transitions(t, x).await
+    }
+    async fn accept(
+        &self,
+        t: &TenantId,
+        h: &TokenHash,
+        u: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, StoreError> {
+        self.enter("accept").await?;
+        self.inner.accept(t, h, u, now).await
+    }
+    async fn expire_due(
+        &self,
+        t: &TenantId,
+        now: OffsetDateTime,
+        n: u32,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.enter("expire_due").await?;
+        self.inner.expire_due(t, now, n).await
+    }
+    async fn list_invitations(
+        &self,
+        t: &TenantId,
+        f: &InvitationFilter,
+        p: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<Invitation>, StoreError> {
+        self.enter("list_invitations").await?;
+        self.inner.list_invitations(t, f, p, now).await
+    }
+    async fn count_invitations(
+        &self,
+        t: &TenantId,
+        f: &InvitationFilter,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.enter("count_invitations").await?;
+        self.inner.count_invitations(t, f, now).await
+    }
+    async fn create_group_link(&self, l: &GroupLink) -> Result<(), StoreError> {
+        self.enter("create_group_link").await?;
+        self.inner.create_group_link(l).await
+    }
+    async fn update_group_link(&self, l: &GroupLink, v: u32) -> Result<(), StoreError> {
+        self.enter("update_group_link").await?;
+        self.inner.update_group_link(l, v).await
+    }
+    async fn get_group_link(
+        &self,
+        t: &TenantId,
+        r: &Role,
+    ) -> Result<Option<GroupLink>, StoreError> {
+        self.enter("get_group_link").await?;
+        self.inner.get_group_link(t, r).await
+    }
+    async fn list_group_links(&self, t: &TenantId) -> Result<Vec<GroupLink>, StoreError> {
+        self.enter("list_group_links").await?;
+        self.inner.list_group_links(t).await
+    }
+    async fn find_group_link(&self, t: &TenantId, h: &TokenHash) -> Result<GroupLink, StoreError> {
+        self.enter("find_group_link").await?;
+        self.inner.find_group_link(t, h).await
+    }
+    async fn join_group_link(
+        &self,
+        t: &TenantId,
+        h: &TokenHash,
+        j: &GroupJoin,
+    ) -> Result<JoinOutcome, StoreError> {
+        self.enter("join_group_link").await?;
+        self.inner.join_group_link(t, h, j).await
+    }
+    async fn list_group_joins(&self, t: &TenantId, r: &Role) -> Result<Vec<GroupJoin>, StoreError> {
+        self.enter("list_group_joins").await?;
+        self.inner.list_group_joins(t, r).await
+    }
+    async fn claim_due_outbox(
+        &self,
+        now: OffsetDateTime,
+        n: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, StoreError> {
+        self.enter("claim_due_outbox").await?;
+        self.inner.claim_due_outbox(now, n, lease).await
+    }
+    async fn attach_token(
+        &self,
+        t: &TenantId,
+        e: OutboxId,
+        l: OffsetDateTime,
+        h: &TokenHash,
+    ) -> Result<(), StoreError> {
+        self.enter("attach_token").await?;
+        self.inner.attach_token(t, e, l, h).await
+    }
+    async fn complete_outbox(
+        &self,
+        t: &TenantId,
+        e: OutboxId,
+        l: OffsetDateTime,
+        o: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.enter("complete_outbox").await?;
+        self.inner.complete_outbox(t, e, l, o, now).await
+    }
+    async fn list_outbox(
+        &self,
+        t: &TenantId,
+        i: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.enter("list_outbox").await?;
+        self.inner.list_outbox(t, i).await
+    }
+    async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> {
+        self.enter("suppress").await?;
+        self.inner.suppress(s).await
+    }
+    async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> {
+        self.enter("suppressed").await?;
+        self.inner.suppressed(t, k).await
+    }
+    async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
+        self.enter("unsuppress").await?;
+        self.inner.unsuppress(t, k).await
+    }
+}
+
+struct World {
+    service: Invitations,
+    store: Arc<FaultyStore>,
+    mailer: Arc<RecordingMailer>,
+    clock: Arc<ManualClock>,
+    tenant: TenantId,
+    admin: ActorId,
+    role: Role,
+}
+
+const LEASE: Duration = Duration::minutes(5);
+
+fn world() -> World {
+    let tenant = TenantId::new("acme").unwrap();
+    let admin = ActorId::new("alice").unwrap();
+    let role = Role::new("member").unwrap();
+    let store = Arc::new(FaultyStore::default());
+    let mailer = Arc::new(RecordingMailer::ok());
+    let clock = Arc::new(ManualClock::new(START));
+    let service = Invitations::builder(
+        store.clone(),
+        mailer.clone(),
+        Arc::new(StaticPolicy::new([role.clone()]).with_admin(tenant.clone(), admin.clone())),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(clock.clone())
+    .lease(LEASE)
+    .build();
+    World {
+        service,
+        store,
+        mailer,
+        clock,
+        tenant,
+        admin,
+        role,
+    }
+}
+
+impl World {
+    async fn invite(&self, address: &str) -> InvitationId {
+        let new = NewInvitation::new(EmailAddress::parse(address).unwrap(), self.role.clone());
+        match self
+            .service
+            .invite(&self.admin, &self.tenant, new, Delivery::SendNow)
+            .await
+            .unwrap()
+        {
+            InviteOutcome::Created(id) => id,
+            other => panic!("not created: {other:?}"),
+        }
+    }
+
+    fn recipients(&self) -> Vec<String> {
+        let mut to: Vec<String> = self
+            .mailer
+            .sent()
+            .iter()
+            .map(|m| m.to.as_str().to_owned())
+            .collect();
+        to.sort();
+        to
+    }
+
+    async fn outbox(&self, id: InvitationId) -> Vec<OutboxEntry> {
+        self.service
+            .outbox(&self.admin, &self.tenant, id)
+            .await
+            .unwrap()
+    }
+}
+
+// ----------------------------------------------------------- dispatch_due
+
+/// One claim's store error (before the send, or recording it after) is reported, and
+/// the other claims of the same pass are delivered in that pass; the failed one is
+/// delivered once its lease ends.
+#[tokio::test]
+async fn one_claims_store_error_does_not_hold_back_the_others() {
+    for failing in ["attach_token", "complete_outbox"] {
+        let w = world();
+        for address in ["a@x.com", "b@x.com", "c@x.com"] {
+            w.invite(address).await;
+        }
+        w.store.fail(failing, 1);
+
+        let summary = w.service.dispatch_due(100).await.unwrap();
+        assert_eq!(summary.errors.len(), 1, "{failing}: {summary:?}");
+        assert!(
+            matches!(summary.errors[0], StoreError::Backend(_)),
+            "{failing}: {summary:?}"
+        );
+        // A failed complete_outbox comes after the send: that email did leave.
+        let expected_sent = if failing == "complete_outbox" { 3 } else { 2 };
+        assert_eq!(
+            w.mailer.sent().len(),
+            expected_sent,
+            "{failing}: the other claims must go out in the same pass"
+        );
+        assert_eq!(summary.sent, 2, "{failing}: {summary:?}");
+
+        // The failed claim is held until its lease ends, then delivered.
+        assert!(w.service.dispatch_due(100).await.unwrap().is_empty());
+        w.clock.advance(LEASE);
+        let later = w.service.dispatch_due(100).await.unwrap();
+        assert_eq!((later.sent, later.errors.len()), (1, 0), "{failing}");
+        let mut everyone = w.recipients();
+        everyone.dedup();
+        assert_eq!(everyone, ["a@x.com", "b@x.com", "c@x.com"], "{failing}");
+    }
+}
+
+/// Only a failed claim is the pass's error: nothing was taken, nothing is held.
+#[tokio::test]
+async fn a_failed_claim_is_the_pass_error() {
+    let w = world();
+    w.invite("a@x.com").await;
+    w.store.fail("claim_due_outbox", 1);
+    assert!(matches!(
+        w.service.dispatch_due(100).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+}
+
+// ------------------------------------------------------------- record_bounce_of
+
+/// What the admin does while the bounce webhook is being handled.
+#[derive(Debug, Clone, Copy)]
+enum Admin {
+    /// Resends the pending invitation (the invitee asked for a new email).
+    Resends,
+    /// Lifts the suppression of a failed invitation and resends it.
+    LiftsAndResends,
+}
+
+/// A resend on the inner store, as `Invitations::resend` would record it (lifting the
+/// suppression first if asked).
+fn resend_now(tenant: TenantId, id: InvitationId, now: OffsetDateTime, lift: bool) -> Hook {
+    Box::new(move |store: Arc<MemoryStore>| {
+        Box::pin(async move {
+            let invitation = store
+                .get_invitations(&tenant, &[id])
+                .await
+                .unwrap()
+                .remove(0);
+            if lift {
+                store
+                    .unsuppress(&tenant, invitation.email.key())
+                    .await
+                    .unwrap();
+            }
+            let expected_version = invitation.version;
+            let (next, queue) = invitation.resend(now).unwrap();
+            let entry = OutboxEntry::queue(tenant.clone(), id, queue.kind, now);
+            let report = store
+                .record_transitions(
+                    &tenant,
+                    &[Transition {
+                        expected_version,
+                        invitation: next,
+                        outbox: Some(entry),
+                    }],
+                )
+                .await
+                .unwrap();
+            assert_eq!(report.applied, [id], "the admin's resend commits");
+        })
+    })
+}
+
+/// A bounce of the first email, handled while the admin's resend commits between the
+/// handler's "is it superseded?" check and its write (any write: the suppression or the
+/// transition), is `Superseded` and leaves the resend alone: the invitation pending,
+/// its new email delivered with a working link, the address not suppressed.
+#[tokio::test]
+async fn a_resend_committed_during_a_bounce_is_not_undone() {
+    // The admin's resend commits just before the `k`th call of a method the handler
+    // makes after its check (the check reads the outbox, then the invitation).
+    let cases = [
+        (Admin::Resends, "suppress", 1),
+        (Admin::Resends, "record_transitions", 1),
+        (Admin::LiftsAndResends, "suppress", 1),
+        (Admin::LiftsAndResends, "get_invitations", 2),
+    ];
+    for (admin, before, k) in cases {
+        let w = world();
+        let id = w.invite("ann@x.com").await;
+        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        let first = w.outbox(id).await[0].id;
+        if let Admin::LiftsAndResends = admin {
+            // An earlier copy of the webhook already failed the invitation.
+            w.service
+                .record_bounce_of(&w.tenant, id, first, "550 no such user")
+                .await
+                .unwrap();
+        }
+        w.clock.advance(Duration::minutes(1));
+        let made = w.store.calls.lock().unwrap().get(before).copied();
+        let lift = matches!(admin, Admin::LiftsAndResends);
+        w.store.before(
+            before,
+            made.unwrap_or(0) + k,
+            resend_now(w.tenant.clone(), id, w.clock.now(), lift),
+        );
+
+        let result = w
+            .service
+            .record_bounce_of(&w.tenant, id, first, "550 no such user")
+            .await;
+        assert!(
+            matches!(result, Err(Error::Superseded)),
+            "{admin:?} before {before}: {result:?}"
+        );
+        let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+        assert_eq!(
+            invitation.status,
+            InvitationStatus::Pending,
+            "{admin:?} before {before}: the resend must stand"
+        );
+        let email = invitation.email.clone();
+        assert!(
+            w.service
+                .suppressed(&w.admin, &w.tenant, &[email])
+                .await
+                .unwrap()
+                .is_empty(),
+            "{admin:?} before {before}: an old bounce must not suppress the resent address"
+        );
+        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        let link = w.mailer.sent().last().unwrap().text.clone();
+        let token = link
+            .lines()
+            .find_map(|l| l.strip_prefix("Accept the invitation: "))
+            .and_then(|l| l.rsplit('/').next())
+            .unwrap()
+            .to_owned();
+        assert!(
+            w.service.open(&w.tenant, &token).await.is_ok(),
+            "{admin:?} before {before}: the new link must work"
+        );
+    }
+}
