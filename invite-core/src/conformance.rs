@@ -27,7 +27,7 @@
 //! Time never comes from the wall clock: every instant is fixed and has whole
 //! microseconds, the precision SQL stores keep.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 
 use futures::future::join_all;
@@ -101,6 +101,7 @@ macro_rules! __store_conformance_list {
             record_transitions_is_compare_and_set_on_version,
             record_transitions_applies_fresh_ones_and_reports_stale_ones,
             record_transitions_is_atomic_under_concurrency,
+            overlapping_bulk_transitions_in_opposite_orders_both_complete,
             record_transitions_queues_the_email_and_cancels_older_ones,
             expire_due_persists_only_pending_past_expiry,
             expire_due_respects_the_limit,
@@ -1666,6 +1667,73 @@ pub async fn record_transitions_is_atomic_under_concurrency(store: &dyn Store) {
             store.find_by_token(&t, other).await,
             "a losing transition's link must not exist",
         );
+    }
+}
+
+/// Two bulk transitions over the same invitations in opposite orders (two admins
+/// sending overlapping selections sorted differently) both complete: each invitation
+/// is applied by exactly one of them and reported stale by the other, and neither
+/// fails as a whole (a store that locks rows in the caller's order deadlocks here).
+/// Each report lists its invitations in the caller's order.
+pub async fn overlapping_bulk_transitions_in_opposite_orders_both_complete(store: &dyn Store) {
+    let fx = Fx::new("overlapping_bulk_transitions_in_opposite_orders_both_complete");
+    let t = fx.tenant(0);
+    for round in 0..5u32 {
+        let at = era(13) + Duration::minutes(i64::from(round));
+        let unsent: Vec<Invitation> = (0..200u32)
+            .map(|n| invitation(&t, &format!("o{round}-{n}@example.com"), at))
+            .collect();
+        let writes: Vec<InvitationWrite> = unsent.iter().map(bare).collect();
+        insert(store, &t, &writes).await;
+        let now = at + ms(1);
+        let forward: Vec<Transition> = unsent
+            .iter()
+            .map(|i| {
+                let (next, entry) = send(i.clone(), now);
+                Transition {
+                    expected_version: i.version,
+                    invitation: next,
+                    outbox: Some(entry),
+                }
+            })
+            .collect();
+        let backward: Vec<Transition> = forward.iter().rev().cloned().collect();
+        let (a, b) = futures::join!(
+            store.record_transitions(&t, &forward),
+            store.record_transitions(&t, &backward)
+        );
+        let a = a.unwrap_or_else(|e| {
+            panic!("round {round}: a bulk transition racing another failed whole: {e:?}")
+        });
+        let b = b.unwrap_or_else(|e| {
+            panic!("round {round}: a bulk transition racing another failed whole: {e:?}")
+        });
+        for (report, order) in [(&a, &forward), (&b, &backward)] {
+            let position: HashMap<InvitationId, usize> = order
+                .iter()
+                .enumerate()
+                .map(|(n, t)| (t.invitation.id, n))
+                .collect();
+            for ids in [&report.applied, &report.stale] {
+                assert!(
+                    ids.windows(2).all(|w| position[&w[0]] < position[&w[1]]),
+                    "round {round}: a report lists its invitations in the caller's order"
+                );
+            }
+        }
+        for i in &unsent {
+            let applied = [&a, &b]
+                .iter()
+                .filter(|r| r.applied.contains(&i.id))
+                .count();
+            let stale = [&a, &b].iter().filter(|r| r.stale.contains(&i.id)).count();
+            assert_eq!(
+                (applied, stale),
+                (1, 1),
+                "round {round}: each invitation is applied by one bulk transition and \
+                 stale in the other"
+            );
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use crate::error::{
 };
 use crate::filter;
 use crate::group_links;
+use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT,
@@ -385,11 +386,11 @@ impl MySqlStore {
         transitions: &[Transition],
     ) -> Result<TransitionReport, Failure> {
         let mut tx = self.pool.begin().await?;
-        let mut report = TransitionReport::default();
-        for t in transitions {
+        let mut applied = vec![false; transitions.len()];
+        for index in lock_order::by_id(transitions) {
+            let t = &transitions[index];
             let i = &t.invitation;
             if &i.tenant != tenant {
-                report.stale.push(i.id);
                 continue;
             }
             let c = InvitationCols::of(i);
@@ -415,7 +416,7 @@ impl MySqlStore {
             .bind(i64::from(t.expected_version))
             .execute(&mut *tx)
             .await;
-            let applied = match result {
+            let written = match result {
                 Ok(done) => done.rows_affected() == 1,
                 // The id is not updated and token hashes are random 32-byte digests, so
                 // the unique key this can hit is (tenant, open_key): moving into an
@@ -424,18 +425,17 @@ impl MySqlStore {
                 Err(e) if is_unique_violation(&e) => false,
                 Err(e) => return Err(e.into()),
             };
-            if !applied {
-                report.stale.push(i.id);
+            if !written {
                 continue;
             }
             self.cancel_queued(&mut tx, tenant, &[i.id]).await?;
             if let Some(entry) = &t.outbox {
                 self.insert_outbox(&mut tx, &[entry]).await?;
             }
-            report.applied.push(i.id);
+            applied[index] = true;
         }
         tx.commit().await?;
-        Ok(report)
+        Ok(lock_order::report(transitions, &applied))
     }
 
     async fn try_accept(

@@ -41,6 +41,7 @@ use time::{Duration, OffsetDateTime};
 use crate::error::{corrupt, exactly_one, from_sqlx, from_sqlx_conditional};
 use crate::filter;
 use crate::group_links;
+use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
@@ -791,11 +792,11 @@ impl Store for PostgresStore {
         transitions: &[Transition],
     ) -> Result<TransitionReport, StoreError> {
         let mut tx = self.begin().await?;
-        let mut report = TransitionReport::default();
-        for t in transitions {
+        let mut applied = vec![false; transitions.len()];
+        for index in lock_order::by_id(transitions) {
+            let t = &transitions[index];
             let i = &t.invitation;
             if &i.tenant != tenant {
-                report.stale.push(i.id);
                 continue;
             }
             let c = InvitationCols::of(i);
@@ -805,7 +806,7 @@ impl Store for PostgresStore {
             );
             // The compare-and-set and the cancelling of the invitation's queued emails
             // in one statement; the new email (if any) is queued after it.
-            let applied: bool = sqlx::query_scalar(self.sql(
+            let written: bool = sqlx::query_scalar(self.sql(
                 "WITH t AS ( \
                    UPDATE invite_invitations SET status = $1, token_hash = $2, sent_at = $3, \
                    delivered_at = $4, expires_at = $5, accepted_at = $6, accepted_by = $7, \
@@ -839,17 +840,16 @@ impl Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-            if !applied {
-                report.stale.push(i.id);
+            if !written {
                 continue;
             }
             if let Some(entry) = &t.outbox {
                 self.insert_outbox(&mut tx, &[entry]).await?;
             }
-            report.applied.push(i.id);
+            applied[index] = true;
         }
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(report)
+        Ok(lock_order::report(transitions, &applied))
     }
 
     async fn accept(
