@@ -543,13 +543,28 @@ impl Invitations {
             .store
             .record_transitions(tenant, std::slice::from_ref(&transition))
             .await?;
-        if report.applied.contains(&transition.invitation.id) {
-            Ok(transition.invitation)
-        } else {
-            Err(Error::Conflict(
-                "the invitation changed meanwhile; reload and try again".into(),
-            ))
+        let next = transition.invitation;
+        if report.applied.contains(&next.id) {
+            return Ok(next);
         }
+        // Refused. A transition into an open status is refused for as long as another
+        // invitation holds the address open, whatever the versions: retrying could
+        // never succeed, so say which invitation is in the way.
+        if matches!(
+            next.status,
+            InvitationStatus::Unsent | InvitationStatus::Pending
+        ) && let Some(other) = self
+            .store
+            .find_open_by_keys(tenant, &[next.email.key()])
+            .await?
+            .into_iter()
+            .find(|other| other.id != next.id)
+        {
+            return Err(Error::AlreadyInvited(other.id));
+        }
+        Err(Error::Conflict(
+            "the invitation changed meanwhile; reload and try again".into(),
+        ))
     }
 
     /// Sends unsent invitations (a chosen subset of an import, say), in one store
@@ -679,7 +694,8 @@ impl Invitations {
     }
 
     /// Issues a new link for the admin to copy (the previous link dies, the expiry
-    /// starts again). Shown once: only its hash is kept.
+    /// starts again). Shown once: only its hash is kept. An expired invitation whose
+    /// address has been invited again since is [`Error::AlreadyInvited`].
     pub async fn copy_link(
         &self,
         actor: &ActorId,
@@ -701,6 +717,8 @@ impl Invitations {
     }
 
     /// Sends the invitation again with a new link and a new expiry; the old link dies now.
+    /// An invitation whose address has been invited again since (after it expired or
+    /// failed) is [`Error::AlreadyInvited`], naming the open one.
     pub async fn resend(
         &self,
         actor: &ActorId,

@@ -642,6 +642,40 @@ async fn a_revoked_invitation_can_be_replaced_by_a_new_one() {
     ));
 }
 
+/// An expired invitation whose address was invited again cannot be reopened while the
+/// new one is open: resend and copy link say which invitation is in the way, instead
+/// of a "changed meanwhile, try again" that would fail forever.
+#[tokio::test]
+async fn reopening_an_invitation_whose_address_was_invited_again_names_the_open_one() {
+    let w = world_with(|p, t| {
+        p.with_expiry(t.clone(), ExpiryPolicy::new(Duration::hours(48)).unwrap())
+    });
+    let (old, _) = w.invite_and_deliver("ann@x.com").await;
+    w.clock.advance(Duration::hours(49));
+    w.service.expire_due(&w.tenant, 100).await.unwrap();
+    let new = w.invite("ann@x.com").await;
+    assert_ne!(new, old);
+    for _ in 0..2 {
+        assert!(
+            matches!(
+                w.service.resend(&w.admin, &w.tenant, old).await,
+                Err(Error::AlreadyInvited(open)) if open == new
+            ),
+            "resend must name the open invitation"
+        );
+    }
+    assert!(
+        matches!(
+            w.service.copy_link(&w.admin, &w.tenant, old).await,
+            Err(Error::AlreadyInvited(open)) if open == new
+        ),
+        "copy link must name the open invitation"
+    );
+    // Once the new one is revoked, the old one can be resent.
+    w.service.revoke(&w.admin, &w.tenant, new).await.unwrap();
+    w.service.resend(&w.admin, &w.tenant, old).await.unwrap();
+}
+
 #[tokio::test]
 async fn only_authorized_actors_act_and_tenants_are_isolated() {
     let w = world();
