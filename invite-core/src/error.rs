@@ -50,7 +50,9 @@ pub enum Error {
     /// The address has another open (unsent or pending) invitation, this one: an
     /// action that would reopen an expired, failed or revoked invitation is refused
     /// while it is open. Resend that one, or revoke it first.
-    #[error("the address already has an open invitation ({0}): resend that one, or revoke it first")]
+    #[error(
+        "the address already has an open invitation ({0}): resend that one, or revoke it first"
+    )]
     AlreadyInvited(crate::InvitationId),
     /// A concurrent change won; re-read and retry.
     #[error("conflict: {0}")]

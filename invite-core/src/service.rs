@@ -13,10 +13,10 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     ActorId, AdminAction, BatchId, Clock, Composer, DeliveryOutcome, EmailAddress, Error, Event,
-    EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, Invitation, InvitationFilter,
-    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal, LinkError,
-    LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation, NoEvents,
-    OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page, PageRequest,
+    EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, InvalidText, Invitation,
+    InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal,
+    LinkError, LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation,
+    NoEvents, OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page, PageRequest,
     PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, Suppression, SystemClock,
     TenantId, Transition, TransitionError, UserId,
 };
@@ -81,6 +81,9 @@ pub enum InviteOutcome {
     UnknownRole,
     /// The per-invitation time to live is out of range.
     InvalidTtl,
+    /// A name or the message cannot be stored (a control character, too long): see
+    /// [`NewInvitation::check_text`].
+    InvalidText(InvalidText),
 }
 
 /// The outcome of each input of [`Invitations::invite_many`], in input order.
@@ -409,8 +412,8 @@ impl Invitations {
     /// Invites many addresses at once, in one store transaction.
     ///
     /// Each input gets an [`InviteOutcome`]: duplicates within the call (case-folded),
-    /// addresses with an open invitation, members of the tenant and unknown roles are
-    /// reported and not invited. With [`Delivery::SendNow`] every created invitation's
+    /// addresses with an open invitation, members of the tenant, unknown roles and
+    /// names or messages no store could take are reported and not invited. With [`Delivery::SendNow`] every created invitation's
     /// email is queued in the same transaction.
     pub async fn invite_many(
         &self,
@@ -433,6 +436,8 @@ impl Invitations {
                 outcomes[index] = Some(InviteOutcome::UnknownRole);
             } else if expiry.resolve(new.ttl).is_err() {
                 outcomes[index] = Some(InviteOutcome::InvalidTtl);
+            } else if let Err(invalid) = new.check_text() {
+                outcomes[index] = Some(InviteOutcome::InvalidText(invalid));
             } else if let Some(first) = first_of_key.get(new.email.key()) {
                 outcomes[index] = Some(InviteOutcome::DuplicateOf(*first));
             } else {

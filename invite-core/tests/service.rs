@@ -642,6 +642,45 @@ async fn a_revoked_invitation_can_be_replaced_by_a_new_one() {
     ));
 }
 
+/// A name or message no store could take (PostgreSQL refuses NUL, MySQL's TEXT stops
+/// at 64 KiB) is that row's outcome; the rest of the bulk invite goes ahead.
+#[tokio::test]
+async fn text_no_store_could_take_is_reported_per_row() {
+    let w = world();
+    let new = vec![
+        w.new_invite("bob@x.com")
+            .with_names(Some("Bo\0b".into()), None),
+        w.new_invite("cy@x.com")
+            .with_message("x".repeat(MAX_MESSAGE_BYTES + 1)),
+        w.new_invite("ann@x.com")
+            .with_names(Some("Ann".into()), Some("Lee".into()))
+            .with_message("Welcome!\n\tSee you soon."),
+    ];
+    let report = w
+        .service
+        .invite_many(&w.admin, &w.tenant, new, Delivery::SendNow, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcomes[0],
+        InviteOutcome::InvalidText(InvalidText::ControlCharacter {
+            field: TextField::FirstName,
+            code: 0,
+            at: 3
+        })
+    );
+    assert_eq!(
+        report.outcomes[1],
+        InviteOutcome::InvalidText(InvalidText::TooLong {
+            field: TextField::Message,
+            len: MAX_MESSAGE_BYTES + 1,
+            max: MAX_MESSAGE_BYTES
+        })
+    );
+    assert!(matches!(report.outcomes[2], InviteOutcome::Created(_)));
+    assert_eq!(report.created().count(), 1);
+}
+
 /// An expired invitation whose address was invited again cannot be reopened while the
 /// new one is open: resend and copy link say which invitation is in the way, instead
 /// of a "changed meanwhile, try again" that would fail forever.
