@@ -4,7 +4,7 @@
 //! persists through the [`Store`] (one call per intent), records [`Event`]s, and answers
 //! link visitors with nothing but [`LinkError::InvalidOrExpired`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -573,8 +573,8 @@ impl Invitations {
     }
 
     /// Sends unsent invitations (a chosen subset of an import, say), in one store
-    /// transaction per call. Each id is reported as applied, refused by the state
-    /// machine, not found, or stale.
+    /// transaction per call. Each id is reported once, as applied, refused by the
+    /// state machine, suppressed, not found, or stale (an id given twice is one send).
     pub async fn send(
         &self,
         actor: &ActorId,
@@ -597,7 +597,11 @@ impl Invitations {
             .collect();
         drop(keys);
         let mut transitions = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
         for &id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
             let Some(invitation) = by_id.remove(&id) else {
                 report.not_found.push(id);
                 continue;

@@ -642,6 +642,30 @@ async fn a_revoked_invitation_can_be_replaced_by_a_new_one() {
     ));
 }
 
+/// A selection that names an invitation twice (a double click, two overlapping
+/// filters) sends it once and reports it once, as sent: not as "not found".
+#[tokio::test]
+async fn an_id_selected_twice_is_sent_and_reported_once() {
+    let w = world();
+    let new = vec![w.new_invite("ann@x.com"), w.new_invite("bob@x.com")];
+    let ids: Vec<InvitationId> = w
+        .service
+        .invite_many(&w.admin, &w.tenant, new, Delivery::KeepUnsent, None)
+        .await
+        .unwrap()
+        .created()
+        .collect();
+    let report = w
+        .service
+        .send(&w.admin, &w.tenant, &[ids[0], ids[1], ids[0]])
+        .await
+        .unwrap();
+    assert_eq!(report.applied, [ids[0], ids[1]]);
+    assert!(report.not_found.is_empty(), "{report:?}");
+    assert!(report.stale.is_empty(), "{report:?}");
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 2);
+}
+
 /// A name or message no store could take (PostgreSQL refuses NUL, MySQL's TEXT stops
 /// at 64 KiB) is that row's outcome; the rest of the bulk invite goes ahead.
 #[tokio::test]
