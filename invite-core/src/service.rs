@@ -705,6 +705,11 @@ impl Invitations {
     /// Issues a new link for the admin to copy (the previous link dies, the expiry
     /// starts again). Shown once: only its hash is kept. An expired invitation whose
     /// address has been invited again since is [`Error::AlreadyInvited`].
+    ///
+    /// An email of this invitation still queued is cancelled: it would carry a link
+    /// minted when it leaves, which would replace, and so kill, the copied one. The
+    /// admin who wants the email too resends instead (the link it carries then
+    /// replaces the copied one).
     pub async fn copy_link(
         &self,
         actor: &ActorId,
