@@ -266,3 +266,62 @@ fn roles_differing_only_in_case_match_exactly_first() {
         .collect();
     assert_eq!(roles, ["admin", "Admin", "Admin"]);
 }
+
+/// Names and messages that `invite_many` would refuse (a control character, too long)
+/// make the row invalid in the preview, saying which field and why; a message keeps
+/// its line breaks and tabs, and a repeat of a refused row's address is the one invited.
+#[test]
+fn names_and_messages_no_store_takes_are_invalid_in_the_preview() {
+    let long = "y".repeat(invite_core::MAX_NAME_BYTES + 1);
+    let text = format!(
+        "Email,First name,Last name,Message\n\
+         ann@x.com,Ann,Lee,\"Hi Ann,\n\twelcome!\"\n\
+         bob@x.com,Bo\u{0}b,Ray,\n\
+         cy@x.com,Cy,Le\u{85}e,\n\
+         dee@x.com,Dee,{long},\n\
+         bob@x.com,Bob,Ray,\n"
+    );
+    let report = csv(&text);
+    let problems: Vec<(u64, String)> = report
+        .rows
+        .iter()
+        .filter_map(|row| match row.outcome() {
+            RowOutcome::Invalid { reason, .. } => Some((row.row(), reason.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                4,
+                "the first name contains the control character U+0000 at character 3; remove it"
+                    .to_owned()
+            ),
+            (
+                5,
+                "the last name contains the control character U+0085 at character 3; remove it"
+                    .to_owned()
+            ),
+            (
+                6,
+                format!(
+                    "the last name is {} bytes long, over the limit of {}; shorten it",
+                    long.len(),
+                    invite_core::MAX_NAME_BYTES
+                )
+            ),
+        ]
+    );
+    let invited: Vec<String> = report
+        .to_invitations()
+        .iter()
+        .map(|new| {
+            assert_eq!(new.check_text(), Ok(()), "invite_many would refuse {new:?}");
+            new.email.to_string()
+        })
+        .collect();
+    assert_eq!(invited, ["ann@x.com", "bob@x.com"]);
+    assert_eq!(report.summary.invalid, 3);
+    assert_eq!(report.summary.duplicates, 0);
+}
