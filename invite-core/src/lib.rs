@@ -132,7 +132,7 @@ pub use store::{
     BoxError, CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest,
     Store, StoreError, Transition, TransitionReport,
 };
-pub use suppression::Suppression;
+pub use suppression::{BounceCause, Suppression};
 pub use tenant::{ActorId, InvalidId, MAX_ID_LEN, Role, TenantId, UserId};
 pub use token::{LinkToken, MalformedToken, TOKEN_BYTES, TOKEN_LEN, TokenHash};
 

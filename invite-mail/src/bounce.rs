@@ -15,7 +15,7 @@
 //! | Postmark | one JSON object, `RecordType: "Bounce"`, `Metadata` | `Inactive: true`, or `Type` one of `HardBounce`, `BadEmailAddress`, `SpamComplaint`, `ManuallyDeactivated`, `Blocked`, `DMARCPolicy` |
 //! | SendGrid | a JSON array of events, custom args at top level | `event: "bounce"` with `type: "bounce"` (not `blocked`), and `event: "dropped"` |
 
-use invite_core::{Error, Invitation, InvitationId, Invitations, OutboxId, TenantId};
+use invite_core::{BounceCause, Error, Invitation, InvitationId, Invitations, OutboxId, TenantId};
 use serde_json::Value;
 
 use crate::http_api::{META_INVITATION, META_OUTBOX, META_TENANT};
@@ -179,12 +179,23 @@ pub async fn record(service: &Invitations, bounces: Vec<Bounce>) -> BounceReport
         let recorded = match bounce.outbox {
             Some(outbox) => {
                 service
-                    .record_bounce_of(&bounce.tenant, bounce.invitation, outbox, &bounce.reason)
+                    .record_bounce_of(
+                        &bounce.tenant,
+                        bounce.invitation,
+                        outbox,
+                        BounceCause::Mailbox,
+                        &bounce.reason,
+                    )
                     .await
             }
             None => {
                 service
-                    .record_bounce(&bounce.tenant, bounce.invitation, &bounce.reason)
+                    .record_bounce(
+                        &bounce.tenant,
+                        bounce.invitation,
+                        BounceCause::Mailbox,
+                        &bounce.reason,
+                    )
                     .await
             }
         };
