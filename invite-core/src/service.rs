@@ -12,13 +12,13 @@ use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    ActorId, AdminAction, BatchId, Clock, Composer, DeliveryOutcome, EmailAddress, Error, Event,
-    EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, InvalidText, Invitation,
-    InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, JoinRefusal,
-    LinkError, LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext, NewInvitation,
-    NoEvents, OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page, PageRequest,
-    PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, Suppression, SystemClock,
-    TenantId, Transition, TransitionError, UserId,
+    ActorId, AdminAction, BatchId, BounceCause, Clock, Composer, DeliveryOutcome, EmailAddress,
+    Error, Event, EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, InvalidText,
+    Invitation, InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome,
+    JoinRefusal, LinkError, LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext,
+    NewInvitation, NoEvents, OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page,
+    PageRequest, PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, Suppression,
+    SystemClock, TenantId, Transition, TransitionError, UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -852,27 +852,35 @@ impl Invitations {
         Ok(ids)
     }
 
-    /// Records that the provider reported the invitation's email as bounced (a webhook
-    /// or a bounce message, after the send had succeeded): the invitation becomes
-    /// delivery failed with `reason`, and its link dies. A system call, so it asks no
-    /// actor; the webhook endpoint must authenticate the provider itself.
+    /// Records that the provider reported the invitation's email as not delivered (a
+    /// webhook or a bounce message, after the send had succeeded): the invitation
+    /// becomes delivery failed with `reason`, and its link dies. A
+    /// [`BounceCause::Mailbox`] bounce also suppresses the address, and does so even if
+    /// the invitation can no longer be marked failed (the bounce is a fact about the
+    /// mailbox); a [`BounceCause::Sending`] one changes the invitation only, so the
+    /// admin can resend once the cause is fixed. A system call, so it asks no actor;
+    /// the webhook endpoint must authenticate the provider itself.
+    ///
+    /// Prefer [`record_bounce_of`](Self::record_bounce_of) when the report names the
+    /// email: a late report of an email the invitation has moved past is then ignored.
     pub async fn record_bounce(
         &self,
         tenant: &TenantId,
         id: InvitationId,
+        cause: BounceCause,
         reason: &str,
     ) -> Result<Invitation, Error> {
         let invitation = self.load(tenant, id).await?;
-        // The bounce is a fact about the address whatever the invitation's state, so
-        // the suppression is recorded even if the transition below is refused.
-        self.store
-            .suppress(&Suppression {
-                tenant: tenant.clone(),
-                email: invitation.email,
-                reason: reason.to_owned(),
-                at: self.clock.now(),
-            })
-            .await?;
+        if cause.suppresses() {
+            self.store
+                .suppress(&Suppression {
+                    tenant: tenant.clone(),
+                    email: invitation.email,
+                    reason: reason.to_owned(),
+                    at: self.clock.now(),
+                })
+                .await?;
+        }
         let reason_event = EventKind::DeliveryFailed {
             reason: reason.to_owned(),
         };
@@ -885,16 +893,57 @@ impl Invitations {
     /// [`record_bounce`](Self::record_bounce) for the email of outbox entry `outbox`,
     /// as a provider's webhook names it. A bounce of an email the invitation has moved
     /// past (a later email queued since, such as the resend after the admin lifted the
-    /// suppression, or a link copied since) is [`Error::Superseded`] and records
-    /// nothing: providers repeat webhooks, and an old one must not suppress the address
-    /// again and kill the new link. An entry that is not this invitation's is
+    /// suppression or fixed the content, or a link copied since) is
+    /// [`Error::Superseded`] and records nothing, whatever its cause: providers repeat
+    /// webhooks, and an old one must not fail the invitation again, kill the new link,
+    /// or suppress the address. An entry that is not this invitation's is
     /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
     /// being recorded too: the write is a compare-and-set on the version the check saw.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use invite_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let acme = TenantId::new("acme").unwrap();
+    /// # let alice = ActorId::new("alice").unwrap();
+    /// # let service = Invitations::builder(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     Arc::new(RecordingMailer::ok()),
+    /// #     Arc::new(StaticPolicy::new([Role::new("member").unwrap()])
+    /// #         .with_admin(acme.clone(), alice.clone())),
+    /// #     Links::under("https://app.example.com").unwrap(),
+    /// # ).build();
+    /// # let ann = EmailAddress::parse("ann@example.com").unwrap();
+    /// # let new = NewInvitation::new(ann.clone(), Role::new("member").unwrap());
+    /// # let InviteOutcome::Created(id) =
+    /// #     service.invite(&alice, &acme, new, Delivery::SendNow).await.unwrap()
+    /// # else { unreachable!() };
+    /// # service.dispatch_due(10).await.unwrap();
+    /// let email = service.outbox(&alice, &acme, id).await?[0].id;
+    /// // The receiver refused the content, not the mailbox: the invitation shows
+    /// // failed, the address is not suppressed, and the admin can resend.
+    /// let failed = service
+    ///     .record_bounce_of(&acme, id, email, BounceCause::Sending, "554 5.7.1 content rejected")
+    ///     .await?;
+    /// assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
+    /// assert!(service.suppressed(&alice, &acme, &[ann]).await?.is_empty());
+    /// service.resend(&alice, &acme, id).await?;
+    /// // The same webhook again is about the old email now.
+    /// assert!(matches!(
+    ///     service
+    ///         .record_bounce_of(&acme, id, email, BounceCause::Sending, "554 5.7.1 content rejected")
+    ///         .await,
+    ///     Err(Error::Superseded)
+    /// ));
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn record_bounce_of(
         &self,
         tenant: &TenantId,
         id: InvitationId,
         outbox: OutboxId,
+        cause: BounceCause,
         reason: &str,
     ) -> Result<Invitation, Error> {
         // The suppression written by an attempt whose invitation then moved: it may
@@ -911,17 +960,19 @@ impl Invitations {
                 other => other?,
             };
             let seen = invitation.version;
-            let suppression = Suppression {
-                tenant: tenant.clone(),
-                email: invitation.email.clone(),
-                reason: reason.to_owned(),
-                at: self.clock.now(),
-            };
             // Suppressed before the invitation shows failed, so whoever sees it failed
             // also sees the suppression; both stand only if the invitation is still at
             // `seen` after them (nothing superseded the bounce meanwhile).
-            self.store.suppress(&suppression).await?;
-            written = Some(suppression);
+            if cause.suppresses() {
+                let suppression = Suppression {
+                    tenant: tenant.clone(),
+                    email: invitation.email.clone(),
+                    reason: reason.to_owned(),
+                    at: self.clock.now(),
+                };
+                self.store.suppress(&suppression).await?;
+                written = Some(suppression);
+            }
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {
                     let report = self
@@ -946,7 +997,8 @@ impl Invitations {
                     }
                 }
                 // Nothing to fail (accepted, revoked, already failed...): the
-                // suppression alone is the bounce's effect, as in `record_bounce`.
+                // suppression, if any, is the bounce's only effect, as in
+                // `record_bounce`.
                 Err(refused) => {
                     if self.load(tenant, id).await?.version == seen {
                         return Err(refused.into());

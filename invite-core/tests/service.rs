@@ -413,7 +413,12 @@ async fn a_bounce_after_delivery_fails_the_invitation_and_kills_its_link() {
     let (id, token) = w.invite_and_deliver("ann@x.com").await;
     let failed = w
         .service
-        .record_bounce(&w.tenant, id, "550 5.1.1 user unknown")
+        .record_bounce(
+            &w.tenant,
+            id,
+            BounceCause::Mailbox,
+            "550 5.1.1 user unknown",
+        )
         .await
         .unwrap();
     assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
@@ -423,7 +428,9 @@ async fn a_bounce_after_delivery_fails_the_invitation_and_kills_its_link() {
     ));
     // A second bounce report for the same email is refused by the state machine.
     assert!(matches!(
-        w.service.record_bounce(&w.tenant, id, "again").await,
+        w.service
+            .record_bounce(&w.tenant, id, BounceCause::Mailbox, "again")
+            .await,
         Err(Error::Transition(_))
     ));
 }
@@ -433,7 +440,12 @@ async fn a_bounced_address_is_suppressed_until_an_admin_lifts_it() {
     let w = world();
     let (id, _) = w.invite_and_deliver("ann@x.com").await;
     w.service
-        .record_bounce(&w.tenant, id, "550 5.1.1 user unknown")
+        .record_bounce(
+            &w.tenant,
+            id,
+            BounceCause::Mailbox,
+            "550 5.1.1 user unknown",
+        )
         .await
         .unwrap();
     let ann = email("ANN@x.com");
@@ -487,11 +499,67 @@ async fn a_bounced_address_is_suppressed_until_an_admin_lifts_it() {
 }
 
 #[tokio::test]
+async fn a_bounce_not_about_the_mailbox_fails_the_invitation_but_suppresses_nothing() {
+    let w = world();
+    let (id, token) = w.invite_and_deliver("ann@x.com").await;
+    let reason = "554 5.7.1 message rejected: content";
+    let failed = w
+        .service
+        .record_bounce(&w.tenant, id, BounceCause::Sending, reason)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
+    assert_eq!(failed.last_error.as_deref(), Some(reason));
+    assert!(matches!(
+        w.service.open(&w.tenant, &token).await,
+        Err(LinkError::InvalidOrExpired)
+    ));
+    let ann = email("ann@x.com");
+    assert!(
+        w.service
+            .suppressed(&w.admin, &w.tenant, std::slice::from_ref(&ann))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The admin fixed the content: the resend goes out without lifting anything.
+    w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(w.service.dispatch_due(10).await.unwrap().sent, 1);
+    // A bounce of an unsent invitation refuses the transition and leaves no trace.
+    let bo = w
+        .service
+        .invite(
+            &w.admin,
+            &w.tenant,
+            w.new_invite("bo@x.com"),
+            Delivery::KeepUnsent,
+        )
+        .await
+        .unwrap();
+    let InviteOutcome::Created(bo) = bo else {
+        panic!("{bo:?}")
+    };
+    assert!(matches!(
+        w.service
+            .record_bounce(&w.tenant, bo, BounceCause::Sending, reason)
+            .await,
+        Err(Error::Transition(_))
+    ));
+    assert!(
+        w.service
+            .suppressed(&w.admin, &w.tenant, &[email("bo@x.com")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn sending_an_import_skips_suppressed_addresses() {
     let w = world();
     let (bounced, _) = w.invite_and_deliver("bo@x.com").await;
     w.service
-        .record_bounce(&w.tenant, bounced, "550 no such user")
+        .record_bounce(&w.tenant, bounced, BounceCause::Mailbox, "550 no such user")
         .await
         .unwrap();
     let batch = w.service.new_batch();
@@ -512,7 +580,12 @@ async fn sending_an_import_skips_suppressed_addresses() {
     // the unsent invitation can't be marked failed, but the address is suppressed.
     let refused = w
         .service
-        .record_bounce(&w.tenant, ids[1], "550 mailbox disabled")
+        .record_bounce(
+            &w.tenant,
+            ids[1],
+            BounceCause::Mailbox,
+            "550 mailbox disabled",
+        )
         .await;
     assert!(matches!(refused, Err(Error::Transition(_))));
     let sent = w

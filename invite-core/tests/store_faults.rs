@@ -363,6 +363,9 @@ enum Admin {
     Resends,
     /// Lifts the suppression of a failed invitation and resends it.
     LiftsAndResends,
+    /// Resends a failed invitation whose bounce suppressed nothing (the cause was the
+    /// content, say, and is fixed now).
+    ResendsTheFailed,
 }
 
 /// A resend on the inner store, as `Invitations::resend` would record it (lifting the
@@ -408,21 +411,24 @@ fn resend_now(tenant: TenantId, id: InvitationId, now: OffsetDateTime, lift: boo
 async fn a_resend_committed_during_a_bounce_is_not_undone() {
     // The admin's resend commits just before the `k`th call of a method the handler
     // makes after its check (the check reads the outbox, then the invitation).
+    let (mailbox, sending) = (BounceCause::Mailbox, BounceCause::Sending);
     let cases = [
-        (Admin::Resends, "suppress", 1),
-        (Admin::Resends, "record_transitions", 1),
-        (Admin::LiftsAndResends, "suppress", 1),
-        (Admin::LiftsAndResends, "get_invitations", 2),
+        (Admin::Resends, mailbox, "suppress", 1),
+        (Admin::Resends, mailbox, "record_transitions", 1),
+        (Admin::LiftsAndResends, mailbox, "suppress", 1),
+        (Admin::LiftsAndResends, mailbox, "get_invitations", 2),
+        (Admin::Resends, sending, "record_transitions", 1),
+        (Admin::ResendsTheFailed, sending, "get_invitations", 2),
     ];
-    for (admin, before, k) in cases {
+    for (admin, cause, before, k) in cases {
         let w = world();
         let id = w.invite("ann@x.com").await;
         assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
         let first = w.outbox(id).await[0].id;
-        if let Admin::LiftsAndResends = admin {
+        if let Admin::LiftsAndResends | Admin::ResendsTheFailed = admin {
             // An earlier copy of the webhook already failed the invitation.
             w.service
-                .record_bounce_of(&w.tenant, id, first, "550 no such user")
+                .record_bounce_of(&w.tenant, id, first, cause, "550 no such user")
                 .await
                 .unwrap();
         }
@@ -437,7 +443,7 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
 
         let result = w
             .service
-            .record_bounce_of(&w.tenant, id, first, "550 no such user")
+            .record_bounce_of(&w.tenant, id, first, cause, "550 no such user")
             .await;
         assert!(
             matches!(result, Err(Error::Superseded)),

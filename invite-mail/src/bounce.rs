@@ -1,26 +1,74 @@
-//! Bounce webhooks: turn a provider's notification into (tenant, invitation, reason)
-//! and mark the invitation delivery failed through
-//! [`Invitations::record_bounce`](invite_core::Invitations::record_bounce).
+//! Bounce webhooks: turn a provider's notification into (tenant, invitation, cause,
+//! reason) and record it through
+//! [`Invitations::record_bounce_of`](invite_core::Invitations::record_bounce_of).
 //!
 //! The ids come back from the metadata [`HttpApiMailer`](crate::HttpApiMailer) attached
-//! when sending. Only permanent bounces count; soft bounces, deferrals, opens and
-//! other events are ignored (the provider retries those itself).
+//! when sending; an event without them is not about an email this crate sent, and is
+//! skipped.
 //!
 //! Authenticate the webhook before calling these: Postmark webhooks should be protected
 //! with HTTP basic auth on the URL, SendGrid's Signed Event Webhook with its ECDSA
 //! signature, both checked by the host's HTTP layer.
 //!
-//! | provider | payload | counted as a bounce |
+//! # Classification
+//!
+//! Every event falls in one of three classes, decided in this file and nowhere else
+//! (its `postmark_cause` and `sendgrid_cause`):
+//!
+//! - **mailbox** ([`BounceCause::Mailbox`]): the invitation shows delivery failed with
+//!   the provider's reason, *and* the address is suppressed until an admin lifts it;
+//! - **sending** ([`BounceCause::Sending`]): the invitation shows delivery failed with
+//!   the reason, the address is *not* suppressed, so the admin can resend once the
+//!   content, the sender's reputation or authentication, or the policy is fixed;
+//! - **ignored**: nothing is recorded (the provider is still trying, the email
+//!   arrived, or the event says nothing about delivery).
+//!
+//! | provider | event | class |
 //! |---|---|---|
-//! | Postmark | one JSON object, `RecordType: "Bounce"`, `Metadata` | `Inactive: true`, or `Type` one of `HardBounce`, `BadEmailAddress`, `SpamComplaint`, `ManuallyDeactivated`, `Blocked`, `DMARCPolicy` |
-//! | SendGrid | a JSON array of events, custom args at top level | `event: "bounce"` with `type: "bounce"` (not `blocked`), and `event: "dropped"` |
+//! | Postmark | `RecordType: "Bounce"`, `Type` `HardBounce`, `BadEmailAddress` (no such user, domain or address) | mailbox |
+//! | Postmark | `Type` `SpamComplaint` (also `RecordType: "SpamComplaint"`), `Unsubscribe` | mailbox |
+//! | Postmark | `Type` `ManuallyDeactivated` | mailbox |
+//! | Postmark | `Type` `Blocked` (ISP block: content or blocklist), `DMARCPolicy`, `SpamNotification` (classified as spam or content rejected), `VirusNotification`, `TemplateRenderingFailed`, `SMTPApiError`, `Unconfirmed` | sending |
+//! | Postmark | any other `Type` with `Inactive: true` | sending |
+//! | Postmark | `Transient`, `SoftBounce`, `DnsError`, `AutoResponder`, `AddressChange`, `ChallengeVerification`, `Subscribe`, `OpenRelayTest`, `InboundError`, `Unknown`; other record types (`Delivery`, `Open`, ...) | ignored |
+//! | SendGrid | `bounce` with `type: "bounce"` (or none), `bounce_classification` `Invalid Address`, `Mailbox Unavailable`, `Unclassified` or none | mailbox |
+//! | SendGrid | `bounce` with `type: "bounce"` and `bounce_classification` `Content`, `Reputation`, `Technical Failure`, `Frequency or Volume Too High` | sending |
+//! | SendGrid | `bounce` with `type: "blocked"` (any classification) | sending |
+//! | SendGrid | `dropped` with `reason` `Bounced Address`, `Invalid`, `Unsubscribed Address`, `Spam Reporting Address` | mailbox |
+//! | SendGrid | `dropped` with any other `reason` (`Spam Content`, `Invalid SMTPAPI header`, `Recipient List over Package Quota`, ...) | sending |
+//! | SendGrid | `spamreport`, `unsubscribe` | mailbox |
+//! | SendGrid | `processed`, `deferred`, `delivered`, `open`, `click`, `group_unsubscribe`, `group_resubscribe` | ignored |
+//!
+//! Why these lines:
+//!
+//! - **Spam complaints and unsubscribes suppress.** The person asked for no more mail;
+//!   both providers then refuse the address themselves (Postmark deactivates it,
+//!   SendGrid drops later sends as `Spam Reporting Address` / `Unsubscribed Address`),
+//!   so suppressing here tells the admin before the send instead of after, and the
+//!   invitation shows why it will not be answered. The same holds for Postmark's
+//!   `ManuallyDeactivated` (someone on the account stopped mail to the address) and
+//!   for SendGrid's drops naming its own suppression lists.
+//! - **Blocks fail but do not suppress.** A SendGrid block is final for the email (a
+//!   deferral becomes a block after 72 hours) but, as SendGrid says, about the message
+//!   or the sender, not the address; SendGrid itself keeps mailing the address. Left
+//!   pending, the invitation would wait for an email that never comes.
+//! - **Unknown means not the mailbox.** A new Postmark type that deactivated the
+//!   address, a SendGrid drop reason this table does not name: the invitation fails
+//!   and the address stays usable. A wrong failure costs one resend that fails again;
+//!   a wrong suppression silently skips every later invitation to that person.
+//! - **Soft bounces are ignored**: the provider retries them itself, and the email may
+//!   still arrive.
+//!
+//! SendGrid puts every `type: "bounce"` on its own bounce list, content-classified ones
+//! included; before resending one of those, remove the address there too, or its
+//! `dropped` (`Bounced Address`) comes back and suppresses it.
 
-use invite_core::{Error, Invitation, InvitationId, Invitations, OutboxId, TenantId};
+use invite_core::{BounceCause, Error, Invitation, InvitationId, Invitations, OutboxId, TenantId};
 use serde_json::Value;
 
 use crate::http_api::{META_INVITATION, META_OUTBOX, META_TENANT};
 
-/// One permanent bounce, ready for `record_bounce`.
+/// One provider report of an email that was not delivered, ready for [`record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bounce {
     /// The tenant of the invitation.
@@ -31,6 +79,9 @@ pub struct Bounce {
     /// mailer sends it): a bounce of an email the invitation has moved past is then
     /// ignored (see [`record`]).
     pub outbox: Option<OutboxId>,
+    /// Whether the address is to blame, which decides whether it is suppressed (the
+    /// module's table).
+    pub cause: BounceCause,
     /// What the provider said, shown to the admin.
     pub reason: String,
 }
@@ -44,14 +95,96 @@ pub enum BounceError {
     Malformed(String),
 }
 
-const POSTMARK_PERMANENT: &[&str] = &[
-    "HardBounce",
-    "BadEmailAddress",
-    "SpamComplaint",
-    "ManuallyDeactivated",
-    "Blocked",
-    "DMARCPolicy",
+/// The class of a Postmark bounce `Type` (the module's table); `None` is ignored.
+/// `inactive` is the webhook's `Inactive`: Postmark stopped mailing the address.
+fn postmark_cause(kind: &str, inactive: bool) -> Option<BounceCause> {
+    match kind {
+        "HardBounce"
+        | "BadEmailAddress"
+        | "SpamComplaint"
+        | "Unsubscribe"
+        | "ManuallyDeactivated" => Some(BounceCause::Mailbox),
+        "Blocked"
+        | "DMARCPolicy"
+        | "SpamNotification"
+        | "VirusNotification"
+        | "TemplateRenderingFailed"
+        | "SMTPApiError"
+        | "Unconfirmed" => Some(BounceCause::Sending),
+        // Postmark will not retry, but the type does not blame the mailbox.
+        _ if inactive => Some(BounceCause::Sending),
+        _ => None,
+    }
+}
+
+/// SendGrid `bounce_classification`s that blame the message or the sender.
+const SENDGRID_SENDING_CLASSIFICATIONS: &[&str] = &[
+    "Content",
+    "Reputation",
+    "Technical Failure",
+    "Frequency or Volume Too High",
 ];
+
+/// SendGrid `dropped` reasons naming one of its own suppression lists (or an address
+/// it cannot send to at all).
+const SENDGRID_MAILBOX_DROPS: &[&str] = &[
+    "Bounced Address",
+    "Invalid",
+    "Unsubscribed Address",
+    "Spam Reporting Address",
+];
+
+/// The class of one SendGrid event (the module's table) and the reason to show;
+/// `None` is ignored.
+fn sendgrid_cause(event: &Value) -> Option<(BounceCause, String)> {
+    let said = |field: &str| {
+        event[field]
+            .as_str()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or("no reason given")
+            .to_owned()
+    };
+    match event["event"].as_str()? {
+        "bounce" => {
+            let classification = event["bounce_classification"].as_str();
+            let blocked = event["type"].as_str() == Some("blocked");
+            let sending = blocked
+                || classification.is_some_and(|c| SENDGRID_SENDING_CLASSIFICATIONS.contains(&c));
+            let cause = if sending {
+                BounceCause::Sending
+            } else {
+                BounceCause::Mailbox
+            };
+            let what = if blocked { "blocked" } else { "bounced" };
+            let reason = match classification {
+                Some(c) => format!("{what} ({c}): {}", said("reason")),
+                None => format!("{what}: {}", said("reason")),
+            };
+            Some((cause, reason))
+        }
+        "dropped" => {
+            let reason = said("reason");
+            let listed = SENDGRID_MAILBOX_DROPS
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(reason.trim()));
+            let cause = if listed {
+                BounceCause::Mailbox
+            } else {
+                BounceCause::Sending
+            };
+            Some((cause, format!("dropped by SendGrid: {reason}")))
+        }
+        "spamreport" => Some((
+            BounceCause::Mailbox,
+            "the recipient reported the email as spam".to_owned(),
+        )),
+        "unsubscribe" => Some((
+            BounceCause::Mailbox,
+            "the recipient unsubscribed from all email".to_owned(),
+        )),
+        _ => None,
+    }
+}
 
 fn ids(tenant: Option<&str>, invitation: Option<&str>) -> Option<(TenantId, InvitationId)> {
     let tenant = TenantId::new(tenant?).ok()?;
@@ -63,16 +196,19 @@ fn parse(body: &[u8]) -> Result<Value, BounceError> {
     serde_json::from_slice(body).map_err(|e| BounceError::Malformed(e.to_string()))
 }
 
-/// Reads a Postmark bounce webhook. `Ok(None)` for anything that is not a permanent
-/// bounce of an email this crate sent (soft bounces, other record types, no metadata).
+/// Reads a Postmark bounce or spam complaint webhook. `Ok(None)` for anything ignored
+/// (see the module's table) or not about an email this crate sent (no metadata).
 ///
 /// ```
+/// use invite_core::BounceCause;
+///
 /// let body = br#"{"RecordType":"Bounce","Type":"HardBounce","Inactive":true,
 ///   "Description":"The server was unable to deliver your message",
 ///   "Details":"smtp;550 5.1.1 unknown user","Email":"ann@example.com",
 ///   "Metadata":{"invite_tenant":"acme","invite_invitation":"0190f5a4-3c2e-7c1a-9f00-000000000001"}}"#;
 /// let bounce = invite_mail::bounce::parse_postmark(body)?.unwrap();
 /// assert_eq!(bounce.tenant.as_str(), "acme");
+/// assert_eq!(bounce.cause, BounceCause::Mailbox);
 /// assert!(bounce.reason.contains("550 5.1.1"));
 /// # Ok::<(), invite_mail::bounce::BounceError>(())
 /// ```
@@ -81,14 +217,16 @@ pub fn parse_postmark(body: &[u8]) -> Result<Option<Bounce>, BounceError> {
     if !value.is_object() {
         return Err(BounceError::Malformed("expected a JSON object".into()));
     }
-    if value["RecordType"].as_str() != Some("Bounce") {
+    if !matches!(
+        value["RecordType"].as_str(),
+        Some("Bounce" | "SpamComplaint")
+    ) {
         return Ok(None);
     }
     let kind = value["Type"].as_str().unwrap_or("");
-    let permanent = value["Inactive"].as_bool() == Some(true) || POSTMARK_PERMANENT.contains(&kind);
-    if !permanent {
+    let Some(cause) = postmark_cause(kind, value["Inactive"].as_bool() == Some(true)) else {
         return Ok(None);
-    }
+    };
     let metadata = &value["Metadata"];
     let Some((tenant, invitation)) = ids(
         metadata[META_TENANT].as_str(),
@@ -106,20 +244,24 @@ pub fn parse_postmark(body: &[u8]) -> Result<Option<Bounce>, BounceError> {
         tenant,
         invitation,
         outbox,
+        cause,
         reason,
     }))
 }
 
-/// Reads a SendGrid Event Webhook batch and returns its permanent bounces of emails
-/// this crate sent.
+/// Reads a SendGrid Event Webhook batch and returns the events it records (see the
+/// module's table) for emails this crate sent.
 ///
 /// ```
+/// use invite_core::BounceCause;
+///
 /// let body = br#"[{"event":"delivered","email":"bob@example.com"},
 ///   {"event":"bounce","type":"bounce","status":"5.1.1","reason":"550 5.1.1 unknown user",
-///    "email":"ann@example.com","invite_tenant":"acme",
+///    "bounce_classification":"Invalid Address","email":"ann@example.com","invite_tenant":"acme",
 ///    "invite_invitation":"0190f5a4-3c2e-7c1a-9f00-000000000001"}]"#;
 /// let bounces = invite_mail::bounce::parse_sendgrid(body)?;
 /// assert_eq!(bounces.len(), 1);
+/// assert_eq!(bounces[0].cause, BounceCause::Mailbox);
 /// # Ok::<(), invite_mail::bounce::BounceError>(())
 /// ```
 pub fn parse_sendgrid(body: &[u8]) -> Result<Vec<Bounce>, BounceError> {
@@ -130,25 +272,14 @@ pub fn parse_sendgrid(body: &[u8]) -> Result<Vec<Bounce>, BounceError> {
     Ok(events
         .iter()
         .filter_map(|event| {
-            let reason = match event["event"].as_str()? {
-                "bounce" if event["type"].as_str().unwrap_or("bounce") == "bounce" => {
-                    format!(
-                        "bounced: {}",
-                        event["reason"].as_str().unwrap_or("no reason given")
-                    )
-                }
-                "dropped" => format!(
-                    "dropped by SendGrid: {}",
-                    event["reason"].as_str().unwrap_or("no reason given")
-                ),
-                _ => return None,
-            };
+            let (cause, reason) = sendgrid_cause(event)?;
             let (tenant, invitation) =
                 ids(event[META_TENANT].as_str(), event[META_INVITATION].as_str())?;
             Some(Bounce {
                 tenant,
                 invitation,
                 outbox: event[META_OUTBOX].as_str().and_then(|o| o.parse().ok()),
+                cause,
                 reason,
             })
         })
@@ -161,30 +292,43 @@ pub fn parse_sendgrid(body: &[u8]) -> Result<Vec<Bounce>, BounceError> {
 pub struct BounceReport {
     /// Invitations now shown as delivery failed.
     pub recorded: Vec<Invitation>,
-    /// Bounces that changed nothing, with the reason: an unknown invitation, one that
-    /// is no longer pending (accepted, revoked, already failed), or a bounce of an
-    /// email the invitation has moved past ([`Error::Superseded`]).
+    /// Bounces that failed no invitation, with the reason: an unknown invitation, one
+    /// that is no longer pending (accepted, revoked, already failed: a mailbox bounce
+    /// still suppressed its address), or a bounce of an email the invitation has moved
+    /// past ([`Error::Superseded`]: nothing recorded at all).
     pub ignored: Vec<(Bounce, Error)>,
 }
 
 /// Marks each bounced invitation delivery failed with the provider's reason, and
-/// suppresses its address. A bounce that names its email's outbox entry goes through
+/// suppresses its address when the [`cause`](Bounce::cause) is the mailbox. A bounce
+/// that names its email's outbox entry goes through
 /// [`Invitations::record_bounce_of`]: when a later email has been queued since (the
-/// resend after the admin lifted the suppression), a late or repeated webhook for the
-/// old one is ignored instead of suppressing the address again and killing the new
-/// link.
+/// resend after the admin lifted the suppression or fixed the cause), a late or
+/// repeated webhook for the old one is ignored instead of failing the invitation
+/// again, suppressing the address, and killing the new link.
 pub async fn record(service: &Invitations, bounces: Vec<Bounce>) -> BounceReport {
     let mut report = BounceReport::default();
     for bounce in bounces {
         let recorded = match bounce.outbox {
             Some(outbox) => {
                 service
-                    .record_bounce_of(&bounce.tenant, bounce.invitation, outbox, &bounce.reason)
+                    .record_bounce_of(
+                        &bounce.tenant,
+                        bounce.invitation,
+                        outbox,
+                        bounce.cause,
+                        &bounce.reason,
+                    )
                     .await
             }
             None => {
                 service
-                    .record_bounce(&bounce.tenant, bounce.invitation, &bounce.reason)
+                    .record_bounce(
+                        &bounce.tenant,
+                        bounce.invitation,
+                        bounce.cause,
+                        &bounce.reason,
+                    )
                     .await
             }
         };

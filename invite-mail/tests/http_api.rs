@@ -515,21 +515,26 @@ async fn a_sendgrid_event_batch_marks_bounced_invitations_failed() {
     let bounces = bounce::parse_sendgrid(events.to_string().as_bytes()).unwrap();
     assert_eq!(
         bounces.len(),
-        1,
-        "blocked is soft; foreign events have no ids: {bounces:?}"
+        2,
+        "delivered is not a failure; foreign events have no ids: {bounces:?}"
     );
     let report = bounce::record(&service, bounces).await;
-    assert_eq!(report.recorded.len(), 1);
+    assert_eq!(report.recorded.len(), 2);
     let acme = TenantId::new("acme").unwrap();
     let alice = ActorId::new("alice").unwrap();
     assert_eq!(
         service.get(&alice, &acme, ann).await.unwrap().status,
         InvitationStatus::DeliveryFailed
     );
+    // A block ends the email, but it is about the sender, not bob's mailbox.
     assert_eq!(
         service.get(&alice, &acme, bob).await.unwrap().status,
-        InvitationStatus::Pending
+        InvitationStatus::DeliveryFailed
     );
+    let addresses = ["ann@example.com", "bob@example.com"].map(|a| EmailAddress::parse(a).unwrap());
+    let suppressed = service.suppressed(&alice, &acme, &addresses).await.unwrap();
+    assert_eq!(suppressed.len(), 1);
+    assert_eq!(suppressed[0].email, addresses[0]);
 }
 
 #[test]
@@ -562,4 +567,372 @@ fn webhooks_that_are_not_permanent_bounces_are_ignored_and_garbage_refused() {
         HttpApiMailer::classify(Provider::Postmark, 200, "{\"ErrorCode\":0}").ok(),
         Some(())
     );
+}
+
+/// What a provider event must leave behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A mailbox problem: the invitation failed, the address suppressed.
+    Suppressed,
+    /// Not the mailbox: the invitation failed, the address free to resend to.
+    Failed,
+    /// Transient or not about delivery: nothing recorded.
+    Ignored,
+}
+
+/// Checks one invitation after its event was recorded: its status, its reason, the
+/// suppression list, and whether the admin can resend without lifting anything.
+async fn assert_outcome(
+    service: &Invitations,
+    id: InvitationId,
+    address: &str,
+    expect: Expect,
+    reason: &str,
+    case: &str,
+) {
+    let acme = TenantId::new("acme").unwrap();
+    let alice = ActorId::new("alice").unwrap();
+    let invitation = service.get(&alice, &acme, id).await.unwrap();
+    let suppressed = service
+        .suppressed(&alice, &acme, &[EmailAddress::parse(address).unwrap()])
+        .await
+        .unwrap();
+    match expect {
+        Expect::Ignored => {
+            assert_eq!(invitation.status, InvitationStatus::Pending, "{case}");
+            assert!(suppressed.is_empty(), "{case}: {suppressed:?}");
+            return;
+        }
+        Expect::Suppressed | Expect::Failed => {
+            assert_eq!(
+                invitation.status,
+                InvitationStatus::DeliveryFailed,
+                "{case}"
+            );
+            let shown = invitation.last_error.unwrap_or_default();
+            assert!(shown.contains(reason), "{case}: {shown:?}");
+        }
+    }
+    let resend = service.resend(&alice, &acme, id).await;
+    if expect == Expect::Suppressed {
+        assert_eq!(suppressed.len(), 1, "{case}");
+        assert!(
+            suppressed[0].reason.contains(reason),
+            "{case}: {suppressed:?}"
+        );
+        assert!(
+            matches!(resend, Err(Error::Suppressed { .. })),
+            "{case}: {resend:?}"
+        );
+    } else {
+        assert!(suppressed.is_empty(), "{case}: {suppressed:?}");
+        assert!(resend.is_ok(), "{case}: {resend:?}");
+    }
+}
+
+/// A Postmark webhook as its docs show it (bounce and spam complaint webhooks share
+/// the shape), for the email whose request carried `metadata`.
+fn postmark_webhook(
+    record: &str,
+    (kind, code, name, description): (&str, u32, &str, &str),
+    details: &str,
+    inactive: bool,
+    email: &str,
+    metadata: &Value,
+) -> Value {
+    json!({
+        "RecordType": record, "ID": 4323372036854775807_i64, "Type": kind, "TypeCode": code,
+        "Name": name, "Tag": "Invitation", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "ServerID": 23, "MessageStream": "outbound", "Description": description,
+        "Details": details, "Email": email, "From": "no-reply@acme.example",
+        "BouncedAt": "2030-11-22T09:05:10Z", "DumpAvailable": true, "Inactive": inactive,
+        "CanActivate": true, "Subject": "Join Acme", "Metadata": metadata,
+    })
+}
+
+#[tokio::test]
+async fn postmark_events_suppress_only_when_the_mailbox_is_the_cause() {
+    use Expect::*;
+    let hard = (
+        "HardBounce",
+        1,
+        "Hard bounce",
+        "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+    );
+    let bad_address = (
+        "BadEmailAddress",
+        100000,
+        "Invalid email address",
+        "The address is not a valid email address.",
+    );
+    let complaint = (
+        "SpamComplaint",
+        100001,
+        "Spam complaint",
+        "The subscriber explicitly marked this email as spam.",
+    );
+    let blocked = (
+        "Blocked",
+        100006,
+        "ISP block",
+        "Blocked from this ISP due to content or blacklisting.",
+    );
+    let dmarc = (
+        "DMARCPolicy",
+        100009,
+        "DMARC Policy",
+        "Email rejected due DMARC Policy.",
+    );
+    let spam_notification = (
+        "SpamNotification",
+        512,
+        "Spam notification",
+        "The message was delivered, but was either blocked by the user, or classified as spam, bulk mail, or had rejected content.",
+    );
+    let unknown = ("Unknown", 2048, "Unknown", "Unable to classify the NDR.");
+    let soft = (
+        "SoftBounce",
+        4096,
+        "Soft bounce/Undeliverable",
+        "Unable to temporarily deliver message (i.e. mailbox full, account disabled, exceeds quota, out of disk space).",
+    );
+    let transient = (
+        "Transient",
+        2,
+        "Message delayed/Undeliverable",
+        "The server could not temporarily deliver your message (ex: Message is delayed due to network troubles).",
+    );
+    let auto_reply = (
+        "AutoResponder",
+        64,
+        "Auto responder",
+        "Autoresponder is an automatic email responder including nondescript NDRs and some out of office replies.",
+    );
+    let cases = [
+        (
+            "Bounce",
+            hard,
+            "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+            true,
+            Suppressed,
+        ),
+        ("Bounce", bad_address, "", true, Suppressed),
+        (
+            "SpamComplaint",
+            complaint,
+            "Test spam complaint details",
+            true,
+            Suppressed,
+        ),
+        ("Bounce", complaint, "", true, Suppressed),
+        (
+            "Bounce",
+            blocked,
+            "smtp;554 5.7.1 Message rejected due to content restrictions",
+            false,
+            Failed,
+        ),
+        (
+            "Bounce",
+            dmarc,
+            "smtp;550 5.7.26 Unauthenticated email from acme.example is not accepted due to domain's DMARC policy",
+            false,
+            Failed,
+        ),
+        (
+            "Bounce",
+            spam_notification,
+            "smtp;550 5.7.1 Message considered as spam",
+            false,
+            Failed,
+        ),
+        (
+            "Bounce",
+            unknown,
+            "deactivated after an unrecognised NDR",
+            true,
+            Failed,
+        ),
+        ("Bounce", unknown, "", false, Ignored),
+        (
+            "Bounce",
+            soft,
+            "smtp;452 4.2.2 The email account that you tried to reach is over quota.",
+            false,
+            Ignored,
+        ),
+        (
+            "Bounce",
+            transient,
+            "smtp;421 4.4.2 connection timed out",
+            false,
+            Ignored,
+        ),
+        (
+            "Bounce",
+            auto_reply,
+            "I am out of the office until Monday.",
+            false,
+            Ignored,
+        ),
+    ];
+    let api = FakeApi::start().await;
+    let service = service(postmark(&api.base));
+    for (i, (record, kind, details, inactive, expect)) in cases.into_iter().enumerate() {
+        let case = format!("{record} {} (Inactive: {inactive})", kind.0);
+        let address = format!("user{i}@example.com");
+        let id = invite_one(&service, &address).await;
+        // The email goes out (with the previous case's resend, if any).
+        Dispatcher::new(service.clone()).run_once().await.unwrap();
+        let metadata = api
+            .requests()
+            .into_iter()
+            .map(|r| r.body["Metadata"].clone())
+            .find(|m| m["invite_invitation"] == id.to_string())
+            .unwrap();
+        let webhook = postmark_webhook(record, kind, details, inactive, &address, &metadata);
+        let parsed = bounce::parse_postmark(webhook.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.is_some(), expect != Ignored, "{case}: {parsed:?}");
+        let report = bounce::record(&service, parsed.into_iter().collect()).await;
+        assert!(report.ignored.is_empty(), "{case}: {:?}", report.ignored);
+        assert_outcome(&service, id, &address, expect, kind.3, &case).await;
+    }
+}
+
+#[tokio::test]
+async fn sendgrid_events_suppress_only_when_the_mailbox_is_the_cause() {
+    use Expect::*;
+    // Each event as SendGrid's Event Webhook reference shows it, minus the ids this
+    // test adds (`custom_args` arrive at the top level of each event).
+    let cases = [
+        (
+            json!({ "event": "bounce", "type": "bounce", "status": "5.1.1", "bounce_classification": "Invalid Address",
+            "reason": "550 5.1.1 The email account that you tried to reach does not exist." }),
+            Suppressed,
+            "5.1.1",
+        ),
+        (
+            json!({ "event": "bounce", "status": "5.0.0", "reason": "550 5.0.0 mailbox unavailable" }),
+            Suppressed,
+            "mailbox unavailable",
+        ),
+        (
+            json!({ "event": "bounce", "type": "bounce", "status": "5.2.1", "bounce_classification": "Mailbox Unavailable",
+            "reason": "550 5.2.1 The email account that you tried to reach is disabled." }),
+            Suppressed,
+            "disabled",
+        ),
+        (
+            json!({ "event": "bounce", "type": "bounce", "status": "5.7.1", "bounce_classification": "Content",
+            "reason": "550 5.7.1 Message rejected: content policy" }),
+            Failed,
+            "content policy",
+        ),
+        (
+            json!({ "event": "bounce", "type": "bounce", "status": "5.7.1", "bounce_classification": "Reputation",
+            "reason": "554 5.7.1 Service unavailable; Client host blocked using zen.spamhaus.org" }),
+            Failed,
+            "spamhaus",
+        ),
+        (
+            json!({ "event": "bounce", "type": "blocked", "status": "4.7.0", "bounce_classification": "Frequency or Volume Too High",
+            "reason": "421 4.7.0 Try again later, closing connection." }),
+            Failed,
+            "Try again later",
+        ),
+        (
+            json!({ "event": "bounce", "type": "blocked", "bounce_classification": "Unclassified", "tls": 0,
+            "reason": "unable to get mx info: failed to get IPs from PTR record: lookup <nil>: unrecognized address" }),
+            Failed,
+            "mx info",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Bounced Address", "status": "5.0.0" }),
+            Suppressed,
+            "Bounced Address",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Invalid" }),
+            Suppressed,
+            "Invalid",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Unsubscribed Address" }),
+            Suppressed,
+            "Unsubscribed Address",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Spam Reporting Address" }),
+            Suppressed,
+            "Spam Reporting Address",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Spam Content" }),
+            Failed,
+            "Spam Content",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Invalid SMTPAPI header" }),
+            Failed,
+            "SMTPAPI",
+        ),
+        (
+            json!({ "event": "dropped", "reason": "Recipient List over Package Quota" }),
+            Failed,
+            "Quota",
+        ),
+        (json!({ "event": "spamreport" }), Suppressed, "spam"),
+        (
+            json!({ "event": "unsubscribe" }),
+            Suppressed,
+            "unsubscribed",
+        ),
+        (
+            json!({ "event": "deferred", "response": "400 try again later", "attempt": "5" }),
+            Ignored,
+            "",
+        ),
+        (json!({ "event": "processed" }), Ignored, ""),
+        (
+            json!({ "event": "delivered", "response": "250 OK" }),
+            Ignored,
+            "",
+        ),
+        (
+            json!({ "event": "group_unsubscribe", "asm_group_id": 10 }),
+            Ignored,
+            "",
+        ),
+    ];
+    let api = FakeApi::start().await;
+    let service = service(sendgrid(&api.base));
+    let mut batch = Vec::new();
+    let mut invited = Vec::new();
+    for (i, (mut event, expect, reason)) in cases.into_iter().enumerate() {
+        let address = format!("user{i}@example.com");
+        let id = invite_one(&service, &address).await;
+        let dispatched = Dispatcher::new(service.clone()).run_once().await.unwrap();
+        assert_eq!(dispatched.sent, 1, "{event}");
+        let args =
+            api.requests().last().unwrap().body["personalizations"][0]["custom_args"].clone();
+        for (key, value) in args.as_object().unwrap() {
+            event[key] = value.clone();
+        }
+        event["email"] = json!(address);
+        event["timestamp"] = json!(1_922_000_000);
+        event["sg_event_id"] = json!(format!("sg-event-{i}"));
+        event["sg_message_id"] = json!(format!("sg-message-{i}.0"));
+        event["smtp-id"] = json!(format!("<sg-message-{i}@ismtpd-555>"));
+        invited.push((id, address, expect, reason, event.to_string()));
+        batch.push(event);
+    }
+    // One batch, as SendGrid posts them.
+    let bounces = bounce::parse_sendgrid(Value::Array(batch).to_string().as_bytes()).unwrap();
+    let recorded = invited.iter().filter(|c| c.2 != Ignored).count();
+    assert_eq!(bounces.len(), recorded, "{bounces:#?}");
+    let report = bounce::record(&service, bounces).await;
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    for (id, address, expect, reason, case) in invited {
+        assert_outcome(&service, id, &address, expect, reason, &case).await;
+    }
 }
