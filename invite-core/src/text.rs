@@ -29,44 +29,6 @@ pub enum TextField {
     Message,
 }
 
-impl TextField {
-    /// Checks `text` as this field's value: its length in bytes, and no control
-    /// characters but tabs and line breaks in a message.
-    ///
-    /// ```
-    /// use invite_core::TextField;
-    ///
-    /// assert!(TextField::LastName.check("Lee").is_ok());
-    /// assert!(TextField::LastName.check("Lee\n").is_err());
-    /// assert!(TextField::Message.check("Hi,\nwelcome!").is_ok());
-    /// ```
-    pub fn check(self, text: &str) -> Result<(), InvalidText> {
-        let (max, allowed): (usize, &[char]) = match self {
-            Self::Message => (MAX_MESSAGE_BYTES, &['\t', '\n', '\r']),
-            Self::FirstName | Self::LastName => (MAX_NAME_BYTES, &[]),
-        };
-        if text.len() > max {
-            return Err(InvalidText::TooLong {
-                field: self,
-                len: text.len(),
-                max,
-            });
-        }
-        match text
-            .chars()
-            .enumerate()
-            .find(|(_, c)| c.is_control() && !allowed.contains(c))
-        {
-            Some((index, c)) => Err(InvalidText::ControlCharacter {
-                field: self,
-                code: u32::from(c),
-                at: index + 1,
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
 impl fmt::Display for TextField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -130,10 +92,36 @@ impl NewInvitation {
         ];
         for (field, text) in fields {
             if let Some(text) = text {
-                field.check(text)?;
+                check(field, text)?;
             }
         }
         Ok(())
+    }
+}
+
+fn check(field: TextField, text: &str) -> Result<(), InvalidText> {
+    let (max, allowed): (usize, &[char]) = match field {
+        TextField::Message => (MAX_MESSAGE_BYTES, &['\t', '\n', '\r']),
+        TextField::FirstName | TextField::LastName => (MAX_NAME_BYTES, &[]),
+    };
+    if text.len() > max {
+        return Err(InvalidText::TooLong {
+            field,
+            len: text.len(),
+            max,
+        });
+    }
+    match text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !allowed.contains(c))
+    {
+        Some((index, c)) => Err(InvalidText::ControlCharacter {
+            field,
+            code: u32::from(c),
+            at: index + 1,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use invite_core::{EmailAddress, InvalidEmail, InvalidText, NewInvitation, Role};
+use invite_core::{EmailAddress, InvalidEmail, NewInvitation, Role};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
@@ -581,9 +581,6 @@ pub enum InvalidReason {
     },
     /// The row has other values but no address.
     Missing,
-    /// A name or the message cannot be stored as it is (a control character, too
-    /// long); the reason comes from `invite-core`, which would refuse it at invite.
-    Text(InvalidText),
 }
 
 impl InvalidReason {
@@ -594,7 +591,6 @@ impl InvalidReason {
             Self::NotText { .. } => "not_text",
             Self::CellError { .. } => "cell_error",
             Self::Missing => "missing_email",
-            Self::Text(_) => "invalid_text",
         }
     }
 }
@@ -616,7 +612,6 @@ impl fmt::Display for InvalidReason {
                 )
             }
             Self::Missing => write!(f, "no email address in this row"),
-            Self::Text(error) => write!(f, "{error}"),
         }
     }
 }
@@ -640,8 +635,7 @@ pub struct Summary {
     pub valid: u64,
     /// Valid rows with a "did you mean" suggestion.
     pub with_suggestion: u64,
-    /// Rows that cannot be invited as they are: no address, or a name or message
-    /// that cannot be stored.
+    /// Rows that are not addresses.
     pub invalid: u64,
     /// Repeats of an earlier row's address.
     pub duplicates: u64,

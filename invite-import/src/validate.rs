@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use foldhash::SharedSeed;
 use foldhash::fast::SeedableRandomState;
-use invite_core::{EmailAddress, InvalidText, MAX_NAME_BYTES, Role, TextField};
+use invite_core::{EmailAddress, Role};
 
 use crate::report::{ImportRow, InvalidReason, RowCells, RowOutcome, Summary};
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
@@ -814,28 +814,13 @@ impl<'o> RowSink<'o> {
                 }
             }
         };
-        let message = present(message_text);
-        // A row that would be invited but whose names or message no store takes
-        // (`invite_many` would refuse it): invalid here, so the preview is exact.
-        let outcome = match outcome {
-            RowOutcome::Valid { .. } | RowOutcome::UnknownRole { .. } => {
-                match text_problem(first_name, last_name, message) {
-                    Some(problem) => {
-                        first_of = None;
-                        invalid(InvalidReason::Text(problem))
-                    }
-                    None => outcome,
-                }
-            }
-            other => other,
-        };
         self.summary.count(&outcome);
         let cells = RowCells {
             raw: email.text(),
             role: role_text,
             first_name,
             last_name,
-            message,
+            message: present(message_text),
             hidden,
         };
         let index = self.taken + self.rows.len();
@@ -1154,31 +1139,6 @@ fn same_role(role: &str, text: &str) -> bool {
     } else {
         role.to_lowercase() == text.to_lowercase()
     }
-}
-
-/// What `invite-core` would refuse in a row's names or message
-/// ([`TextField::check`]), looked for only when a byte may be a control character
-/// (or the lead byte of one of U+0080..U+009F) or a text is past the shortest limit:
-/// a row's names are short and plain, and this runs on every row.
-#[inline(always)]
-fn text_problem(
-    first_name: Option<&str>,
-    last_name: Option<&str>,
-    message: Option<&str>,
-) -> Option<InvalidText> {
-    let suspect = |text: &str| {
-        text.len() > MAX_NAME_BYTES || text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
-    };
-    [
-        (TextField::FirstName, first_name),
-        (TextField::LastName, last_name),
-        (TextField::Message, message),
-    ]
-    .into_iter()
-    .find_map(|(field, text)| {
-        let text = text.filter(|t| suspect(t))?;
-        field.check(text).err()
-    })
 }
 
 fn invalid(reason: InvalidReason) -> RowOutcome {
