@@ -51,6 +51,12 @@ impl ImportReport {
     /// The valid rows as invitations, in the order of [`valid_rows`](Self::valid_rows),
     /// so the `i`th outcome of `Invitations::invite_many` belongs to the `i`th valid row.
     ///
+    /// `invite_many` adds what only the store and the host know (already invited,
+    /// already a member, suppressed) and refuses names and messages no store takes
+    /// (`InviteOutcome::InvalidText`: a control character, or past `invite_core`'s
+    /// length limits), which this preview does not check, to keep every row's path
+    /// short: show its outcomes too.
+    ///
     /// ```
     /// use invite_core::Role;
     /// use invite_import::{ImportOptions, parse_pasted};
