@@ -26,7 +26,7 @@ where
         prefix
             .apply(
                 "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, \
-                 expires_at, max_uses, uses, allowed_domains, updated_by, created_at, \
+                 revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, \
                  updated_at) VALUES (",
             )
             .0
@@ -39,6 +39,7 @@ where
         .push_bind(c.enabled)
         .push_bind(c.token_hash)
         .push_bind(c.version)
+        .push_bind(c.revision)
         .push_bind(c.expires_at)
         .push_bind(c.max_uses)
         .push_bind(c.uses)
@@ -94,6 +95,8 @@ where
         .push_bind(c.uses)
         .push(" END, version = ")
         .push_bind(c.version)
+        .push(", revision = ")
+        .push_bind(c.revision)
         .push(", expires_at = ")
         .push_bind(c.expires_at)
         .push(", max_uses = ")
