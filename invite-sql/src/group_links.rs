@@ -61,14 +61,14 @@ pub(crate) fn insert_error(link: &GroupLink, error: sqlx::Error) -> StoreError {
     }
 }
 
-/// `UPDATE` of `link`'s settings if its stored version is `expected_version`. A new
+/// `UPDATE` of `link`'s settings if its stored revision is `expected_revision`. A new
 /// token (a version change) resets the use count. `uses` is assigned before `version`:
 /// MySQL evaluates `SET` left to right, so the `CASE` still sees the stored version
 /// there, as it always does on PostgreSQL and SQLite.
 pub(crate) fn update<DB>(
     prefix: &TablePrefix,
     link: &GroupLink,
-    expected_version: u32,
+    expected_revision: u32,
 ) -> QueryBuilder<DB>
 where
     DB: Database,
@@ -111,7 +111,7 @@ where
         .push_bind(c.tenant)
         .push(" AND role = ")
         .push_bind(c.role)
-        .push(" AND version = ")
-        .push_bind(i64::from(expected_version));
+        .push(" AND revision = ")
+        .push_bind(i64::from(expected_revision));
     q
 }

@@ -912,10 +912,10 @@ impl Store for MySqlStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
         // Affected rows count matched rows: sqlx connects with CLIENT_FOUND_ROWS.
-        let result = group_links::update::<MySql>(&self.prefix, link, expected_version)
+        let result = group_links::update::<MySql>(&self.prefix, link, expected_revision)
             .build()
             .execute(&self.pool)
             .await

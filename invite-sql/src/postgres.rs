@@ -958,9 +958,9 @@ impl Store for PostgresStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
-        let result = group_links::update::<Postgres>(&self.prefix, link, expected_version)
+        let result = group_links::update::<Postgres>(&self.prefix, link, expected_revision)
             .build()
             .execute(&self.pool)
             .await

@@ -556,9 +556,9 @@ impl Store for SqliteStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
-        let result = group_links::update::<Sqlite>(&self.prefix, link, expected_version)
+        let result = group_links::update::<Sqlite>(&self.prefix, link, expected_revision)
             .build()
             .execute(&self.writer)
             .await

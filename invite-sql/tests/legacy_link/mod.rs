@@ -89,7 +89,7 @@ impl LegacyLink {
                 .clone()
                 .set_enabled(false, l.updated_by.clone(), T0 + Duration::hours(1));
         store
-            .update_group_link(&disabled, stored.version)
+            .update_group_link(&disabled, stored.revision)
             .await
             .expect("an admin's change to an upgraded link");
         assert_eq!(
