@@ -118,6 +118,7 @@ macro_rules! __store_conformance_list {
             group_link_update_is_compare_and_set,
             group_link_refresh_kills_the_old_hash_and_resets_uses,
             group_link_settings_changes_keep_the_use_count,
+            group_link_update_refuses_a_copy_read_before_another_change,
             join_counts_a_use_and_records_the_join,
             join_twice_is_already_joined,
             join_by_one_user_counts_once_under_concurrency,
@@ -2660,7 +2661,7 @@ pub async fn tenants_are_isolated_on_writes(store: &dyn Store) {
         .set_enabled(false, actor(), T0 + Duration::hours(1));
     forged.tenant = a.clone();
     assert_not_found(
-        store.update_group_link(&forged, their_link.version).await,
+        store.update_group_link(&forged, their_link.revision).await,
         "updating a link the tenant does not have",
     );
     assert_eq!(
@@ -2796,9 +2797,9 @@ pub async fn group_link_one_per_role(store: &dyn Store) {
     assert_eq!(stored_link(store, &t, "racer").await, *winners[0]);
 }
 
-/// `update_group_link` is a compare-and-set on the version: a wrong expected version or
-/// an unknown link is `NotFound` and writes nothing; of concurrent refreshes from one
-/// version exactly one applies.
+/// `update_group_link` is a compare-and-set on the revision: a wrong expected revision
+/// or an unknown link is `NotFound` and writes nothing; of concurrent refreshes from one
+/// revision exactly one applies.
 pub async fn group_link_update_is_compare_and_set(store: &dyn Store) {
     let fx = Fx::new("group_link_update_is_compare_and_set");
     let t = fx.tenant(0);
@@ -2815,7 +2816,7 @@ pub async fn group_link_update_is_compare_and_set(store: &dyn Store) {
     );
     assert_not_found(
         store
-            .update_group_link(&configured, created.version + 1)
+            .update_group_link(&configured, created.revision + 1)
             .await,
         "an update with a wrong expected version",
     );
@@ -2825,7 +2826,7 @@ pub async fn group_link_update_is_compare_and_set(store: &dyn Store) {
         "a refused update must write nothing"
     );
     must(
-        store.update_group_link(&configured, created.version).await,
+        store.update_group_link(&configured, created.revision).await,
         "update_group_link",
     );
     assert_eq!(
@@ -2844,7 +2845,7 @@ pub async fn group_link_update_is_compare_and_set(store: &dyn Store) {
     let results = join_all(
         refreshes
             .iter()
-            .map(|l| store.update_group_link(l, configured.version)),
+            .map(|l| store.update_group_link(l, configured.revision)),
     )
     .await;
     let mut winners = Vec::new();
@@ -2867,13 +2868,13 @@ pub async fn group_link_update_is_compare_and_set(store: &dyn Store) {
     );
     assert_not_found(
         store
-            .update_group_link(&configured, configured.version)
+            .update_group_link(&configured, configured.revision)
             .await,
-        "an update from a version that moved on",
+        "an update from a revision that moved on",
     );
     let missing = group_link(&t, "nobody", GroupLinkSettings::default());
     assert_not_found(
-        store.update_group_link(&missing, missing.version).await,
+        store.update_group_link(&missing, missing.revision).await,
         "updating a link that does not exist",
     );
     assert_eq!(
@@ -2915,7 +2916,7 @@ pub async fn group_link_refresh_kills_the_old_hash_and_resets_uses(store: &dyn S
         .clone()
         .refresh(new_hash(), actor(), T0 + Duration::hours(2));
     must(
-        store.update_group_link(&refreshed, used_up.version).await,
+        store.update_group_link(&refreshed, used_up.revision).await,
         "update_group_link",
     );
     let stored = stored_link(store, &t, "member").await;
@@ -2980,7 +2981,8 @@ pub async fn group_link_refresh_kills_the_old_hash_and_resets_uses(store: &dyn S
 }
 
 /// Configuring, disabling and enabling a link (no version change) never overwrite the
-/// use count, even from a copy read before joins counted more uses.
+/// use count, even from a copy read before joins counted more uses (joins do not move
+/// the revision, so that copy's change is written).
 pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
     let fx = Fx::new("group_link_settings_changes_keep_the_use_count");
     let t = fx.tenant(0);
@@ -3000,13 +3002,15 @@ pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
         allowed_domains: vec!["example.com".into()],
         ..GroupLinkSettings::default()
     };
-    let configured = admin_copy.configure(
+    let configured = admin_copy.clone().configure(
         settings,
         ActorId::new("admin-2").expect("actor"),
         T0 + Duration::hours(2) + us(7),
     );
     must(
-        store.update_group_link(&configured, created.version).await,
+        store
+            .update_group_link(&configured, admin_copy.revision)
+            .await,
         "update_group_link",
     );
     assert_eq!(
@@ -3021,7 +3025,9 @@ pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
         .clone()
         .set_enabled(false, actor(), T0 + Duration::hours(3));
     must(
-        store.update_group_link(&disabled, created.version).await,
+        store
+            .update_group_link(&disabled, configured.revision)
+            .await,
         "update_group_link",
     );
     assert_eq!(
@@ -3042,9 +3048,11 @@ pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
             .await,
         "joining a disabled link",
     );
-    let enabled = disabled.set_enabled(true, actor(), T0 + Duration::hours(5));
+    let enabled = disabled
+        .clone()
+        .set_enabled(true, actor(), T0 + Duration::hours(5));
     must(
-        store.update_group_link(&enabled, created.version).await,
+        store.update_group_link(&enabled, disabled.revision).await,
         "update_group_link",
     );
     joined(
@@ -3057,6 +3065,114 @@ pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
         stored_link(store, &t, "member").await.uses,
         3,
         "uses keep counting after settings changes"
+    );
+}
+
+/// An admin's change from a copy read before another admin's change is `NotFound` and
+/// writes nothing, even when neither changes the version (enable, disable, configure):
+/// a configure from a copy read before a disable must not turn the link back on, nor a
+/// refresh issue a working token for it. Of concurrent changes from one revision,
+/// exactly one applies.
+pub async fn group_link_update_refuses_a_copy_read_before_another_change(store: &dyn Store) {
+    let fx = Fx::new("group_link_update_refuses_a_copy_read_before_another_change");
+    let t = fx.tenant(0);
+    let created = group_link(&t, "member", GroupLinkSettings::default());
+    must(store.create_group_link(&created).await, "create_group_link");
+    let a = stored_link(store, &t, "member").await;
+    let b = stored_link(store, &t, "member").await;
+    let disabled = a
+        .clone()
+        .set_enabled(false, actor(), T0 + Duration::hours(1));
+    must(
+        store.update_group_link(&disabled, a.revision).await,
+        "update_group_link",
+    );
+
+    let stale_changes = [
+        (
+            "a configure",
+            b.clone().configure(
+                GroupLinkSettings {
+                    max_uses: Some(100),
+                    ..GroupLinkSettings::default()
+                },
+                actor(),
+                T0 + Duration::hours(2),
+            ),
+        ),
+        (
+            "an enable",
+            b.clone()
+                .set_enabled(true, actor(), T0 + Duration::hours(2)),
+        ),
+        (
+            "a refresh",
+            b.clone()
+                .refresh(new_hash(), actor(), T0 + Duration::hours(2)),
+        ),
+    ];
+    for (what, change) in &stale_changes {
+        assert_not_found(
+            store.update_group_link(change, b.revision).await,
+            &format!("{what} from a copy read before a disable"),
+        );
+        assert_eq!(
+            stored_link(store, &t, "member").await,
+            disabled,
+            "{what} from a stale copy must write nothing: the link stays disabled"
+        );
+    }
+    assert_not_found(
+        store
+            .join_group_link(
+                &t,
+                &created.token_hash,
+                &join_of(&created, "u-mallory", T0 + Duration::hours(3)),
+            )
+            .await,
+        "joining a link whose disable a stale change tried to undo",
+    );
+
+    let racers: Vec<GroupLink> = (0..8u32)
+        .map(|n| {
+            let at = T0 + Duration::hours(4) + ms(n);
+            if n % 2 == 0 {
+                disabled.clone().set_enabled(true, actor(), at)
+            } else {
+                disabled.clone().configure(
+                    GroupLinkSettings {
+                        max_uses: Some(n),
+                        ..GroupLinkSettings::default()
+                    },
+                    actor(),
+                    at,
+                )
+            }
+        })
+        .collect();
+    let results = join_all(
+        racers
+            .iter()
+            .map(|l| store.update_group_link(l, disabled.revision)),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (result, l) in results.into_iter().zip(&racers) {
+        match result {
+            Ok(()) => winners.push(l),
+            Err(StoreError::NotFound) => {}
+            Err(e) => panic!("a concurrent change that lost must be NotFound, got {e:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of 8 concurrent changes from one revision must apply"
+    );
+    assert_eq!(
+        stored_link(store, &t, "member").await,
+        *winners[0],
+        "the stored link must be the winner's"
     );
 }
 
@@ -3130,7 +3246,7 @@ pub async fn join_twice_is_already_joined(store: &dyn Store) {
         .clone()
         .set_enabled(false, actor(), T0 + Duration::hours(3));
     must(
-        store.update_group_link(&disabled, l.version).await,
+        store.update_group_link(&disabled, l.revision).await,
         "update_group_link",
     );
     let outcome = must(
@@ -3226,7 +3342,7 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     must(store.create_group_link(&off).await, "create_group_link");
     must(
         store
-            .update_group_link(&off.clone().set_enabled(false, actor(), T0), off.version)
+            .update_group_link(&off.clone().set_enabled(false, actor(), T0), off.revision)
             .await,
         "update_group_link",
     );
@@ -3306,7 +3422,7 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     );
     let next = refreshed.clone().refresh(new_hash(), actor(), T0);
     must(
-        store.update_group_link(&next, refreshed.version).await,
+        store.update_group_link(&next, refreshed.revision).await,
         "update_group_link",
     );
     assert_not_found(

@@ -46,8 +46,15 @@ pub struct GroupLink {
     pub enabled: bool,
     /// Hash of the current version's token.
     pub token_hash: TokenHash,
-    /// Starts at 1; every refresh adds one.
+    /// The token's generation: starts at 1; every refresh adds one. Each join records
+    /// it.
     pub version: u32,
+    /// Starts at 0; every admin change (refresh, enable, disable, configure) adds one.
+    /// It is what [`Store::update_group_link`](crate::Store::update_group_link)
+    /// compares: `version` moves only on a refresh, so two changes that keep the token
+    /// would otherwise both pass a check on it, and the later would write back what the
+    /// earlier changed.
+    pub revision: u32,
     /// The limits in force.
     pub settings: GroupLinkSettings,
     /// Joins through the current version.
@@ -80,7 +87,7 @@ pub enum JoinRefusal {
 }
 
 impl GroupLink {
-    /// A new, enabled link at version 1.
+    /// A new, enabled link at version 1, revision 0.
     pub fn create(
         tenant: TenantId,
         role: Role,
@@ -95,6 +102,7 @@ impl GroupLink {
             enabled: true,
             token_hash,
             version: 1,
+            revision: 0,
             settings,
             uses: 0,
             updated_by: actor,
@@ -104,6 +112,9 @@ impl GroupLink {
     }
 
     fn touched(mut self, actor: ActorId, now: OffsetDateTime) -> Self {
+        // Wrapping, not saturating: a revision stuck at the maximum would let every
+        // later change pass the compare-and-set against a copy read before another.
+        self.revision = self.revision.wrapping_add(1);
         self.updated_by = actor;
         self.updated_at = now;
         self
@@ -266,5 +277,28 @@ mod tests {
         let l = l.refresh(new_hash, actor, NOW);
         assert_ne!(l.token_hash, old);
         assert_eq!((l.version, l.uses), (2, 0));
+    }
+
+    #[test]
+    fn every_admin_change_is_a_new_revision_and_only_a_refresh_a_new_version() {
+        let actor = || ActorId::new("admin").unwrap();
+        let created = link(GroupLinkSettings::default());
+        assert_eq!((created.version, created.revision), (1, 0));
+        let disabled = created.set_enabled(false, actor(), NOW);
+        assert_eq!((disabled.version, disabled.revision), (1, 1));
+        let configured = disabled.configure(GroupLinkSettings::default(), actor(), NOW);
+        assert_eq!((configured.version, configured.revision), (1, 2));
+        let (_, hash) = LinkToken::generate();
+        let refreshed = configured.refresh(hash, actor(), NOW);
+        assert_eq!((refreshed.version, refreshed.revision), (2, 3));
+        let at_the_end = GroupLink {
+            revision: u32::MAX,
+            ..refreshed
+        };
+        assert_eq!(
+            at_the_end.set_enabled(true, actor(), NOW).revision,
+            0,
+            "the revision must keep changing past its maximum"
+        );
     }
 }

@@ -414,15 +414,15 @@ impl Store for MemoryStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         let stored = state
             .group_links
             .get_mut(&(link.tenant.clone(), link.role.clone()))
-            .filter(|l| l.version == expected_version)
+            .filter(|l| l.revision == expected_revision)
             .ok_or(StoreError::NotFound)?;
-        let uses = if link.version == expected_version {
+        let uses = if link.version == stored.version {
             stored.uses
         } else {
             link.uses

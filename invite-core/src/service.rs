@@ -1268,8 +1268,12 @@ impl Invitations {
             .ok_or(Error::NotFound)
     }
 
-    async fn save_link(&self, link: &GroupLink, expected_version: u32) -> Result<(), Error> {
-        match self.store.update_group_link(link, expected_version).await {
+    /// Writes an admin's change made from a copy at `expected_revision`. If another
+    /// change was written since, this one was decided on what the admin no longer sees
+    /// (writing it would, say, turn a link that was just disabled back on), so it is a
+    /// conflict to reload and retry, never an overwrite.
+    async fn save_link(&self, link: &GroupLink, expected_revision: u32) -> Result<(), Error> {
+        match self.store.update_group_link(link, expected_revision).await {
             Err(StoreError::NotFound) => Err(Error::Conflict(
                 "the group link changed meanwhile; reload and try again".into(),
             )),
@@ -1288,7 +1292,7 @@ impl Invitations {
         self.authorize(actor, tenant, AdminAction::ManageGroupLinks)
             .await?;
         let link = self.load_link(tenant, role).await?;
-        let expected = link.version;
+        let expected = link.revision;
         let (token, hash) = LinkToken::generate();
         let link = link.refresh(hash, actor.clone(), self.clock.now());
         self.save_link(&link, expected).await?;
@@ -1315,7 +1319,7 @@ impl Invitations {
         self.authorize(actor, tenant, AdminAction::ManageGroupLinks)
             .await?;
         let link = self.load_link(tenant, role).await?;
-        let expected = link.version;
+        let expected = link.revision;
         let link = link.set_enabled(enabled, actor.clone(), self.clock.now());
         self.save_link(&link, expected).await?;
         self.events
@@ -1342,7 +1346,7 @@ impl Invitations {
             .normalized()
             .map_err(|e| Error::Conflict(format!("allowed domain: {e}")))?;
         let link = self.load_link(tenant, role).await?;
-        let expected = link.version;
+        let expected = link.revision;
         let link = link.configure(settings, actor.clone(), self.clock.now());
         self.save_link(&link, expected).await?;
         self.events

@@ -342,14 +342,17 @@ pub trait Store: Debug + Send + Sync + 'static {
     async fn create_group_link(&self, link: &GroupLink) -> Result<(), StoreError>;
 
     /// Writes an admin's change to a group link (enable, disable, settings, refresh) as
-    /// a compare-and-set on `expected_version` (the link's version before the change).
-    /// The use count belongs to [`join_group_link`](Self::join_group_link): it is
-    /// written only when the version changes (a refresh resets it).
-    /// [`StoreError::NotFound`] if the link or version is not there.
+    /// a compare-and-set on `expected_revision` (the [`GroupLink::revision`] of the copy
+    /// the change was made from): of two changes made from the same copy, only the
+    /// first is written, so none undoes another it never saw. Joins do not move the
+    /// revision, so a change from a copy read before joins is still written. The use
+    /// count belongs to [`join_group_link`](Self::join_group_link): it is written only
+    /// when the version changes (a refresh resets it).
+    /// [`StoreError::NotFound`] if the link is not there or its revision moved on.
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError>;
 
     /// The tenant's group link for `role`, if any.

@@ -478,3 +478,102 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
         );
     }
 }
+
+// ------------------------------------------------------------------ group links
+
+/// Another admin disables the group link (it leaked) on the inner store.
+fn disable_now(tenant: TenantId, role: Role, now: OffsetDateTime) -> Hook {
+    Box::new(move |store: Arc<MemoryStore>| {
+        Box::pin(async move {
+            let link = store.get_group_link(&tenant, &role).await.unwrap().unwrap();
+            let expected_revision = link.revision;
+            let disabled = link.set_enabled(false, ActorId::new("bob").unwrap(), now);
+            store
+                .update_group_link(&disabled, expected_revision)
+                .await
+                .unwrap();
+        })
+    })
+}
+
+/// An admin's configure, enable or refresh of a group link, made from a copy read just
+/// before another admin disabled the link, is a `Conflict` and writes nothing: the link
+/// stays disabled and nobody can join through it (nor through a refreshed token).
+#[tokio::test]
+async fn a_group_link_change_from_before_a_disable_does_not_undo_it() {
+    #[derive(Debug, Clone, Copy)]
+    enum Change {
+        Configure,
+        Enable,
+        Refresh,
+    }
+    for change in [Change::Configure, Change::Enable, Change::Refresh] {
+        let w = world();
+        let issued = w
+            .service
+            .create_group_link(
+                &w.admin,
+                &w.tenant,
+                w.role.clone(),
+                GroupLinkSettings::default(),
+            )
+            .await
+            .unwrap();
+        w.clock.advance(Duration::minutes(1));
+        // The disable commits between the facade's read and its write.
+        w.store.before(
+            "update_group_link",
+            1,
+            disable_now(w.tenant.clone(), w.role.clone(), w.clock.now()),
+        );
+
+        let result = match change {
+            Change::Configure => w
+                .service
+                .configure_group_link(
+                    &w.admin,
+                    &w.tenant,
+                    &w.role,
+                    GroupLinkSettings {
+                        max_uses: Some(100),
+                        ..GroupLinkSettings::default()
+                    },
+                )
+                .await
+                .map(drop),
+            Change::Enable => w
+                .service
+                .set_group_link_enabled(&w.admin, &w.tenant, &w.role, true)
+                .await
+                .map(drop),
+            Change::Refresh => w
+                .service
+                .refresh_group_link(&w.admin, &w.tenant, &w.role)
+                .await
+                .map(drop),
+        };
+        assert!(
+            matches!(result, Err(Error::Conflict(_))),
+            "{change:?}: {result:?}"
+        );
+        let links = w.service.group_links(&w.admin, &w.tenant).await.unwrap();
+        assert_eq!(links.len(), 1);
+        assert!(!links[0].enabled, "{change:?}: the disable must stand");
+        assert_eq!(
+            links[0].updated_by.as_str(),
+            "bob",
+            "{change:?}: nothing of the stale change may be written"
+        );
+        let mallory = UserId::new("mallory").unwrap();
+        let address = EmailAddress::parse("mallory@x.com").unwrap();
+        assert!(
+            matches!(
+                w.service
+                    .join_group_link(&w.tenant, issued.token.expose_secret(), &mallory, &address)
+                    .await,
+                Err(LinkError::InvalidOrExpired)
+            ),
+            "{change:?}: the disabled link must not let anyone in"
+        );
+    }
+}

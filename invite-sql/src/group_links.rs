@@ -26,7 +26,7 @@ where
         prefix
             .apply(
                 "INSERT INTO invite_group_links (tenant, role, enabled, token_hash, version, \
-                 expires_at, max_uses, uses, allowed_domains, updated_by, created_at, \
+                 revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, \
                  updated_at) VALUES (",
             )
             .0
@@ -39,6 +39,7 @@ where
         .push_bind(c.enabled)
         .push_bind(c.token_hash)
         .push_bind(c.version)
+        .push_bind(c.revision)
         .push_bind(c.expires_at)
         .push_bind(c.max_uses)
         .push_bind(c.uses)
@@ -60,14 +61,14 @@ pub(crate) fn insert_error(link: &GroupLink, error: sqlx::Error) -> StoreError {
     }
 }
 
-/// `UPDATE` of `link`'s settings if its stored version is `expected_version`. A new
+/// `UPDATE` of `link`'s settings if its stored revision is `expected_revision`. A new
 /// token (a version change) resets the use count. `uses` is assigned before `version`:
 /// MySQL evaluates `SET` left to right, so the `CASE` still sees the stored version
 /// there, as it always does on PostgreSQL and SQLite.
 pub(crate) fn update<DB>(
     prefix: &TablePrefix,
     link: &GroupLink,
-    expected_version: u32,
+    expected_revision: u32,
 ) -> QueryBuilder<DB>
 where
     DB: Database,
@@ -94,6 +95,8 @@ where
         .push_bind(c.uses)
         .push(" END, version = ")
         .push_bind(c.version)
+        .push(", revision = ")
+        .push_bind(c.revision)
         .push(", expires_at = ")
         .push_bind(c.expires_at)
         .push(", max_uses = ")
@@ -108,7 +111,7 @@ where
         .push_bind(c.tenant)
         .push(" AND role = ")
         .push_bind(c.role)
-        .push(" AND version = ")
-        .push_bind(i64::from(expected_version));
+        .push(" AND revision = ")
+        .push_bind(i64::from(expected_revision));
     q
 }

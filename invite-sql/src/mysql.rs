@@ -63,8 +63,8 @@ const INVITATION_SELECT: &str = "id, CONVERT(tenant USING utf8mb4) AS tenant, em
 const OUTBOX_SELECT: &str = "id, CONVERT(tenant USING utf8mb4) AS tenant, invitation_id, kind, \
      state, attempts, next_attempt_at, claimed_until, last_error, created_at";
 const GROUP_LINK_SELECT: &str = "CONVERT(g.tenant USING utf8mb4) AS tenant, \
-     CONVERT(g.role USING utf8mb4) AS role, g.enabled, g.token_hash, g.version, g.expires_at, \
-     g.max_uses, g.uses, g.allowed_domains, g.updated_by, g.created_at, g.updated_at";
+     CONVERT(g.role USING utf8mb4) AS role, g.enabled, g.token_hash, g.version, g.revision, \
+     g.expires_at, g.max_uses, g.uses, g.allowed_domains, g.updated_by, g.created_at, g.updated_at";
 const GROUP_JOIN_SELECT: &str = "CONVERT(j.tenant USING utf8mb4) AS tenant, \
      CONVERT(j.role USING utf8mb4) AS role, CONVERT(j.user_id USING utf8mb4) AS user_id, \
      j.link_version, j.email, j.joined_at";
@@ -912,10 +912,10 @@ impl Store for MySqlStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
         // Affected rows count matched rows: sqlx connects with CLIENT_FOUND_ROWS.
-        let result = group_links::update::<MySql>(&self.prefix, link, expected_version)
+        let result = group_links::update::<MySql>(&self.prefix, link, expected_revision)
             .build()
             .execute(&self.pool)
             .await

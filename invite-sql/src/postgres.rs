@@ -958,9 +958,9 @@ impl Store for PostgresStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
-        let result = group_links::update::<Postgres>(&self.prefix, link, expected_version)
+        let result = group_links::update::<Postgres>(&self.prefix, link, expected_revision)
             .build()
             .execute(&self.pool)
             .await
@@ -974,7 +974,7 @@ impl Store for PostgresStore {
         role: &Role,
     ) -> Result<Option<GroupLink>, StoreError> {
         let row: Option<PgRow> = sqlx::query(self.sql(
-            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+            "SELECT tenant, role, enabled, token_hash, version, revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
              FROM invite_group_links WHERE tenant = $1 AND role = $2",
         ))
         .bind(tenant.as_str())
@@ -1002,7 +1002,7 @@ impl Store for PostgresStore {
         token_hash: &TokenHash,
     ) -> Result<GroupLink, StoreError> {
         let row: Option<PgRow> = sqlx::query(self.sql(
-            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+            "SELECT tenant, role, enabled, token_hash, version, revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
              FROM invite_group_links WHERE tenant = $1 AND token_hash = $2",
         ))
         .bind(tenant.as_str())

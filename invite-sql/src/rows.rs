@@ -26,7 +26,7 @@ pub(crate) const OUTBOX_COLUMNS: &str = "id, tenant, invitation_id, kind, state,
 pub(crate) const OUTBOX_COLUMN_COUNT: usize = 10;
 
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // MySQL selects its own
-pub(crate) const GROUP_LINK_COLUMNS: &str = "tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at";
+pub(crate) const GROUP_LINK_COLUMNS: &str = "tenant, role, enabled, token_hash, version, revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at";
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // MySQL selects its own
 pub(crate) const GROUP_JOIN_COLUMNS: &str = "tenant, role, user_id, link_version, email, joined_at";
 
@@ -175,6 +175,7 @@ pub(crate) struct GroupLinkCols<'a> {
     pub(crate) enabled: bool,
     pub(crate) token_hash: &'a [u8],
     pub(crate) version: i64,
+    pub(crate) revision: i64,
     pub(crate) expires_at: Option<i64>,
     pub(crate) max_uses: Option<i64>,
     pub(crate) uses: i64,
@@ -192,6 +193,7 @@ impl<'a> GroupLinkCols<'a> {
             enabled: l.enabled,
             token_hash: l.token_hash.as_bytes(),
             version: i64::from(l.version),
+            revision: i64::from(l.revision),
             expires_at: opt_micros(l.settings.expires_at),
             max_uses: l.settings.max_uses.map(i64::from),
             uses: i64::from(l.uses),
@@ -352,6 +354,7 @@ where
         enabled: get!(row, T, "enabled", bool),
         token_hash: hash(T, get!(row, T, "token_hash", &[u8]))?,
         version: count(T, get!(row, T, "version", i64))?,
+        revision: count(T, get!(row, T, "revision", i64))?,
         settings: GroupLinkSettings {
             expires_at: opt_instant(T, get!(row, T, "expires_at", Option<i64>))?,
             max_uses: get!(row, T, "max_uses", Option<i64>)

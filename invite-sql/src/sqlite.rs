@@ -556,9 +556,9 @@ impl Store for SqliteStore {
     async fn update_group_link(
         &self,
         link: &GroupLink,
-        expected_version: u32,
+        expected_revision: u32,
     ) -> Result<(), StoreError> {
-        let result = group_links::update::<Sqlite>(&self.prefix, link, expected_version)
+        let result = group_links::update::<Sqlite>(&self.prefix, link, expected_revision)
             .build()
             .execute(&self.writer)
             .await
@@ -572,7 +572,7 @@ impl Store for SqliteStore {
         role: &Role,
     ) -> Result<Option<GroupLink>, StoreError> {
         let row: Option<SqliteRow> = sqlx::query(self.sql(
-            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+            "SELECT tenant, role, enabled, token_hash, version, revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
              FROM invite_group_links WHERE tenant = ? AND role = ?",
         ))
         .bind(tenant.as_str())
@@ -599,7 +599,7 @@ impl Store for SqliteStore {
         token_hash: &TokenHash,
     ) -> Result<GroupLink, StoreError> {
         let row: Option<SqliteRow> = sqlx::query(self.sql(
-            "SELECT tenant, role, enabled, token_hash, version, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
+            "SELECT tenant, role, enabled, token_hash, version, revision, expires_at, max_uses, uses, allowed_domains, updated_by, created_at, updated_at \
              FROM invite_group_links WHERE tenant = ? AND token_hash = ?",
         ))
         .bind(tenant.as_str())

@@ -20,6 +20,7 @@ use invite_sql::sqlx::{self, AssertSqlSafe, Connection};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
+mod legacy_link;
 mod scratch;
 
 const URL_VAR: &str = "INVITE_TEST_MYSQL_URL";
@@ -288,7 +289,7 @@ async fn migrating_twice_is_a_no_op() {
         .fetch_one(store.pool())
         .await
         .expect("count migrations");
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
 }
 
 /// An older schema with data in it upgrades in place.
@@ -336,6 +337,31 @@ async fn upgrade_keeps_existing_data() {
 
 /// A table prefix renames every table, the migrations table included, and the store
 /// works on them.
+/// Group links written before they had a revision get revision 0, and admins' changes
+/// to them are stored.
+#[tokio::test]
+async fn upgrade_gives_existing_group_links_a_revision() {
+    let Some(url) = url() else { return };
+    let store = MySqlStore::new(fresh_pool(&url, 2).await);
+    store
+        .migrator()
+        .run_to(5, store.pool())
+        .await
+        .expect("migrate to version 5");
+    let legacy = legacy_link::LegacyLink::new();
+    legacy
+        .insert::<sqlx::MySql>()
+        .build()
+        .execute(store.pool())
+        .await
+        .expect("insert a link at version 5");
+    store
+        .migrate()
+        .await
+        .expect("migrate to the latest version");
+    legacy.assert_upgraded(&store).await;
+}
+
 #[tokio::test]
 async fn table_prefix_renames_every_table() {
     let Some(url) = url() else { return };

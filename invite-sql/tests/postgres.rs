@@ -8,6 +8,7 @@
 //! other's entries. Schemas are kept an hour for inspection, then a later run drops them.
 
 mod common;
+mod legacy_link;
 mod scratch;
 
 use std::str::FromStr;
@@ -294,7 +295,7 @@ async fn migration_applied_twice_is_a_no_op() {
     assert_eq!(tables(&store).await, before);
     assert_eq!(
         applied_versions(&store, "invite_migrations").await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     seeded.assert_upgraded(&store).await;
 }
@@ -315,7 +316,7 @@ async fn upgrade_migrates_an_empty_schema_and_one_with_data() {
     empty.migrate().await.expect("migrate to latest");
     assert_eq!(
         applied_versions(&empty, "invite_migrations").await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     common::join_race(&empty, 4, 2).await;
 
@@ -330,6 +331,29 @@ async fn upgrade_migrates_an_empty_schema_and_one_with_data() {
     let seeded = common::Seeded::write(&store).await;
     store.migrate().await.expect("migrate to latest");
     seeded.assert_upgraded(&store).await;
+}
+
+/// Group links written before they had a revision get revision 0, and admins' changes
+/// to them are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_gives_existing_group_links_a_revision() {
+    let url = url_or_skip!();
+    let schema = fresh_schema(&url).await;
+    let store = PostgresStore::new(pool_on(&url, &schema, 4, &[]).await);
+    store
+        .migrator()
+        .run_to(4, store.pool())
+        .await
+        .expect("migrate to 4");
+    let legacy = legacy_link::LegacyLink::new();
+    legacy
+        .insert::<sqlx::Postgres>()
+        .build()
+        .execute(store.pool())
+        .await
+        .expect("insert a link at version 4");
+    store.migrate().await.expect("migrate to latest");
+    legacy.assert_upgraded(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -353,7 +377,7 @@ async fn table_prefix_applies_to_every_table() {
     );
     assert_eq!(
         applied_versions(&store, "acme_migrations").await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     conformance::create_then_get_round_trips_every_field(&store).await;
     conformance::accept_is_single_use_under_concurrency(&store).await;

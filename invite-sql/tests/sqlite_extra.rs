@@ -3,6 +3,7 @@
 //! file, migrations applied twice and upgrades, table prefixes.
 
 mod common;
+mod legacy_link;
 
 use invite_core::conformance;
 use invite_sql::SqliteStore;
@@ -77,7 +78,7 @@ async fn migration_applied_twice_is_a_no_op() {
     assert_eq!(tables(&store).await, before);
     assert_eq!(
         applied_versions(&store, "invite_migrations").await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     seeded.assert_upgraded(&store).await;
 }
@@ -94,7 +95,7 @@ async fn upgrade_migrates_an_empty_database_and_one_with_data() {
     empty.migrate().await.expect("migrate to latest");
     assert_eq!(
         applied_versions(&empty, "invite_migrations").await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     common::join_race(&empty, 4, 2).await;
 
@@ -107,6 +108,27 @@ async fn upgrade_migrates_an_empty_database_and_one_with_data() {
     let seeded = common::Seeded::write(&store).await;
     store.migrate().await.expect("migrate to latest");
     seeded.assert_upgraded(&store).await;
+}
+
+/// Group links written before they had a revision get revision 0, and admins' changes
+/// to them are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_gives_existing_group_links_a_revision() {
+    let store = SqliteStore::open(fresh_path()).await.expect("open");
+    store
+        .migrator()
+        .run_to(4, store.pool())
+        .await
+        .expect("migrate to 4");
+    let legacy = legacy_link::LegacyLink::new();
+    legacy
+        .insert::<sqlx::Sqlite>()
+        .build()
+        .execute(store.pool())
+        .await
+        .expect("insert a link at version 4");
+    store.migrate().await.expect("migrate to latest");
+    legacy.assert_upgraded(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,7 +152,7 @@ async fn table_prefix_applies_to_every_table() {
     );
     assert_eq!(
         applied_versions(&store, "acme_migrations").await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     conformance::create_then_get_round_trips_every_field(&store).await;
     conformance::accept_is_single_use_under_concurrency(&store).await;

@@ -1,0 +1,6 @@
+-- A group link's revision: every admin change adds one, and an admin's write is a
+-- compare-and-set on it (the version moves only when the token is replaced). Existing
+-- links start at 0. The default stays so that a process still running the previous
+-- release, which does not name the column, can go on creating links while the new
+-- one rolls out.
+ALTER TABLE invite_group_links ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
