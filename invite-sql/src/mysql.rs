@@ -380,6 +380,33 @@ impl MySqlStore {
         Ok(report)
     }
 
+    async fn try_attach(
+        &self,
+        tenant: &TenantId,
+        entry: OutboxId,
+        lease_until: OffsetDateTime,
+        token_hash: &TokenHash,
+    ) -> Result<(), Failure> {
+        let result = sqlx::query(self.sql(
+            "UPDATE invite_invitations SET token_hash = ? \
+             WHERE tenant = ? AND status = 'pending' AND id = \
+             (SELECT invitation_id FROM invite_outbox \
+              WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ?)",
+        ))
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(entry.as_uuid().as_bytes().as_slice())
+        .bind(tenant.as_str())
+        .bind(micros(lease_until))
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound.into())
+        }
+    }
+
     async fn try_record(
         &self,
         tenant: &TenantId,
@@ -1015,25 +1042,12 @@ impl Store for MySqlStore {
         lease_until: OffsetDateTime,
         token_hash: &TokenHash,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(self.sql(
-            "UPDATE invite_invitations SET token_hash = ? \
-             WHERE tenant = ? AND status = 'pending' AND id = \
-             (SELECT invitation_id FROM invite_outbox \
-              WHERE id = ? AND tenant = ? AND state = 'queued' AND claimed_until = ?)",
-        ))
-        .bind(token_hash.as_bytes().as_slice())
-        .bind(tenant.as_str())
-        .bind(entry.as_uuid().as_bytes().as_slice())
-        .bind(tenant.as_str())
-        .bind(micros(lease_until))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        if result.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        // The statement reads the entry, then writes the invitation: the opposite of
+        // `record_transitions` (invitation, then its entries), so a resend racing a
+        // delivery can make this the deadlock victim. InnoDB rolled back just this
+        // statement; run it again. A race lost every time is a lost claim.
+        retrying!(self.try_attach(tenant, entry, lease_until, token_hash))
+            .map_err(Failure::lost_race_is_not_found)
     }
 
     async fn complete_outbox(
