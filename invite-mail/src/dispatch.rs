@@ -51,7 +51,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt as _;
 use invite_core::{
-    Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError, SystemClock, TenantId,
+    ClaimRequest, Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError,
+    SystemClock, TenantId,
 };
 use time::{Duration, OffsetDateTime};
 use tokio::task::JoinSet;
@@ -422,7 +423,10 @@ impl Dispatcher {
     /// Errors only if the claim itself fails; a delivery's store error is counted in
     /// [`DispatchReport::errors`].
     pub async fn run_once(&self) -> Result<DispatchReport, StoreError> {
-        let claims = self.service.claim_due(self.claim_limit()).await?;
+        let claims = self
+            .service
+            .claim_due(&ClaimRequest::new(self.claim_limit()))
+            .await?;
         let mut report = DispatchReport {
             claimed: u32::try_from(claims.len()).unwrap_or(u32::MAX),
             ..DispatchReport::default()

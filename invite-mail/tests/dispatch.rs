@@ -111,7 +111,7 @@ async fn a_dispatcher_killed_between_claim_and_send_is_taken_over_after_the_leas
     let ids = invite(&w.service, &acme(), 20).await;
 
     // The first process claims everything and dies before sending anything.
-    let claimed = w.service.claim_due(100).await.unwrap();
+    let claimed = w.service.claim_due(&ClaimRequest::new(100)).await.unwrap();
     assert_eq!(claimed.len(), 20);
     drop(claimed);
 
