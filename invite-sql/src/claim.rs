@@ -5,9 +5,11 @@
 //! they are still claimable.
 //!
 //! Both reads walk the `invite_outbox_tenant_due` index (queued entries by tenant, due
-//! time, id), so a claim reads about one index entry per tenant with queued entries,
-//! plus the entries it takes, plus what is held by other claimers: never the whole
-//! backlog, which a single `ORDER BY` over every due entry ranked per tenant would.
+//! time, id), so on PostgreSQL and SQLite a claim reads about one index entry per
+//! tenant with queued entries, plus the entries it takes, plus what other claimers
+//! hold: never the whole backlog, which one `ORDER BY` over every due entry ranked per
+//! tenant would. (MySQL lists the tenants with a `DISTINCT` over the queued part of
+//! that index instead: see `MySqlStore`'s claim.)
 
 use std::collections::HashMap;
 
@@ -79,10 +81,13 @@ where
 
 /// One round's reads: for each `(tenant, offset, count)`, that tenant's claimable due
 /// entries `offset..offset + count` by (due time, id), as rows of `tenant` (selected as
-/// `tenant_expr`), `id`, `next_attempt_at`.
+/// `tenant_expr`), `id`, `next_attempt_at`. `hint` follows the table name (MySQL's
+/// `FORCE INDEX`: MariaDB otherwise picks the due-time index for a tenant with old
+/// entries, or the invitation index and a sort of the tenant's whole backlog).
 pub(crate) fn heads<DB>(
     prefix: &TablePrefix,
     tenant_expr: &str,
+    hint: &'static str,
     now: OffsetDateTime,
     reads: &[Read<'_>],
 ) -> QueryBuilder<DB>
@@ -99,11 +104,9 @@ where
         q.push(format_args!(
             "SELECT {tenant_expr}, id, next_attempt_at FROM (SELECT tenant, id, next_attempt_at"
         ));
-        q.push(
-            prefix
-                .apply(" FROM invite_outbox WHERE state = 'queued' AND tenant = ")
-                .0,
-        );
+        q.push(prefix.apply(" FROM invite_outbox").0)
+            .push(prefix.apply(hint).0)
+            .push(" WHERE state = 'queued' AND tenant = ");
         q.push_bind(read.tenant.to_owned());
         push_claimable(&mut q, "", now);
         q.push(" ORDER BY next_attempt_at, id LIMIT ")

@@ -1113,7 +1113,7 @@ impl Store for PostgresStore {
             let mut rows = Vec::new();
             for chunk in reads.chunks(claim::TENANTS_PER_QUERY) {
                 rows.extend(
-                    claim::heads::<Postgres>(&self.prefix, "tenant", now, chunk)
+                    claim::heads::<Postgres>(&self.prefix, "tenant", "", now, chunk)
                         .build_query_as::<(String, Vec<u8>, i64)>()
                         .fetch_all(&mut *tx)
                         .await

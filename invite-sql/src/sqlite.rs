@@ -704,7 +704,7 @@ impl Store for SqliteStore {
             let mut rows = Vec::new();
             for chunk in reads.chunks(claim::TENANTS_PER_QUERY) {
                 rows.extend(
-                    claim::heads::<Sqlite>(&self.prefix, "tenant", now, chunk)
+                    claim::heads::<Sqlite>(&self.prefix, "tenant", "", now, chunk)
                         .build_query_as::<(String, Vec<u8>, i64)>()
                         .fetch_all(&mut *tx)
                         .await
