@@ -894,8 +894,41 @@ async fn emails_have_one_recipient_a_stable_message_id_and_a_clean_subject() {
     let new = w
         .new_invite("ann@x.com")
         .with_names(Some("Ann\r\nBcc: eve@evil.com".into()), Some("Lee".into()));
+    // A name that would carry a header is refused at the door...
+    let outcome = w
+        .service
+        .invite(&w.admin, &w.tenant, new.clone(), Delivery::SendNow)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        InviteOutcome::InvalidText(InvalidText::ControlCharacter {
+            field: TextField::FirstName,
+            code: 0x0d,
+            at: 4
+        })
+    );
+    // ...and one that reached the store another way (an older release, a host's own
+    // write) still leaves on one line.
+    let stored = Invitation::create(
+        w.tenant.clone(),
+        new,
+        Duration::days(7),
+        w.admin.clone(),
+        None,
+        START,
+    );
+    let (sent, queue) = stored.send(START).unwrap();
+    let entry = OutboxEntry::queue(w.tenant.clone(), sent.id, queue.kind, START);
     w.service
-        .invite(&w.admin, &w.tenant, new, Delivery::SendNow)
+        .store()
+        .create_invitations(
+            &w.tenant,
+            &[InvitationWrite {
+                invitation: sent,
+                outbox: Some(entry),
+            }],
+        )
         .await
         .unwrap();
     w.service.dispatch_due(10).await.unwrap();
