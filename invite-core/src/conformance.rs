@@ -36,8 +36,8 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    ActorId, BatchId, ClaimRequest, CreateReport, DeliveryOutcome, EmailAddress, GroupJoin,
-    GroupLink, GroupLinkSettings, Invitation, InvitationFilter, InvitationId, InvitationStatus,
+    ActorId, BatchId, CreateReport, DeliveryOutcome, EmailAddress, GroupJoin, GroupLink,
+    GroupLinkSettings, Invitation, InvitationFilter, InvitationId, InvitationStatus,
     InvitationWrite, JoinOutcome, LinkToken, NewInvitation, OutboxClaim, OutboxEntry, OutboxId,
     OutboxState, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
     Transition, UserId,
@@ -127,9 +127,6 @@ macro_rules! __store_conformance_list {
             claim_takes_due_entries_oldest_first_within_limit,
             claim_lease_expiry_makes_entries_claimable_again,
             claims_are_exclusive_under_concurrency,
-            claims_take_turns_between_tenants,
-            claims_honour_the_per_tenant_cap_and_skipped_tenants,
-            capped_claims_are_exclusive_under_concurrency,
             attach_token_needs_the_held_claim_and_a_pending_invitation,
             complete_sent_marks_the_invitation_delivered,
             complete_retry_reschedules_and_releases_the_claim,
@@ -435,9 +432,7 @@ async fn outbox(
 
 async fn claim(store: &dyn Store, now: OffsetDateTime, limit: u32) -> Vec<OutboxClaim> {
     must(
-        store
-            .claim_due_outbox(now, &ClaimRequest::new(limit), LEASE)
-            .await,
+        store.claim_due_outbox(now, limit, LEASE).await,
         "claim_due_outbox",
     )
 }
@@ -3667,9 +3662,7 @@ pub async fn claims_are_exclusive_under_concurrency(store: &dyn Store) {
         let mut got = Vec::new();
         for _ in 0..200 {
             let claims = must(
-                store
-                    .claim_due_outbox(now, &ClaimRequest::new(10), LEASE)
-                    .await,
+                store.claim_due_outbox(now, 10, LEASE).await,
                 "claim_due_outbox",
             );
             if claims.is_empty() {
@@ -3701,197 +3694,6 @@ pub async fn claims_are_exclusive_under_concurrency(store: &dyn Store) {
             .filter_map(|w| w.outbox.as_ref().map(|o| o.id))
             .collect()
     );
-    assert!(
-        all.iter().all(|(_, attempts)| *attempts == 1),
-        "each entry was claimed once, so one attempt each"
-    );
-}
-
-/// Queues `count` emails of `t`, the k-th due at `first + k * step`, in one call.
-async fn backlog(
-    store: &dyn Store,
-    t: &TenantId,
-    count: u32,
-    first: OffsetDateTime,
-    step: Duration,
-) -> Vec<OutboxEntry> {
-    let writes: Vec<InvitationWrite> = (0..count)
-        .map(|k| {
-            let at = first + step * k;
-            let (sent, entry) = send(invitation(t, &format!("user{k}@example.com"), at), at);
-            with_email(&sent, &entry)
-        })
-        .collect();
-    insert(store, t, &writes).await;
-    writes.into_iter().filter_map(|w| w.outbox).collect()
-}
-
-fn claimed_ids(claims: &[OutboxClaim]) -> Vec<OutboxId> {
-    claims.iter().map(|c| c.entry.id).collect()
-}
-
-/// Tenants take turns: every tenant's oldest due entry is claimed before any tenant's
-/// second, and so on (by due time within a turn), so an old backlog of one tenant does
-/// not hold a newer entry of another back; the claim comes in that order.
-pub async fn claims_take_turns_between_tenants(store: &dyn Store) {
-    let fx = Fx::new("claims_take_turns_between_tenants");
-    let (a, b, c) = (fx.tenant(0), fx.tenant(1), fx.tenant(2));
-    let e = era(13);
-    let a_ = backlog(store, &a, 5, e + Duration::seconds(1), Duration::seconds(1)).await;
-    let b_ = backlog(
-        store,
-        &b,
-        2,
-        e + Duration::seconds(10),
-        Duration::seconds(1),
-    )
-    .await;
-    let c_ = backlog(
-        store,
-        &c,
-        1,
-        e + Duration::seconds(20),
-        Duration::seconds(1),
-    )
-    .await;
-    let now = e + Duration::seconds(30);
-
-    let first = claim(store, now, 6).await;
-    assert_eq!(
-        claimed_ids(&first),
-        [a_[0].id, b_[0].id, c_[0].id, a_[1].id, b_[1].id, a_[2].id],
-        "a claim must take every tenant's first due entry before any tenant's second \
-         (within a turn oldest due first), and return them in that order"
-    );
-    assert!(
-        first.iter().all(|c| c.entry.attempts == 1),
-        "each claimed once"
-    );
-    assert_eq!(
-        claimed_ids(&claim(store, now, 10).await),
-        [a_[3].id, a_[4].id],
-        "the rest of the backlog comes next, oldest first"
-    );
-}
-
-/// [`ClaimRequest::per_tenant`] caps what one claim takes of any tenant and
-/// [`ClaimRequest::skip`] leaves tenants out; what they hold back stays due, unclaimed
-/// and without an attempt, for the next claim.
-pub async fn claims_honour_the_per_tenant_cap_and_skipped_tenants(store: &dyn Store) {
-    let fx = Fx::new("claims_honour_the_per_tenant_cap_and_skipped_tenants");
-    let (a, b, c) = (fx.tenant(0), fx.tenant(1), fx.tenant(2));
-    let e = era(14);
-    let a_ = backlog(store, &a, 4, e + Duration::seconds(1), Duration::seconds(1)).await;
-    let b_ = backlog(
-        store,
-        &b,
-        3,
-        e + Duration::seconds(10),
-        Duration::seconds(1),
-    )
-    .await;
-    let c_ = backlog(store, &c, 1, e, Duration::seconds(1)).await; // the oldest of all
-    let now = e + Duration::seconds(30);
-
-    let request = ClaimRequest::new(10).per_tenant(2).skipping([c.clone()]);
-    let capped = must(
-        store.claim_due_outbox(now, &request, LEASE).await,
-        "claim_due_outbox",
-    );
-    assert_eq!(
-        claimed_ids(&capped),
-        [a_[0].id, b_[0].id, a_[1].id, b_[1].id],
-        "a claim must take at most `per_tenant` of each tenant and none of a skipped one"
-    );
-    assert_eq!(
-        outbox(store, &c, c_[0].invitation).await,
-        [c_[0].clone()],
-        "a skipped tenant's entry must be left as it was"
-    );
-    assert_eq!(
-        outbox(store, &a, a_[2].invitation).await,
-        [a_[2].clone()],
-        "an entry over the cap must be left as it was"
-    );
-
-    let one_each = must(
-        store
-            .claim_due_outbox(now, &ClaimRequest::new(10).per_tenant(1), LEASE)
-            .await,
-        "claim_due_outbox",
-    );
-    assert_eq!(
-        claimed_ids(&one_each),
-        [c_[0].id, a_[2].id, b_[2].id],
-        "with a cap of one, each tenant's oldest due entry, oldest first"
-    );
-    assert_eq!(
-        claimed_ids(&claim(store, now, 10).await),
-        [a_[3].id],
-        "then what the caps held back"
-    );
-}
-
-/// 8 concurrent claimers with a per-tenant cap over 4 tenants' 25 due entries each,
-/// half of them skipping one tenant: no entry is held by two, no claim passes its
-/// limit, its cap or its skip, and with a final claim every entry is claimed once.
-pub async fn capped_claims_are_exclusive_under_concurrency(store: &dyn Store) {
-    let fx = Fx::new("capped_claims_are_exclusive_under_concurrency");
-    let tenants: Vec<TenantId> = (0..4).map(|n| fx.tenant(n)).collect();
-    let e = era(15);
-    let mut queued_ids = HashSet::new();
-    for (n, t) in (0u32..).zip(&tenants) {
-        let entries = backlog(store, t, 25, e + ms(n), ms(4)).await;
-        queued_ids.extend(entries.iter().map(|en| en.id));
-    }
-    let now = e + Duration::seconds(1);
-    let skipped = &tenants[0];
-    let per_claimer = join_all((0..8).map(|claimer| async move {
-        let mut request = ClaimRequest::new(10).per_tenant(3);
-        if claimer % 2 == 0 {
-            request = request.skipping([skipped.clone()]);
-        }
-        let mut got = Vec::new();
-        for _ in 0..200 {
-            let claims = must(
-                store.claim_due_outbox(now, &request, LEASE).await,
-                "claim_due_outbox",
-            );
-            if claims.is_empty() {
-                break;
-            }
-            assert!(claims.len() <= 10, "a claim must respect its limit");
-            let mut per_tenant: HashMap<&TenantId, u32> = HashMap::new();
-            for c in &claims {
-                *per_tenant.entry(&c.entry.tenant).or_default() += 1;
-            }
-            assert!(
-                per_tenant.values().all(|&n| n <= 3),
-                "a claim must respect its per-tenant cap: {per_tenant:?}"
-            );
-            assert!(
-                !request.skips(skipped) || !per_tenant.contains_key(skipped),
-                "a claim must not take a skipped tenant's entries"
-            );
-            got.extend(claims.into_iter().map(|c| (c.entry.id, c.entry.attempts)));
-        }
-        got
-    }))
-    .await;
-    let mut all: Vec<(OutboxId, u32)> = per_claimer.into_iter().flatten().collect();
-    all.extend(
-        claim(store, now, 1000)
-            .await
-            .into_iter()
-            .map(|c| (c.entry.id, c.entry.attempts)),
-    );
-    let unique: HashSet<OutboxId> = all.iter().map(|(id, _)| *id).collect();
-    assert_eq!(
-        unique.len(),
-        all.len(),
-        "no entry may be held by two claimers at once"
-    );
-    assert_eq!(unique, queued_ids, "every due entry must be claimed");
     assert!(
         all.iter().all(|(_, attempts)| *attempts == 1),
         "each entry was claimed once, so one attempt each"

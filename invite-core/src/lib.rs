@@ -130,8 +130,8 @@ pub use service::{
 };
 pub use state::{Action, InvitationStatus, TransitionError, UnknownStatus};
 pub use store::{
-    BoxError, ClaimRequest, CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page,
-    PageRequest, Store, StoreError, Transition, TransitionReport,
+    BoxError, CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest,
+    Store, StoreError, Transition, TransitionReport,
 };
 pub use suppression::{BounceCause, Suppression};
 pub use tenant::{ActorId, InvalidId, MAX_ID_LEN, Role, TenantId, UserId};

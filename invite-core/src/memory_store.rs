@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 
 use crate::store::{
-    ClaimRequest, CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest,
-    Store, StoreError, Transition, TransitionReport,
+    CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest, Store,
+    StoreError, Transition, TransitionReport,
 };
 use crate::{
     DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationId, InvitationStatus, OutboxClaim,
@@ -521,49 +521,30 @@ impl Store for MemoryStore {
     async fn claim_due_outbox(
         &self,
         now: OffsetDateTime,
-        request: &ClaimRequest,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError> {
         let mut state = self.lock();
-        let mut by_tenant: HashMap<&TenantId, Vec<(OffsetDateTime, OutboxId)>> = HashMap::new();
-        for e in state.outbox.values().filter(|e| {
-            e.state == OutboxState::Queued
-                && e.next_attempt_at <= now
-                && e.claimed_until.is_none_or(|until| until <= now)
-                && !request.skips(&e.tenant)
-        }) {
-            by_tenant
-                .entry(&e.tenant)
-                .or_default()
-                .push((e.next_attempt_at, e.id));
+        let mut due: Vec<(OffsetDateTime, OutboxId)> = state
+            .outbox
+            .values()
+            .filter(|e| {
+                e.state == OutboxState::Queued
+                    && e.next_attempt_at <= now
+                    && e.claimed_until.is_none_or(|until| until <= now)
+            })
+            .map(|e| (e.next_attempt_at, e.id))
+            .collect();
+        // The `limit` earliest (by time, then id), in order, without sorting them all.
+        let limit = limit as usize;
+        if due.len() > limit && limit > 0 {
+            due.select_nth_unstable(limit - 1);
         }
-        // Each tenant's first `depth` by (due time, id), ranked; no tenant can place
-        // more than `limit` in the claim, so deeper ones are never needed.
-        let limit = request.limit as usize;
-        let depth = (request.per_tenant as usize).min(limit);
-        let mut ranked: Vec<(usize, OffsetDateTime, OutboxId)> = Vec::new();
-        for due in by_tenant.values_mut() {
-            if due.len() > depth && depth > 0 {
-                due.select_nth_unstable(depth - 1);
-            }
-            due.truncate(depth);
-            due.sort_unstable();
-            ranked.extend(
-                due.iter()
-                    .enumerate()
-                    .map(|(rank, (at, id))| (rank, *at, *id)),
-            );
-        }
-        // The `limit` first in turns (rank, then due time, then id), in that order.
-        if ranked.len() > limit && limit > 0 {
-            ranked.select_nth_unstable(limit - 1);
-        }
-        ranked.truncate(limit);
-        ranked.sort_unstable();
-        let due: Vec<OutboxId> = ranked.into_iter().map(|(_, _, id)| id).collect();
+        due.truncate(limit);
+        due.sort_unstable();
         let lease_until = now + lease;
         // Claimed in this one hold of the lock, so no other claim can take them...
-        for id in &due {
+        for (_, id) in &due {
             if let Some(entry) = state.outbox.get_mut(id) {
                 entry.claimed_until = Some(lease_until);
                 entry.attempts += 1;
@@ -577,7 +558,7 @@ impl Store for MemoryStore {
         let mut claims = Vec::with_capacity(due.len());
         for chunk in due.chunks(CLAIM_COPY_CHUNK) {
             let state = self.lock();
-            for id in chunk {
+            for (_, id) in chunk {
                 let Some(entry) = state.outbox.get(id).filter(|e| {
                     e.state == OutboxState::Queued && e.claimed_until == Some(lease_until)
                 }) else {
@@ -778,19 +759,13 @@ mod claim_tests {
             .unwrap();
         let lease = Duration::minutes(5);
         let limit = u32::try_from(2 * CLAIM_COPY_CHUNK + 1).unwrap();
-        let first = store
-            .claim_due_outbox(t0, &ClaimRequest::new(limit), lease)
-            .await
-            .unwrap();
-        let second = store
-            .claim_due_outbox(t0, &ClaimRequest::new(limit), lease)
-            .await
-            .unwrap();
+        let first = store.claim_due_outbox(t0, limit, lease).await.unwrap();
+        let second = store.claim_due_outbox(t0, limit, lease).await.unwrap();
         assert_eq!(first.len(), 2 * CLAIM_COPY_CHUNK + 1);
         assert_eq!(second.len(), total - first.len());
         assert!(
             store
-                .claim_due_outbox(t0, &ClaimRequest::new(limit), lease)
+                .claim_due_outbox(t0, limit, lease)
                 .await
                 .unwrap()
                 .is_empty()
@@ -811,10 +786,7 @@ mod claim_tests {
             }
         }
         let later = t0 + lease;
-        let again = store
-            .claim_due_outbox(later, &ClaimRequest::new(1000), lease)
-            .await
-            .unwrap();
+        let again = store.claim_due_outbox(later, 1000, lease).await.unwrap();
         assert_eq!(again.len(), total);
         assert!(again.iter().all(|c| c.entry.attempts == 2));
     }

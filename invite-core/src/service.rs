@@ -12,13 +12,13 @@ use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    ActorId, AdminAction, BatchId, BounceCause, ClaimRequest, Clock, Composer, DeliveryOutcome,
-    EmailAddress, Error, Event, EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings,
-    InvalidText, Invitation, InvitationFilter, InvitationId, InvitationStatus, InvitationWrite,
-    JoinOutcome, JoinRefusal, LinkError, LinkTemplate, LinkToken, MailError, MailKind, Mailer,
-    MessageContext, NewInvitation, NoEvents, OutboxClaim, OutboxEntry, OutboxId, OutboxState,
-    OutgoingEmail, Page, PageRequest, PlainComposer, Policy, RetryPolicy, Role, Store, StoreError,
-    Suppression, SystemClock, TenantId, Transition, TransitionError, UserId,
+    ActorId, AdminAction, BatchId, BounceCause, Clock, Composer, DeliveryOutcome, EmailAddress,
+    Error, Event, EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, InvalidText,
+    Invitation, InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome,
+    JoinRefusal, LinkError, LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext,
+    NewInvitation, NoEvents, OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page,
+    PageRequest, PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, Suppression,
+    SystemClock, TenantId, Transition, TransitionError, UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -1488,12 +1488,10 @@ impl Invitations {
 
     // ----------------------------------------------------------------- delivery
 
-    /// Claims due emails across tenants for this process to deliver, tenants taking
-    /// turns (see [`Store::claim_due_outbox`]); `ClaimRequest::new(limit)` for up to
-    /// `limit` of them.
-    pub async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<OutboxClaim>, StoreError> {
+    /// Claims up to `limit` due emails across tenants for this process to deliver.
+    pub async fn claim_due(&self, limit: u32) -> Result<Vec<OutboxClaim>, StoreError> {
         self.store
-            .claim_due_outbox(self.clock.now(), request, self.lease)
+            .claim_due_outbox(self.clock.now(), limit, self.lease)
             .await
     }
 
@@ -1639,7 +1637,7 @@ impl Invitations {
     /// lease for one entry's hiccup.
     pub async fn dispatch_due(&self, limit: u32) -> Result<DispatchSummary, StoreError> {
         let mut summary = DispatchSummary::default();
-        for claim in self.claim_due(&ClaimRequest::new(limit)).await? {
+        for claim in self.claim_due(limit).await? {
             match self.deliver(&claim).await {
                 Ok(Delivered::Sent) => summary.sent += 1,
                 Ok(Delivered::Retrying) => summary.retrying += 1,

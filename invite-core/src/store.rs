@@ -166,67 +166,6 @@ pub struct Page<T> {
     pub next: Option<PageRequest>,
 }
 
-/// Which due outbox entries one [`Store::claim_due_outbox`] call may take, and how
-/// many: a batch shared out between tenants in turns.
-///
-/// A throttled tenant's backlog must not hold other tenants' emails back, so a claim
-/// does not simply take the oldest due entries: each tenant's due entries are ranked
-/// oldest due first, and every tenant's first entry comes before any tenant's second,
-/// and so on. A dispatcher that knows a tenant cannot send for a while can leave it
-/// out ([`skipping`](Self::skipping)), and cap what one tenant gets to what it could
-/// send before the claim would be handed back ([`per_tenant`](Self::per_tenant)).
-///
-/// ```
-/// use invite_core::{ClaimRequest, TenantId};
-///
-/// let busy = TenantId::new("acme")?;
-/// let request = ClaimRequest::new(100).per_tenant(20).skipping([busy.clone()]);
-/// assert_eq!((request.limit, request.per_tenant), (100, 20));
-/// assert_eq!(request.skip, [busy]);
-/// # Ok::<(), invite_core::InvalidId>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClaimRequest {
-    /// At most this many entries in all.
-    pub limit: u32,
-    /// At most this many entries of any one tenant (at least 1).
-    pub per_tenant: u32,
-    /// Tenants none of whose entries may be claimed.
-    pub skip: Vec<TenantId>,
-}
-
-impl ClaimRequest {
-    /// Up to `limit` entries, tenants taking turns, no tenant capped or skipped.
-    pub fn new(limit: u32) -> Self {
-        Self {
-            limit,
-            per_tenant: u32::MAX,
-            skip: Vec::new(),
-        }
-    }
-
-    /// At most `per_tenant` entries of any one tenant (0 counts as 1: a cap of none
-    /// would be a skip of every tenant).
-    #[must_use]
-    pub fn per_tenant(mut self, per_tenant: u32) -> Self {
-        self.per_tenant = per_tenant.max(1);
-        self
-    }
-
-    /// Leaves these tenants' entries alone (for now).
-    #[must_use]
-    pub fn skipping(mut self, tenants: impl IntoIterator<Item = TenantId>) -> Self {
-        self.skip.extend(tenants);
-        self
-    }
-
-    /// Whether `tenant`'s entries are left out.
-    pub fn skips(&self, tenant: &TenantId) -> bool {
-        self.skip.contains(tenant)
-    }
-}
-
 /// What [`Store::join_group_link`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -294,7 +233,7 @@ pub enum JoinOutcome {
 ///     async fn find_group_link(&self, t: &TenantId, h: &TokenHash) -> Result<GroupLink, StoreError> { self.inner.find_group_link(t, h).await }
 ///     async fn join_group_link(&self, t: &TenantId, h: &TokenHash, j: &GroupJoin) -> Result<JoinOutcome, StoreError> { self.inner.join_group_link(t, h, j).await }
 ///     async fn list_group_joins(&self, t: &TenantId, r: &Role) -> Result<Vec<GroupJoin>, StoreError> { self.inner.list_group_joins(t, r).await }
-///     async fn claim_due_outbox(&self, now: OffsetDateTime, r: &ClaimRequest, lease: Duration) -> Result<Vec<OutboxClaim>, StoreError> { self.inner.claim_due_outbox(now, r, lease).await }
+///     async fn claim_due_outbox(&self, now: OffsetDateTime, n: u32, lease: Duration) -> Result<Vec<OutboxClaim>, StoreError> { self.inner.claim_due_outbox(now, n, lease).await }
 ///     async fn attach_token(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, h: &TokenHash) -> Result<(), StoreError> { self.inner.attach_token(t, e, l, h).await }
 ///     async fn complete_outbox(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, o: &DeliveryOutcome, now: OffsetDateTime) -> Result<(), StoreError> { self.inner.complete_outbox(t, e, l, o, now).await }
 ///     async fn list_outbox(&self, t: &TenantId, i: InvitationId) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.list_outbox(t, i).await }
@@ -454,23 +393,15 @@ pub trait Store: Debug + Send + Sync + 'static {
         role: &Role,
     ) -> Result<Vec<GroupJoin>, StoreError>;
 
-    /// Claims due outbox entries across all tenants (queued, `next_attempt_at <= now`,
-    /// not claimed or lease expired), tenants taking turns: each tenant's due entries,
-    /// except those of [`ClaimRequest::skip`], are ranked from 1, oldest due first
-    /// (`next_attempt_at`, then id); those ranked at most
-    /// [`ClaimRequest::per_tenant`] are taken by rank, then due time, then id, up to
-    /// [`ClaimRequest::limit`], and returned in that order. So one tenant's backlog,
-    /// however old and large, delays another tenant's entry by at most one entry per
-    /// tenant with due entries.
-    ///
-    /// Each claimed entry gets `claimed_until = now + lease` and one more attempt. An
-    /// entry is held by at most one claimer at a time; a crashed claimer's entries
-    /// become claimable again when its lease ends. Under concurrent claims a claim may
-    /// take fewer than it could (entries another claimer is taking are passed over).
+    /// Claims up to `limit` due outbox entries across all tenants (queued,
+    /// `next_attempt_at <= now`, not claimed or lease expired), oldest due first:
+    /// each gets `claimed_until = now + lease` and one more attempt. An entry is held
+    /// by at most one claimer at a time; a crashed claimer's entries become claimable
+    /// again when its lease ends.
     async fn claim_due_outbox(
         &self,
         now: OffsetDateTime,
-        request: &ClaimRequest,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError>;
 

@@ -613,7 +613,7 @@ async fn revoked_before_delivery_is_never_sent() {
 async fn a_claim_whose_lease_ran_out_is_not_sent_and_is_sent_once_later() {
     let w = world();
     w.invite("ann@x.com").await;
-    let claims = w.service.claim_due(&ClaimRequest::new(10)).await.unwrap();
+    let claims = w.service.claim_due(10).await.unwrap();
     assert_eq!(claims.len(), 1);
     // The dispatcher stalled past its lease; the entry may be someone else's by now.
     w.clock.set(claims[0].lease_until);
@@ -633,7 +633,7 @@ async fn a_claim_whose_lease_ran_out_is_not_sent_and_is_sent_once_later() {
         (OutboxState::Queued, 0, None)
     );
     // Whoever claims it next sends it, once, as its first attempt.
-    let again = w.service.claim_due(&ClaimRequest::new(10)).await.unwrap();
+    let again = w.service.claim_due(10).await.unwrap();
     assert_eq!(again[0].entry.attempts, 1);
     assert_eq!(w.service.deliver(&again[0]).await.unwrap(), Delivered::Sent);
     assert_eq!(w.mailer.sent().len(), 1);
@@ -645,7 +645,7 @@ async fn a_send_starts_only_with_half_its_lease_left() {
     // over mid-send, mint a new link and send the email a second time.
     let w = world();
     w.invite("ann@x.com").await;
-    let claims = w.service.claim_due(&ClaimRequest::new(10)).await.unwrap();
+    let claims = w.service.claim_due(10).await.unwrap();
     let half = (claims[0].lease_until - w.clock.now()) / 2;
     w.clock
         .set(claims[0].lease_until - half + Duration::seconds(1));
@@ -664,7 +664,7 @@ async fn a_send_starts_only_with_half_its_lease_left() {
         (OutboxState::Queued, 0, None)
     );
     // Claimed again, with a full lease: exactly half left is enough.
-    let again = w.service.claim_due(&ClaimRequest::new(10)).await.unwrap();
+    let again = w.service.claim_due(10).await.unwrap();
     w.clock.set(again[0].lease_until - half);
     assert_eq!(w.service.deliver(&again[0]).await.unwrap(), Delivered::Sent);
     assert_eq!(w.mailer.sent().len(), 1);
@@ -674,10 +674,10 @@ async fn a_send_starts_only_with_half_its_lease_left() {
 async fn an_expired_claim_taken_over_meanwhile_is_left_to_its_new_holder() {
     let w = world();
     w.invite("ann@x.com").await;
-    let first = w.service.claim_due(&ClaimRequest::new(10)).await.unwrap();
+    let first = w.service.claim_due(10).await.unwrap();
     w.clock.set(first[0].lease_until);
     // Another dispatcher claimed it after the lease ran out.
-    let second = w.service.claim_due(&ClaimRequest::new(10)).await.unwrap();
+    let second = w.service.claim_due(10).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(
         w.service.deliver(&first[0]).await.unwrap(),

@@ -180,11 +180,11 @@ impl Store for FaultyStore {
     async fn claim_due_outbox(
         &self,
         now: OffsetDateTime,
-        r: &ClaimRequest,
+        n: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError> {
         self.enter("claim_due_outbox").await?;
-        self.inner.claim_due_outbox(now, r, lease).await
+        self.inner.claim_due_outbox(now, n, lease).await
     }
     async fn attach_token(
         &self,

@@ -32,15 +32,15 @@
 //! held to the rates again at the instant it goes, so a stalled relay does not turn
 //! into a burst.
 //!
-//! One tenant's backlog does not hold the others back: the store's claim takes
-//! tenants in turns ([`Store::claim_due_outbox`]: every tenant's oldest due entry
-//! before any tenant's second), so an email queued while a 10,000-row import is being
-//! sent at its tenant's rate goes out with the next pass, after at most the claim in
-//! progress (which ends within [`with_max_wait`](Dispatcher::with_max_wait) plus one
-//! send), however large the import. It is claimed before the import's next entries
-//! unless a full batch of other tenants have older first entries.
+//! A known limit: the store hands out due entries oldest first across tenants, so when
+//! one tenant's backlog is larger than a batch, another tenant's newer entries are
+//! claimed only once that backlog has been claimed (and, with a tenant rate, sent or
+//! handed back) once: with a tenant rate of `r` per second, a backlog of `n` holds
+//! newer entries of other tenants back for about `n / r` seconds at most. A larger
+//! [`with_batch_size`](Dispatcher::with_batch_size) shortens that (the excess is
+//! handed back to later slots, at no cost in attempts); taking turns between tenants
+//! in the claim itself would need a per-tenant order in the `Store` contract.
 //!
-//! [`Store::claim_due_outbox`]: invite_core::Store::claim_due_outbox
 //! [`InvitationsBuilder::lease`]: invite_core::InvitationsBuilder::lease
 
 use std::collections::{HashMap, VecDeque};
@@ -51,8 +51,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt as _;
 use invite_core::{
-    ClaimRequest, Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError,
-    SystemClock, TenantId,
+    Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError, SystemClock, TenantId,
 };
 use time::{Duration, OffsetDateTime};
 use tokio::task::JoinSet;
@@ -383,8 +382,8 @@ impl Dispatcher {
     }
 
     /// Limits each tenant's messages to `rate`, so one tenant's 10,000-row import does
-    /// not trip a provider's limit (nor, since claims take tenants in turns, hold other
-    /// tenants' emails back: see the module docs).
+    /// not trip a provider's limit (see the module docs for how long it can hold other
+    /// tenants' newer emails back).
     #[must_use]
     pub fn with_tenant_rate(mut self, rate: Rate) -> Self {
         self.set_limits(Throttle::new(self.global_rate, Some(rate)));
@@ -423,10 +422,7 @@ impl Dispatcher {
     /// Errors only if the claim itself fails; a delivery's store error is counted in
     /// [`DispatchReport::errors`].
     pub async fn run_once(&self) -> Result<DispatchReport, StoreError> {
-        let claims = self
-            .service
-            .claim_due(&ClaimRequest::new(self.claim_limit()))
-            .await?;
+        let claims = self.service.claim_due(self.claim_limit()).await?;
         let mut report = DispatchReport {
             claimed: u32::try_from(claims.len()).unwrap_or(u32::MAX),
             ..DispatchReport::default()

@@ -23,8 +23,6 @@
 //!   text columns are `VARBINARY` there, because `utf8mb4_bin` pads trailing spaces.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod claim;
 mod error;
 mod filter;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

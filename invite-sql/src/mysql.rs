@@ -20,17 +20,16 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use invite_core::{
-    ClaimRequest, CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation,
-    InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim,
-    OutboxEntry, OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId,
-    TokenHash, Transition, TransitionReport, UserId,
+    CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
+    Transition, TransitionReport, UserId,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::mysql::{MySqlPool, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
-use crate::claim;
 use crate::error::{
     corrupt, exactly_one, from_sqlx, is_serialization_failure, is_unique_violation,
 };
@@ -612,66 +611,25 @@ impl MySqlStore {
     async fn try_claim(
         &self,
         now: OffsetDateTime,
-        request: &ClaimRequest,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, Failure> {
+        let now_us = micros(now);
         let lease_until = micros(now + lease);
         let mut tx = self.pool.begin().await?;
-        // The due tenants: `DISTINCT` over the (state, tenant, ...) index, each kept if
-        // it has a claimable due entry. MariaDB 10.11 reads it as an index-only scan
-        // of the queued entries, not a loose index scan (a recursive skip scan as on
-        // PostgreSQL would hit MySQL 8's `cte_max_recursion_depth` of 1000 tenants).
-        let mut q = self.builder(
-            "SELECT CONVERT(t.tenant USING utf8mb4) FROM \
-             (SELECT DISTINCT tenant FROM invite_outbox WHERE state = 'queued') t \
-             WHERE EXISTS (SELECT 1 FROM invite_outbox o \
-             WHERE o.state = 'queued' AND o.tenant = t.tenant",
-        );
-        claim::push_claimable(&mut q, "o.", now);
-        q.push(")");
-        let tenants: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-        let mut turns = claim::Turns::new(request, tenants);
-        while let Some(reads) = turns.round() {
-            let mut rows = Vec::new();
-            for chunk in reads.chunks(claim::TENANTS_PER_QUERY) {
-                rows.extend(
-                    claim::heads::<MySql>(
-                        &self.prefix,
-                        "CONVERT(tenant USING utf8mb4)",
-                        " FORCE INDEX (invite_outbox_tenant_due)",
-                        now,
-                        chunk,
-                    )
-                    .build_query_as::<(String, Vec<u8>, i64)>()
-                    .fetch_all(&mut *tx)
-                    .await?,
-                );
-            }
-            for (tenant, id, due) in rows {
-                turns.add(&tenant, id, due)?;
-            }
-            turns.end_round();
-        }
-        let chosen = turns.chosen();
-        // The reads above took no locks. SKIP LOCKED: entries another claimer is taking
-        // right now are not waited for but left to it; a locking read sees the latest
-        // commit, so one it already took no longer matches (its lease is in the future).
-        let mut due: Vec<Vec<u8>> = Vec::with_capacity(chosen.len());
-        for chunk in chosen.chunks(MAX_BINDS - 2) {
-            let mut q = self.builder("SELECT id FROM invite_outbox WHERE state = 'queued'");
-            claim::push_claimable(&mut q, "", now);
-            q.push(" AND id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.as_slice());
-            }
-            q.push(") FOR UPDATE SKIP LOCKED");
-            due.extend(
-                q.build_query_scalar::<Vec<u8>>()
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
-        }
+        // SKIP LOCKED: entries another claimer is taking right now are not waited for
+        // but left to it; the lease below keeps them its own after it commits.
+        let due: Vec<Vec<u8>> = sqlx::query_scalar(self.sql(
+            "SELECT id FROM invite_outbox \
+             WHERE state = 'queued' AND next_attempt_at <= ? \
+             AND (claimed_until IS NULL OR claimed_until <= ?) \
+             ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+        ))
+        .bind(now_us)
+        .bind(now_us)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
         if due.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -700,7 +658,7 @@ impl MySqlStore {
                 entries.push(rows::outbox(row)?);
             }
         }
-        claim::sort_as_chosen(&mut entries, &chosen);
+        entries.sort_by_key(|e| (e.next_attempt_at, e.id));
         let ids: Vec<InvitationId> = entries.iter().map(|e| e.invitation).collect();
         let invitations: HashMap<InvitationId, Invitation> = self
             .invitations_by_id(&mut tx, None, &ids)
@@ -1071,10 +1029,10 @@ impl Store for MySqlStore {
     async fn claim_due_outbox(
         &self,
         now: OffsetDateTime,
-        request: &ClaimRequest,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError> {
-        retrying!(self.try_claim(now, request, lease)).map_err(Failure::into_store)
+        retrying!(self.try_claim(now, limit, lease)).map_err(Failure::into_store)
     }
 
     async fn attach_token(

@@ -28,17 +28,16 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use invite_core::{
-    ClaimRequest, CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation,
-    InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim,
-    OutboxEntry, OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId,
-    TokenHash, Transition, TransitionReport, UserId,
+    CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
+    Transition, TransitionReport, UserId,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
-use crate::claim;
 use crate::error::{corrupt, exactly_one, from_sqlx, from_sqlx_conditional};
 use crate::filter;
 use crate::group_links;
@@ -1098,56 +1097,27 @@ impl Store for PostgresStore {
     async fn claim_due_outbox(
         &self,
         now: OffsetDateTime,
-        request: &ClaimRequest,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError> {
         let mut tx = self.begin().await?;
-        let tenants: Vec<String> =
-            claim::due_tenants_recursive::<Postgres>(&self.prefix, "t.tenant", now)
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-        let mut turns = claim::Turns::new(request, tenants);
-        while let Some(reads) = turns.round() {
-            let mut rows = Vec::new();
-            for chunk in reads.chunks(claim::TENANTS_PER_QUERY) {
-                rows.extend(
-                    claim::heads::<Postgres>(&self.prefix, "tenant", "", now, chunk)
-                        .build_query_as::<(String, Vec<u8>, i64)>()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?,
-                );
-            }
-            for (tenant, id, due) in rows {
-                turns.add(&tenant, id, due)?;
-            }
-            turns.end_round();
-        }
-        let chosen = turns.chosen();
-        if chosen.is_empty() {
-            tx.commit().await.map_err(from_sqlx)?;
-            return Ok(Vec::new());
-        }
-        // The reads above took no locks. SKIP LOCKED: entries another claimer is taking
-        // right now are passed over, not waited for; one it already took is re-checked
-        // after its commit and no longer matches (its lease is in the future). Such a
-        // claim takes fewer than it chose, and the next one the rest.
-        let now_us = micros(now);
+        // SKIP LOCKED: entries another claimer is taking right now are passed over, not
+        // waited for; an entry it already took is re-checked after its commit and no
+        // longer matches (its lease is in the future).
         let rows: Vec<PgRow> = sqlx::query(self.sql(
-            "WITH chosen AS ( \
+            "WITH due AS ( \
                SELECT id FROM invite_outbox \
-               WHERE id = ANY($1) AND state = 'queued' AND next_attempt_at <= $2 \
-               AND (claimed_until IS NULL OR claimed_until <= $2) \
+               WHERE state = 'queued' AND next_attempt_at <= $1 \
+               AND (claimed_until IS NULL OR claimed_until <= $1) \
+               ORDER BY next_attempt_at, id LIMIT $2 \
                FOR UPDATE SKIP LOCKED) \
              UPDATE invite_outbox o SET claimed_until = $3, attempts = o.attempts + 1 \
-             FROM chosen WHERE o.id = chosen.id \
+             FROM due WHERE o.id = due.id \
              RETURNING o.id, o.tenant, o.invitation_id, o.kind, o.state, o.attempts, \
              o.next_attempt_at, o.claimed_until, o.last_error, o.created_at",
         ))
-        .bind(&chosen)
-        .bind(now_us)
+        .bind(micros(now))
+        .bind(i64::from(limit))
         .bind(micros(now + lease))
         .fetch_all(&mut *tx)
         .await
@@ -1156,7 +1126,7 @@ impl Store for PostgresStore {
             .iter()
             .map(rows::outbox)
             .collect::<Result<Vec<_>, _>>()?;
-        claim::sort_as_chosen(&mut entries, &chosen);
+        entries.sort_by_key(|e| (e.next_attempt_at, e.id));
         let ids: Vec<InvitationId> = entries.iter().map(|e| e.invitation).collect();
         let invitations: HashMap<InvitationId, Invitation> = self
             .invitations_by_id(&mut tx, None, &ids)

@@ -10,10 +10,10 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use invite_core::{
-    ClaimRequest, CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation,
-    InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim,
-    OutboxEntry, OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId,
-    TokenHash, Transition, TransitionReport, UserId,
+    CreateReport, DeliveryOutcome, GroupJoin, GroupLink, Invitation, InvitationFilter,
+    InvitationId, InvitationStatus, InvitationWrite, JoinOutcome, OutboxClaim, OutboxEntry,
+    OutboxId, Page, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
+    Transition, TransitionReport, UserId,
 };
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
@@ -23,7 +23,6 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 use time::{Duration, OffsetDateTime};
 
-use crate::claim;
 use crate::error::{exactly_one, from_sqlx};
 use crate::filter;
 use crate::group_links;
@@ -687,59 +686,31 @@ impl Store for SqliteStore {
     async fn claim_due_outbox(
         &self,
         now: OffsetDateTime,
-        request: &ClaimRequest,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError> {
-        // Read and claimed under the one writer (`BEGIN IMMEDIATE`): nothing else claims
-        // between the reads and the update.
         let mut tx = self.begin().await?;
-        let tenants: Vec<String> =
-            claim::due_tenants_recursive::<Sqlite>(&self.prefix, "t.tenant", now)
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-        let mut turns = claim::Turns::new(request, tenants);
-        while let Some(reads) = turns.round() {
-            let mut rows = Vec::new();
-            for chunk in reads.chunks(claim::TENANTS_PER_QUERY) {
-                rows.extend(
-                    claim::heads::<Sqlite>(&self.prefix, "tenant", "", now, chunk)
-                        .build_query_as::<(String, Vec<u8>, i64)>()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?,
-                );
-            }
-            for (tenant, id, due) in rows {
-                turns.add(&tenant, id, due)?;
-            }
-            turns.end_round();
-        }
-        let chosen = turns.chosen();
-        if chosen.is_empty() {
-            tx.commit().await.map_err(from_sqlx)?;
-            return Ok(Vec::new());
-        }
-        let mut rows: Vec<SqliteRow> = Vec::with_capacity(chosen.len());
-        for chunk in chosen.chunks(MAX_BINDS - 4) {
-            let mut q = self.builder("UPDATE invite_outbox SET claimed_until = ");
-            q.push_bind(micros(now + lease))
-                .push(", attempts = attempts + 1 WHERE state = 'queued'");
-            claim::push_claimable(&mut q, "", now);
-            q.push(" AND id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.as_slice());
-            }
-            q.push(") RETURNING ").push(rows::OUTBOX_COLUMNS);
-            rows.extend(q.build().fetch_all(&mut *tx).await.map_err(from_sqlx)?);
-        }
+        let now_us = micros(now);
+        let rows: Vec<SqliteRow> = sqlx::query(self.sql(
+            "UPDATE invite_outbox SET claimed_until = ?, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM invite_outbox \
+                          WHERE state = 'queued' AND next_attempt_at <= ? \
+                          AND (claimed_until IS NULL OR claimed_until <= ?) \
+                          ORDER BY next_attempt_at, id LIMIT ?) \
+             RETURNING id, tenant, invitation_id, kind, state, attempts, next_attempt_at, claimed_until, last_error, created_at",
+        ))
+        .bind(micros(now + lease))
+        .bind(now_us)
+        .bind(now_us)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
         let mut entries = rows
             .iter()
             .map(rows::outbox)
             .collect::<Result<Vec<_>, _>>()?;
-        claim::sort_as_chosen(&mut entries, &chosen);
+        entries.sort_by_key(|e| (e.next_attempt_at, e.id));
         let ids: Vec<InvitationId> = entries.iter().map(|e| e.invitation).collect();
         let invitations: HashMap<InvitationId, Invitation> = self
             .invitations_by_id(&mut tx, None, &ids)

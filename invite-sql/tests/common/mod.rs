@@ -6,9 +6,9 @@ use std::collections::HashSet;
 
 use futures::future::join_all;
 use invite_core::{
-    ActorId, ClaimRequest, EmailAddress, GroupJoin, GroupLink, GroupLinkSettings, Invitation,
-    InvitationWrite, JoinOutcome, LinkToken, NewInvitation, OutboxEntry, OutboxId, Role, Store,
-    StoreError, TenantId, TokenHash, UserId,
+    ActorId, EmailAddress, GroupJoin, GroupLink, GroupLinkSettings, Invitation, InvitationWrite,
+    JoinOutcome, LinkToken, NewInvitation, OutboxEntry, OutboxId, Role, Store, StoreError,
+    TenantId, TokenHash, UserId,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -234,7 +234,7 @@ pub(crate) async fn outbox_claimed_once(
             let mut claimed = Vec::new();
             loop {
                 let batch = store
-                    .claim_due_outbox(now, &ClaimRequest::new(7), Duration::minutes(5))
+                    .claim_due_outbox(now, 7, Duration::minutes(5))
                     .await
                     .expect("claim_due_outbox");
                 if batch.is_empty() {
