@@ -179,7 +179,9 @@ async fn a_deadlock_victim_loses_as_not_found() {
 
     let url = url_or_skip!();
     let schema = fresh_schema(&url).await;
-    let store = PostgresStore::new(pool_on(&url, &schema, 4, &[]).await);
+    // Named, so the wait below is this store's and not another test's in the database.
+    let name = format!("victim-{schema}");
+    let store = PostgresStore::new(pool_on(&url, &schema, 4, &[("application_name", &name)]).await);
     store.migrate().await.expect("migrate");
     let t = common::tenant("deadlock");
     let new = NewInvitation::new(
@@ -238,8 +240,9 @@ async fn a_deadlock_victim_loses_as_not_found() {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE '%invite_outbox%' AND pid <> pg_backend_pid()",
+             AND application_name = $1",
         )
+        .bind(&name)
         .fetch_one(&mut host)
         .await
         .expect("watch the store's session");
