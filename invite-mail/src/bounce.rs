@@ -28,11 +28,11 @@
 //! | Postmark | `RecordType: "Bounce"`, `Type` `HardBounce`, `BadEmailAddress` (no such user, domain or address) | mailbox |
 //! | Postmark | `Type` `SpamComplaint` (also `RecordType: "SpamComplaint"`), `Unsubscribe` | mailbox |
 //! | Postmark | `Type` `ManuallyDeactivated` | mailbox |
-//! | Postmark | `Type` `Blocked` (ISP block: content or blocklist), `DMARCPolicy`, `SpamNotification` (classified as spam or content rejected), `VirusNotification`, `TemplateRenderingFailed`, `SMTPApiError`, `Unconfirmed` | sending |
+//! | Postmark | `Type` `Blocked` (ISP block: content or blocklist), `DMARCPolicy`, `VirusNotification`, `TemplateRenderingFailed`, `SMTPApiError`, `Unconfirmed` | sending |
 //! | Postmark | any other `Type` with `Inactive: true` | sending |
-//! | Postmark | `Transient`, `SoftBounce`, `DnsError`, `AutoResponder`, `AddressChange`, `ChallengeVerification`, `Subscribe`, `OpenRelayTest`, `InboundError`, `Unknown`; other record types (`Delivery`, `Open`, ...) | ignored |
-//! | SendGrid | `bounce` with `type: "bounce"` (or none), `bounce_classification` `Invalid Address`, `Mailbox Unavailable`, `Unclassified` or none | mailbox |
-//! | SendGrid | `bounce` with `type: "bounce"` and `bounce_classification` `Content`, `Reputation`, `Technical Failure`, `Frequency or Volume Too High` | sending |
+//! | Postmark | `SpamNotification` without `Inactive: true` (Postmark: "the message was delivered", but filed as spam or bulk; its link works), `Transient`, `SoftBounce`, `DnsError`, `AutoResponder`, `AddressChange`, `ChallengeVerification`, `Subscribe`, `OpenRelayTest`, `InboundError`, `Unknown`; other record types (`Delivery`, `Open`, ...) | ignored |
+//! | SendGrid | `bounce` with `type: "bounce"` (or none), `bounce_classification` `Invalid Address`, `Mailbox Unavailable` or none (payloads from before SendGrid classified bounces: a hard bounce) | mailbox |
+//! | SendGrid | `bounce` with `type: "bounce"` and any other `bounce_classification` (`Content`, `Reputation`, `Technical Failure`, `Frequency or Volume Too High`, `Unclassified`) | sending |
 //! | SendGrid | `bounce` with `type: "blocked"` (any classification) | sending |
 //! | SendGrid | `dropped` with `reason` `Bounced Address`, `Invalid`, `Unsubscribed Address`, `Spam Reporting Address` | mailbox |
 //! | SendGrid | `dropped` with any other `reason` (`Spam Content`, `Invalid SMTPAPI header`, `Recipient List over Package Quota`, ...) | sending |
@@ -106,7 +106,6 @@ fn postmark_cause(kind: &str, inactive: bool) -> Option<BounceCause> {
         | "ManuallyDeactivated" => Some(BounceCause::Mailbox),
         "Blocked"
         | "DMARCPolicy"
-        | "SpamNotification"
         | "VirusNotification"
         | "TemplateRenderingFailed"
         | "SMTPApiError"
@@ -117,13 +116,9 @@ fn postmark_cause(kind: &str, inactive: bool) -> Option<BounceCause> {
     }
 }
 
-/// SendGrid `bounce_classification`s that blame the message or the sender.
-const SENDGRID_SENDING_CLASSIFICATIONS: &[&str] = &[
-    "Content",
-    "Reputation",
-    "Technical Failure",
-    "Frequency or Volume Too High",
-];
+/// SendGrid `bounce_classification`s that blame the mailbox; any other one (the
+/// message, the sender, or `Unclassified`) does not.
+const SENDGRID_MAILBOX_CLASSIFICATIONS: &[&str] = &["Invalid Address", "Mailbox Unavailable"];
 
 /// SendGrid `dropped` reasons naming one of its own suppression lists (or an address
 /// it cannot send to at all).
@@ -149,7 +144,7 @@ fn sendgrid_cause(event: &Value) -> Option<(BounceCause, String)> {
             let classification = event["bounce_classification"].as_str();
             let blocked = event["type"].as_str() == Some("blocked");
             let sending = blocked
-                || classification.is_some_and(|c| SENDGRID_SENDING_CLASSIFICATIONS.contains(&c));
+                || classification.is_some_and(|c| !SENDGRID_MAILBOX_CLASSIFICATIONS.contains(&c));
             let cause = if sending {
                 BounceCause::Sending
             } else {

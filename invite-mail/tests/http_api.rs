@@ -744,6 +744,13 @@ async fn postmark_events_suppress_only_when_the_mailbox_is_the_cause() {
             spam_notification,
             "smtp;550 5.7.1 Message considered as spam",
             false,
+            Ignored,
+        ),
+        (
+            "Bounce",
+            spam_notification,
+            "smtp;550 5.7.1 Message considered as spam",
+            true,
             Failed,
         ),
         (
@@ -839,6 +846,12 @@ async fn sendgrid_events_suppress_only_when_the_mailbox_is_the_cause() {
             "reason": "421 4.7.0 Try again later, closing connection." }),
             Failed,
             "Try again later",
+        ),
+        (
+            json!({ "event": "bounce", "type": "bounce", "status": "5.0.0", "bounce_classification": "Unclassified",
+            "reason": "550 5.0.0 unrecognised rejection" }),
+            Failed,
+            "unrecognised rejection",
         ),
         (
             json!({ "event": "bounce", "type": "blocked", "bounce_classification": "Unclassified", "tls": 0,
