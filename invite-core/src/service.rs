@@ -185,6 +185,7 @@ pub enum Delivered {
 
 /// Counts of one [`Invitations::dispatch_due`] pass.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct DispatchSummary {
     /// Sent.
     pub sent: u32,
