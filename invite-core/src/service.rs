@@ -1007,6 +1007,11 @@ impl Invitations {
                 }
             }
         }
+        // Not recorded: the webhook's retry decides again, and may find the bounce
+        // superseded and write nothing, so the suppression written here goes too.
+        if let Some(suppression) = &written {
+            self.withdraw(suppression).await?;
+        }
         Err(Error::Conflict(
             "the invitation kept changing while its bounce was recorded; try again".into(),
         ))

@@ -479,6 +479,83 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
     }
 }
 
+/// Another writer moves the invitation's version without superseding the bounce (a
+/// change the bounce does not care about), on the inner store.
+fn bump_version(tenant: TenantId, id: InvitationId) -> Hook {
+    Box::new(move |store: Arc<MemoryStore>| {
+        Box::pin(async move {
+            let invitation = store
+                .get_invitations(&tenant, &[id])
+                .await
+                .unwrap()
+                .remove(0);
+            let expected_version = invitation.version;
+            let mut next = invitation;
+            next.version += 1;
+            let report = store
+                .record_transitions(
+                    &tenant,
+                    &[Transition {
+                        expected_version,
+                        invitation: next,
+                        outbox: None,
+                    }],
+                )
+                .await
+                .unwrap();
+            assert_eq!(report.applied, [id], "the other writer commits");
+        })
+    })
+}
+
+/// A bounce whose every compare-and-set loses to another writer gives up with a
+/// conflict (the provider retries the webhook) and takes back the suppression it
+/// wrote: the retried webhook may find the bounce superseded and write nothing, and
+/// the address must not stay suppressed by a bounce that was never recorded.
+#[tokio::test]
+async fn a_bounce_that_keeps_losing_its_compare_and_set_leaves_no_suppression() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    let first = w.outbox(id).await[0].id;
+    let made = w
+        .store
+        .calls
+        .lock()
+        .unwrap()
+        .get("record_transitions")
+        .copied()
+        .unwrap_or(0);
+    for k in 1..=3 {
+        w.store.before(
+            "record_transitions",
+            made + k,
+            bump_version(w.tenant.clone(), id),
+        );
+    }
+    let result = w
+        .service
+        .record_bounce_of(
+            &w.tenant,
+            id,
+            first,
+            BounceCause::Mailbox,
+            "550 no such user",
+        )
+        .await;
+    assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::Pending);
+    assert!(
+        w.service
+            .suppressed(&w.admin, &w.tenant, &[invitation.email])
+            .await
+            .unwrap()
+            .is_empty(),
+        "a bounce that was not recorded must not leave the address suppressed"
+    );
+}
+
 // ------------------------------------------------------------------ group links
 
 /// Another admin disables the group link (it leaked) on the inner store.
