@@ -19,7 +19,8 @@
 //! real domain API, under tenant ids unique to the check and the run, so a store over
 //! tables shared by all checks (and by earlier runs) is fine, with one exception:
 //! [`Store::claim_due_outbox`] is cross-tenant by contract, so the outbox checks
-//! (`claim_*`, `claims_*`, `attach_*`, `complete_*`, `a_taken_over_claim_is_fenced`)
+//! (`claim_*`, `claims_*`, `attach_*`, `complete_*`, `spread_*`,
+//! `a_taken_over_claim_is_fenced`)
 //! need an outbox no other running check writes to. Give each test its own database,
 //! schema or table prefix. Those checks also run in their own era (2010, while the
 //! others use 2030), so the queued emails of the other checks are never due for them.
@@ -133,6 +134,7 @@ macro_rules! __store_conformance_list {
             complete_failed_marks_delivery_failed,
             complete_cancelled_retires_the_entry,
             complete_deferred_gives_the_attempt_back,
+            spread_moves_only_the_tenants_due_unclaimed_entries_in_order,
             complete_with_a_lost_lease_changes_nothing,
             a_taken_over_claim_is_fenced,
             complete_and_transitions_race_without_a_backend_error,
@@ -4148,6 +4150,109 @@ pub async fn complete_deferred_gives_the_attempt_back(store: &dyn Store) {
         );
         at = next_attempt_at;
     }
+}
+
+/// Spreading a tenant's due backlog moves exactly its queued, due, unheld entries, in
+/// claim order (`next_attempt_at`, then id), to `first_at + k * interval`, and changes
+/// nothing else about them (attempts, last error); the tenant's held, sent and not yet
+/// due entries and other tenants' entries stay as they are. The next claim then finds
+/// the other tenant's entry first.
+pub async fn spread_moves_only_the_tenants_due_unclaimed_entries_in_order(store: &dyn Store) {
+    let fx = Fx::new("spread_moves_only_the_tenants_due_unclaimed_entries_in_order");
+    let (a, b) = (fx.tenant(0), fx.tenant(1));
+    let e = era(14);
+    // Claims are cross-tenant: each claim below happens while its entry is the only
+    // one due.
+    let (sent_inv, sent) = queued(store, &a, "sent@example.com", e - Duration::seconds(30)).await;
+    let held_sent = claim_one(store, e - Duration::seconds(30), sent.id).await;
+    must(
+        store
+            .complete_outbox(
+                &a,
+                sent.id,
+                held_sent.lease_until,
+                &DeliveryOutcome::Sent,
+                e - Duration::seconds(30),
+            )
+            .await,
+        "complete_outbox",
+    );
+    // A retried entry (attempts 1, an error) due at e + 3 s.
+    let (retried_inv, retried) =
+        queued(store, &a, "retried@example.com", e - Duration::seconds(20)).await;
+    let held_retried = claim_one(store, e - Duration::seconds(20), retried.id).await;
+    let retry = DeliveryOutcome::Retry {
+        next_attempt_at: e + Duration::seconds(3),
+        error: "421 try again later".into(),
+    };
+    must(
+        store
+            .complete_outbox(&a, retried.id, held_retried.lease_until, &retry, e)
+            .await,
+        "complete_outbox",
+    );
+    // Held: claimed at e, its lease runs past `now`.
+    let (held_inv, held) = queued(store, &a, "held@example.com", e - Duration::seconds(10)).await;
+    claim_one(store, e - Duration::seconds(10), held.id).await;
+    let (first_inv, _) = queued(store, &a, "first@example.com", e + Duration::seconds(1)).await;
+    let (second_inv, _) = queued(store, &a, "second@example.com", e + Duration::seconds(2)).await;
+    let (later_inv, _) = queued(store, &a, "later@example.com", e + Duration::hours(1)).await;
+    let (other_inv, other) = queued(store, &b, "other@example.com", e + Duration::seconds(1)).await;
+
+    let all = [
+        &sent_inv,
+        &retried_inv,
+        &held_inv,
+        &first_inv,
+        &second_inv,
+        &later_inv,
+    ];
+    let mut before = Vec::new();
+    for inv in all {
+        before.push(outbox(store, &a, inv.id).await);
+    }
+    let other_before = outbox(store, &b, other_inv.id).await;
+
+    let now = e + Duration::seconds(10);
+    let first_at = now + Duration::minutes(1);
+    let interval = ms(100);
+    let moved = must(
+        store.spread_due_outbox(&a, now, first_at, interval).await,
+        "spread_due_outbox",
+    );
+    assert_eq!(
+        moved, 3,
+        "three of the tenant's entries were due and unheld"
+    );
+
+    let mut expected = before.clone();
+    // Claim order: first (e + 1 s), second (e + 2 s), retried (e + 3 s).
+    for (index, k) in [(3, 0), (4, 1), (1, 2)] {
+        assert_eq!(expected[index].len(), 1);
+        expected[index][0].next_attempt_at = first_at + interval * k;
+    }
+    let mut after = Vec::new();
+    for inv in all {
+        after.push(outbox(store, &a, inv.id).await);
+    }
+    assert_eq!(
+        after, expected,
+        "only the due, unheld entries move, in claim order, to first_at + k * interval; \
+         nothing else about any entry changes"
+    );
+    assert_eq!(
+        outbox(store, &b, other_inv.id).await,
+        other_before,
+        "another tenant's due entry is untouched"
+    );
+    // The backlog is out of the way: the next claim takes the other tenant's entry.
+    claim_one(store, now, other.id).await;
+    // Spread again: nothing of the tenant is due and unheld any more.
+    let again = must(
+        store.spread_due_outbox(&a, now, first_at, interval).await,
+        "spread_due_outbox",
+    );
+    assert_eq!(again, 0, "nothing left to spread");
 }
 
 /// Completing without holding the claim (wrong lease, wrong tenant, unknown entry) is

@@ -665,6 +665,36 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn spread_due_outbox(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        first_at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let mut due: Vec<(OffsetDateTime, OutboxId)> = state
+            .outbox
+            .values()
+            .filter(|e| {
+                &e.tenant == tenant
+                    && e.state == OutboxState::Queued
+                    && e.next_attempt_at <= now
+                    && e.claimed_until.is_none_or(|until| until <= now)
+            })
+            .map(|e| (e.next_attempt_at, e.id))
+            .collect();
+        due.sort_unstable();
+        let mut at = first_at;
+        for (_, id) in &due {
+            if let Some(entry) = state.outbox.get_mut(id) {
+                entry.next_attempt_at = at;
+            }
+            at += interval;
+        }
+        Ok(due.len() as u64)
+    }
+
     async fn list_outbox(
         &self,
         tenant: &TenantId,

@@ -236,6 +236,7 @@ pub enum JoinOutcome {
 ///     async fn claim_due_outbox(&self, now: OffsetDateTime, n: u32, lease: Duration) -> Result<Vec<OutboxClaim>, StoreError> { self.inner.claim_due_outbox(now, n, lease).await }
 ///     async fn attach_token(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, h: &TokenHash) -> Result<(), StoreError> { self.inner.attach_token(t, e, l, h).await }
 ///     async fn complete_outbox(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, o: &DeliveryOutcome, now: OffsetDateTime) -> Result<(), StoreError> { self.inner.complete_outbox(t, e, l, o, now).await }
+///     async fn spread_due_outbox(&self, t: &TenantId, now: OffsetDateTime, f: OffsetDateTime, i: Duration) -> Result<u64, StoreError> { self.inner.spread_due_outbox(t, now, f, i).await }
 ///     async fn list_outbox(&self, t: &TenantId, i: InvitationId) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.list_outbox(t, i).await }
 ///     async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> { self.inner.suppress(s).await }
 ///     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> { self.inner.suppressed(t, k).await }
@@ -434,6 +435,26 @@ pub trait Store: Debug + Send + Sync + 'static {
         outcome: &DeliveryOutcome,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// Pushes one tenant's due backlog into the future, spread out: the tenant's
+    /// entries that are queued, due (`next_attempt_at <= now`) and not held (never
+    /// claimed, or the lease ended by `now`), taken in claim order
+    /// (`next_attempt_at`, then id), get `next_attempt_at = first_at + k * interval`
+    /// for k = 0, 1, 2, ...; nothing else about them changes (attempts, errors).
+    /// Returns how many moved. Other tenants' entries, held, finished and not yet
+    /// due ones are untouched. One atomic write.
+    ///
+    /// The dispatcher calls it for a tenant its rate limit holds back, so that
+    /// tenant's backlog no longer sits at the head of the oldest-due-first claim
+    /// order ahead of other tenants' newer entries, and comes due one entry at a
+    /// time at the tenant's rate instead.
+    async fn spread_due_outbox(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        first_at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<u64, StoreError>;
 
     /// Adds `suppression` to its tenant's list, or replaces the entry for the same
     /// case-folded address (the newest reason and time win).

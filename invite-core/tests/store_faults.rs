@@ -207,6 +207,16 @@ impl Store for FaultyStore {
         self.enter("complete_outbox").await?;
         self.inner.complete_outbox(t, e, l, o, now).await
     }
+    async fn spread_due_outbox(
+        &self,
+        t: &TenantId,
+        now: OffsetDateTime,
+        f: OffsetDateTime,
+        i: Duration,
+    ) -> Result<u64, StoreError> {
+        self.enter("spread_due_outbox").await?;
+        self.inner.spread_due_outbox(t, now, f, i).await
+    }
     async fn list_outbox(
         &self,
         t: &TenantId,

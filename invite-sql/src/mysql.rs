@@ -39,7 +39,7 @@ use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT,
-    OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
+    OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row, span_micros,
 };
 use crate::suppressions;
 
@@ -681,6 +681,40 @@ impl MySqlStore {
             .collect())
     }
 
+    async fn try_spread(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        first_at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<u64, Failure> {
+        // The ranking (a derived table, materialized: it has a window function) reads
+        // the due index's range (queued, `next_attempt_at <= now`), what the claim
+        // reads anyway. The outer conditions are checked again on each row as it is
+        // locked, so an entry claimed meanwhile is left alone.
+        let now_us = micros(now);
+        let done = sqlx::query(self.sql(
+            "UPDATE invite_outbox o \
+             JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
+                   FROM invite_outbox \
+                   WHERE state = 'queued' AND next_attempt_at <= ? AND tenant = ? \
+                   AND (claimed_until IS NULL OR claimed_until <= ?)) r ON o.id = r.id \
+             SET o.next_attempt_at = ? + (r.rn - 1) * ? \
+             WHERE o.state = 'queued' AND o.next_attempt_at <= ? \
+             AND (o.claimed_until IS NULL OR o.claimed_until <= ?)",
+        ))
+        .bind(now_us)
+        .bind(tenant.as_str())
+        .bind(now_us)
+        .bind(micros(first_at))
+        .bind(span_micros(interval))
+        .bind(now_us)
+        .bind(now_us)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn try_complete(
         &self,
         tenant: &TenantId,
@@ -1033,6 +1067,16 @@ impl Store for MySqlStore {
         lease: Duration,
     ) -> Result<Vec<OutboxClaim>, StoreError> {
         retrying!(self.try_claim(now, limit, lease)).map_err(Failure::into_store)
+    }
+
+    async fn spread_due_outbox(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        first_at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<u64, StoreError> {
+        retrying!(self.try_spread(tenant, now, first_at, interval)).map_err(Failure::into_store)
     }
 
     async fn attach_token(

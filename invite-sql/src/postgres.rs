@@ -45,7 +45,7 @@ use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
-    InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros,
+    InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, span_micros,
 };
 use crate::suppressions;
 
@@ -1147,6 +1147,36 @@ impl Store for PostgresStore {
                 })
             })
             .collect())
+    }
+
+    async fn spread_due_outbox(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        first_at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<u64, StoreError> {
+        // The ranking reads the due index's range (queued, `next_attempt_at <= $3`),
+        // what the claim reads anyway. The outer conditions are checked again on each
+        // row's latest version when it is locked (READ COMMITTED), so an entry a
+        // dispatcher claimed after the ranking's snapshot is left alone.
+        let done = sqlx::query(self.sql(
+            "UPDATE invite_outbox o SET next_attempt_at = $1 + (r.rn - 1) * $2 \
+             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
+                   FROM invite_outbox \
+                   WHERE state = 'queued' AND next_attempt_at <= $3 AND tenant = $4 \
+                   AND (claimed_until IS NULL OR claimed_until <= $3)) r \
+             WHERE o.id = r.id AND o.state = 'queued' AND o.next_attempt_at <= $3 \
+             AND (o.claimed_until IS NULL OR o.claimed_until <= $3)",
+        ))
+        .bind(micros(first_at))
+        .bind(span_micros(interval))
+        .bind(micros(now))
+        .bind(tenant.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(done.rows_affected())
     }
 
     async fn attach_token(

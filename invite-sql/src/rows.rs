@@ -35,6 +35,11 @@ pub(crate) fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
+/// A span in whole microseconds, as instants are stored (saturating; never negative).
+pub(crate) fn span_micros(d: Duration) -> i64 {
+    i64::try_from(d.whole_microseconds().max(0)).unwrap_or(i64::MAX)
+}
+
 pub(crate) fn opt_micros(t: Option<OffsetDateTime>) -> Option<i64> {
     t.map(micros)
 }

@@ -30,6 +30,7 @@ use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
     InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
+    span_micros,
 };
 use crate::suppressions;
 
@@ -731,6 +732,35 @@ impl Store for SqliteStore {
                 })
             })
             .collect())
+    }
+
+    async fn spread_due_outbox(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        first_at: OffsetDateTime,
+        interval: Duration,
+    ) -> Result<u64, StoreError> {
+        // One statement on the writer: nothing else writes meanwhile, so the ranked
+        // rows are exactly the ones updated. The ranking reads the due index's range
+        // (queued, `next_attempt_at <= now`), which is what the claim reads anyway.
+        let done = sqlx::query(self.sql(
+            "UPDATE invite_outbox SET next_attempt_at = ? + (r.rn - 1) * ? \
+             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
+                   FROM invite_outbox \
+                   WHERE state = 'queued' AND next_attempt_at <= ? AND tenant = ? \
+                   AND (claimed_until IS NULL OR claimed_until <= ?)) AS r \
+             WHERE invite_outbox.id = r.id",
+        ))
+        .bind(micros(first_at))
+        .bind(span_micros(interval))
+        .bind(micros(now))
+        .bind(tenant.as_str())
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(done.rows_affected())
     }
 
     async fn attach_token(
