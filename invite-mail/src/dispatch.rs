@@ -32,15 +32,32 @@
 //! held to the rates again at the instant it goes, so a stalled relay does not turn
 //! into a burst.
 //!
-//! A known limit: the store hands out due entries oldest first across tenants, so when
-//! one tenant's backlog is larger than a batch, another tenant's newer entries are
-//! claimed only once that backlog has been claimed (and, with a tenant rate, sent or
-//! handed back) once: with a tenant rate of `r` per second, a backlog of `n` holds
-//! newer entries of other tenants back for about `n / r` seconds at most. A larger
-//! [`with_batch_size`](Dispatcher::with_batch_size) shortens that (the excess is
-//! handed back to later slots, at no cost in attempts); taking turns between tenants
-//! in the claim itself would need a per-tenant order in the `Store` contract.
+//! # A big backlog and other tenants
 //!
+//! The store hands out due entries oldest first across tenants, so a tenant's import
+//! larger than a batch would be claimed batch after batch, sent at its tenant rate,
+//! while other tenants' newer entries wait behind all of it (`n / r` seconds for a
+//! backlog of `n` at `r` per second). So when a tenant's own rate makes any of its
+//! claims in a pass wait (booked after the pass's start, or handed back), the pass
+//! also moves that tenant's due entries it did not claim later in the outbox, with one
+//! [`Store::spread_due_outbox`] call per such tenant: in their claim order, one per
+//! tenant rate interval from the interval after the last send time the pass gave the
+//! tenant (they could not have gone earlier anyway). The backlog then no longer heads
+//! the claim order; the next pass claims other tenants' due entries, and the backlog's
+//! entries come due one at a time at the tenant's rate, interleaving with theirs.
+//! Moving is not an attempt (attempts and errors are untouched) and is counted in
+//! [`DispatchReport::spread`]. Only tenant rates do this; the global rate serves
+//! entries in arrival order, which is fair across tenants.
+//!
+//! What remains: within one pass, a batch of the big tenant's claims is still ahead
+//! of others' (their entries are claimed by the next pass, after this one's sends,
+//! so at most about [`with_max_wait`](Dispatcher::with_max_wait) later), and while
+//! fewer than a batch of the moved entries are due at a time, each pass is followed by
+//! the poll interval, which slows the big tenant a little below its rate. Entries
+//! queued for a tenant after a pass moved its backlog are due before the moved ones
+//! (the claim is still oldest due first).
+//!
+//! [`Store::spread_due_outbox`]: invite_core::Store::spread_due_outbox
 //! [`InvitationsBuilder::lease`]: invite_core::InvitationsBuilder::lease
 
 use std::collections::{HashMap, VecDeque};
@@ -203,6 +220,14 @@ impl Throttle {
         at
     }
 
+    /// When `tenant`'s own rate lets its next message go, at the earliest `now`
+    /// (`now` without a tenant rate or a booking): the global rate left out.
+    fn tenant_earliest(&self, tenant: &TenantId, now: OffsetDateTime) -> OffsetDateTime {
+        self.tenants
+            .get(tenant)
+            .map_or(now, |bucket| bucket.earliest(now))
+    }
+
     /// Forgets tenants whose bucket is full again, so memory follows active tenants.
     pub fn prune(&mut self, now: OffsetDateTime) {
         self.tenants.retain(|_, bucket| !bucket.idle(now));
@@ -228,6 +253,14 @@ pub struct DispatchReport {
     pub deferred: u32,
     /// Lost to another dispatcher (lease ran out); nothing was sent by this one.
     pub lease_lost: u32,
+    /// Due entries not claimed by this pass, of tenants whose rate held back some of
+    /// its claims, moved later in the outbox: spread at the tenant's rate after the
+    /// last send time this pass gave the tenant, so they no longer come before other
+    /// tenants' newer entries in the oldest-due-first claim ([`Store::spread_due_outbox`]).
+    /// Nothing else about them changes; a failed move is in [`errors`](Self::errors).
+    ///
+    /// [`Store::spread_due_outbox`]: invite_core::Store::spread_due_outbox
+    pub spread: u64,
     /// Store errors of individual deliveries; the entries stay claimed until their
     /// lease ends and are then retried.
     pub errors: Vec<StoreError>,
@@ -242,6 +275,7 @@ impl DispatchReport {
         self.cancelled += other.cancelled;
         self.deferred += other.deferred;
         self.lease_lost += other.lease_lost;
+        self.spread += other.spread;
         self.errors.extend(other.errors);
     }
 }
@@ -382,8 +416,8 @@ impl Dispatcher {
     }
 
     /// Limits each tenant's messages to `rate`, so one tenant's 10,000-row import does
-    /// not trip a provider's limit (see the module docs for how long it can hold other
-    /// tenants' newer emails back).
+    /// not trip a provider's limit (see the module docs for how such a backlog is kept
+    /// from holding other tenants' newer emails back).
     #[must_use]
     pub fn with_tenant_rate(mut self, rate: Rate) -> Self {
         self.set_limits(Throttle::new(self.global_rate, Some(rate)));
@@ -436,6 +470,9 @@ impl Dispatcher {
         let horizon = now + self.max_wait;
         let mut scheduled = Vec::with_capacity(claims.len());
         let mut deferred = Vec::new();
+        // Tenants whose own rate made a claim of this pass wait, with the last send
+        // time this pass gives them (booked or projected for a hand-back).
+        let mut throttled: HashMap<TenantId, OffsetDateTime> = HashMap::new();
         {
             let mut throttle = lock(&self.throttle);
             throttle.prune(now);
@@ -443,11 +480,19 @@ impl Dispatcher {
                 lock(sending).prune(now);
             }
             for claim in round_robin(claims) {
-                let at = throttle.peek(&claim.entry.tenant, now);
+                let tenant = &claim.entry.tenant;
+                if throttle.tenant_earliest(tenant, now) > now {
+                    throttled.entry(tenant.clone()).or_insert(now);
+                }
+                let at = throttle.peek(tenant, now);
                 if at > horizon {
                     deferred.push((at, claim));
                 } else {
-                    scheduled.push((throttle.reserve(&claim.entry.tenant, now), claim));
+                    let at = throttle.reserve(tenant, now);
+                    if let Some(last) = throttled.get_mut(tenant) {
+                        *last = at;
+                    }
+                    scheduled.push((at, claim));
                 }
             }
             // Each handed-back claim is due again at the slot it would get if all were
@@ -459,6 +504,9 @@ impl Dispatcher {
                 let mut projection = throttle.clone();
                 for (at, claim) in &mut deferred {
                     *at = projection.reserve(&claim.entry.tenant, now);
+                    if let Some(last) = throttled.get_mut(&claim.entry.tenant) {
+                        *last = (*last).max(*at);
+                    }
                 }
             }
         }
@@ -470,6 +518,31 @@ impl Dispatcher {
                 Ok(true) => report.deferred += 1,
                 Ok(false) => report.lease_lost += 1,
                 Err(e) => report.errors.push(e),
+            }
+        }
+
+        // A throttled tenant's due entries this pass did not claim could not go before
+        // its next slot anyway; left due, they would be the next passes' oldest claims
+        // ahead of every other tenant's newer ones. One store call per such tenant
+        // moves them after its last slot, at its rate (whole microseconds, rounded up,
+        // as stores keep instants), where they come due one at a time.
+        let tenant_rate = lock(&self.throttle).tenant_rate;
+        if let Some(rate) = tenant_rate {
+            let ns = rate.interval.whole_nanoseconds().max(0);
+            let interval = Duration::microseconds(
+                i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0))
+                    .unwrap_or(i64::MAX),
+            );
+            for (tenant, last) in throttled {
+                match self
+                    .service
+                    .store()
+                    .spread_due_outbox(&tenant, now, last + interval, interval)
+                    .await
+                {
+                    Ok(moved) => report.spread += moved,
+                    Err(e) => report.errors.push(e),
+                }
             }
         }
 

@@ -404,6 +404,94 @@ async fn claims_too_far_ahead_are_handed_back_not_held() {
     }
 }
 
+/// A tenant's import of a thousand, at its rate of 10 a second, does not hold back
+/// another tenant's email queued just after it for the ~100 s the import takes: the
+/// first pass sends a batch of the import and moves the rest of it later, at the
+/// tenant's rate, so the next pass claims the other tenant's email. The import's
+/// sends keep their rate.
+#[tokio::test(start_paused = true)]
+async fn a_large_throttled_backlog_does_not_hold_another_tenant_back() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let stamps = Arc::new(Stamps {
+        clock: clock.clone(),
+        at: Mutex::new(Vec::new()),
+    });
+    let w = world(stamps.clone(), clock.clone());
+    let globex = TenantId::new("globex").unwrap();
+    let acme_ids = invite(&w.service, &acme(), 1_000).await;
+    invite(&w.service, &globex, 1).await;
+    // Defaults otherwise: batches of 100, up to a minute's wait, polling every second.
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_tenant_rate(Rate::per_second(nz(10)).with_burst(nz(1)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        dispatcher
+            .run(async {
+                stopped.await.ok();
+            })
+            .await
+    });
+    // Paused time: this sleep ends once the dispatcher has done all it could in 30 s.
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    stop.send(()).unwrap();
+    let total = running.await.unwrap();
+    assert!(total.errors.is_empty(), "{:?}", total.errors);
+    assert!(total.spread >= 900, "{total:?}");
+    eprintln!("{total:?}");
+
+    let at = stamps.at.lock().unwrap().clone();
+    let globex_sent: Vec<OffsetDateTime> = at
+        .iter()
+        .filter(|(t, _)| *t == globex)
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(
+        globex_sent.len(),
+        1,
+        "globex's email went out within 30 s (acme sent {} by then)",
+        at.len()
+    );
+    assert!(
+        globex_sent[0] <= T0 + Duration::seconds(11),
+        "globex's email waited until {} behind acme's import",
+        globex_sent[0] - T0
+    );
+    let mut acme_sent: Vec<OffsetDateTime> = at
+        .iter()
+        .filter(|(t, _)| *t == acme())
+        .map(|(_, a)| *a)
+        .collect();
+    acme_sent.sort();
+    for pair in acme_sent.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::milliseconds(100),
+            "acme's rate broken: {pair:?}"
+        );
+    }
+    // The import goes on after globex's email, at close to its rate (each pass with
+    // fewer than a batch due waits for the poll interval).
+    assert!(acme_sent.len() >= 200, "acme sent {}", acme_sent.len());
+    // Moving the backlog spent no attempt: each email is sent on its first, or still
+    // queued with none.
+    let mut queued = 0;
+    for id in &acme_ids {
+        for entry in w.store.list_outbox(&acme(), *id).await.unwrap() {
+            match entry.state {
+                OutboxState::Sent => assert_eq!(entry.attempts, 1, "{entry:?}"),
+                OutboxState::Queued => {
+                    assert_eq!(entry.attempts, 0, "{entry:?}");
+                    queued += 1;
+                }
+                _ => panic!("{entry:?}"),
+            }
+        }
+    }
+    assert_eq!(queued + acme_sent.len(), 1_000);
+}
+
 /// A relay that hangs: every send that starts before `until` returns only then.
 #[derive(Debug)]
 struct Hanging {
