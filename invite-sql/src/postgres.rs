@@ -1157,17 +1157,21 @@ impl Store for PostgresStore {
         interval: Duration,
     ) -> Result<u64, StoreError> {
         // The ranking reads the due index's range (queued, `next_attempt_at <= $3`),
-        // what the claim reads anyway. The outer conditions are checked again on each
-        // row's latest version when it is locked (READ COMMITTED), so an entry a
-        // dispatcher claimed after the ranking's snapshot is left alone.
+        // what the claim reads anyway. SKIP LOCKED, as in the claim: an entry another
+        // transaction holds (being claimed, or cancelled by a transition) is left
+        // alone rather than waited for, so this statement never waits on a row lock
+        // and cannot be part of a deadlock. A locked row is checked again on its
+        // latest version (READ COMMITTED), so one claimed meanwhile is not moved.
         let done = sqlx::query(self.sql(
-            "UPDATE invite_outbox o SET next_attempt_at = $1 + (r.rn - 1) * $2 \
-             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
-                   FROM invite_outbox \
-                   WHERE state = 'queued' AND next_attempt_at <= $3 AND tenant = $4 \
-                   AND (claimed_until IS NULL OR claimed_until <= $3)) r \
-             WHERE o.id = r.id AND o.state = 'queued' AND o.next_attempt_at <= $3 \
-             AND (o.claimed_until IS NULL OR o.claimed_until <= $3)",
+            "WITH due AS ( \
+               SELECT id, next_attempt_at FROM invite_outbox \
+               WHERE state = 'queued' AND next_attempt_at <= $3 AND tenant = $4 \
+               AND (claimed_until IS NULL OR claimed_until <= $3) \
+               FOR UPDATE SKIP LOCKED), \
+             ranked AS ( \
+               SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn FROM due) \
+             UPDATE invite_outbox o SET next_attempt_at = $1 + (ranked.rn - 1) * $2 \
+             FROM ranked WHERE o.id = ranked.id",
         ))
         .bind(micros(first_at))
         .bind(span_micros(interval))
