@@ -689,8 +689,8 @@ impl MySqlStore {
         interval: Duration,
     ) -> Result<u64, Failure> {
         // The ranking (a derived table, materialized: it has a window function) reads
-        // the due index's range (queued, `next_attempt_at <= now`), what the claim
-        // reads anyway. The outer conditions are checked again on each row as it is
+        // the tenant's due range of `invite_outbox_tenant_due` (migration 0007),
+        // already in claim order. The outer conditions are checked again on each row as it is
         // locked, so an entry claimed meanwhile is left alone.
         let now_us = micros(now);
         let done = sqlx::query(self.sql(

@@ -1156,8 +1156,8 @@ impl Store for PostgresStore {
         first_at: OffsetDateTime,
         interval: Duration,
     ) -> Result<u64, StoreError> {
-        // The ranking reads the due index's range (queued, `next_attempt_at <= $3`),
-        // what the claim reads anyway. SKIP LOCKED, as in the claim: an entry another
+        // The ranking reads the tenant's due range of `invite_outbox_tenant_due`
+        // (migration 0006), already in claim order. SKIP LOCKED, as in the claim: an entry another
         // transaction holds (being claimed, or cancelled by a transition) is left
         // alone rather than waited for, so this statement never waits on a row lock
         // and cannot be part of a deadlock. A locked row is checked again on its

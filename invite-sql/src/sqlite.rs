@@ -742,8 +742,8 @@ impl Store for SqliteStore {
         interval: Duration,
     ) -> Result<u64, StoreError> {
         // One statement on the writer: nothing else writes meanwhile, so the ranked
-        // rows are exactly the ones updated. The ranking reads the due index's range
-        // (queued, `next_attempt_at <= now`), which is what the claim reads anyway.
+        // rows are exactly the ones updated. The ranking reads the tenant's due range
+        // of `invite_outbox_tenant_due` (migration 0006), already in claim order.
         let done = sqlx::query(self.sql(
             "UPDATE invite_outbox SET next_attempt_at = ? + (r.rn - 1) * ? \
              FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
