@@ -37,9 +37,10 @@
 //! The store hands out due entries oldest first across tenants, so a tenant's import
 //! larger than a batch would be claimed batch after batch, sent at its tenant rate,
 //! while other tenants' newer entries wait behind all of it (`n / r` seconds for a
-//! backlog of `n` at `r` per second). So when a tenant's own rate makes any of its
-//! claims in a pass wait (booked after the pass's start, or handed back), the pass
-//! also moves that tenant's due entries it did not claim later in the outbox, with one
+//! backlog of `n` at `r` per second). So when a pass claimed a full batch and a
+//! tenant's own rate makes any of its claims wait (booked after the pass's start, or
+//! handed back), the pass also moves that tenant's due entries it did not claim later
+//! in the outbox, with one
 //! [`Store::spread_due_outbox`] call per such tenant: in their claim order, one per
 //! tenant rate interval from the interval after the last send time the pass gave the
 //! tenant (they could not have gone earlier anyway). The backlog then no longer heads
@@ -526,8 +527,14 @@ impl Dispatcher {
         // ahead of every other tenant's newer ones. One store call per such tenant
         // moves them after its last slot, at its rate (whole microseconds, rounded up,
         // as stores keep instants), where they come due one at a time.
+        // Only after a full claim: a claim that came back short took every entry due
+        // at its start (but those other claimers hold, which cannot move anyway), so a
+        // spread could move nothing and would only cost a store write per throttled
+        // tenant in front of this pass's sends.
         let tenant_rate = lock(&self.throttle).tenant_rate;
-        if let Some(rate) = tenant_rate {
+        if let Some(rate) = tenant_rate
+            && report.claimed >= self.claim_limit()
+        {
             let ns = rate.interval.whole_nanoseconds().max(0);
             let interval = Duration::microseconds(
                 i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0))
