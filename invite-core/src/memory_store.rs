@@ -143,6 +143,16 @@ impl State {
     }
 
     /// The entry, if `tenant`'s claim on it ending at `lease_until` is still held.
+    /// The entries a claim at `now` may take: queued, due, and not held (never
+    /// claimed, or the lease ended), in no order.
+    fn claimable(&self, now: OffsetDateTime) -> impl Iterator<Item = &OutboxEntry> {
+        self.outbox.values().filter(move |e| {
+            e.state == OutboxState::Queued
+                && e.next_attempt_at <= now
+                && e.claimed_until.is_none_or(|until| until <= now)
+        })
+    }
+
     fn held(
         &mut self,
         tenant: &TenantId,
@@ -526,13 +536,7 @@ impl Store for MemoryStore {
     ) -> Result<Vec<OutboxClaim>, StoreError> {
         let mut state = self.lock();
         let mut due: Vec<(OffsetDateTime, OutboxId)> = state
-            .outbox
-            .values()
-            .filter(|e| {
-                e.state == OutboxState::Queued
-                    && e.next_attempt_at <= now
-                    && e.claimed_until.is_none_or(|until| until <= now)
-            })
+            .claimable(now)
             .map(|e| (e.next_attempt_at, e.id))
             .collect();
         // The `limit` earliest (by time, then id), in order, without sorting them all.
@@ -674,14 +678,8 @@ impl Store for MemoryStore {
     ) -> Result<u64, StoreError> {
         let mut state = self.lock();
         let mut due: Vec<(OffsetDateTime, OutboxId)> = state
-            .outbox
-            .values()
-            .filter(|e| {
-                &e.tenant == tenant
-                    && e.state == OutboxState::Queued
-                    && e.next_attempt_at <= now
-                    && e.claimed_until.is_none_or(|until| until <= now)
-            })
+            .claimable(now)
+            .filter(|e| &e.tenant == tenant)
             .map(|e| (e.next_attempt_at, e.id))
             .collect();
         due.sort_unstable();

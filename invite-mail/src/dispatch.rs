@@ -472,17 +472,25 @@ impl Dispatcher {
         let mut scheduled = Vec::with_capacity(claims.len());
         let mut deferred = Vec::new();
         // Tenants whose own rate made a claim of this pass wait, with the last send
-        // time this pass gives them (booked or projected for a hand-back).
+        // time this pass gives them (booked or projected for a hand-back), for the
+        // spread below: tracked only when one can follow.
         let mut throttled: HashMap<TenantId, OffsetDateTime> = HashMap::new();
-        {
+        let spread_rate = {
             let mut throttle = lock(&self.throttle);
+            // Only after a full claim: one that came back short took every entry due at
+            // its start (but those other claimers hold, which cannot move anyway), so a
+            // spread could move nothing and would only cost a store write per throttled
+            // tenant in front of this pass's sends.
+            let spread_rate = throttle
+                .tenant_rate
+                .filter(|_| report.claimed >= self.claim_limit());
             throttle.prune(now);
             if let Some(sending) = &self.sending {
                 lock(sending).prune(now);
             }
             for claim in round_robin(claims) {
                 let tenant = &claim.entry.tenant;
-                if throttle.tenant_earliest(tenant, now) > now {
+                if spread_rate.is_some() && throttle.tenant_earliest(tenant, now) > now {
                     throttled.entry(tenant.clone()).or_insert(now);
                 }
                 let at = throttle.peek(tenant, now);
@@ -510,7 +518,8 @@ impl Dispatcher {
                     }
                 }
             }
-        }
+            spread_rate
+        };
         // Stable: equal times keep the round-robin order.
         scheduled.sort_by_key(|(at, _)| *at);
 
@@ -527,14 +536,7 @@ impl Dispatcher {
         // ahead of every other tenant's newer ones. One store call per such tenant
         // moves them after its last slot, at its rate (whole microseconds, rounded up,
         // as stores keep instants), where they come due one at a time.
-        // Only after a full claim: a claim that came back short took every entry due
-        // at its start (but those other claimers hold, which cannot move anyway), so a
-        // spread could move nothing and would only cost a store write per throttled
-        // tenant in front of this pass's sends.
-        let tenant_rate = lock(&self.throttle).tenant_rate;
-        if let Some(rate) = tenant_rate
-            && report.claimed >= self.claim_limit()
-        {
+        if let Some(rate) = spread_rate {
             let ns = rate.interval.whole_nanoseconds().max(0);
             let interval = Duration::microseconds(
                 i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0))
