@@ -546,3 +546,84 @@ fn debug_shows_no_link_and_no_host_variable() {
         "{shown}"
     );
 }
+
+mod plain_forms {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const BUILTIN_NAMES: [&str; 6] = [
+        "default\u{1f}invitation.subject",
+        "default\u{1f}invitation.txt",
+        "default\u{1f}invitation.html",
+        "default\u{1f}reminder.subject",
+        "default\u{1f}reminder.txt",
+        "default\u{1f}reminder.html",
+    ];
+
+    #[test]
+    fn every_builtin_template_has_a_plain_form() {
+        let templates = Templates::new();
+        let engine = read(&templates.engine);
+        for name in BUILTIN_NAMES {
+            assert!(engine.plain.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_tenant_template_beyond_the_plain_subset_renders_through_minijinja() {
+        let templates = templates();
+        let acme = TenantId::new("acme").unwrap();
+        let mut set = TemplateSet::default_invitation();
+        set.subject = "{{ tenant_name | upper }} invites you".into();
+        templates
+            .set_tenant_templates(&acme, "invitation", set)
+            .unwrap();
+        {
+            let engine = read(&templates.engine);
+            let name = template_name(Some(&acme), "invitation", Part::Subject);
+            assert!(!engine.plain.contains_key(&name));
+            let text = template_name(Some(&acme), "invitation", Part::Text);
+            assert!(engine.plain.contains_key(&text));
+        }
+        let email = compose(&templates, &invitation(None), MailKind::Invitation);
+        assert_eq!(email.subject, "ACME CORP invites you");
+        // Removed with the tenant's templates: the defaults' plain forms apply again.
+        assert!(templates.remove_tenant_templates(&acme, "invitation"));
+        let engine = read(&templates.engine);
+        assert!(!engine.plain.keys().any(|name| name.starts_with("tenant")));
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::from(())),
+            Just(Value::from("")),
+            "\\PC{0,30}".prop_map(Value::from),
+            "[<>&\"'/ \r\n{}%#a-z]{0,30}".prop_map(Value::from),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the values, a built-in template's plain form writes what
+        /// minijinja writes.
+        #[test]
+        fn builtin_plain_forms_render_as_minijinja_does(
+            values in proptest::collection::vec(value(), VARIABLES.len())
+        ) {
+            let values: [Value; VARIABLES.len()] = values.try_into().unwrap();
+            let templates = Templates::new();
+            let engine = read(&templates.engine);
+            for name in BUILTIN_NAMES {
+                let mut plain = String::new();
+                engine.plain[name].render(&values, &mut plain);
+                let expected = engine
+                    .env
+                    .get_template(name)
+                    .unwrap()
+                    .render(Value::from_object(Builtins(values.clone())))
+                    .unwrap();
+                prop_assert_eq!(plain, expected, "{}", name);
+            }
+        }
+    }
+}
