@@ -50,11 +50,64 @@ impl LinkTemplate {
 
     /// The link for `token` in `tenant`, kept secret because it is the token.
     pub fn render(&self, tenant: &TenantId, token: &LinkToken) -> SecretString {
-        let url = self
-            .template
-            .replace("{tenant}", &percent_encode(tenant.as_str()))
-            .replace("{token}", token.expose_secret());
+        // One pass into a string of the exact length: a secret's box takes the
+        // string's buffer as it is, with no copy (and no leftover copy of the token).
+        let token = token.expose_secret();
+        let tenant = tenant.as_str();
+        let encoded_len: usize = tenant
+            .bytes()
+            .map(|b| if unreserved(b) { 1 } else { 3 })
+            .sum();
+        let len = self
+            .pieces()
+            .map(|piece| match piece {
+                Piece::Text(text) => text.len(),
+                Piece::Tenant => encoded_len,
+                Piece::Token => token.len(),
+            })
+            .sum();
+        let mut url = String::with_capacity(len);
+        for piece in self.pieces() {
+            match piece {
+                Piece::Text(text) => url.push_str(text),
+                Piece::Tenant => percent_encode(tenant, &mut url),
+                Piece::Token => url.push_str(token),
+            }
+        }
         SecretString::from(url)
+    }
+
+    /// The template as text between `{tenant}` and `{token}` placeholders.
+    fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        let mut rest = self.template.as_str();
+        let mut placeholder = None;
+        std::iter::from_fn(move || {
+            if let Some(piece) = placeholder.take() {
+                return Some(piece);
+            }
+            if rest.is_empty() {
+                return None;
+            }
+            let mut from = 0;
+            while let Some(at) = rest[from..].find('{').map(|i| from + i) {
+                let found = [("{tenant}", Piece::Tenant), ("{token}", Piece::Token)]
+                    .into_iter()
+                    .find(|(name, _)| rest[at..].starts_with(name));
+                if let Some((name, piece)) = found {
+                    let text = &rest[..at];
+                    rest = &rest[at + name.len()..];
+                    if text.is_empty() {
+                        return Some(piece);
+                    }
+                    placeholder = Some(piece);
+                    return Some(Piece::Text(text));
+                }
+                from = at + 1;
+            }
+            let text = rest;
+            rest = "";
+            Some(Piece::Text(text))
+        })
     }
 
     /// The template text.
@@ -69,16 +122,30 @@ impl fmt::Debug for LinkTemplate {
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// A piece of a link template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Tenant,
+    Token,
+}
+
+/// RFC 3986's unreserved characters, which a path segment carries as they are.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+fn percent_encode(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+        if unreserved(b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -95,6 +162,27 @@ mod tests {
             url.expose_secret(),
             "https://x.test/t/a%20b%2F%C3%A7/i/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
         );
+    }
+
+    #[test]
+    fn every_placeholder_is_filled_and_other_braces_are_kept() {
+        let (token, _) = LinkToken::generate();
+        let t = token.expose_secret();
+        let tenant = TenantId::new("acme").unwrap();
+        for (template, expected) in [
+            ("https://x/{token}", format!("https://x/{t}")),
+            (
+                "https://x/{tenant}/{{tenant}}?t={token}&again={tenant}{",
+                format!("https://x/acme/{{acme}}?t={t}&again=acme{{"),
+            ),
+            (
+                "https://x/{tok{token}en}",
+                format!("https://x/{{tok{t}en}}"),
+            ),
+        ] {
+            let url = LinkTemplate::new(template).unwrap().render(&tenant, &token);
+            assert_eq!(url.expose_secret(), expected, "{template}");
+        }
     }
 
     #[test]

@@ -1048,12 +1048,16 @@ pub(crate) fn clean_subject(subject: &str) -> Cow<'_, str> {
     Cow::Owned(cleaned_subject(subject))
 }
 
-/// [`clean_subject`] for a subject already owned: kept as it is when clean.
-fn into_clean_subject(subject: String) -> String {
-    if let Cow::Owned(clean) = clean_subject(&subject) {
-        return clean;
+/// [`clean_subject`] for a subject already owned: kept as it is when clean, or when
+/// only line breaks and spaces at its end (the newline a subject template's file
+/// ends with) keep it from being clean.
+fn into_clean_subject(mut subject: String) -> String {
+    let kept = subject.trim_end_matches(['\n', '\r', ' ']).len();
+    if is_clean_subject(&subject[..kept]) {
+        subject.truncate(kept);
+        return subject;
     }
-    subject
+    cleaned_subject(&subject)
 }
 
 /// Whether [`clean_subject`] would return `subject` unchanged, without its

@@ -143,7 +143,17 @@ impl Plain {
 
     /// Appends the template rendered with `values` (in [`VARIABLES`] order) to `out`.
     pub(super) fn render(&self, values: &[Value], out: &mut String) {
-        out.reserve(self.text.len() + 256);
+        // Room for the text and every printed value (escaping grows a value by
+        // little in practice), so the output is not copied as it grows.
+        let printed: usize = self
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::Print(var) => values[usize::from(*var)].as_str().map_or(4, str::len),
+                _ => 0,
+            })
+            .sum();
+        out.reserve(self.text.len() + printed + printed / 8);
         let mut at = 0;
         while let Some(step) = self.steps.get(at) {
             at += 1;
@@ -361,22 +371,44 @@ fn lstrip_block(text: &str) -> &str {
     }
 }
 
+/// The bytes minijinja's HTML escaping replaces, each with its entity.
+const fn entity(b: u8) -> Option<&'static str> {
+    match b {
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'&' => Some("&amp;"),
+        b'"' => Some("&quot;"),
+        b'\'' => Some("&#x27;"),
+        b'/' => Some("&#x2f;"),
+        _ => None,
+    }
+}
+
+/// Which bytes [`entity`] replaces, as a table: one load per byte of a value.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b: u8 = 0;
+    loop {
+        table[b as usize] = entity(b).is_some();
+        if b == u8::MAX {
+            break table;
+        }
+        b += 1;
+    }
+};
+
 /// `s` HTML-escaped as minijinja escapes it: `<`, `>`, `&`, `"`, `'` and `/`.
 fn escape_html(s: &str, out: &mut String) {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let entity = match b {
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'&' => "&amp;",
-            b'"' => "&quot;",
-            b'\'' => "&#x27;",
-            b'/' => "&#x2f;",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        out.push_str(entity);
-        start = i + 1;
+    for (i, &b) in bytes.iter().enumerate() {
+        if ESCAPED[usize::from(b)]
+            && let Some(entity) = entity(b)
+        {
+            out.push_str(&s[start..i]);
+            out.push_str(entity);
+            start = i + 1;
+        }
     }
     out.push_str(&s[start..]);
 }
