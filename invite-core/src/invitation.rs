@@ -343,10 +343,19 @@ impl Invitation {
     }
 
     /// The provider took the email.
-    pub fn mark_delivered(self, now: OffsetDateTime) -> Result<Self, TransitionError> {
-        let mut next = self.step(Action::MarkDelivered, now)?;
-        next.delivered_at = Some(now);
-        Ok(next)
+    pub fn mark_delivered(mut self, now: OffsetDateTime) -> Result<Self, TransitionError> {
+        self.record_delivery(now)?;
+        Ok(self)
+    }
+
+    /// [`mark_delivered`](Self::mark_delivered) in place, for a store that keeps the
+    /// record (unchanged on error). Only a pending invitation allows it and it stays
+    /// pending, with the same address and link: no field a store indexes changes.
+    pub(crate) fn record_delivery(&mut self, now: OffsetDateTime) -> Result<(), TransitionError> {
+        self.status = self.status_at(now).after(Action::MarkDelivered)?;
+        self.version = self.version.wrapping_add(1);
+        self.delivered_at = Some(now);
+        Ok(())
     }
 
     /// The email could not be delivered; the link dies with it.

@@ -628,12 +628,14 @@ impl Store for MemoryStore {
             DeliveryOutcome::Sent => {
                 held.state = OutboxState::Sent;
                 held.claimed_until = None;
-                if let Some(next) = state
-                    .get(tenant, invitation_id)
-                    .cloned()
-                    .and_then(|inv| inv.mark_delivered(now).ok())
+                // In place, without `put`'s copy and re-indexing: delivery changes no
+                // indexed field. Not pending any more (revoked, expired): left as it is.
+                if let Some(invitation) = state
+                    .invitations
+                    .get_mut(tenant)
+                    .and_then(|records| records.get_mut(&invitation_id))
                 {
-                    state.put(next);
+                    let _ = invitation.record_delivery(now);
                 }
             }
             DeliveryOutcome::Retry {

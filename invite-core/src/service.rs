@@ -1661,13 +1661,13 @@ impl Invitations {
 /// delivered, say) before it reports a conflict.
 const BOUNCE_ATTEMPTS: usize = 3;
 
-/// `subject` with CR and LF replaced by spaces; a composer should give one line
-/// already, and then it is returned as is, not copied.
-fn one_line(subject: String) -> String {
-    if subject.contains(['\r', '\n']) {
-        subject.replace(['\r', '\n'], " ")
+/// `text` (a subject, a display name) with CR and LF replaced by spaces; one line
+/// already, the usual case, it is returned as is, not copied.
+fn one_line(text: String) -> String {
+    if text.contains(['\r', '\n']) {
+        text.replace(['\r', '\n'], " ")
     } else {
-        subject
+        text
     }
 }
 
@@ -1683,11 +1683,11 @@ fn message_id(outbox: OutboxId, attempt: u32, domain: &str) -> String {
 fn display_name(invitation: &Invitation) -> Option<String> {
     let names = &invitation.names;
     let name = match (&names.first, &names.last) {
-        (Some(f), Some(l)) => format!("{f} {l}"),
+        (Some(f), Some(l)) => [f.as_str(), l.as_str()].join(" "),
         (Some(n), None) | (None, Some(n)) => n.clone(),
         (None, None) => return None,
     };
-    Some(name.replace(['\r', '\n'], " "))
+    Some(one_line(name))
 }
 
 #[cfg(test)]

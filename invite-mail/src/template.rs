@@ -830,7 +830,7 @@ impl Templates {
         let own = self.has_tenant_templates(tenant, kind);
         // The composer's context: its templates' plain forms render from its values.
         let builtins = ctx.downcast_object_ref::<Builtins>();
-        let mut name = String::new();
+        let mut name = String::with_capacity(64);
         let mut render = |part: Part| -> Result<String, TemplateError> {
             name.clear();
             push_template_name(&mut name, own.then_some(tenant), kind, part);

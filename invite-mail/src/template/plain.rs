@@ -143,8 +143,8 @@ impl Plain {
 
     /// Appends the template rendered with `values` (in [`VARIABLES`] order) to `out`.
     pub(super) fn render(&self, values: &[Value], out: &mut String) {
-        // Room for the text and every printed value (escaping grows a value by
-        // little in practice), so the output is not copied as it grows.
+        // Room for the text and every printed value, with some for escapes (a link's
+        // slashes), so the output is not copied as it grows.
         let printed: usize = self
             .steps
             .iter()
@@ -153,7 +153,7 @@ impl Plain {
                 _ => 0,
             })
             .sum();
-        out.reserve(self.text.len() + printed + printed / 8);
+        out.reserve(self.text.len() + printed + printed / 4);
         let mut at = 0;
         while let Some(step) = self.steps.get(at) {
             at += 1;
