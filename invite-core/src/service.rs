@@ -900,6 +900,7 @@ impl Invitations {
     /// or suppress the address. An entry that is not this invitation's is
     /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
     /// being recorded too: the write is a compare-and-set on the version the check saw.
+    /// An address suppressed already keeps its earlier suppression (reason and time).
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -971,8 +972,18 @@ impl Invitations {
                     reason: reason.to_owned(),
                     at: self.clock.now(),
                 };
-                self.store.suppress(&suppression).await?;
-                written = Some(suppression);
+                // An address suppressed already (an earlier bounce) stays as it is:
+                // written over, it would be lost if this bounce is then taken back.
+                let earlier = written.is_none()
+                    && !self
+                        .store
+                        .suppressed(tenant, &[invitation.email.key()])
+                        .await?
+                        .is_empty();
+                if !earlier {
+                    self.store.suppress(&suppression).await?;
+                    written = Some(suppression);
+                }
             }
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {

@@ -425,7 +425,9 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
     let cases = [
         (Admin::Resends, mailbox, "suppress", 1),
         (Admin::Resends, mailbox, "record_transitions", 1),
-        (Admin::LiftsAndResends, mailbox, "suppress", 1),
+        // The earlier webhook's suppression is there: the handler reads it and writes
+        // none of its own.
+        (Admin::LiftsAndResends, mailbox, "suppressed", 1),
         (Admin::LiftsAndResends, mailbox, "get_invitations", 2),
         (Admin::Resends, sending, "record_transitions", 1),
         (Admin::ResendsTheFailed, sending, "get_invitations", 2),
@@ -564,6 +566,59 @@ async fn a_bounce_that_keeps_losing_its_compare_and_set_leaves_no_suppression() 
             .is_empty(),
         "a bounce that was not recorded must not leave the address suppressed"
     );
+}
+
+/// A bounce of an address suppressed already leaves that suppression as it is, even
+/// when the bounce is then taken back after losing its compare-and-sets: written
+/// over, the take-back would have removed the earlier bounce's suppression too.
+#[tokio::test]
+async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    let first = w.outbox(id).await[0].id;
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    let earlier = Suppression {
+        tenant: w.tenant.clone(),
+        email: invitation.email.clone(),
+        reason: "an earlier bounce".into(),
+        at: invitation.created_at,
+    };
+    w.store.suppress(&earlier).await.unwrap();
+    let made = w
+        .store
+        .calls
+        .lock()
+        .unwrap()
+        .get("record_transitions")
+        .copied()
+        .unwrap_or(0);
+    for k in 1..=3 {
+        w.store.before(
+            "record_transitions",
+            made + k,
+            bump_version(w.tenant.clone(), id),
+        );
+    }
+    let result = w
+        .service
+        .record_bounce_of(
+            &w.tenant,
+            id,
+            first,
+            BounceCause::Mailbox,
+            "550 no such user",
+        )
+        .await;
+    assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+    let stored = w
+        .service
+        .suppressed(&w.admin, &w.tenant, &[invitation.email])
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].reason, earlier.reason);
+    assert_eq!(stored[0].at, earlier.at);
 }
 
 // ------------------------------------------------------------------ group links
