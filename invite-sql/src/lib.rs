@@ -35,7 +35,7 @@ mod mysql;
 mod postgres;
 mod prefix;
 mod rows;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod spread;
 #[cfg(feature = "sqlite")]
 mod sqlite;
