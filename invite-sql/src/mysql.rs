@@ -149,6 +149,22 @@ macro_rules! retrying {
     }};
 }
 
+/// Where a spread's next chunk starts: after the entry at (`after_at`, `after_id`) in
+/// claim order (the last one the chunk before read; at first, before everything: no
+/// instant is `i64::MIN` and every id is greater than the empty one), numbering on from
+/// `moved`.
+///
+/// Without it each chunk would read the tenant's due range from its head, through the
+/// index records of every entry moved so far: InnoDB keeps an updated row's old
+/// secondary index records, delete-marked, until purge, so chunk after chunk read
+/// longer (measured: from 5 to 95 ms a chunk over 100,000 entries, where purge lags).
+#[derive(Debug)]
+struct ChunkStart {
+    moved: u64,
+    after_at: i64,
+    after_id: Vec<u8>,
+}
+
 fn id_bytes(id: &InvitationId) -> &[u8] {
     id.as_uuid().as_bytes().as_slice()
 }
@@ -702,8 +718,8 @@ impl MySqlStore {
         first_at: OffsetDateTime,
         interval: Duration,
         limit: i64,
-        moved: u64,
-    ) -> Result<u64, Failure> {
+        from: &ChunkStart,
+    ) -> Result<(u64, Option<(i64, Vec<u8>)>), Failure> {
         let now_us = micros(now);
         let mut tx = self
             .pool
@@ -711,17 +727,23 @@ impl MySqlStore {
             .await?;
         let chunk = async {
             // The tenant's due range of `invite_outbox_tenant_due` (migration 0007), read
-            // in claim order. Forced: on small or skewed statistics the optimizer takes
-            // the claim's `(state, next_attempt_at, id)` index instead, which reads (and
-            // locks, or skips while others hold them) every tenant's due entries.
-            let due: Vec<Vec<u8>> = sqlx::query_scalar(self.sql(
-                "SELECT id FROM invite_outbox FORCE INDEX (invite_outbox_tenant_due) \
+            // in claim order from just after the last chunk's last entry. Forced: on
+            // small or skewed statistics the optimizer takes the claim's
+            // `(state, next_attempt_at, id)` index instead, which reads (and locks, or
+            // skips while others hold them) every tenant's due entries.
+            let due: Vec<(Vec<u8>, i64)> = sqlx::query_as(self.sql(
+                "SELECT id, next_attempt_at FROM invite_outbox \
+                 FORCE INDEX (invite_outbox_tenant_due) \
                  WHERE tenant = ? AND state = 'queued' AND next_attempt_at <= ? \
+                 AND (next_attempt_at > ? OR (next_attempt_at = ? AND id > ?)) \
                  AND (claimed_until IS NULL OR claimed_until <= ?) \
                  ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
             ))
             .bind(tenant.as_str())
             .bind(now_us)
+            .bind(from.after_at)
+            .bind(from.after_at)
+            .bind(from.after_id.as_slice())
             .bind(now_us)
             .bind(limit)
             .fetch_all(&mut *tx)
@@ -733,14 +755,14 @@ impl MySqlStore {
             // locks. STRAIGHT_JOIN makes it the driving table, so the `UPDATE` reaches
             // only these rows, by primary key: a plan scanning `invite_outbox` for them
             // would lock (so wait for) every row another transaction holds.
-            let mut k = moved;
+            let mut k = from.moved;
             for part in due.chunks(usize::from(spread::CHUNK)) {
                 let mut q = self.builder(
                     "UPDATE (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
                       FROM invite_outbox WHERE id IN (",
                 );
                 let mut list = q.separated(", ");
-                for id in part {
+                for (id, _) in part {
                     list.push_bind(id.as_slice());
                 }
                 q.push(
@@ -754,7 +776,10 @@ impl MySqlStore {
                 q.build().execute(&mut *tx).await?;
                 k += part.len() as u64;
             }
-            Ok::<u64, Failure>(due.len() as u64)
+            Ok::<_, Failure>((
+                due.len() as u64,
+                due.last().map(|(id, at)| (*at, id.clone())),
+            ))
         }
         .await;
         match chunk {
@@ -1136,20 +1161,27 @@ impl Store for MySqlStore {
     ) -> Result<u64, StoreError> {
         // In chunks, each its own transaction, retried alone if it loses a race.
         let chunks = spread::Chunks::new(micros(now), micros(first_at));
-        let mut moved: u64 = 0;
+        let mut from = ChunkStart {
+            moved: 0,
+            after_at: i64::MIN,
+            after_id: Vec::new(),
+        };
         loop {
-            let done = retrying!(self.try_spread_chunk(
+            let (done, last) = retrying!(self.try_spread_chunk(
                 tenant,
                 now,
                 first_at,
                 interval,
                 chunks.limit(),
-                moved
+                &from
             ))
             .map_err(Failure::into_store)?;
-            moved += done;
+            from.moved += done;
+            if let Some((at, id)) = last {
+                (from.after_at, from.after_id) = (at, id);
+            }
             if !chunks.more_after(done) {
-                return Ok(moved);
+                return Ok(from.moved);
             }
         }
     }

@@ -8,9 +8,10 @@
 //! (`first_at + (moved + rank) * interval`), so a backlog moved in several chunks gets
 //! the times one statement would give it. That needs no cursor: a moved entry's new
 //! time is at or after `first_at`, so when `first_at` is after `now` it is no longer
-//! due, and the next chunk's "first due entries" are exactly the ones after it. When
-//! `first_at` is not after `now` a moved entry can still be due and a later chunk
-//! would take it again; then everything moves in one chunk ([`Chunks::All`]).
+//! due, and the next chunk's "first due entries" are exactly the ones after it (MySQL
+//! keeps one anyway, for speed: see its `ChunkStart`). When `first_at` is not after
+//! `now` a moved entry can still be due and a later chunk would take it again; then
+//! everything moves in one chunk ([`Chunks::All`]).
 
 /// Entries one chunk moves at most: a few milliseconds of writing.
 pub(crate) const CHUNK: u16 = 1_000;
