@@ -22,6 +22,7 @@ use time::{Duration, OffsetDateTime};
 
 mod legacy_link;
 mod scratch;
+mod spread_load;
 
 const URL_VAR: &str = "INVITE_TEST_MYSQL_URL";
 const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
@@ -480,6 +481,15 @@ async fn keys_compare_byte_for_byte() {
         .await
         .expect("read back");
     assert_eq!(read, accepted);
+}
+
+/// Times a spread of 100,000 entries while the tenant keeps queueing emails (printed;
+/// see `spread_load`). By hand: `-- --ignored --nocapture spread_load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn spread_load_of_100k() {
+    let Some(url) = url() else { return };
+    spread_load::spread_load(fresh_store(&url, 8).await, "MariaDB", 100_000).await;
 }
 
 // ------------------------------------------------------------------ spread locks

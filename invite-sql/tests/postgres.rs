@@ -10,6 +10,7 @@
 mod common;
 mod legacy_link;
 mod scratch;
+mod spread_load;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -707,6 +708,15 @@ mod bulk {
         assert_eq!(count(&one, "invite_invitations", &t).await, 4 * 4500);
         assert_eq!(count(&one, "invite_outbox", &t).await, 4 * 4500);
     }
+}
+
+/// Times a spread of 100,000 entries while the tenant keeps queueing emails (printed;
+/// see `spread_load`). By hand: `-- --ignored --nocapture spread_load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn spread_load_of_100k() {
+    let url = url_or_skip!();
+    spread_load::spread_load(fresh_store(url).await, "PostgreSQL", 100_000).await;
 }
 
 /// Each chunk of a spread is its own transaction: 2,500 entries are moved by three

@@ -4,6 +4,7 @@
 
 mod common;
 mod legacy_link;
+mod spread_load;
 
 use invite_core::{Store, conformance};
 use invite_sql::SqliteStore;
@@ -441,4 +442,12 @@ async fn spread_writes_a_chunk_at_a_time() {
         .await
         .expect("changes()");
     assert_eq!(last, 500, "the last chunk moved the last 500");
+}
+
+/// Times a spread of 100,000 entries while the tenant keeps queueing emails (printed;
+/// see `spread_load`). By hand: `-- --ignored --nocapture spread_load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn spread_load_of_100k() {
+    spread_load::spread_load(fresh_store().await, "SQLite", 100_000).await;
 }
