@@ -135,6 +135,8 @@ macro_rules! __store_conformance_list {
             complete_cancelled_retires_the_entry,
             complete_deferred_gives_the_attempt_back,
             spread_moves_only_the_tenants_due_unclaimed_entries_in_order,
+            spread_takes_what_a_claim_at_now_would,
+            spread_numbers_a_large_backlog_as_one_in_claim_order,
             complete_with_a_lost_lease_changes_nothing,
             a_taken_over_claim_is_fenced,
             complete_and_transitions_race_without_a_backend_error,
@@ -4253,6 +4255,183 @@ pub async fn spread_moves_only_the_tenants_due_unclaimed_entries_in_order(store:
         "spread_due_outbox",
     );
     assert_eq!(again, 0, "nothing left to spread");
+}
+
+/// Spreading draws the line at `now` exactly where a claim at `now` does: an entry due
+/// at `now` and one whose lease ends at `now` move, as does one claimed earlier whose
+/// lease has ended (still queued, its attempt counted: nothing else about it changes);
+/// an entry due or held until a microsecond later stays. Afterwards a claim at `now`
+/// finds nothing, and one a microsecond later finds exactly the two left.
+pub async fn spread_takes_what_a_claim_at_now_would(store: &dyn Store) {
+    let fx = Fx::new("spread_takes_what_a_claim_at_now_would");
+    let t = fx.tenant(0);
+    let c = era(15);
+    let now = c + LEASE;
+    // Claims are cross-tenant: each claim below happens while its entry is the only
+    // one due and unheld.
+    let (ended_inv, ended) = queued(store, &t, "ended@example.com", c - Duration::minutes(1)).await;
+    claim_one(store, c - Duration::minutes(1), ended.id).await;
+    let (ends_now_inv, ends_now) = queued(store, &t, "ends-now@example.com", c).await;
+    let held = claim_one(store, c, ends_now.id).await;
+    assert_eq!(held.lease_until, now, "the lease ends at `now`");
+    let (ends_later_inv, ends_later) = queued(store, &t, "ends-later@example.com", c + us(1)).await;
+    claim_one(store, c + us(1), ends_later.id).await;
+    let (due_now_inv, _) = queued(store, &t, "due-now@example.com", now).await;
+    let (due_later_inv, due_later) = queued(store, &t, "due-later@example.com", now + us(1)).await;
+
+    let all = [
+        &ended_inv,
+        &ends_now_inv,
+        &ends_later_inv,
+        &due_now_inv,
+        &due_later_inv,
+    ];
+    let mut before = Vec::new();
+    for inv in all {
+        before.push(outbox(store, &t, inv.id).await);
+    }
+    let first_at = now + Duration::hours(1);
+    let interval = Duration::seconds(1);
+    let moved = must(
+        store.spread_due_outbox(&t, now, first_at, interval).await,
+        "spread_due_outbox",
+    );
+    assert_eq!(
+        moved, 3,
+        "due at `now`, lease ended at `now` and lease ended earlier: three move"
+    );
+    let mut expected = before.clone();
+    // Claim order: ended (c - 1 min), ends_now (c), due_now (now).
+    for (index, k) in [(0, 0), (1, 1), (3, 2)] {
+        assert_eq!(expected[index].len(), 1);
+        expected[index][0].next_attempt_at = first_at + interval * k;
+    }
+    let mut after = Vec::new();
+    for inv in all {
+        after.push(outbox(store, &t, inv.id).await);
+    }
+    assert_eq!(
+        after, expected,
+        "an entry due at `now` or whose lease ended by `now` moves (attempts, lease and \
+         error as they were); one due or held a microsecond later stays"
+    );
+    assert!(
+        claim(store, now, 10).await.is_empty(),
+        "the spread must have moved everything a claim at `now` takes"
+    );
+    let claimed: BTreeSet<OutboxId> = claim(store, now + us(1), 10)
+        .await
+        .iter()
+        .map(|c| c.entry.id)
+        .collect();
+    assert_eq!(
+        claimed,
+        BTreeSet::from([ends_later.id, due_later.id]),
+        "a microsecond later, the claim takes exactly the two entries the spread left"
+    );
+}
+
+/// A backlog larger than any store's write chunk (2,500 entries, due in an order that
+/// is not id order, with ties broken by id) is moved as one: each entry exactly once,
+/// numbered k = 0, 1, 2, ... across the whole backlog in claim order, the other
+/// tenant's entry untouched. Then again with `first_at` before `now`, where the moved
+/// entries are still due (a store moving in chunks must not move one twice), on
+/// entries whose leases all end at `now`.
+pub async fn spread_numbers_a_large_backlog_as_one_in_claim_order(store: &dyn Store) {
+    const N: u32 = 2_500;
+    let fx = Fx::new("spread_numbers_a_large_backlog_as_one_in_claim_order");
+    let (a, b) = (fx.tenant(0), fx.tenant(1));
+    let e = era(16);
+    // Created (so ids issued) in order n; due in another order, five at each time.
+    let writes: Vec<InvitationWrite> = (0..N)
+        .map(|n| {
+            let (sent, mut entry) = send(invitation(&a, &format!("user{n}@example.com"), e), e);
+            entry.next_attempt_at = e + ms((n * 7) % (N / 5));
+            with_email(&sent, &entry)
+        })
+        .collect();
+    insert(store, &a, &writes).await;
+    let (_, other) = queued(store, &b, "other@example.com", e).await;
+    let mut order: Vec<(OffsetDateTime, OutboxId)> = writes
+        .iter()
+        .filter_map(|w| w.outbox.as_ref())
+        .map(|entry| (entry.next_attempt_at, entry.id))
+        .collect();
+    order.sort_unstable();
+
+    // Claims every due entry at `at` (all of this check's), by id: their times, and
+    // their leases' end.
+    let claim_all = |at: OffsetDateTime| async move {
+        let claims = claim(store, at, N + 10).await;
+        let lease_until = claims.first().map(|c| c.lease_until);
+        let times: HashMap<OutboxId, OffsetDateTime> = claims
+            .iter()
+            .map(|c| (c.entry.id, c.entry.next_attempt_at))
+            .collect();
+        (times, lease_until)
+    };
+
+    let now = e + Duration::hours(1);
+    let first_at = now + Duration::minutes(1);
+    let interval = ms(3);
+    let moved = must(
+        store.spread_due_outbox(&a, now, first_at, interval).await,
+        "spread_due_outbox",
+    );
+    assert_eq!(
+        moved,
+        u64::from(N),
+        "every entry of the backlog moves, once"
+    );
+    let mut expected: HashMap<OutboxId, OffsetDateTime> = order
+        .iter()
+        .zip(0..)
+        .map(|(&(_, id), k)| (id, first_at + interval * k))
+        .collect();
+    expected.insert(other.id, other.next_attempt_at);
+    let last = first_at + interval * (N - 1);
+    let (times, lease_until) = claim_all(last).await;
+    assert!(
+        times == expected,
+        "the backlog must be numbered first_at + k * interval in claim order across all \
+         of it, the other tenant's entry untouched: {} of {} entries differ",
+        expected
+            .iter()
+            .filter(|(id, at)| times.get(id) != Some(at))
+            .count(),
+        expected.len()
+    );
+
+    // Every lease ends at `now`; moved entries stay due until the 1,000th.
+    let now = lease_until.expect("entries were claimed");
+    let first_at = now - ms(1_000);
+    let interval = ms(1);
+    let moved = must(
+        store.spread_due_outbox(&a, now, first_at, interval).await,
+        "spread_due_outbox",
+    );
+    assert_eq!(
+        moved,
+        u64::from(N),
+        "with moved entries still due, each entry still moves exactly once"
+    );
+    // The claim order now is the first spread's, which was `order`.
+    let mut expected: HashMap<OutboxId, OffsetDateTime> = order
+        .iter()
+        .zip(0..)
+        .map(|(&(_, id), k)| (id, first_at + interval * k))
+        .collect();
+    expected.insert(other.id, other.next_attempt_at);
+    let (times, _) = claim_all(first_at + interval * (N - 1)).await;
+    assert!(
+        times == expected,
+        "spread again from before `now`: {} of {} entries are not at first_at + k * interval",
+        expected
+            .iter()
+            .filter(|(id, at)| times.get(id) != Some(at))
+            .count(),
+        expected.len()
+    );
 }
 
 /// Completing without holding the claim (wrong lease, wrong tenant, unknown entry) is

@@ -438,11 +438,23 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     /// Pushes one tenant's due backlog into the future, spread out: the tenant's
     /// entries that are queued, due (`next_attempt_at <= now`) and not held (never
-    /// claimed, or the lease ended by `now`), taken in claim order
-    /// (`next_attempt_at`, then id), get `next_attempt_at = first_at + k * interval`
-    /// for k = 0, 1, 2, ...; nothing else about them changes (attempts, errors).
-    /// Returns how many moved. Other tenants' entries, held, finished and not yet
-    /// due ones are untouched. One atomic write.
+    /// claimed, or the lease ended by `now`: the claim's own rule, equality included),
+    /// taken in claim order (`next_attempt_at`, then id), get
+    /// `next_attempt_at = first_at + k * interval` for k = 0, 1, 2, ...; nothing else
+    /// about them changes (attempts, errors, an ended lease). Returns how many moved;
+    /// each moves once, even when its new time is still due at `now`. Other tenants'
+    /// entries, held, finished and not yet due ones are untouched.
+    ///
+    /// A store may move a large backlog in chunks, each one atomic write (the SQL
+    /// stores: 1,000 entries each, so no write holds the rows, or SQLite's write lock,
+    /// for long), every chunk taking the next entries in claim order and numbering k
+    /// on from the last. A claim running meanwhile sees each entry at its old time or
+    /// its new one, the backlog moved from its head: the entries not moved yet are
+    /// still due and it may claim them, and an entry it claims is held, so not moved.
+    /// An entry another transaction is writing at that moment (being claimed, or
+    /// cancelled by a transition) may be passed over rather than waited for: it keeps
+    /// its time and the others are numbered on without it. With nothing else writing
+    /// the tenant's outbox, the result is what one write would give.
     ///
     /// The dispatcher calls it for a tenant its rate limit holds back, so that
     /// tenant's backlog no longer sits at the head of the oldest-due-first claim

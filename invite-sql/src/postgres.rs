@@ -47,6 +47,7 @@ use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
     InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, span_micros,
 };
+use crate::spread;
 use crate::suppressions;
 
 /// `INVITATION_COLUMNS` as a `RETURNING` list (a literal, so statements stay static).
@@ -1156,31 +1157,47 @@ impl Store for PostgresStore {
         first_at: OffsetDateTime,
         interval: Duration,
     ) -> Result<u64, StoreError> {
-        // The ranking reads the tenant's due range of `invite_outbox_tenant_due`
-        // (migration 0006), already in claim order. SKIP LOCKED, as in the claim: an entry another
-        // transaction holds (being claimed, or cancelled by a transition) is left
-        // alone rather than waited for, so this statement never waits on a row lock
-        // and cannot be part of a deadlock. A locked row is checked again on its
-        // latest version (READ COMMITTED), so one claimed meanwhile is not moved.
-        let done = sqlx::query(self.sql(
-            "WITH due AS ( \
-               SELECT id, next_attempt_at FROM invite_outbox \
-               WHERE state = 'queued' AND next_attempt_at <= $3 AND tenant = $4 \
-               AND (claimed_until IS NULL OR claimed_until <= $3) \
-               FOR UPDATE SKIP LOCKED), \
-             ranked AS ( \
-               SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn FROM due) \
-             UPDATE invite_outbox o SET next_attempt_at = $1 + (ranked.rn - 1) * $2 \
-             FROM ranked WHERE o.id = ranked.id",
-        ))
-        .bind(micros(first_at))
-        .bind(span_micros(interval))
-        .bind(micros(now))
-        .bind(tenant.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        Ok(done.rows_affected())
+        // In chunks (see `spread.rs`), each one statement in its own transaction,
+        // pinned to READ COMMITTED (see the module docs). The chunk reads the first
+        // entries of the tenant's due range of `invite_outbox_tenant_due` (migration
+        // 0006), already in claim order, and numbers them on from the entries moved
+        // before it. SKIP LOCKED, as in the claim: an entry another transaction holds
+        // (being claimed, or cancelled by a transition) is left alone rather than waited
+        // for, so a chunk never waits on a row lock and cannot be part of a deadlock. A
+        // locked row is checked again on its latest version, so one claimed meanwhile is
+        // not moved.
+        let now_us = micros(now);
+        let chunks = spread::Chunks::new(now_us, micros(first_at));
+        let mut moved: u64 = 0;
+        loop {
+            let mut tx = self.begin().await?;
+            let done = sqlx::query(self.sql(
+                "WITH due AS ( \
+                   SELECT id, next_attempt_at FROM invite_outbox \
+                   WHERE state = 'queued' AND next_attempt_at <= $3 AND tenant = $4 \
+                   AND (claimed_until IS NULL OR claimed_until <= $3) \
+                   ORDER BY next_attempt_at, id LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED), \
+                 ranked AS ( \
+                   SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn FROM due) \
+                 UPDATE invite_outbox o SET next_attempt_at = $1 + ($6 + ranked.rn - 1) * $2 \
+                 FROM ranked WHERE o.id = ranked.id",
+            ))
+            .bind(micros(first_at))
+            .bind(span_micros(interval))
+            .bind(now_us)
+            .bind(tenant.as_str())
+            .bind(chunks.limit())
+            .bind(i64::try_from(moved).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            tx.commit().await.map_err(from_sqlx)?;
+            moved += done.rows_affected();
+            if !chunks.more_after(done.rows_affected()) {
+                return Ok(moved);
+            }
+        }
     }
 
     async fn attach_token(

@@ -32,6 +32,7 @@ use crate::rows::{
     InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row,
     span_micros,
 };
+use crate::spread;
 use crate::suppressions;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -741,26 +742,40 @@ impl Store for SqliteStore {
         first_at: OffsetDateTime,
         interval: Duration,
     ) -> Result<u64, StoreError> {
-        // One statement on the writer: nothing else writes meanwhile, so the ranked
-        // rows are exactly the ones updated. The ranking reads the tenant's due range
-        // of `invite_outbox_tenant_due` (migration 0006), already in claim order.
-        let done = sqlx::query(self.sql(
-            "UPDATE invite_outbox SET next_attempt_at = ? + (r.rn - 1) * ? \
-             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
-                   FROM invite_outbox \
-                   WHERE state = 'queued' AND next_attempt_at <= ? AND tenant = ? \
-                   AND (claimed_until IS NULL OR claimed_until <= ?)) AS r \
-             WHERE invite_outbox.id = r.id",
-        ))
-        .bind(micros(first_at))
-        .bind(span_micros(interval))
-        .bind(micros(now))
-        .bind(tenant.as_str())
-        .bind(micros(now))
-        .execute(&self.writer)
-        .await
-        .map_err(from_sqlx)?;
-        Ok(done.rows_affected())
+        // In chunks (see `spread.rs`), each one statement on the writer, so other
+        // writes (claims, completions, new emails) get the database between them.
+        // Nothing else writes during a statement, so the ranked rows are exactly the
+        // ones updated. The ranking reads the first entries of the tenant's due range
+        // of `invite_outbox_tenant_due` (migration 0006), already in claim order; the
+        // inner `LIMIT` comes before the window, which so ranks one chunk only.
+        let now_us = micros(now);
+        let chunks = spread::Chunks::new(now_us, micros(first_at));
+        let mut moved: u64 = 0;
+        loop {
+            let done = sqlx::query(self.sql(
+                "UPDATE invite_outbox SET next_attempt_at = ? + (? + r.rn - 1) * ? \
+                 FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rn \
+                       FROM (SELECT id, next_attempt_at FROM invite_outbox \
+                             WHERE state = 'queued' AND next_attempt_at <= ? AND tenant = ? \
+                             AND (claimed_until IS NULL OR claimed_until <= ?) \
+                             ORDER BY next_attempt_at, id LIMIT ?)) AS r \
+                 WHERE invite_outbox.id = r.id",
+            ))
+            .bind(micros(first_at))
+            .bind(i64::try_from(moved).unwrap_or(i64::MAX))
+            .bind(span_micros(interval))
+            .bind(now_us)
+            .bind(tenant.as_str())
+            .bind(now_us)
+            .bind(chunks.limit())
+            .execute(&self.writer)
+            .await
+            .map_err(from_sqlx)?;
+            moved += done.rows_affected();
+            if !chunks.more_after(done.rows_affected()) {
+                return Ok(moved);
+            }
+        }
     }
 
     async fn attach_token(

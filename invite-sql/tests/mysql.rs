@@ -22,6 +22,7 @@ use time::{Duration, OffsetDateTime};
 
 mod legacy_link;
 mod scratch;
+mod spread_load;
 
 const URL_VAR: &str = "INVITE_TEST_MYSQL_URL";
 const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
@@ -480,4 +481,203 @@ async fn keys_compare_byte_for_byte() {
         .await
         .expect("read back");
     assert_eq!(read, accepted);
+}
+
+/// Times a spread of 100,000 entries while the tenant keeps queueing emails (printed;
+/// see `spread_load`). By hand: `-- --ignored --nocapture spread_load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn spread_load_of_100k() {
+    let Some(url) = url() else { return };
+    spread_load::spread_load(fresh_store(&url, 8).await, "MariaDB", 100_000).await;
+}
+
+// ------------------------------------------------------------------ spread locks
+
+fn us(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).expect("in range")
+}
+
+/// The tenant's outbox entries' `next_attempt_at`, by id.
+async fn due_times(pool: &MySqlPool, t: &TenantId) -> std::collections::HashMap<Vec<u8>, i64> {
+    let rows: Vec<(Vec<u8>, i64)> =
+        sqlx::query_as("SELECT id, next_attempt_at FROM invite_outbox WHERE tenant = ?")
+            .bind(t.as_str())
+            .fetch_all(pool)
+            .await
+            .expect("read the outbox");
+    rows.into_iter().collect()
+}
+
+/// `n` emails of `t`, all due at `T0`, so in claim order by id; their ids in that order.
+async fn backlog(store: &MySqlStore, t: &TenantId, n: usize) -> Vec<Vec<u8>> {
+    let batch = writes(t, n);
+    let report = store.create_invitations(t, &batch).await.expect("create");
+    assert_eq!(report.created.len(), n);
+    let mut ids: Vec<Vec<u8>> = batch
+        .iter()
+        .filter_map(|w| w.outbox.as_ref())
+        .map(|e| e.id.as_uuid().as_bytes().to_vec())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Entries another transaction has locked (a host's `FOR UPDATE`, or a claim or
+/// transition in flight) are passed over, not waited for: the spread returns at once,
+/// leaves them as they are, and numbers the others on without a gap. One locked entry
+/// in each of two chunks (the first a full 1,000, where MariaDB turns the `IN` list into
+/// a table of values). Under the old single `UPDATE` the spread waited for the locks
+/// (`innodb_lock_wait_timeout`, 50 s), and so did an `UPDATE` whose plan scanned the
+/// table for the chunk's ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spread_passes_over_entries_another_transaction_holds() {
+    let Some(url) = url() else { return };
+    let store = fresh_store(&url, 4).await;
+    let t = tenant("acme");
+    let ids = backlog(&store, &t, 1_200).await;
+    let locked = [ids[0].clone(), ids[1_100].clone()];
+
+    let mut host = store.pool().begin().await.expect("begin");
+    let held: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT id FROM invite_outbox WHERE id IN (?, ?) FOR UPDATE")
+            .bind(&locked[0])
+            .bind(&locked[1])
+            .fetch_all(&mut *host)
+            .await
+            .expect("lock two entries");
+    assert_eq!(held.len(), 2);
+
+    let now = T0 + Duration::hours(1);
+    let first_at = now + Duration::minutes(1);
+    let moved = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.spread_due_outbox(&t, now, first_at, Duration::seconds(1)),
+    )
+    .await
+    .expect("the spread must not wait for the locked entries")
+    .expect("spread_due_outbox");
+    host.rollback().await.expect("rollback");
+    assert_eq!(moved, 1_198, "all but the two locked entries move");
+
+    let times = due_times(store.pool(), &t).await;
+    let mut k = 0;
+    for id in &ids {
+        let expected = if locked.contains(id) {
+            us(T0)
+        } else {
+            k += 1;
+            us(first_at) + (k - 1) * 1_000_000
+        };
+        assert_eq!(times[id], expected, "entry {id:02x?}");
+    }
+}
+
+/// Each chunk of a spread is its own transaction, and none blocks the tenant's new
+/// emails. A host transaction's gap lock (REPEATABLE READ, on the claim's index past a
+/// sentinel entry between the first chunk's new times and the second's) stops the
+/// second chunk's `UPDATE` midway, with its rows locked. Meanwhile the first chunk's
+/// 1,000 moves are committed and visible, and a new email of the tenant, next to its
+/// due range, goes in without waiting. Under the old single statement (REPEATABLE READ,
+/// next-key locks over the tenant's due range) nothing was visible until the end, and
+/// the new email waited for the whole spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spread_commits_each_chunk_and_lets_the_tenants_new_emails_in() {
+    let Some(url) = url() else { return };
+    let store = fresh_store(&url, 8).await;
+    let t = tenant("acme");
+    let ids = backlog(&store, &t, 1_500).await;
+    let now = T0 + Duration::hours(1);
+    let first_at = now + Duration::minutes(1);
+    let interval = Duration::milliseconds(1);
+    // Another tenant's entry between the first chunk's last new time and the second's
+    // first.
+    let sentinel = first_at + Duration::microseconds(999_500);
+    let other = tenant("other");
+    let (invitation, mut entry) = pending(&other, "sentinel@example.com");
+    entry.next_attempt_at = sentinel;
+    store
+        .create_invitations(
+            &other,
+            &[InvitationWrite {
+                invitation,
+                outbox: Some(entry),
+            }],
+        )
+        .await
+        .expect("create the sentinel");
+
+    let mut host = store.pool().begin().await.expect("begin");
+    let after: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT id FROM invite_outbox FORCE INDEX (invite_outbox_due) \
+         WHERE state = 'queued' AND next_attempt_at > ? FOR UPDATE",
+    )
+    .bind(us(sentinel))
+    .fetch_all(&mut *host)
+    .await
+    .expect("lock the gap past the sentinel");
+    assert!(after.is_empty());
+
+    let spread = tokio::spawn({
+        let (store, t) = (store.clone(), t.clone());
+        async move { store.spread_due_outbox(&t, now, first_at, interval).await }
+    });
+    let moved_so_far = || async {
+        due_times(store.pool(), &t)
+            .await
+            .values()
+            .filter(|&&at| at >= us(first_at))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while moved_so_far().await < 1_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first chunk's moves must be committed while the second waits"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        moved_so_far().await,
+        1_000,
+        "the second chunk has not committed"
+    );
+    assert!(
+        !spread.is_finished(),
+        "the second chunk waits for the host's gap lock"
+    );
+
+    // A new email of the tenant, due just after the backlog's range.
+    let (invitation, mut entry) = pending(&t, "new@example.com");
+    entry.next_attempt_at = now + Duration::microseconds(1);
+    let new_id = entry.id.as_uuid().as_bytes().to_vec();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.create_invitations(
+            &t,
+            &[InvitationWrite {
+                invitation,
+                outbox: Some(entry),
+            }],
+        ),
+    )
+    .await
+    .expect("the tenant's new email must not wait for the spread")
+    .expect("create");
+
+    host.rollback().await.expect("rollback");
+    let moved = spread
+        .await
+        .expect("the spread task")
+        .expect("spread_due_outbox");
+    assert_eq!(moved, 1_500);
+    let times = due_times(store.pool(), &t).await;
+    for (k, id) in (0_i64..).zip(&ids) {
+        assert_eq!(times[id], us(first_at) + k * 1_000, "entry {k}");
+    }
+    assert_eq!(
+        times[&new_id],
+        us(now) + 1,
+        "the new email is not due: not moved"
+    );
 }

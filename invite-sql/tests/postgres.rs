@@ -10,13 +10,16 @@
 mod common;
 mod legacy_link;
 mod scratch;
+mod spread_load;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
-use invite_core::conformance;
+use invite_core::{Store, conformance};
 use invite_sql::PostgresStore;
 use invite_sql::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use invite_sql::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use time::Duration;
 
 const URL_VAR: &str = "INVITE_TEST_POSTGRES_URL";
 
@@ -704,5 +707,95 @@ mod bulk {
         }
         assert_eq!(count(&one, "invite_invitations", &t).await, 4 * 4500);
         assert_eq!(count(&one, "invite_outbox", &t).await, 4 * 4500);
+    }
+}
+
+/// Times a spread of 100,000 entries while the tenant keeps queueing emails (printed;
+/// see `spread_load`). By hand: `-- --ignored --nocapture spread_load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn spread_load_of_100k() {
+    let url = url_or_skip!();
+    spread_load::spread_load(fresh_store(url).await, "PostgreSQL", 100_000).await;
+}
+
+/// Each chunk of a spread is its own transaction: 2,500 entries are moved by three
+/// (1,000, 1,000, 500), whose ids the rows' `xmin` shows. The old single statement
+/// wrote them all in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spread_commits_each_chunk_on_its_own() {
+    let url = url_or_skip!();
+    let store = fresh_store(url).await;
+    let t = common::tenant("spread-chunks");
+    common::backlog(&store, &t, 2_500).await;
+    let now = common::T0 + Duration::hours(1);
+    let moved = store
+        .spread_due_outbox(&t, now, now + Duration::minutes(1), Duration::seconds(1))
+        .await
+        .expect("spread_due_outbox");
+    assert_eq!(moved, 2_500);
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT xmin::text) FROM invite_outbox WHERE tenant = $1",
+    )
+    .bind(t.as_str())
+    .fetch_one(store.pool())
+    .await
+    .expect("count the writing transactions");
+    assert_eq!(transactions, 3, "one transaction per chunk of 1,000");
+}
+
+/// Entries another transaction has locked (a host's `FOR UPDATE`, or a claim or
+/// transition in flight) are passed over, not waited for, one in each of two chunks:
+/// the spread returns at once, leaves them as they are, and numbers the others on
+/// without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spread_passes_over_entries_another_transaction_holds() {
+    let url = url_or_skip!();
+    let store = fresh_store(url).await;
+    let t = common::tenant("spread-locked");
+    let ids = common::backlog(&store, &t, 1_200).await;
+    let locked = [ids[0], ids[1_100]];
+    let bytes = |id: &invite_core::OutboxId| id.as_uuid().as_bytes().to_vec();
+
+    let mut host = store.pool().begin().await.expect("begin");
+    let held: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT id FROM invite_outbox WHERE id = ANY($1) FOR UPDATE")
+            .bind(locked.iter().map(bytes).collect::<Vec<_>>())
+            .fetch_all(&mut *host)
+            .await
+            .expect("lock two entries");
+    assert_eq!(held.len(), 2);
+
+    let now = common::T0 + Duration::hours(1);
+    let first_at = now + Duration::minutes(1);
+    let moved = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.spread_due_outbox(&t, now, first_at, Duration::seconds(1)),
+    )
+    .await
+    .expect("the spread must not wait for the locked entries")
+    .expect("spread_due_outbox");
+    host.rollback().await.expect("rollback");
+    assert_eq!(moved, 1_198, "all but the two locked entries move");
+
+    let rows: Vec<(Vec<u8>, i64)> =
+        sqlx::query_as("SELECT id, next_attempt_at FROM invite_outbox WHERE tenant = $1")
+            .bind(t.as_str())
+            .fetch_all(store.pool())
+            .await
+            .expect("read the outbox");
+    let times: HashMap<Vec<u8>, i64> = rows.into_iter().collect();
+    let us = |at: time::OffsetDateTime| {
+        i64::try_from(at.unix_timestamp_nanos() / 1_000).expect("in range")
+    };
+    let mut k = 0;
+    for id in &ids {
+        let expected = if locked.contains(id) {
+            us(common::T0)
+        } else {
+            k += 1;
+            us(first_at) + (k - 1) * 1_000_000
+        };
+        assert_eq!(times[&bytes(id)], expected, "entry {id}");
     }
 }

@@ -4,8 +4,9 @@
 
 mod common;
 mod legacy_link;
+mod spread_load;
 
-use invite_core::conformance;
+use invite_core::{Store, conformance};
 use invite_sql::SqliteStore;
 use invite_sql::sqlx::{self, AssertSqlSafe};
 
@@ -413,4 +414,40 @@ async fn a_corrupt_stored_address_is_refused() {
             other => panic!("({email:?}, {key:?}) must be refused, got {other:?}"),
         }
     }
+}
+
+/// A spread writes a chunk at a time, each its own statement (SQLite holds its one
+/// write lock for a statement, so other writers get in between): of 2,500 entries the
+/// last statement on the writer changed the last 500. The old single statement
+/// changed all 2,500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spread_writes_a_chunk_at_a_time() {
+    let store = fresh_store().await;
+    let t = common::tenant("spread-chunks");
+    common::backlog(&store, &t, 2_500).await;
+    let now = common::T0 + time::Duration::hours(1);
+    let moved = store
+        .spread_due_outbox(
+            &t,
+            now,
+            now + time::Duration::minutes(1),
+            time::Duration::seconds(1),
+        )
+        .await
+        .expect("spread_due_outbox");
+    assert_eq!(moved, 2_500);
+    // The writer pool has one connection, so this is the spread's connection.
+    let last: i64 = sqlx::query_scalar("SELECT changes()")
+        .fetch_one(store.pool())
+        .await
+        .expect("changes()");
+    assert_eq!(last, 500, "the last chunk moved the last 500");
+}
+
+/// Times a spread of 100,000 entries while the tenant keeps queueing emails (printed;
+/// see `spread_load`). By hand: `-- --ignored --nocapture spread_load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn spread_load_of_100k() {
+    spread_load::spread_load(fresh_store().await, "SQLite", 100_000).await;
 }

@@ -322,3 +322,18 @@ impl Seeded {
         join_race(store, 4, 2).await;
     }
 }
+
+/// `n` emails of `t`, all due at `T0` (so in claim order by id); their ids in that
+/// order.
+pub(crate) async fn backlog(store: &dyn Store, t: &TenantId, n: usize) -> Vec<OutboxId> {
+    let writes: Vec<InvitationWrite> = (0..n)
+        .map(|i| sent(t, &format!("backlog{i}@example.com"), T0))
+        .collect();
+    create_all(store, t, &writes).await;
+    let mut ids: Vec<OutboxId> = writes
+        .iter()
+        .filter_map(|w| w.outbox.as_ref().map(|e| e.id))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
