@@ -47,7 +47,9 @@
 //! the claim order; the next pass claims other tenants' due entries, and the backlog's
 //! entries come due one at a time at the tenant's rate, interleaving with theirs.
 //! Moving is not an attempt (attempts and errors are untouched) and is counted in
-//! [`DispatchReport::spread`]. Only tenant rates do this; the global rate serves
+//! [`DispatchReport::spread`]. It runs while the pass's sends go out (it moves only
+//! entries nobody holds), so a large first spread does not delay them; the next pass
+//! starts when both are done. Only tenant rates do this; the global rate serves
 //! entries in arrival order, which is fair across tenants.
 //!
 //! What remains: within one pass, a batch of the big tenant's claims is still ahead
@@ -531,30 +533,6 @@ impl Dispatcher {
             }
         }
 
-        // A throttled tenant's due entries this pass did not claim could not go before
-        // its next slot anyway; left due, they would be the next passes' oldest claims
-        // ahead of every other tenant's newer ones. One store call per such tenant
-        // moves them after its last slot, at its rate (whole microseconds, rounded up,
-        // as stores keep instants), where they come due one at a time.
-        if let Some(rate) = spread_rate {
-            let ns = rate.interval.whole_nanoseconds().max(0);
-            let interval = Duration::microseconds(
-                i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0))
-                    .unwrap_or(i64::MAX),
-            );
-            for (tenant, last) in throttled {
-                match self
-                    .service
-                    .store()
-                    .spread_due_outbox(&tenant, now, last + interval, interval)
-                    .await
-                {
-                    Ok(moved) => report.spread += moved,
-                    Err(e) => report.errors.push(e),
-                }
-            }
-        }
-
         // `concurrency` workers take the claims in send-time order from one queue: at
         // most that many deliveries (or waits for a send time) at once, without a task
         // spawn and a wake-up of this pass per message.
@@ -595,6 +573,33 @@ impl Dispatcher {
                 }
             });
         }
+        // A throttled tenant's due entries this pass did not claim could not go before
+        // its next slot anyway; left due, they would be the next passes' oldest claims
+        // ahead of every other tenant's newer ones. One store call per such tenant
+        // moves them after its last slot, at its rate (whole microseconds, rounded up,
+        // as stores keep instants), where they come due one at a time. While the
+        // workers send: the spread moves only entries nobody holds, so the two touch
+        // different rows, and a large first spread (seconds for 100,000 entries on a
+        // SQL store) does not hold this pass's sends back.
+        if let Some(rate) = spread_rate {
+            let ns = rate.interval.whole_nanoseconds().max(0);
+            let interval = Duration::microseconds(
+                i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0))
+                    .unwrap_or(i64::MAX),
+            );
+            for (tenant, last) in throttled {
+                match self
+                    .service
+                    .store()
+                    .spread_due_outbox(&tenant, now, last + interval, interval)
+                    .await
+                {
+                    Ok(moved) => report.spread += moved,
+                    Err(e) => report.errors.push(e),
+                }
+            }
+        }
+
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok(worker) => report.add(worker),

@@ -652,3 +652,212 @@ async fn file_mailer_writes_one_eml_per_email_with_a_working_link() {
         );
     }
 }
+
+/// A store whose spread waits for the pass's first send (or gives up after a minute
+/// of paused time): a spread run before the sends would hold them back.
+#[derive(Debug)]
+struct SpreadAfterASend {
+    inner: MemoryStore,
+    sent: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl Store for SpreadAfterASend {
+    async fn spread_due_outbox(
+        &self,
+        t: &TenantId,
+        now: OffsetDateTime,
+        f: OffsetDateTime,
+        i: Duration,
+    ) -> Result<u64, StoreError> {
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.sent.notified())
+            .await
+            .map_err(|_| StoreError::backend("the spread ran before any send of its pass"))?;
+        self.inner.spread_due_outbox(t, now, f, i).await
+    }
+
+    // The rest delegates unchanged.
+    async fn accept(
+        &self,
+        t: &TenantId,
+        h: &TokenHash,
+        u: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, StoreError> {
+        self.inner.accept(t, h, u, now).await
+    }
+    async fn create_invitations(
+        &self,
+        t: &TenantId,
+        w: &[InvitationWrite],
+    ) -> Result<CreateReport, StoreError> {
+        self.inner.create_invitations(t, w).await
+    }
+    async fn get_invitations(
+        &self,
+        t: &TenantId,
+        ids: &[InvitationId],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.inner.get_invitations(t, ids).await
+    }
+    async fn find_by_token(&self, t: &TenantId, h: &TokenHash) -> Result<Invitation, StoreError> {
+        self.inner.find_by_token(t, h).await
+    }
+    async fn find_open_by_keys(
+        &self,
+        t: &TenantId,
+        k: &[&str],
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.inner.find_open_by_keys(t, k).await
+    }
+    async fn record_transitions(
+        &self,
+        t: &TenantId,
+        x: &[Transition],
+    ) -> Result<TransitionReport, StoreError> {
+        self.inner.record_transitions(t, x).await
+    }
+    async fn expire_due(
+        &self,
+        t: &TenantId,
+        now: OffsetDateTime,
+        n: u32,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.inner.expire_due(t, now, n).await
+    }
+    async fn list_invitations(
+        &self,
+        t: &TenantId,
+        f: &InvitationFilter,
+        p: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<Invitation>, StoreError> {
+        self.inner.list_invitations(t, f, p, now).await
+    }
+    async fn count_invitations(
+        &self,
+        t: &TenantId,
+        f: &InvitationFilter,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.inner.count_invitations(t, f, now).await
+    }
+    async fn create_group_link(&self, l: &GroupLink) -> Result<(), StoreError> {
+        self.inner.create_group_link(l).await
+    }
+    async fn update_group_link(&self, l: &GroupLink, v: u32) -> Result<(), StoreError> {
+        self.inner.update_group_link(l, v).await
+    }
+    async fn get_group_link(
+        &self,
+        t: &TenantId,
+        r: &Role,
+    ) -> Result<Option<GroupLink>, StoreError> {
+        self.inner.get_group_link(t, r).await
+    }
+    async fn list_group_links(&self, t: &TenantId) -> Result<Vec<GroupLink>, StoreError> {
+        self.inner.list_group_links(t).await
+    }
+    async fn find_group_link(&self, t: &TenantId, h: &TokenHash) -> Result<GroupLink, StoreError> {
+        self.inner.find_group_link(t, h).await
+    }
+    async fn join_group_link(
+        &self,
+        t: &TenantId,
+        h: &TokenHash,
+        j: &GroupJoin,
+    ) -> Result<JoinOutcome, StoreError> {
+        self.inner.join_group_link(t, h, j).await
+    }
+    async fn list_group_joins(&self, t: &TenantId, r: &Role) -> Result<Vec<GroupJoin>, StoreError> {
+        self.inner.list_group_joins(t, r).await
+    }
+    async fn claim_due_outbox(
+        &self,
+        now: OffsetDateTime,
+        n: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxClaim>, StoreError> {
+        self.inner.claim_due_outbox(now, n, lease).await
+    }
+    async fn attach_token(
+        &self,
+        t: &TenantId,
+        e: OutboxId,
+        l: OffsetDateTime,
+        h: &TokenHash,
+    ) -> Result<(), StoreError> {
+        self.inner.attach_token(t, e, l, h).await
+    }
+    async fn complete_outbox(
+        &self,
+        t: &TenantId,
+        e: OutboxId,
+        l: OffsetDateTime,
+        o: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.inner.complete_outbox(t, e, l, o, now).await
+    }
+    async fn list_outbox(
+        &self,
+        t: &TenantId,
+        i: InvitationId,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.list_outbox(t, i).await
+    }
+    async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> {
+        self.inner.suppress(s).await
+    }
+    async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> {
+        self.inner.suppressed(t, k).await
+    }
+    async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
+        self.inner.unsuppress(t, k).await
+    }
+}
+
+/// Sends nothing anywhere; wakes the store's spread at each send.
+#[derive(Debug)]
+struct NotifyingMailer(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl Mailer for NotifyingMailer {
+    async fn send(&self, _email: &OutgoingEmail) -> Result<(), MailError> {
+        self.0.notify_one();
+        Ok(())
+    }
+}
+
+/// The spread of a throttled tenant's backlog runs beside the pass's sends, not before
+/// them: a large first spread (seconds on a SQL store) does not delay the emails the
+/// pass has claimed.
+#[tokio::test(start_paused = true)]
+async fn the_backlog_spread_does_not_hold_back_the_pass_sends() {
+    let sent = Arc::new(tokio::sync::Notify::new());
+    let store = Arc::new(SpreadAfterASend {
+        inner: MemoryStore::new(),
+        sent: sent.clone(),
+    });
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let service = Invitations::builder(
+        store,
+        Arc::new(NotifyingMailer(sent)),
+        Arc::new(StaticPolicy::new([member()]).with_admin(acme(), alice())),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(clock.clone())
+    .composer(Arc::new(Templates::new().with_clock(clock.clone())))
+    .build();
+    invite(&service, &acme(), 300).await;
+    let dispatcher = Dispatcher::new(service)
+        .with_clock(clock)
+        .with_batch_size(100)
+        .with_tenant_rate(Rate::per_second(nz(10)).with_burst(nz(1)));
+    let report = dispatcher.run_once().await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.spread > 0, "{report:?}");
+    assert!(report.sent > 0, "{report:?}");
+}
