@@ -765,15 +765,29 @@ impl MySqlStore {
                 for (id, _) in part {
                     list.push_bind(id.as_slice());
                 }
+                // The table name through `sql`, like every other: the prefix.
                 q.push(
-                    ")) r STRAIGHT_JOIN invite_outbox o ON o.id = r.id SET o.next_attempt_at = ",
+                    self.sql(
+                        ")) r STRAIGHT_JOIN invite_outbox o ON o.id = r.id \
+                         SET o.next_attempt_at = ",
+                    )
+                    .0,
                 )
                 .push_bind(micros(first_at))
                 .push(" + (")
                 .push_bind(i64::try_from(k).unwrap_or(i64::MAX))
                 .push(" + r.rn - 1) * ")
                 .push_bind(span_micros(interval));
-                q.build().execute(&mut *tx).await?;
+                let updated = q.build().execute(&mut *tx).await?.rows_affected();
+                // The rows are locked by this transaction since the read: each one read
+                // is updated. Not so is a defect (a statement reaching another table);
+                // counted as moved, it would be reported and numbered over.
+                if updated != part.len() as u64 {
+                    return Err(Failure::Store(StoreError::backend(format!(
+                        "the spread updated {updated} of the {} entries it locked",
+                        part.len()
+                    ))));
+                }
                 k += part.len() as u64;
             }
             Ok::<_, Failure>((

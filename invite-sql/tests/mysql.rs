@@ -396,6 +396,23 @@ async fn table_prefix_renames_every_table() {
             .is_err()
     );
 
+    // The spread (its `UPDATE` written in parts) reaches the prefixed outbox.
+    let now = T0 + Duration::hours(1);
+    let first_at = now + Duration::minutes(1);
+    let moved = store
+        .spread_due_outbox(&t, now, first_at, Duration::seconds(1))
+        .await
+        .expect("spread with a prefix");
+    assert_eq!(moved, 2);
+    let times: Vec<i64> = sqlx::query_scalar(
+        "SELECT next_attempt_at FROM acme_outbox WHERE tenant = ? ORDER BY next_attempt_at",
+    )
+    .bind(t.as_str())
+    .fetch_all(store.pool())
+    .await
+    .expect("read the prefixed outbox");
+    assert_eq!(times, [us(first_at), us(first_at) + 1_000_000]);
+
     // The accept procedure is prefixed too, and a default-prefix schema in the same
     // database keeps its own: each store accepts only through its own tables.
     assert_eq!(routine_names(store.pool()).await, ["acme_accept"]);
