@@ -49,6 +49,9 @@ impl LinkTemplate {
     }
 
     /// The link for `token` in `tenant`, kept secret because it is the token.
+    ///
+    /// Only the template's own placeholders are filled: text that spells one only
+    /// once the tenant is in (`{{tenant}}` with the tenant `token`) stays as it is.
     pub fn render(&self, tenant: &TenantId, token: &LinkToken) -> SecretString {
         // One pass into a string of the exact length: a secret's box takes the
         // string's buffer as it is, with no copy (and no leftover copy of the token).
@@ -180,6 +183,24 @@ mod tests {
                 format!("https://x/{{tok{t}en}}"),
             ),
         ] {
+            let url = LinkTemplate::new(template).unwrap().render(&tenant, &token);
+            assert_eq!(url.expose_secret(), expected, "{template}");
+        }
+        // A tenant id that completes a placeholder does not become one: the token goes
+        // only where the host's template put it.
+        for (template, tenant, expected) in [
+            (
+                "https://x/{{tenant}}/{token}",
+                "token",
+                format!("https://x/{{token}}/{t}"),
+            ),
+            (
+                "https://x/{to{tenant}}/{token}",
+                "ken",
+                format!("https://x/{{token}}/{t}"),
+            ),
+        ] {
+            let tenant = TenantId::new(tenant).unwrap();
             let url = LinkTemplate::new(template).unwrap().render(&tenant, &token);
             assert_eq!(url.expose_secret(), expected, "{template}");
         }

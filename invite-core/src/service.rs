@@ -900,7 +900,10 @@ impl Invitations {
     /// or suppress the address. An entry that is not this invitation's is
     /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
     /// being recorded too: the write is a compare-and-set on the version the check saw.
-    /// An address suppressed already keeps its earlier suppression (reason and time).
+    /// An address suppressed already when the bounce is handled keeps its earlier
+    /// suppression (reason and time). (Not atomic: another bounce's suppression written
+    /// between this one's check and its write is replaced, and goes if this bounce is
+    /// then taken back.)
     ///
     /// ```
     /// # use std::sync::Arc;

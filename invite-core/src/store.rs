@@ -452,9 +452,14 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// its new one, the backlog moved from its head: the entries not moved yet are
     /// still due and it may claim them, and an entry it claims is held, so not moved.
     /// An entry another transaction is writing at that moment (being claimed, or
-    /// cancelled by a transition) may be passed over rather than waited for: it keeps
-    /// its time and the others are numbered on without it. With nothing else writing
-    /// the tenant's outbox, the result is what one write would give.
+    /// cancelled by a transition) may be passed over rather than waited for: the
+    /// others are numbered on without it, and it keeps its time, unless a later chunk
+    /// finds it free (then it is numbered there, after entries it preceded). With
+    /// nothing else writing the tenant's outbox, the result is what one write would
+    /// give. An error in a later chunk leaves the chunks before it done: the call
+    /// fails, and the moved entries are not counted anywhere; a caller that spreads
+    /// again numbers the rest from its own `first_at`, which may give some of them
+    /// the times of moved ones (a rate limiter still spaces the sends).
     ///
     /// The dispatcher calls it for a tenant its rate limit holds back, so that
     /// tenant's backlog no longer sits at the head of the oldest-due-first claim

@@ -513,17 +513,18 @@ impl Engine {
         }
     }
 
-    /// Adds (or replaces) a template, with its plain form when it has one that
-    /// renders exactly as minijinja does.
-    fn add(&mut self, name: String, source: &str, part: Part) -> Result<(), TemplateError> {
+    /// Adds (or replaces) a template, with its plain form if it has one (see
+    /// [`plain_form`], run before the lock is taken).
+    fn add(
+        &mut self,
+        name: String,
+        source: &str,
+        part: Part,
+        plain: Option<plain::Plain>,
+    ) -> Result<(), TemplateError> {
         self.env
             .add_template_owned(name.clone(), source.to_owned())
             .map_err(|e| syntax_error(part, source, &e))?;
-        let plain = plain::Plain::compile(source, part == Part::Html).filter(|plain| {
-            self.env.get_template(&name).is_ok_and(|template| {
-                plain.agrees(|values| template.render(Value::from_object(Builtins(values.clone()))))
-            })
-        });
         match plain {
             Some(plain) => self.plain.insert(name, plain),
             None => self.plain.remove(&name),
@@ -535,6 +536,22 @@ impl Engine {
         self.env.remove_template(name);
         self.plain.remove(name);
     }
+}
+
+/// The plain form of a template's `source`, if it has one that renders exactly as
+/// minijinja does. Checked in an environment of its own, outside the engine's lock:
+/// the check renders the template up to 81 times, which would hold every render back.
+fn plain_form(source: &str, part: Part) -> Option<plain::Plain> {
+    let plain = plain::Plain::compile(source, part == Part::Html)?;
+    let mut env = new_environment();
+    // The suffix sets auto-escaping as the engine's name for the template would.
+    let name = template_name(None, "check", part);
+    env.add_template_owned(name.clone(), source.to_owned())
+        .ok()?;
+    let template = env.get_template(&name).ok()?;
+    plain
+        .agrees(|values| template.render(Value::from_object(Builtins(values.clone()))))
+        .then_some(plain)
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -666,9 +683,15 @@ impl Templates {
     ) -> Result<(), TemplateError> {
         let spec = KindSpec { variables };
         validate_set(&spec, &defaults)?;
+        let plain = Part::ALL.map(|part| plain_form(defaults.part(part), part));
         let mut engine = write(&self.engine);
-        for part in Part::ALL {
-            engine.add(template_name(None, kind, part), defaults.part(part), part)?;
+        for (part, plain) in Part::ALL.into_iter().zip(plain) {
+            engine.add(
+                template_name(None, kind, part),
+                defaults.part(part),
+                part,
+                plain,
+            )?;
         }
         write(&self.kinds).insert(kind.to_owned(), spec);
         Ok(())
@@ -690,12 +713,14 @@ impl Templates {
         set: TemplateSet,
     ) -> Result<(), TemplateError> {
         self.validate(kind, &set)?;
+        let plain = Part::ALL.map(|part| plain_form(set.part(part), part));
         let mut engine = write(&self.engine);
-        for part in Part::ALL {
+        for (part, plain) in Part::ALL.into_iter().zip(plain) {
             engine.add(
                 template_name(Some(tenant), kind, part),
                 set.part(part),
                 part,
+                plain,
             )?;
         }
         // Still under the environment's lock: a render sees both or neither.
