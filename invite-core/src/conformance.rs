@@ -141,6 +141,7 @@ macro_rules! __store_conformance_list {
             a_taken_over_claim_is_fenced,
             complete_and_transitions_race_without_a_backend_error,
             suppressions_are_upserted_by_case_folded_key,
+            suppress_if_absent_keeps_the_first,
             unsuppress_lifts_one_address,
             suppressions_are_per_tenant,
         }
@@ -4700,6 +4701,63 @@ pub async fn suppressions_are_upserted_by_case_folded_key(store: &dyn Store) {
     assert!(
         must(store.suppressed(&t, &[]).await, "suppressed (no keys)").is_empty(),
         "no keys, no suppressions"
+    );
+}
+
+/// `suppress_if_absent` adds only for an address not suppressed yet (case-folded),
+/// leaving an existing entry as it is; of concurrent calls for one address, exactly
+/// one adds, and the stored entry is that one's.
+pub async fn suppress_if_absent_keeps_the_first(store: &dyn Store) {
+    let fx = Fx::new("suppress_if_absent_keeps_the_first");
+    let t = fx.tenant(0);
+    let first = suppression(&t, "Ann@Example.com", "550 user unknown", T0);
+    assert!(
+        must(store.suppress_if_absent(&first).await, "suppress_if_absent"),
+        "an address not suppressed yet is added"
+    );
+    let again = suppression(&t, "ANN@example.com", "550 mailbox disabled", T0 + us(7));
+    assert!(
+        !must(
+            store.suppress_if_absent(&again).await,
+            "suppress_if_absent (again)"
+        ),
+        "a suppressed address is not added again"
+    );
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        [first],
+        "the earlier entry must stay as it is"
+    );
+
+    let racers: Vec<Suppression> = (0..8)
+        .map(|n| suppression(&t, "bo@example.com", &format!("bounce {n}"), T0 + us(n)))
+        .collect();
+    let added: Vec<bool> = join_all(racers.iter().map(|s| store.suppress_if_absent(s)))
+        .await
+        .into_iter()
+        .map(|result| must(result, "racing suppress_if_absent"))
+        .collect();
+    let winners: Vec<&Suppression> = racers
+        .iter()
+        .zip(&added)
+        .filter(|(_, added)| **added)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of concurrent calls adds: {added:?}"
+    );
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["bo@example.com"]).await,
+            "suppressed"
+        ),
+        [winners[0].clone()],
+        "the stored entry is the one that was added"
     );
 }
 

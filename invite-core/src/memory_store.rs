@@ -718,6 +718,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let key = (
+            suppression.tenant.clone(),
+            suppression.email.key().to_owned(),
+        );
+        Ok(match self.lock().suppressions.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(suppression.clone());
+                true
+            }
+        })
+    }
+
     async fn suppressed(
         &self,
         tenant: &TenantId,

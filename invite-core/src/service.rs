@@ -900,10 +900,7 @@ impl Invitations {
     /// or suppress the address. An entry that is not this invitation's is
     /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
     /// being recorded too: the write is a compare-and-set on the version the check saw.
-    /// An address suppressed already when the bounce is handled keeps its earlier
-    /// suppression (reason and time). (Not atomic: another bounce's suppression written
-    /// between this one's check and its write is replaced, and goes if this bounce is
-    /// then taken back.)
+    /// An address suppressed already keeps its earlier suppression (reason and time).
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -975,16 +972,11 @@ impl Invitations {
                     reason: reason.to_owned(),
                     at: self.clock.now(),
                 };
-                // An address suppressed already (an earlier bounce) stays as it is:
-                // written over, it would be lost if this bounce is then taken back.
-                let earlier = written.is_none()
-                    && !self
-                        .store
-                        .suppressed(tenant, &[invitation.email.key()])
-                        .await?
-                        .is_empty();
-                if !earlier {
-                    self.store.suppress(&suppression).await?;
+                // An address suppressed already (an earlier bounce, or this one's
+                // earlier attempt) stays as it is: written over, it would be lost if
+                // this bounce is then taken back. Atomic, so a concurrent bounce's
+                // suppression is never the one taken back.
+                if self.store.suppress_if_absent(&suppression).await? {
                     written = Some(suppression);
                 }
             }

@@ -239,6 +239,7 @@ pub enum JoinOutcome {
 ///     async fn spread_due_outbox(&self, t: &TenantId, now: OffsetDateTime, f: OffsetDateTime, i: Duration) -> Result<u64, StoreError> { self.inner.spread_due_outbox(t, now, f, i).await }
 ///     async fn list_outbox(&self, t: &TenantId, i: InvitationId) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.list_outbox(t, i).await }
 ///     async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> { self.inner.suppress(s).await }
+///     async fn suppress_if_absent(&self, s: &Suppression) -> Result<bool, StoreError> { self.inner.suppress_if_absent(s).await }
 ///     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> { self.inner.suppressed(t, k).await }
 ///     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> { self.inner.unsuppress(t, k).await }
 /// }
@@ -476,6 +477,11 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// Adds `suppression` to its tenant's list, or replaces the entry for the same
     /// case-folded address (the newest reason and time win).
     async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError>;
+
+    /// Adds `suppression` to its tenant's list unless the list has an entry for the
+    /// same case-folded address, which then stays as it is. Returns whether it was
+    /// added. One atomic write: of concurrent calls for one address, one adds.
+    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError>;
 
     /// The tenant's suppressions for any of these case-folded address keys.
     async fn suppressed(

@@ -809,6 +809,9 @@ impl Store for SpreadAfterASend {
     async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> {
         self.inner.suppress(s).await
     }
+    async fn suppress_if_absent(&self, s: &Suppression) -> Result<bool, StoreError> {
+        self.inner.suppress_if_absent(s).await
+    }
     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> {
         self.inner.suppressed(t, k).await
     }

@@ -1252,6 +1252,21 @@ impl Store for MySqlStore {
         Ok(())
     }
 
+    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        // A plain `INSERT`, refused by the key: `ON DUPLICATE KEY UPDATE` cannot say
+        // which happened (the connection counts found rows), and `INSERT IGNORE` would
+        // turn other errors into warnings.
+        match suppressions::upsert::<MySql>(&self.prefix, suppression, "")
+            .build()
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(from_sqlx(e)),
+        }
+    }
+
     async fn suppressed(
         &self,
         tenant: &TenantId,

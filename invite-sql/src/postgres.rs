@@ -1359,6 +1359,19 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let done = suppressions::upsert::<Postgres>(
+            &self.prefix,
+            suppression,
+            suppressions::ON_CONFLICT_KEEP,
+        )
+        .build()
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn suppressed(
         &self,
         tenant: &TenantId,

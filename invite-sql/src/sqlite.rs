@@ -922,6 +922,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let done = suppressions::upsert::<Sqlite>(
+            &self.prefix,
+            suppression,
+            suppressions::ON_CONFLICT_KEEP,
+        )
+        .build()
+        .execute(&self.writer)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn suppressed(
         &self,
         tenant: &TenantId,

@@ -13,6 +13,11 @@ use crate::rows::micros;
 pub(crate) const ON_CONFLICT_REPLACE: &str = " ON CONFLICT (tenant, email_key) DO UPDATE SET \
      email = excluded.email, reason = excluded.reason, suppressed_at = excluded.suppressed_at";
 
+/// The clause of SQLite and PostgreSQL that keeps a suppressed key's entry as it is
+/// (`Store::suppress_if_absent`: no row changed).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const ON_CONFLICT_KEEP: &str = " ON CONFLICT (tenant, email_key) DO NOTHING";
+
 /// `INSERT` of `suppression`, then the dialect's `on_conflict` clause.
 pub(crate) fn upsert<DB>(
     prefix: &TablePrefix,
