@@ -98,6 +98,13 @@ pub struct Event {
 pub trait EventSink: Debug + Send + Sync + 'static {
     /// Records `events`, in order.
     async fn record(&self, events: Vec<Event>);
+
+    /// Whether [`record`](Self::record) keeps anything. The service skips building
+    /// the events of its bulk and delivery paths (an import's thousands, one per email
+    /// sent) for a sink that answers `false`, as [`NoEvents`] does.
+    fn is_recording(&self) -> bool {
+        true
+    }
 }
 
 /// Discards events.
@@ -107,6 +114,10 @@ pub struct NoEvents;
 #[async_trait]
 impl EventSink for NoEvents {
     async fn record(&self, _: Vec<Event>) {}
+
+    fn is_recording(&self) -> bool {
+        false
+    }
 }
 
 /// Keeps events in memory, for tests and small hosts.

@@ -506,19 +506,28 @@ impl Invitations {
         }
 
         let report = self.store.create_invitations(tenant, &writes).await?;
-        let mut events = Vec::with_capacity(report.created.len() * 2);
+        let recording = self.events.is_recording();
+        let mut events = Vec::with_capacity(if recording {
+            report.created.len() * 2
+        } else {
+            0
+        });
         for &w in &report.created {
             let id = writes[w].invitation.id;
             outcomes[write_index[w]] = Some(InviteOutcome::Created(id));
-            events.push(self.event(tenant, Some(actor), Some(id), EventKind::Created));
-            if writes[w].outbox.is_some() {
-                events.push(self.event(tenant, Some(actor), Some(id), EventKind::Sent));
+            if recording {
+                events.push(self.event(tenant, Some(actor), Some(id), EventKind::Created));
+                if writes[w].outbox.is_some() {
+                    events.push(self.event(tenant, Some(actor), Some(id), EventKind::Sent));
+                }
             }
         }
         for &(w, existing) in &report.conflicts {
             outcomes[write_index[w]] = Some(InviteOutcome::AlreadyInvited(existing));
         }
-        self.events.record(events).await;
+        if recording {
+            self.events.record(events).await;
+        }
         let outcomes = outcomes
             .into_iter()
             .map(|o| {
@@ -625,12 +634,14 @@ impl Invitations {
             }
         }
         let stored = self.store.record_transitions(tenant, &transitions).await?;
-        let events = stored
-            .applied
-            .iter()
-            .map(|id| self.event(tenant, Some(actor), Some(*id), EventKind::Sent))
-            .collect();
-        self.events.record(events).await;
+        if self.events.is_recording() {
+            let events = stored
+                .applied
+                .iter()
+                .map(|id| self.event(tenant, Some(actor), Some(*id), EventKind::Sent))
+                .collect();
+            self.events.record(events).await;
+        }
         report.applied = stored.applied;
         report.stale = stored.stale;
         Ok(report)
@@ -1627,7 +1638,9 @@ impl Invitations {
         if !complete(outcome).await? {
             return Ok(Delivered::LeaseLost);
         }
-        if let Some(kind) = event_kind {
+        if let Some(kind) = event_kind
+            && self.events.is_recording()
+        {
             self.events
                 .record(vec![self.event(
                     tenant,

@@ -1104,3 +1104,57 @@ mod group_links {
         );
     }
 }
+
+/// A sink that keeps nothing and says so.
+#[derive(Debug)]
+struct Deaf;
+
+#[async_trait::async_trait]
+impl EventSink for Deaf {
+    async fn record(&self, events: Vec<Event>) {
+        panic!("events built for a sink that keeps none: {events:?}");
+    }
+
+    fn is_recording(&self) -> bool {
+        false
+    }
+}
+
+/// Inviting in bulk, sending and delivering build no events for a sink that keeps
+/// none (an import's thousands, one per email), and work as before.
+#[tokio::test]
+async fn no_events_are_built_for_a_sink_that_keeps_none() {
+    let tenant = TenantId::new("acme").unwrap();
+    let admin = ActorId::new("alice").unwrap();
+    let role = Role::new("contractor").unwrap();
+    let mailer = Arc::new(RecordingMailer::ok());
+    let service = Invitations::builder(
+        Arc::new(MemoryStore::new()),
+        mailer.clone(),
+        Arc::new(StaticPolicy::new([role.clone()]).with_admin(tenant.clone(), admin.clone())),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .events(Arc::new(Deaf))
+    .build();
+    let new = ["ann@x.com", "bo@x.com"]
+        .into_iter()
+        .map(|a| NewInvitation::new(email(a), role.clone()))
+        .collect();
+    let report = service
+        .invite_many(&admin, &tenant, new, Delivery::KeepUnsent, None)
+        .await
+        .unwrap();
+    let ids: Vec<InvitationId> = report.created().collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        service
+            .send(&admin, &tenant, &ids)
+            .await
+            .unwrap()
+            .applied
+            .len(),
+        2
+    );
+    assert_eq!(service.dispatch_due(10).await.unwrap().sent, 2);
+    assert_eq!(mailer.sent().len(), 2);
+}
