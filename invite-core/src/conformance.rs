@@ -142,6 +142,7 @@ macro_rules! __store_conformance_list {
             complete_and_transitions_race_without_a_backend_error,
             suppressions_are_upserted_by_case_folded_key,
             suppress_if_absent_keeps_the_first,
+            unsuppress_if_same_lifts_only_that_entry,
             unsuppress_lifts_one_address,
             suppressions_are_per_tenant,
         }
@@ -4758,6 +4759,52 @@ pub async fn suppress_if_absent_keeps_the_first(store: &dyn Store) {
         ),
         [winners[0].clone()],
         "the stored entry is the one that was added"
+    );
+}
+
+/// `unsuppress_if_same` lifts an address's suppression only while the stored entry
+/// has the given reason and time (the address case-folded); anything else stays.
+pub async fn unsuppress_if_same_lifts_only_that_entry(store: &dyn Store) {
+    let fx = Fx::new("unsuppress_if_same_lifts_only_that_entry");
+    let t = fx.tenant(0);
+    let stored = suppression(&t, "ann@example.com", "550 user unknown", T0);
+    must(store.suppress(&stored).await, "suppress");
+    for other in [
+        suppression(&t, "ann@example.com", "550 mailbox disabled", T0),
+        suppression(&t, "ann@example.com", "550 user unknown", T0 + us(1)),
+        suppression(&t, "bo@example.com", "550 user unknown", T0),
+    ] {
+        assert!(
+            !must(store.unsuppress_if_same(&other).await, "unsuppress_if_same"),
+            "another entry's reason, time or address must not lift {stored:?}: {other:?}"
+        );
+    }
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        std::slice::from_ref(&stored),
+        "the entry must stay as it is"
+    );
+    let same = suppression(&t, "ANN@example.com", "550 user unknown", T0);
+    assert!(
+        must(store.unsuppress_if_same(&same).await, "unsuppress_if_same"),
+        "the same entry (address case-folded) is lifted"
+    );
+    assert!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        )
+        .is_empty()
+    );
+    assert!(
+        !must(
+            store.unsuppress_if_same(&same).await,
+            "unsuppress_if_same (again)"
+        ),
+        "nothing left to lift"
     );
 }
 

@@ -755,6 +755,21 @@ impl Store for MemoryStore {
             .map(|_| ())
             .ok_or(StoreError::NotFound)
     }
+
+    async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let key = (
+            suppression.tenant.clone(),
+            suppression.email.key().to_owned(),
+        );
+        let mut state = self.lock();
+        let same = state.suppressions.get(&key).is_some_and(|stored| {
+            stored.reason == suppression.reason && stored.at == suppression.at
+        });
+        if same {
+            state.suppressions.remove(&key);
+        }
+        Ok(same)
+    }
 }
 
 #[cfg(test)]

@@ -1065,19 +1065,9 @@ impl Invitations {
     }
 
     /// Takes back `suppression` if it is still the one stored for its address (not
-    /// lifted since, nor replaced by a newer bounce).
+    /// lifted since, nor replaced by another bounce's): one compare-and-delete.
     async fn withdraw(&self, suppression: &Suppression) -> Result<(), Error> {
-        let key = suppression.email.key();
-        let stored = self.store.suppressed(&suppression.tenant, &[key]).await?;
-        if stored
-            .iter()
-            .any(|s| s.reason == suppression.reason && s.at == suppression.at)
-        {
-            match self.store.unsuppress(&suppression.tenant, key).await {
-                Ok(()) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.store.unsuppress_if_same(suppression).await?;
         Ok(())
     }
 

@@ -242,6 +242,7 @@ pub enum JoinOutcome {
 ///     async fn suppress_if_absent(&self, s: &Suppression) -> Result<bool, StoreError> { self.inner.suppress_if_absent(s).await }
 ///     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> { self.inner.suppressed(t, k).await }
 ///     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> { self.inner.unsuppress(t, k).await }
+///     async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> { self.inner.unsuppress_if_same(s).await }
 /// }
 ///
 /// let store: &dyn Store = &CountingStore::default();
@@ -493,6 +494,11 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// Lifts the suppression of one case-folded address. [`StoreError::NotFound`] if
     /// the tenant has none for it.
     async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
+
+    /// Lifts the suppression of `suppression`'s address only if the stored entry is
+    /// still this one (same reason and time), in one atomic write: a suppression
+    /// written since, another bounce's, stays. Returns whether it was lifted.
+    async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError>;
 
     /// The outbox entries of one invitation, oldest first (for the admin's view of
     /// attempts and errors).

@@ -237,6 +237,10 @@ impl Store for FaultyStore {
         self.enter("suppressed").await?;
         self.inner.suppressed(t, k).await
     }
+    async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> {
+        self.enter("unsuppress_if_same").await?;
+        self.inner.unsuppress_if_same(s).await
+    }
     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
         self.enter("unsuppress").await?;
         self.inner.unsuppress(t, k).await
@@ -579,14 +583,26 @@ fn suppress_now(suppression: Suppression) -> Hook {
     })
 }
 
+/// When another bounce's suppression of the address is written.
+#[derive(Debug, Clone, Copy)]
+enum Other {
+    Before,
+    JustBeforeTheWrite,
+    JustBeforeTheTakeBack,
+}
+
 /// A bounce of an address suppressed already leaves that suppression as it is, even
 /// when the bounce is then taken back after losing its compare-and-sets: written
 /// over, the take-back would remove the earlier bounce's suppression too. Whether the
 /// other suppression was there before the handler started, or is written by another
-/// bounce just before the handler's own write.
+/// bounce just before the handler's own write, or just before its take-back.
 #[tokio::test]
 async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
-    for concurrent in [false, true] {
+    for when in [
+        Other::Before,
+        Other::JustBeforeTheWrite,
+        Other::JustBeforeTheTakeBack,
+    ] {
         let w = world();
         let id = w.invite("ann@x.com").await;
         assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
@@ -607,15 +623,24 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
                 .copied()
                 .unwrap_or(0)
         };
-        if concurrent {
-            let made = calls("suppress_if_absent");
-            w.store.before(
-                "suppress_if_absent",
-                made + 1,
-                suppress_now(earlier.clone()),
-            );
-        } else {
-            w.store.suppress(&earlier).await.unwrap();
+        match when {
+            Other::Before => w.store.suppress(&earlier).await.unwrap(),
+            Other::JustBeforeTheWrite => {
+                let made = calls("suppress_if_absent");
+                w.store.before(
+                    "suppress_if_absent",
+                    made + 1,
+                    suppress_now(earlier.clone()),
+                );
+            }
+            Other::JustBeforeTheTakeBack => {
+                let made = calls("unsuppress_if_same");
+                w.store.before(
+                    "unsuppress_if_same",
+                    made + 1,
+                    suppress_now(earlier.clone()),
+                );
+            }
         }
         let made = calls("record_transitions");
         for k in 1..=3 {
@@ -641,9 +666,9 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
             .suppressed(&w.admin, &w.tenant, &[invitation.email])
             .await
             .unwrap();
-        assert_eq!(stored.len(), 1, "concurrent: {concurrent}: {stored:?}");
-        assert_eq!(stored[0].reason, earlier.reason, "concurrent: {concurrent}");
-        assert_eq!(stored[0].at, earlier.at, "concurrent: {concurrent}");
+        assert_eq!(stored.len(), 1, "{when:?}: {stored:?}");
+        assert_eq!(stored[0].reason, earlier.reason, "{when:?}");
+        assert_eq!(stored[0].at, earlier.at, "{when:?}");
     }
 }
 

@@ -815,6 +815,9 @@ impl Store for SpreadAfterASend {
     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> {
         self.inner.suppressed(t, k).await
     }
+    async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> {
+        self.inner.unsuppress_if_same(s).await
+    }
     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
         self.inner.unsuppress(t, k).await
     }

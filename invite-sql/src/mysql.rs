@@ -1295,4 +1295,13 @@ impl Store for MySqlStore {
             .map_err(from_sqlx)?;
         exactly_one(done.rows_affected())
     }
+
+    async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let done = suppressions::delete_if_same::<MySql>(&self.prefix, suppression)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
 }

@@ -1400,6 +1400,15 @@ impl Store for PostgresStore {
             .map_err(from_sqlx)?;
         exactly_one(done.rows_affected())
     }
+
+    async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let done = suppressions::delete_if_same::<Postgres>(&self.prefix, suppression)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 /// `complete_outbox` for outcomes that leave the invitation alone. `$7` is bound but

@@ -963,6 +963,15 @@ impl Store for SqliteStore {
             .map_err(from_sqlx)?;
         exactly_one(done.rows_affected())
     }
+
+    async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let done = suppressions::delete_if_same::<Sqlite>(&self.prefix, suppression)
+            .build()
+            .execute(&self.writer)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 /// Unsent or pending: the statuses of the partial unique index on `(tenant, email_key)`.

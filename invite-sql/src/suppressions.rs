@@ -81,6 +81,25 @@ pub(crate) fn one_per_key(mut found: Vec<Suppression>) -> Vec<Suppression> {
     found
 }
 
+/// `DELETE` of `suppression`'s address only while the stored entry has its reason and
+/// time (`Store::unsuppress_if_same`).
+pub(crate) fn delete_if_same<DB>(
+    prefix: &TablePrefix,
+    suppression: &Suppression,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = delete::<DB>(prefix, &suppression.tenant, suppression.email.key());
+    q.push(" AND reason = ")
+        .push_bind(suppression.reason.as_str())
+        .push(" AND suppressed_at = ")
+        .push_bind(micros(suppression.at));
+    q
+}
+
 /// `DELETE` of `tenant`'s suppression of `key`.
 pub(crate) fn delete<DB>(prefix: &TablePrefix, tenant: &TenantId, key: &str) -> QueryBuilder<DB>
 where
