@@ -458,6 +458,11 @@ impl Dispatcher {
     ///
     /// Errors only if the claim itself fails; a delivery's store error is counted in
     /// [`DispatchReport::errors`].
+    ///
+    /// Let the pass finish: dropping this future aborts the sends in flight, whose
+    /// claims then wait for their leases to end, and one whose message the relay had
+    /// already taken is sent again by the next claimer. [`run`](Self::run) never drops
+    /// a pass; its shutdown waits for the pass in progress.
     pub async fn run_once(&self) -> Result<DispatchReport, StoreError> {
         let claims = self.service.claim_due(self.claim_limit()).await?;
         let mut report = DispatchReport {
