@@ -42,6 +42,11 @@ impl FaultyStore {
         self.hooks.lock().unwrap().push((method, nth, hook));
     }
 
+    /// How many calls of `method` were made so far.
+    fn made(&self, method: &str) -> u32 {
+        self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
     async fn enter(&self, method: &'static str) -> Result<(), StoreError> {
         let n = {
             let mut calls = self.calls.lock().unwrap();
@@ -287,6 +292,32 @@ fn world() -> World {
 }
 
 impl World {
+    /// A mailbox bounce of `outbox`, recorded while another writer moves the
+    /// invitation just before each of its three compare-and-sets.
+    async fn bounce_losing_every_compare_and_set(
+        &self,
+        id: InvitationId,
+        outbox: OutboxId,
+    ) -> Result<Invitation, Error> {
+        let made = self.store.made("record_transitions");
+        for k in 1..=3 {
+            self.store.before(
+                "record_transitions",
+                made + k,
+                bump_version(self.tenant.clone(), id),
+            );
+        }
+        self.service
+            .record_bounce_of(
+                &self.tenant,
+                id,
+                outbox,
+                BounceCause::Mailbox,
+                "550 no such user",
+            )
+            .await
+    }
+
     async fn invite(&self, address: &str) -> InvitationId {
         let new = NewInvitation::new(EmailAddress::parse(address).unwrap(), self.role.clone());
         match self
@@ -451,11 +482,11 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
                 .unwrap();
         }
         w.clock.advance(Duration::minutes(1));
-        let made = w.store.calls.lock().unwrap().get(before).copied();
+        let made = w.store.made(before);
         let lift = matches!(admin, Admin::LiftsAndResends);
         w.store.before(
             before,
-            made.unwrap_or(0) + k,
+            made + k,
             resend_now(w.tenant.clone(), id, w.clock.now(), lift),
         );
 
@@ -536,31 +567,7 @@ async fn a_bounce_that_keeps_losing_its_compare_and_set_leaves_no_suppression() 
     let id = w.invite("ann@x.com").await;
     assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
     let first = w.outbox(id).await[0].id;
-    let made = w
-        .store
-        .calls
-        .lock()
-        .unwrap()
-        .get("record_transitions")
-        .copied()
-        .unwrap_or(0);
-    for k in 1..=3 {
-        w.store.before(
-            "record_transitions",
-            made + k,
-            bump_version(w.tenant.clone(), id),
-        );
-    }
-    let result = w
-        .service
-        .record_bounce_of(
-            &w.tenant,
-            id,
-            first,
-            BounceCause::Mailbox,
-            "550 no such user",
-        )
-        .await;
+    let result = w.bounce_losing_every_compare_and_set(id, first).await;
     assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
     let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
     assert_eq!(invitation.status, InvitationStatus::Pending);
@@ -614,19 +621,10 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
             reason: "another bounce".into(),
             at: invitation.created_at,
         };
-        let calls = |name: &str| {
-            w.store
-                .calls
-                .lock()
-                .unwrap()
-                .get(name)
-                .copied()
-                .unwrap_or(0)
-        };
         match when {
             Other::Before => w.store.suppress(&earlier).await.unwrap(),
             Other::JustBeforeTheWrite => {
-                let made = calls("suppress_if_absent");
+                let made = w.store.made("suppress_if_absent");
                 w.store.before(
                     "suppress_if_absent",
                     made + 1,
@@ -634,7 +632,7 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
                 );
             }
             Other::JustBeforeTheTakeBack => {
-                let made = calls("unsuppress_if_same");
+                let made = w.store.made("unsuppress_if_same");
                 w.store.before(
                     "unsuppress_if_same",
                     made + 1,
@@ -642,24 +640,7 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
                 );
             }
         }
-        let made = calls("record_transitions");
-        for k in 1..=3 {
-            w.store.before(
-                "record_transitions",
-                made + k,
-                bump_version(w.tenant.clone(), id),
-            );
-        }
-        let result = w
-            .service
-            .record_bounce_of(
-                &w.tenant,
-                id,
-                first,
-                BounceCause::Mailbox,
-                "550 no such user",
-            )
-            .await;
+        let result = w.bounce_losing_every_compare_and_set(id, first).await;
         assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
         let stored = w
             .service
