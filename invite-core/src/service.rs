@@ -911,7 +911,10 @@ impl Invitations {
     /// or suppress the address. An entry that is not this invitation's is
     /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
     /// being recorded too: the write is a compare-and-set on the version the check saw.
-    /// An address suppressed already keeps its earlier suppression (reason and time).
+    /// A bounce that stands leaves the address suppressed under its own reason and time
+    /// (the latest bounce's), even if another bounce's suppression, found in place, is
+    /// taken back later; a bounce that does not stand leaves an earlier suppression as
+    /// it was.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -976,6 +979,7 @@ impl Invitations {
             // Suppressed before the invitation shows failed, so whoever sees it failed
             // also sees the suppression; both stand only if the invitation is still at
             // `seen` after them (nothing superseded the bounce meanwhile).
+            let mut borrowed = None;
             if cause.suppresses() {
                 let suppression = Suppression {
                     tenant: tenant.clone(),
@@ -989,6 +993,8 @@ impl Invitations {
                 // suppression is never the one taken back.
                 if self.store.suppress_if_absent(&suppression).await? {
                     written = Some(suppression);
+                } else {
+                    borrowed = Some(suppression);
                 }
             }
             match invitation.mark_failed(reason, self.clock.now()) {
@@ -1005,6 +1011,7 @@ impl Invitations {
                         )
                         .await?;
                     if report.applied.contains(&id) {
+                        self.own_suppression(borrowed).await?;
                         let kind = EventKind::DeliveryFailed {
                             reason: reason.to_owned(),
                         };
@@ -1019,6 +1026,7 @@ impl Invitations {
                 // `record_bounce`.
                 Err(refused) => {
                     if self.load(tenant, id).await?.version == seen {
+                        self.own_suppression(borrowed).await?;
                         return Err(refused.into());
                     }
                 }
@@ -1062,6 +1070,19 @@ impl Invitations {
             return Err(Error::Superseded);
         }
         Ok(invitation)
+    }
+
+    /// Makes the suppression of a bounce that now stands its own, when this attempt
+    /// found the address suppressed already (`borrowed`). The entry found may belong
+    /// to a bounce still being recorded, which takes it back if it fails: the address
+    /// would then be unsuppressed although this bounce stands. Written over with this
+    /// bounce's reason and time, the entry is no longer the one that take-back
+    /// compares against, and if the take-back came first, the write puts it back.
+    async fn own_suppression(&self, borrowed: Option<Suppression>) -> Result<(), Error> {
+        if let Some(suppression) = borrowed {
+            self.store.suppress(&suppression).await?;
+        }
+        Ok(())
     }
 
     /// Takes back `suppression` if it is still the one stored for its address (not

@@ -653,6 +653,79 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
     }
 }
 
+/// Another bounce's take-back of its suppression, on the inner store.
+fn unsuppress_now(suppression: Suppression) -> Hook {
+    Box::new(move |store: Arc<MemoryStore>| {
+        Box::pin(async move {
+            store.unsuppress_if_same(&suppression).await.unwrap();
+        })
+    })
+}
+
+/// A bounce that stands leaves the address suppressed even when the suppression it
+/// found in place was another bounce's, which that bounce then takes back (it lost its
+/// compare-and-sets, or was superseded). Whether the take-back comes after the handler
+/// returns or between its transition and its own write; and whether the bounce fails
+/// the invitation or finds it failed already (the suppression is then its only effect).
+#[tokio::test]
+async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back() {
+    for failed_already in [false, true] {
+        for take_back_inside in [false, true] {
+            let case = format!("failed already {failed_already}, inside {take_back_inside}");
+            let w = world();
+            let id = w.invite("ann@x.com").await;
+            assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+            let first = w.outbox(id).await[0].id;
+            let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+            let other = Suppression {
+                tenant: w.tenant.clone(),
+                email: invitation.email.clone(),
+                reason: "another bounce".into(),
+                at: invitation.created_at,
+            };
+            w.store.suppress(&other).await.unwrap();
+            if failed_already {
+                w.service
+                    .record_bounce_of(&w.tenant, id, first, BounceCause::Sending, "554 content")
+                    .await
+                    .unwrap();
+            }
+            let made = w.store.made("suppress");
+            if take_back_inside {
+                w.store
+                    .before("suppress", made + 1, unsuppress_now(other.clone()));
+            }
+            let result = w
+                .service
+                .record_bounce_of(
+                    &w.tenant,
+                    id,
+                    first,
+                    BounceCause::Mailbox,
+                    "550 no such user",
+                )
+                .await;
+            assert_eq!(result.is_err(), failed_already, "{case}: {result:?}");
+            assert!(
+                !matches!(result, Err(Error::Superseded | Error::Conflict(_))),
+                "{case}"
+            );
+            // The handler wrote its own suppression (where the hook took the other back).
+            assert_eq!(w.store.made("suppress"), made + 1, "{case}");
+            if !take_back_inside {
+                w.store.unsuppress_if_same(&other).await.unwrap();
+            }
+            let stored = w
+                .service
+                .suppressed(&w.admin, &w.tenant, &[invitation.email])
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 1, "{case}: {stored:?}");
+            assert_eq!(stored[0].reason, "550 no such user", "{case}");
+        }
+    }
+}
+
 // ------------------------------------------------------------------ group links
 
 /// Another admin disables the group link (it leaked) on the inner store.
