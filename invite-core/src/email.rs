@@ -10,7 +10,8 @@
 //!
 //! # Normal form and key
 //!
-//! A parsed address keeps three strings, all in one heap buffer:
+//! A parsed address keeps three strings, all in one buffer (inside the struct
+//! when they fit in 32 bytes together, else on the heap):
 //!
 //! | accessor | `"  Ann.Lee@Bücher.DE "` becomes | used for |
 //! | --- | --- | --- |
@@ -24,8 +25,9 @@
 //!
 //! # Cost
 //!
-//! Parsing a valid ASCII address makes exactly one heap allocation (the
-//! buffer of the result) after a branch-light pass over the bytes, eight at
+//! Parsing a valid ASCII address makes no heap allocation when its buffer
+//! (normal form, and the key and original where they differ) fits in 32
+//! bytes, and one otherwise, after a branch-light pass over the bytes, eight at
 //! a time (byte-by-byte with a lookup table for inputs under eight bytes);
 //! Unicode normalization and IDNA are only reached when the
 //! input has non-ASCII characters or an `xn--` label (which must be checked:
@@ -49,6 +51,7 @@
 //!
 //! [`email-validator`]: https://github.com/JoshData/python-email-validator
 
+mod buf;
 mod stored;
 mod suggest;
 #[cfg(test)]
@@ -66,6 +69,8 @@ use std::str::FromStr;
 use unicode_normalization::char::{is_combining_mark, is_public_assigned};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
+use buf::{Buf, Builder};
+
 /// Most octets in the part before the `@` (RFC 5321 §4.5.3.1.1).
 const MAX_LOCAL_PART_LEN: usize = 64;
 /// Most octets in a domain, in its ASCII (A-label) form (RFC 1035 §2.3.4).
@@ -81,8 +86,9 @@ const MAX_ADDRESS_LEN: usize = 254;
 /// two addresses typed differently but normalizing to the same string are
 /// equal. Use [`key`](Self::key) to find addresses that differ only in case.
 ///
-/// The address lives in a single heap buffer (`Box<str>`) with byte offsets, so
-/// the struct is three words and a clone is one allocation.
+/// The address lives in a single buffer with byte offsets: inside the struct
+/// (48 bytes) when its strings fit in 32 bytes, which most addresses do, so
+/// parsing, cloning and dropping it touch no heap; else one heap allocation.
 ///
 /// ```
 /// # use invite_core::EmailAddress;
@@ -101,7 +107,7 @@ const MAX_ADDRESS_LEN: usize = 254;
 pub struct EmailAddress {
     /// `normalized ++ key? ++ original?`: the key is present only when it
     /// differs from the normal form, and so is the original.
-    buf: Box<str>,
+    buf: Buf,
     /// Length of the local part; at most [`MAX_LOCAL_PART_LEN`].
     local_len: u8,
     /// Length of the normal form; at most [`MAX_ADDRESS_LEN`].
@@ -1122,21 +1128,22 @@ fn build_fast(s: &str, at: usize, local_upper: bool, domain_upper: bool) -> Opti
     let local_len = u8::try_from(at).ok()?;
     if !(local_upper || domain_upper) {
         return Some(EmailAddress {
-            buf: Box::from(s),
+            buf: Buf::from_str(s),
             local_len,
             norm_len,
             key_end: u16::from(norm_len),
         });
     }
     let copies = 1 + usize::from(local_upper) + usize::from(domain_upper);
-    let mut buf = String::with_capacity(n * copies);
+    let capacity = n * copies;
+    let mut buf = Builder::with_capacity(capacity);
     buf.push_str(s);
     if domain_upper {
-        buf[at + 1..].make_ascii_lowercase();
+        buf.make_ascii_lowercase(at + 1..n);
     }
     let key_end = if local_upper {
-        buf.extend_from_within(..n);
-        buf[n..n + at].make_ascii_lowercase();
+        buf.extend_from_within(0..n);
+        buf.make_ascii_lowercase(n..n + at);
         2 * n
     } else {
         n
@@ -1144,9 +1151,9 @@ fn build_fast(s: &str, at: usize, local_upper: bool, domain_upper: bool) -> Opti
     if domain_upper {
         buf.push_str(s);
     }
-    debug_assert_eq!(buf.len(), buf.capacity());
+    debug_assert_eq!(buf.len(), capacity);
     Some(EmailAddress {
-        buf: buf.into_boxed_str(),
+        buf: buf.finish(),
         local_len,
         norm_len,
         key_end: u16::try_from(key_end).ok()?,
@@ -2071,33 +2078,34 @@ fn assemble(
     let key_end = u16::try_from(norm_len + key_len)
         .map_err(|_| InvalidEmail::AddressTooLong { len: key_len })?;
 
-    let mut buf = String::with_capacity(norm_len + key_len + original_len);
+    let capacity = norm_len + key_len + original_len;
+    let mut buf = Builder::with_capacity(capacity);
     buf.push_str(local);
-    buf.push('@');
+    buf.push_str("@");
     buf.push_str(domain);
     if lower_domain {
-        buf[local.len() + 1..].make_ascii_lowercase();
+        buf.make_ascii_lowercase(local.len() + 1..norm_len);
     }
     match key {
         Key::Same => {}
         Key::AsciiLower => {
             buf.push_str(local);
-            buf[norm_len..].make_ascii_lowercase();
-            buf.push('@');
+            buf.make_ascii_lowercase(norm_len..norm_len + local.len());
+            buf.push_str("@");
             buf.extend_from_within(local.len() + 1..norm_len);
         }
         Key::Owned(k) => {
             buf.push_str(&k);
-            buf.push('@');
+            buf.push_str("@");
             buf.extend_from_within(local.len() + 1..norm_len);
         }
     }
     if original_len != 0 {
         buf.push_str(original);
     }
-    debug_assert_eq!(buf.len(), buf.capacity());
+    debug_assert_eq!(buf.len(), capacity);
     Ok(EmailAddress {
-        buf: buf.into_boxed_str(),
+        buf: buf.finish(),
         local_len,
         norm_len: norm_len_u8,
         key_end,

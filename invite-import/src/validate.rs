@@ -924,7 +924,7 @@ impl<'o> RowSink<'o> {
     /// none (it is `None` exactly when `suggest_domain` of the domain is): a list
     /// mostly repeats a few domains, and the typo check costs more than the parse.
     #[inline(always)]
-    fn suggestion(&mut self, email: &EmailAddress) -> Option<EmailAddress> {
+    fn suggestion(&mut self, email: &EmailAddress) -> Option<Box<EmailAddress>> {
         let domain = email.domain();
         // A loop, not `Iter::any`: that was left out of line, a call per row.
         for plain in &self.plain_domains {
@@ -941,7 +941,7 @@ impl<'o> RowSink<'o> {
                 None => self.plain_domains.push(Box::from(domain)),
             }
         }
-        suggestion
+        suggestion.map(Box::new)
     }
 
     /// Sorts the dedupe entries pushed so far into [`Self::sorted`]: the calling

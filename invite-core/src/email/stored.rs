@@ -7,6 +7,7 @@
 //! shape of the pair, cheaply, so that a corrupt or foreign value is refused rather
 //! than passed on.
 
+use super::buf::{Buf, Builder};
 use super::{EmailAddress, Key, MAX_ADDRESS_LEN, MAX_LOCAL_PART_LEN, unicode_key};
 
 impl EmailAddress {
@@ -114,18 +115,18 @@ impl EmailAddress {
         let norm_len_u8 = u8::try_from(norm_len).ok()?;
         if key == normal {
             return Some(Self {
-                buf: Box::from(normal),
+                buf: Buf::from_str(normal),
                 local_len,
                 norm_len: norm_len_u8,
                 key_end: u16::from(norm_len_u8),
             });
         }
         let key_end = u16::try_from(norm_len + key.len()).ok()?;
-        let mut buf = String::with_capacity(norm_len + key.len());
+        let mut buf = Builder::with_capacity(norm_len + key.len());
         buf.push_str(normal);
         buf.push_str(key);
         Some(Self {
-            buf: buf.into_boxed_str(),
+            buf: buf.finish(),
             local_len,
             norm_len: norm_len_u8,
             key_end,

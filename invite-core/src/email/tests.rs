@@ -883,6 +883,30 @@ fn accessors_and_storage() {
     assert_eq!(&*d.buf, "ann@example.comann@Example.com");
     assert_eq!(d.key(), "ann@example.com");
     assert_eq!(d.original(), "ann@Example.com");
+
+    // Inline up to 32 bytes of buffer, on the heap past them; the same accessors.
+    assert_eq!(size_of::<EmailAddress>(), 48);
+    assert!(matches!(b.buf, super::buf::Buf::Inline(_)));
+    for (local, domain, heap) in [
+        ("a".repeat(20), "example.com", false), // 32 bytes
+        ("a".repeat(21), "example.com", true),
+        ("A".repeat(4), "example.com", false), // key too: 2 × 16
+        ("A".repeat(5), "example.com", true),
+        ("a".repeat(2), "EX.com", false), // original too: 2 × 9
+        ("a".repeat(60), "example.com", true),
+    ] {
+        let input = format!("{local}@{domain}");
+        let e = EmailAddress::parse(&input).unwrap();
+        assert_eq!(matches!(e.buf, super::buf::Buf::Heap(_)), heap, "{input}");
+        assert_eq!(e.original(), input);
+        let lower_domain = domain.to_ascii_lowercase();
+        assert_eq!(e.as_str(), format!("{local}@{lower_domain}"));
+        let key = format!("{}@{lower_domain}", local.to_ascii_lowercase());
+        assert_eq!(e.key(), key);
+        assert_eq!(e.local_part(), local);
+        assert_eq!(e.domain(), lower_domain);
+        assert_eq!(e.clone(), e);
+    }
 }
 
 #[test]
