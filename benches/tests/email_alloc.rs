@@ -46,7 +46,8 @@ fn valid_ascii_addresses_allocate_only_past_the_inline_buffer() {
         let address = result.unwrap_or_else(|e| panic!("{input:?}: {e}"));
         let expected = u64::from(buffer_len(&address) > 32);
         if input.contains("xn--") {
-            assert!(count >= expected, "{input:?}");
+            // IDNA's own temporaries, whether or not the result fits inline.
+            assert!(count >= 1, "{input:?}");
         } else {
             assert_eq!(count, expected, "{input:?} allocated {count} times");
         }

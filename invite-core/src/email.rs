@@ -88,7 +88,8 @@ const MAX_ADDRESS_LEN: usize = 254;
 ///
 /// The address lives in a single buffer with byte offsets: inside the struct
 /// (48 bytes) when its strings fit in 32 bytes, which most addresses do, so
-/// parsing, cloning and dropping it touch no heap; else one heap allocation.
+/// cloning and dropping it touch no heap, nor does parsing an ASCII one; else one
+/// heap allocation.
 ///
 /// ```
 /// # use invite_core::EmailAddress;
@@ -2036,7 +2037,7 @@ fn finish(
     }
 }
 
-/// Builds the buffer `normalized ++ key? ++ original?` with one allocation.
+/// Builds the buffer `normalized ++ key? ++ original?`: inline, or with one allocation.
 ///
 /// `lower_domain`: the domain still has ASCII uppercase to fold.
 /// `same_as_typed`: the normal form equals `original` (see [`is_as_typed`]).

@@ -1011,13 +1011,14 @@ impl Invitations {
                         )
                         .await?;
                     if report.applied.contains(&id) {
-                        self.own_suppression(borrowed).await?;
                         let kind = EventKind::DeliveryFailed {
                             reason: reason.to_owned(),
                         };
                         self.events
                             .record(vec![self.event(tenant, None, Some(id), kind)])
                             .await;
+                        // After the event: the transition stands whatever this finds.
+                        self.own_suppression(tenant, id, outbox, borrowed).await?;
                         return Ok(next);
                     }
                 }
@@ -1026,7 +1027,9 @@ impl Invitations {
                 // `record_bounce`.
                 Err(refused) => {
                     if self.load(tenant, id).await?.version == seen {
-                        self.own_suppression(borrowed).await?;
+                        if self.own_suppression(tenant, id, outbox, borrowed).await? {
+                            return Err(Error::Superseded);
+                        }
                         return Err(refused.into());
                     }
                 }
@@ -1078,11 +1081,32 @@ impl Invitations {
     /// would then be unsuppressed although this bounce stands. Written over with this
     /// bounce's reason and time, the entry is no longer the one that take-back
     /// compares against, and if the take-back came first, the write puts it back.
-    async fn own_suppression(&self, borrowed: Option<Suppression>) -> Result<(), Error> {
-        if let Some(suppression) = borrowed {
-            self.store.suppress(&suppression).await?;
+    ///
+    /// Unlike the bounce's first write, this one comes after the check that the
+    /// bounce is current, so it checks again: an admin who lifted the suppression and
+    /// resent meanwhile must not find the address suppressed by the old email's
+    /// bounce. Then the write is taken back, and this returns `true` (superseded).
+    /// A lift without a resend is written over, as it would be by this bounce arriving
+    /// just after it.
+    async fn own_suppression(
+        &self,
+        tenant: &TenantId,
+        id: InvitationId,
+        outbox: OutboxId,
+        borrowed: Option<Suppression>,
+    ) -> Result<bool, Error> {
+        let Some(suppression) = borrowed else {
+            return Ok(false);
+        };
+        self.store.suppress(&suppression).await?;
+        match self.bounced(tenant, id, outbox).await {
+            Ok(_) => Ok(false),
+            Err(Error::Superseded) => {
+                self.withdraw(&suppression).await?;
+                Ok(true)
+            }
+            Err(other) => Err(other),
         }
-        Ok(())
     }
 
     /// Takes back `suppression` if it is still the one stored for its address (not

@@ -466,6 +466,9 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
         (Admin::Resends, mailbox, "record_transitions", 1),
         (Admin::LiftsAndResends, mailbox, "suppress_if_absent", 1),
         (Admin::LiftsAndResends, mailbox, "get_invitations", 2),
+        // Between the handler's check and its own write over the suppression it found
+        // (its earlier copy's): the write is taken back.
+        (Admin::LiftsAndResends, mailbox, "suppress", 1),
         (Admin::Resends, sending, "record_transitions", 1),
         (Admin::ResendsTheFailed, sending, "get_invitations", 2),
     ];
@@ -724,6 +727,56 @@ async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back(
             assert_eq!(stored[0].reason, "550 no such user", "{case}");
         }
     }
+}
+
+/// A bounce that stands and writes over a suppression it found does so after its
+/// transition, so an admin who lifts the suppression and resends in between must still
+/// win: the write is taken back, the resend's email goes out with a working link.
+#[tokio::test]
+async fn a_standing_bounce_does_not_suppress_over_a_resend_committed_before_its_write() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    let first = w.outbox(id).await[0].id;
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    w.store
+        .suppress(&Suppression {
+            tenant: w.tenant.clone(),
+            email: invitation.email.clone(),
+            reason: "another bounce".into(),
+            at: invitation.created_at,
+        })
+        .await
+        .unwrap();
+    w.clock.advance(Duration::minutes(1));
+    let made = w.store.made("suppress");
+    w.store.before(
+        "suppress",
+        made + 1,
+        resend_now(w.tenant.clone(), id, w.clock.now(), true),
+    );
+    let result = w
+        .service
+        .record_bounce_of(
+            &w.tenant,
+            id,
+            first,
+            BounceCause::Mailbox,
+            "550 no such user",
+        )
+        .await;
+    // The bounce was recorded (the invitation failed) before the resend moved it on.
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(w.store.made("suppress"), made + 1, "the write was made");
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::Pending);
+    let stored = w
+        .service
+        .suppressed(&w.admin, &w.tenant, &[invitation.email])
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
 }
 
 // ------------------------------------------------------------------ group links

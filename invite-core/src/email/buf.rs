@@ -94,7 +94,12 @@ impl Builder {
             Self::Inline(text) => text,
             Self::Heap(text) => text,
         };
-        if let Some(part) = text.get_mut(range) {
+        let part = text.get_mut(range);
+        debug_assert!(
+            part.is_some(),
+            "a range off the text's character boundaries"
+        );
+        if let Some(part) = part {
             part.make_ascii_lowercase();
         }
     }
@@ -107,12 +112,19 @@ impl Builder {
             Self::Inline(text) => {
                 // A copy of a few dozen bytes on the stack, to read from while writing.
                 let copy = *text;
-                if let Some(part) = copy.get(range) {
+                let part = copy.get(range);
+                debug_assert!(
+                    part.is_some(),
+                    "a range off the text's character boundaries"
+                );
+                if let Some(part) = part {
                     self.push_str(part);
                 }
             }
             Self::Heap(text) => {
-                if text.get(range.clone()).is_some() {
+                let whole = text.get(range.clone()).is_some();
+                debug_assert!(whole, "a range off the text's character boundaries");
+                if whole {
                     text.extend_from_within(range);
                 }
             }
