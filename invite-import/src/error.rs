@@ -36,6 +36,19 @@ pub enum ImportError {
         /// The limit in force.
         limit: u64,
     },
+    /// An .xls or .ods workbook would make the spreadsheet reader lay out more cells
+    /// than [`ImportLimits::max_cells`](crate::ImportLimits::max_cells).
+    #[error(
+        "the {format} workbook spreads over {cells} cells (every sheet, repeated and blank cells between values counted), more than the {limit} allowed; delete the sheets and columns that are not needed, or save it as .xlsx or .csv"
+    )]
+    TooManyCells {
+        /// The workbook's format.
+        format: Format,
+        /// The cells counted (at least this many; counting stops past the limit).
+        cells: u64,
+        /// The limit in force.
+        limit: u64,
+    },
     /// A row has more columns than [`ImportLimits::max_columns`](crate::ImportLimits::max_columns).
     #[error(
         "row {row} has a value in column {column}, past the limit of {limit} columns; delete the extra columns and try again"

@@ -230,20 +230,6 @@ impl ColumnMapping {
         .max()
         .unwrap_or(0)
     }
-
-    /// Every column the mapping reads.
-    pub(crate) fn columns(&self) -> impl Iterator<Item = u32> + '_ {
-        [
-            Some(self.email),
-            self.role,
-            self.first_name,
-            self.last_name,
-            self.full_name,
-            self.message,
-        ]
-        .into_iter()
-        .flatten()
-    }
 }
 
 /// A header found in a row.

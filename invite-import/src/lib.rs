@@ -51,8 +51,8 @@
 //! | pasted text | split on `,` `;` spaces, new lines; `Name <address>` understood | the report |
 //! | `.xlsx`, `.xlsm` | calamine's streaming cell reader, plus one pass over the sheet XML for merged cells, hidden rows and `mailto:` links | the report + shared strings |
 //! | `.xlsb` | calamine's streaming cell reader, after "short" cell records (SheetJS, Aspose) are rewritten to the full form calamine reads | the report + shared strings (+ the rewritten worksheets, when there are short records) |
-//! | `.xls` | calamine's `worksheet_range` (no streaming reader exists), after each sheet's declared size and cell columns are checked against the format's maximum | the sheet |
-//! | `.ods` | calamine's `worksheet_range` (no streaming reader exists) | the sheet |
+//! | `.xls` | calamine's `worksheet_range` (no streaming reader exists), after each sheet's declared size and cell columns are checked against the format's maximum, and the cells of all sheets against `max_cells` | every sheet (calamine lays them all out on opening) |
+//! | `.ods` | calamine's `worksheet_range` (no streaming reader exists), after the cells it would lay out for all tables, repeats expanded, are counted against `max_cells` | every sheet (calamine lays them all out on opening) |
 //!
 //! Cells are trimmed; zero-width characters are removed and non-breaking spaces
 //! become spaces; `mailto:` is stripped; `Ann Lee <ann@x.com>` gives the address and
@@ -73,6 +73,7 @@
 //! | data rows | 100,000 |
 //! | columns | 256 |
 //! | one cell | 4,096 bytes |
+//! | .xls/.ods: cells laid out for the whole workbook | 2,000,000 |
 //! | zip: declared uncompressed total | 256 MiB |
 //! | zip: compression ratio (archives over 1 MiB) | 100 |
 //!
@@ -91,6 +92,8 @@ mod error;
 mod format;
 mod header;
 mod limits;
+mod merged;
+mod ods;
 mod ooxml;
 mod pasted;
 mod report;
@@ -380,7 +383,8 @@ fn finish(
 /// untrusted uploads in a build that unwinds, or in a process of their own. The
 /// allocations that calamine would make from a file's declared sizes, which no guard
 /// can catch, are checked before calamine reads the file (zip sizes and ratio for
-/// xlsx/xlsm/xlsb/ods, sheet dimensions and columns for xls).
+/// xlsx/xlsm/xlsb/ods, sheet dimensions and columns for xls, and for xls and ods the
+/// cells it lays out for the whole workbook, [`ImportLimits::max_cells`]).
 ///
 /// ```
 /// use invite_core::Role;

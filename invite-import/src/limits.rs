@@ -9,6 +9,7 @@
 /// | [`max_rows`](Self::max_rows) | 100,000 | data rows after the header (blank rows count) |
 /// | [`max_columns`](Self::max_columns) | 256 | columns in any row that is read |
 /// | [`max_cell_bytes`](Self::max_cell_bytes) | 4,096 | UTF-8 bytes of one cell that is read |
+/// | [`max_cells`](Self::max_cells) | 2,000,000 | .xls/.ods: cells calamine builds for the whole workbook (it reads every sheet at once), counted before it does |
 /// | [`max_uncompressed_bytes`](Self::max_uncompressed_bytes) | 256 MiB | xlsx/xlsm/xlsb/ods: sum of the sizes the zip central directory declares |
 /// | [`max_compression_ratio`](Self::max_compression_ratio) | 100 | xlsx/xlsm/xlsb/ods: uncompressed ÷ compressed size of the whole archive, checked once it declares more than 1 MiB |
 ///
@@ -34,6 +35,13 @@ pub struct ImportLimits {
     pub max_columns: u32,
     /// Maximum UTF-8 length in bytes of one cell that is read.
     pub max_cell_bytes: u32,
+    /// .xls and .ods: maximum cells calamine lays out for the whole workbook, every
+    /// sheet and repeated cell counted as it builds them (it reads all sheets when the
+    /// file is opened, not only the one imported). Counted from the file before
+    /// calamine reads it: a few kilobytes of ODS `number-rows-repeated`, or of .xls
+    /// sheets pointing at one far-apart pair of cells, would otherwise make it build
+    /// gigabytes. The default is 100,000 rows of 20 columns.
+    pub max_cells: u64,
     /// Zip-based formats: maximum total uncompressed size declared by the archive.
     pub max_uncompressed_bytes: u64,
     /// Zip-based formats: maximum ratio of uncompressed to compressed size.
@@ -47,6 +55,7 @@ impl Default for ImportLimits {
             max_rows: 100_000,
             max_columns: 256,
             max_cell_bytes: 4096,
+            max_cells: 2_000_000,
             max_uncompressed_bytes: 256 << 20,
             max_compression_ratio: 100,
         }
@@ -83,6 +92,13 @@ impl ImportLimits {
     #[must_use]
     pub fn with_max_cell_bytes(mut self, bytes: u32) -> Self {
         self.max_cell_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_cells`](Self::max_cells).
+    #[must_use]
+    pub fn with_max_cells(mut self, cells: u64) -> Self {
+        self.max_cells = cells;
         self
     }
 

@@ -370,6 +370,8 @@ fn read_ods<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'o
         },
         other => corrupt(Format::Ods, other),
     };
+    // calamine lays out every table when it opens the file: counted first.
+    crate::ods::check_cells(bytes, options.limits())?;
     let mut workbook: Ods<_> = Ods::new(Cursor::new(bytes)).map_err(ods_error)?;
     let sheets = worksheet_names(&workbook);
     let mut ranges = Vec::new();
@@ -404,7 +406,7 @@ fn read_xls<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'o
         },
         other => corrupt(Format::Xls, other),
     };
-    let bytes = xls::checked(bytes)?;
+    let bytes = xls::checked(bytes, options.limits())?;
     let mut workbook: Xls<_> = Xls::new(Cursor::new(&bytes[..])).map_err(xls_error)?;
     let sheets = worksheet_names(&workbook);
     let mut ranges = Vec::new();

@@ -11,6 +11,7 @@ use foldhash::SharedSeed;
 use foldhash::fast::SeedableRandomState;
 use invite_core::{EmailAddress, Role};
 
+use crate::merged::Merged;
 use crate::report::{ImportRow, InvalidReason, RowCells, RowOutcome, Summary};
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
 
@@ -414,7 +415,7 @@ pub(crate) struct RowSink<'o> {
     data_rows: u64,
     extras: SheetExtras,
     /// Merged regions touching mapped data cells, with the top-left value once seen.
-    merge_values: Vec<(Merge, Option<CellValue<'static>>)>,
+    merged: Merged,
     /// Merged regions that filled at least one cell (for the notes).
     pub(crate) merges_used: Vec<Merge>,
     pub(crate) hidden_rows_seen: Vec<u64>,
@@ -439,7 +440,7 @@ impl<'o> RowSink<'o> {
             summary: Summary::default(),
             data_rows: 0,
             extras: SheetExtras::default(),
-            merge_values: Vec::new(),
+            merged: Merged::default(),
             merges_used: Vec::new(),
             hidden_rows_seen: Vec::new(),
         }
@@ -455,20 +456,11 @@ impl<'o> RowSink<'o> {
     }
 
     pub(crate) fn set_extras(&mut self, extras: SheetExtras) {
-        let first_data = self.first_data_row();
-        let columns: Vec<u32> = self.mapping.columns().collect();
-        self.merge_values = extras
-            .merges
-            .iter()
-            .filter(|m| u64::from(m.last_row) + 1 >= first_data && m.last_row > m.first_row)
-            .filter(|m| {
-                columns
-                    .iter()
-                    .any(|c| (m.first_col..=m.last_col).contains(c))
-            })
-            .map(|m| (*m, None))
-            .collect();
-        self.merge_values.sort_by_key(|(m, _)| m.first_row);
+        self.merged = Merged::new(
+            &extras.merges,
+            self.first_data_row(),
+            &self.picked_columns(),
+        );
         self.extras = extras;
     }
 
@@ -483,7 +475,7 @@ impl<'o> RowSink<'o> {
             self.extras.hidden_rows.is_empty()
                 && self.extras.merges.is_empty()
                 && self.extras.mailto.is_empty()
-                && self.merge_values.is_empty(),
+                && self.merged.is_empty(),
             "a sink with sheet extras forked"
         );
         let mut fork = Self::new(self.options, self.mapping);
@@ -646,8 +638,10 @@ impl<'o> RowSink<'o> {
         // Values merged cells lend to empty cells of their region (set up only
         // when the sheet has merged cells: most rows never touch it).
         let filled: [Option<CellValue<'static>>; 6];
-        if !self.merge_values.is_empty() {
-            filled = self.merge_fills(row, &columns, &picked);
+        if !self.merged.is_empty() {
+            filled = self
+                .merged
+                .fills(row, &columns, &picked, &mut self.merges_used);
             for (cell, fill) in picked.iter_mut().zip(&filled) {
                 if let Some(value) = fill {
                     *cell = value;
@@ -663,7 +657,7 @@ impl<'o> RowSink<'o> {
     /// Only for sinks without sheet extras.
     #[inline(always)]
     pub(crate) fn push_texts(&mut self, row: u64, picked: [&str; 6]) -> Result<(), ImportError> {
-        debug_assert!(self.merge_values.is_empty(), "text cells with merged cells");
+        debug_assert!(self.merged.is_empty(), "text cells with merged cells");
         if !self.admit(row)? {
             return Ok(());
         }
@@ -834,43 +828,6 @@ impl<'o> RowSink<'o> {
             self.keyed.push((u64::from(hash) << 32) | u64::from(index));
         }
         Ok(())
-    }
-
-    /// The values merged regions lend to this row's empty mapped cells (by the
-    /// order of `columns`), remembering each region's top-left value as it passes.
-    fn merge_fills(
-        &mut self,
-        row: u64,
-        columns: &[Option<u32>; 6],
-        picked: &[&CellValue<'_>; 6],
-    ) -> [Option<CellValue<'static>>; 6] {
-        let mut filled: [Option<CellValue<'static>>; 6] = Default::default();
-        let zero_row = u32::try_from(row - 1).unwrap_or(u32::MAX);
-        for ((column, cell), fill) in columns.iter().zip(*picked).zip(&mut filled) {
-            let Some(column) = *column else { continue };
-            for (merge, value) in &mut self.merge_values {
-                if merge.first_row > zero_row {
-                    break;
-                }
-                if zero_row > merge.last_row
-                    || !(merge.first_col..=merge.last_col).contains(&column)
-                {
-                    continue;
-                }
-                if zero_row == merge.first_row && column == merge.first_col {
-                    *value = Some(fill.as_ref().unwrap_or(cell).clone().into_owned());
-                } else if let Some(value) = value
-                    && matches!(cell, CellValue::Empty)
-                    && fill.is_none()
-                {
-                    *fill = Some(value.clone());
-                    if !self.merges_used.contains(merge) {
-                        self.merges_used.push(*merge);
-                    }
-                }
-            }
-        }
-        filled
     }
 
     /// The outcome of a row with an address, and, for a row with an address, its

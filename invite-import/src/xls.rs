@@ -11,10 +11,18 @@
 //! fresh container holding exactly the stream that was checked: two readers of a
 //! damaged container could otherwise disagree on its bytes. A container this cannot
 //! read, or a sheet past the maximum, is `Corrupt`.
+//!
+//! Within the format's maximum, a sheet still costs its whole bounding box: calamine
+//! lays every sheet out densely when the workbook is opened, and two cells far apart
+//! make a sheet of 16.7 million. Sheet entries may even share one sheet's records, so
+//! a few kilobytes could make it build gigabytes. So each sheet's cells are counted
+//! too (its declared dimensions or its cells' bounding box, whichever is larger, up to
+//! its `EOF`), for every sheet entry, and a workbook past
+//! [`ImportLimits::max_cells`] is refused (`TooManyCells`).
 
 use std::io::{Cursor, Read, Write};
 
-use crate::{Format, ImportError};
+use crate::{Format, ImportError, ImportLimits};
 
 /// `DIMENSIONS` (MS-XLS 2.4.90).
 const DIMENSIONS: u16 = 0x0200;
@@ -46,10 +54,10 @@ fn corrupt(detail: impl Into<String>) -> ImportError {
 /// The workbook for calamine: a new container holding the workbook stream of `bytes`,
 /// once no sheet declares dimensions that calamine would turn into a reservation past
 /// the format's maximum.
-pub(crate) fn checked(bytes: &[u8]) -> Result<Vec<u8>, ImportError> {
+pub(crate) fn checked(bytes: &[u8], limits: &ImportLimits) -> Result<Vec<u8>, ImportError> {
     let (name, stream) =
         workbook_stream(bytes).ok_or_else(|| corrupt("the workbook stream cannot be read"))?;
-    check_dimensions(&stream)?;
+    check_dimensions(&stream, limits)?;
     let copy = || -> std::io::Result<Vec<u8>> {
         // Version 3 (512-byte sectors), what Excel writes and calamine reads.
         let mut file =
@@ -69,45 +77,103 @@ pub(crate) fn checked(bytes: &[u8]) -> Result<Vec<u8>, ImportError> {
 /// column: calamine lays a sheet's cells out densely (`Range::from_sparse`), so one
 /// cell in column 65,535 made a sheet 65,536 columns wide, and with 65,536 rows that
 /// aborted the process the same way. Rows cannot pass the maximum (a cell's row is
-/// a `u16`).
-fn check_dimensions(stream: &[u8]) -> Result<(), ImportError> {
+/// a `u16`). Then refuses a workbook whose sheets add up to more cells than
+/// `limits.max_cells` (see the module docs).
+fn check_dimensions(stream: &[u8], limits: &ImportLimits) -> Result<(), ImportError> {
     // Encrypted: calamine refuses it before reading any sheet.
     let Some(offsets) = sheet_offsets(stream) else {
         return Ok(());
     };
+    let mut cells: u64 = 0;
     for offset in offsets {
         let Some(records) = stream.get(offset..) else {
             continue;
         };
+        let mut sheet = Sheet::default();
         for (kind, data) in Records(records) {
             if kind == DIMENSIONS
                 && let Some((rows, columns)) = reserved(data)
-                && (rows > MAX_ROWS || columns > MAX_COLUMNS)
             {
-                return Err(corrupt(format!(
-                    "a sheet declares {rows} rows by {columns} columns, more than the format allows"
-                )));
+                if rows > MAX_ROWS || columns > MAX_COLUMNS {
+                    return Err(corrupt(format!(
+                        "a sheet declares {rows} rows by {columns} columns, more than the format allows"
+                    )));
+                }
+                sheet.declared(rows * columns);
             }
-            let column = |at: usize| {
+            let u16_at = |at: usize| {
                 data.get(at..at + 2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
             };
-            let last_column = match kind {
-                _ if CELLS.contains(&kind) => column(2),
-                MULRK => column(2).max(data.len().checked_sub(2).and_then(column)),
+            let columns = match kind {
+                _ if CELLS.contains(&kind) => u16_at(2).map(|c| (c, c)),
+                MULRK => u16_at(2).zip(data.len().checked_sub(2).and_then(u16_at)),
                 _ => None,
             };
-            if let Some(last) = last_column
-                && u64::from(last) >= MAX_COLUMNS
-            {
-                return Err(corrupt(format!(
-                    "a cell is in column {}, past the format's last column",
-                    u32::from(last) + 1
-                )));
+            if let Some((first, last)) = columns {
+                let last = first.max(last);
+                if u64::from(last) >= MAX_COLUMNS {
+                    return Err(corrupt(format!(
+                        "a cell is in column {}, past the format's last column",
+                        u32::from(last) + 1
+                    )));
+                }
+                if let Some(row) = u16_at(0) {
+                    sheet.cells(row, first.min(last), last);
+                }
             }
+            if kind == EOF {
+                sheet.end();
+            }
+        }
+        cells = cells.saturating_add(sheet.laid_out());
+        if cells > limits.max_cells {
+            return Err(ImportError::TooManyCells {
+                format: Format::Xls,
+                cells,
+                limit: limits.max_cells,
+            });
         }
     }
     Ok(())
+}
+
+/// One sheet's size as calamine lays it out: the declared dimensions or its cells'
+/// bounding box, whichever is larger, counted up to the sheet's `EOF` (the records
+/// checked after it, for the format's maximum, belong to later sheets).
+#[derive(Debug, Default)]
+struct Sheet {
+    ended: bool,
+    declared: u64,
+    /// First and last row, first and last column of the cells seen.
+    bounds: Option<(u16, u16, u16, u16)>,
+}
+
+impl Sheet {
+    fn declared(&mut self, cells: u64) {
+        if !self.ended {
+            self.declared = self.declared.max(cells);
+        }
+    }
+
+    fn cells(&mut self, row: u16, first: u16, last: u16) {
+        if self.ended {
+            return;
+        }
+        let (r0, r1, c0, c1) = self.bounds.unwrap_or((row, row, first, last));
+        self.bounds = Some((r0.min(row), r1.max(row), c0.min(first), c1.max(last)));
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+    }
+
+    fn laid_out(&self) -> u64 {
+        let boxed = self.bounds.map_or(0, |(r0, r1, c0, c1)| {
+            (u64::from(r1 - r0) + 1) * (u64::from(c1 - c0) + 1)
+        });
+        self.declared.max(boxed)
+    }
 }
 
 /// The `Workbook` (BIFF8) or `Book` (BIFF5) stream, as calamine looks for them, and
@@ -233,6 +299,11 @@ mod tests {
     /// A workbook stream: globals with one sheet at the offset after them, then the
     /// sheet's records.
     fn stream_with_sheet(sheet: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        stream_with_entries(1, sheet)
+    }
+
+    /// A workbook stream with `entries` sheet entries, all pointing at one sheet.
+    fn stream_with_entries(entries: u8, sheet: &[(u16, Vec<u8>)]) -> Vec<u8> {
         let record = |out: &mut Vec<u8>, kind: u16, data: &[u8]| {
             out.extend_from_slice(&kind.to_le_bytes());
             out.extend_from_slice(&u16::try_from(data.len()).unwrap().to_le_bytes());
@@ -240,15 +311,74 @@ mod tests {
         };
         let mut globals = Vec::new();
         // BOUNDSHEET8: offset (patched below), flags, a one-character name.
-        record(&mut globals, BOUNDSHEET, &[0, 0, 0, 0, 0, 0, 1, 0, b'S']);
+        for name in 0..entries {
+            record(
+                &mut globals,
+                BOUNDSHEET,
+                &[0, 0, 0, 0, 0, 0, 1, 0, b'A' + name],
+            );
+        }
         record(&mut globals, EOF, &[]);
         let offset = u32::try_from(globals.len()).unwrap().to_le_bytes();
-        globals[4..8].copy_from_slice(&offset);
+        for entry in 0..usize::from(entries) {
+            let at = entry * 13 + 4;
+            globals[at..at + 4].copy_from_slice(&offset);
+        }
         for (kind, data) in sheet {
             record(&mut globals, *kind, data);
         }
         record(&mut globals, EOF, &[]);
         globals
+    }
+
+    /// A `NUMBER` record's data at `row`, `column`.
+    fn number_at(row: u16, column: u16) -> Vec<u8> {
+        let mut data = row.to_le_bytes().to_vec();
+        data.extend_from_slice(&column.to_le_bytes());
+        data.extend_from_slice(&[0; 10]);
+        data
+    }
+
+    #[test]
+    fn sheets_count_their_bounding_box_and_add_up() {
+        let limits = |cells: u64| ImportLimits::default().with_max_cells(cells);
+        // Two far-apart cells make a full BIFF8 sheet: 65,536 × 256 cells.
+        let corners = [(0x0203, number_at(0, 0)), (0x0203, number_at(65_535, 255))];
+        let error = check_dimensions(&stream_with_sheet(&corners), &limits(2_000_000)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::TooManyCells {
+                    format: Format::Xls,
+                    cells: 16_777_216,
+                    limit: 2_000_000
+                }
+            ),
+            "{error:?}"
+        );
+        // A 1,000 × 10 sheet, listed three times (entries sharing its records).
+        let block = [(0x0203, number_at(5, 2)), (0x0203, number_at(1_004, 11))];
+        assert!(check_dimensions(&stream_with_entries(3, &block), &limits(30_000)).is_ok());
+        let error = check_dimensions(&stream_with_entries(3, &block), &limits(29_999)).unwrap_err();
+        assert!(
+            matches!(error, ImportError::TooManyCells { cells: 30_000, .. }),
+            "{error:?}"
+        );
+        // The declared dimensions count when larger than the cells' box.
+        let declared = [
+            (DIMENSIONS, dimensions(0, 2_000, 0, 10)),
+            (0x0203, number_at(0, 0)),
+        ];
+        let error = check_dimensions(&stream_with_sheet(&declared), &limits(19_999)).unwrap_err();
+        assert!(
+            matches!(error, ImportError::TooManyCells { cells: 20_000, .. }),
+            "{error:?}"
+        );
+        // Cells after the sheet's EOF are another sheet's: not in its box.
+        let mut stream = stream_with_sheet(&[(0x0203, number_at(0, 0))]);
+        stream.extend_from_slice(&[0x03, 0x02, 14, 0]);
+        stream.extend_from_slice(&number_at(60_000, 200));
+        assert!(check_dimensions(&stream, &limits(1)).is_ok());
     }
 
     #[test]
@@ -267,7 +397,7 @@ mod tests {
             data
         };
         let ok = [(0x0203, number(255)), (MULRK, mul_rk(254, 255))];
-        assert!(check_dimensions(&stream_with_sheet(&ok)).is_ok());
+        assert!(check_dimensions(&stream_with_sheet(&ok), &ImportLimits::default()).is_ok());
         for bad in [
             (0x0203, number(256)),
             (0x027E, number(u16::MAX)),
@@ -277,15 +407,18 @@ mod tests {
             (DIMENSIONS, dimensions(0, 65_537, 0, 10)),
             (DIMENSIONS, dimensions(0, 10, 0, 257)),
         ] {
-            let error =
-                check_dimensions(&stream_with_sheet(std::slice::from_ref(&bad))).unwrap_err();
+            let error = check_dimensions(
+                &stream_with_sheet(std::slice::from_ref(&bad)),
+                &ImportLimits::default(),
+            )
+            .unwrap_err();
             assert!(matches!(error, ImportError::Corrupt { .. }), "{bad:?}");
         }
         // Records after the sheet's are still checked (the walk is a superset).
         let mut stream = stream_with_sheet(&ok);
         stream.extend_from_slice(&[0x03, 0x02, 14, 0]);
         stream.extend_from_slice(&number(1000));
-        assert!(check_dimensions(&stream).is_err());
+        assert!(check_dimensions(&stream, &ImportLimits::default()).is_err());
     }
 
     #[test]

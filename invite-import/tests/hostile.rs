@@ -369,3 +369,45 @@ fn binary_garbage_named_csv_is_refused_not_crashed() {
         "{result:?}"
     );
 }
+
+/// An .ods of a few hundred bytes whose repeat attributes would make the spreadsheet
+/// reader build gigabytes of cells (every table is read when the file is opened) is
+/// refused before it is read, whichever sheet has the addresses.
+#[test]
+fn ods_repeats_are_counted_before_the_workbook_is_read() {
+    let ods = |tables: &str| {
+        let content = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet>{tables}</office:spreadsheet></office:body></office:document-content>"#
+        );
+        let manifest = r#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#;
+        zip_with(&[
+            (
+                "mimetype",
+                b"application/vnd.oasis.opendocument.spreadsheet".to_vec(),
+            ),
+            ("META-INF/manifest.xml", manifest.as_bytes().to_vec()),
+            ("content.xml", content.into_bytes()),
+        ])
+    };
+    let header = r#"<table:table-row><table:table-cell office:value-type="string"><text:p>Email</text:p></table:table-cell></table:table-row>"#;
+    let address = r#"<table:table-row><table:table-cell office:value-type="string"><text:p>ann@x.com</text:p></table:table-cell></table:table-row>"#;
+    let addresses = format!(r#"<table:table table:name="Invites">{header}{address}</table:table>"#);
+    // A valued cell repeated across a million rows of 95 columns (~100M cells).
+    let bomb = r#"<table:table table:name="S"><table:table-row table:number-rows-repeated="1048576"><table:table-cell table:number-columns-repeated="95" office:value-type="float" office:value="1"/></table:table-row></table:table>"#;
+    for tables in [format!("{addresses}{bomb}"), format!("{bomb}{addresses}")] {
+        let bytes = ods(&tables);
+        assert!(bytes.len() < 2_000, "{} bytes", bytes.len());
+        let error = import(&bytes, FileHint::FileName("bomb.ods"), &options()).unwrap_err();
+        assert!(
+            matches!(error, ImportError::TooManyCells { format: Format::Ods, limit: 2_000_000, cells } if cells > 99_000_000),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("more than the 2000000 allowed"),
+            "{error}"
+        );
+    }
+    // The same workbook without the bomb imports.
+    let report = import(&ods(&addresses), FileHint::FileName("ok.ods"), &options()).unwrap();
+    assert_eq!(report.summary.valid, 1);
+}
