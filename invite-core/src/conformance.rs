@@ -132,6 +132,7 @@ macro_rules! __store_conformance_list {
             complete_sent_marks_the_invitation_delivered,
             complete_retry_reschedules_and_releases_the_claim,
             complete_failed_marks_delivery_failed,
+            the_longest_reason_the_service_writes_is_kept_whole,
             complete_cancelled_retires_the_entry,
             complete_deferred_gives_the_attempt_back,
             spread_moves_only_the_tenants_due_unclaimed_entries_in_order,
@@ -3977,6 +3978,46 @@ pub async fn complete_retry_reschedules_and_releases_the_claim(store: &dyn Store
             )
             .await,
         "completing with the released claim's lease",
+    );
+}
+
+/// The longest delivery error and bounce reason the service writes
+/// ([`MAX_REASON_BYTES`](crate::MAX_REASON_BYTES) of UTF-8, with the U+FFFD that
+/// stands for a NUL) are kept whole, on the entry, the invitation and a suppression.
+pub async fn the_longest_reason_the_service_writes_is_kept_whole(store: &dyn Store) {
+    let fx = Fx::new("the_longest_reason_the_service_writes_is_kept_whole");
+    let t = fx.tenant(0);
+    let e = era(7);
+    let reason = format!(
+        "550 \u{FFFD}{}",
+        "é".repeat((crate::MAX_REASON_BYTES - 7) / 2)
+    );
+    assert!(reason.len() <= crate::MAX_REASON_BYTES && reason.len() + 2 > crate::MAX_REASON_BYTES);
+    let (ann, entry) = queued(store, &t, "ann@example.com", e).await;
+    let held = claim_one(store, e, entry.id).await;
+    let outcome = DeliveryOutcome::Failed {
+        error: reason.clone(),
+    };
+    must(
+        store
+            .complete_outbox(&t, entry.id, held.lease_until, &outcome, e + us(1))
+            .await,
+        "complete_outbox",
+    );
+    let entries = outbox(store, &t, ann.id).await;
+    assert_eq!(entries[0].last_error.as_deref(), Some(reason.as_str()));
+    assert_eq!(
+        read(store, &t, ann.id).await.last_error.as_deref(),
+        Some(reason.as_str())
+    );
+    let kept = suppression(&t, "ann@example.com", &reason, T0);
+    must(store.suppress(&kept).await, "suppress");
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        [kept]
     );
 }
 

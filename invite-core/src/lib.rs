@@ -135,7 +135,7 @@ pub use store::{
 };
 pub use suppression::{BounceCause, Suppression};
 pub use tenant::{ActorId, InvalidId, MAX_ID_LEN, Role, TenantId, UserId};
-pub use text::{InvalidText, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, TextField};
+pub use text::{InvalidText, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_REASON_BYTES, TextField};
 pub use token::{LinkToken, MalformedToken, TOKEN_BYTES, TOKEN_LEN, TokenHash};
 
 /// Losing object safety on a port would break every host holding `Arc<dyn Store>`;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
+use crate::text::reason_text;
 use crate::{
     ActorId, AdminAction, BatchId, BounceCause, Clock, Composer, DeliveryOutcome, EmailAddress,
     Error, Event, EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, InvalidText,
@@ -882,6 +883,7 @@ impl Invitations {
         cause: BounceCause,
         reason: &str,
     ) -> Result<Invitation, Error> {
+        let reason = &*reason_text(reason);
         let invitation = self.load(tenant, id).await?;
         if cause.suppresses() {
             self.store
@@ -962,6 +964,7 @@ impl Invitations {
         cause: BounceCause,
         reason: &str,
     ) -> Result<Invitation, Error> {
+        let reason = &*reason_text(reason);
         // The suppression written by an attempt whose invitation then moved: it may
         // have landed after the admin lifted it for a resend.
         let mut written: Option<Suppression> = None;
@@ -1651,13 +1654,13 @@ impl Invitations {
                 Some(next_attempt_at) if e.is_transient() => (
                     DeliveryOutcome::Retry {
                         next_attempt_at,
-                        error: e.message().to_owned(),
+                        error: reason_text(e.message()).into_owned(),
                     },
                     Delivered::Retrying,
                 ),
                 _ => (
                     DeliveryOutcome::Failed {
-                        error: e.message().to_owned(),
+                        error: reason_text(e.message()).into_owned(),
                     },
                     Delivered::Failed,
                 ),

@@ -7,6 +7,7 @@
 //! a name (a line break in a display name is header material) and only tab and line
 //! breaks in a message.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::NewInvitation;
@@ -125,6 +126,33 @@ fn check(field: TextField, text: &str) -> Result<(), InvalidText> {
     }
 }
 
+/// The longest delivery error or bounce reason kept, in bytes of UTF-8: the provider's
+/// answer with room to spare (the bundled mailers keep about 300 characters of it).
+pub const MAX_REASON_BYTES: usize = 2_000;
+
+/// A mailer's error or a provider's bounce reason as stores keep it: NUL characters
+/// (which PostgreSQL refuses in any text column) become U+FFFD, and text past
+/// [`MAX_REASON_BYTES`] (a host's mailer may pass a whole response body; MySQL's
+/// `TEXT` holds 65,535 bytes) is cut at a character boundary and ends with `…`.
+/// Refused, either would fail the completion of a delivery on one store, which then
+/// goes out again after every lease, its failure never recorded.
+pub(crate) fn reason_text(text: &str) -> Cow<'_, str> {
+    const MORE: &str = "…";
+    let text = if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    };
+    if text.len() <= MAX_REASON_BYTES {
+        return text;
+    }
+    let mut end = MAX_REASON_BYTES - MORE.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{MORE}", &text[..end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +245,24 @@ mod tests {
             error.to_string(),
             "the first name contains the control character U+0000 at character 3; remove it"
         );
+    }
+
+    #[test]
+    fn reasons_keep_what_every_store_takes() {
+        assert!(matches!(reason_text("550 no such user"), Cow::Borrowed(_)));
+        assert_eq!(reason_text("a\0b"), "a\u{FFFD}b");
+        let exact = "é".repeat(MAX_REASON_BYTES / 2);
+        assert_eq!(reason_text(&exact), exact);
+        // Past the limit: cut at a character boundary, `…` at the end, within it.
+        let long = format!("x{exact}\0");
+        let kept = reason_text(&long);
+        assert!(kept.len() <= MAX_REASON_BYTES, "{}", kept.len());
+        assert!(kept.ends_with('…') && kept.starts_with("xé"));
+        assert!(!kept.contains('\0'));
+        assert_eq!(kept.len(), MAX_REASON_BYTES);
+        // A cut that would fall inside a character moves before it.
+        let kept = reason_text(&format!("{exact}é")).into_owned();
+        assert_eq!(kept.len(), MAX_REASON_BYTES - 1);
+        assert!(kept.ends_with("é…"));
     }
 }

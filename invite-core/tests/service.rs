@@ -1158,3 +1158,65 @@ async fn no_events_are_built_for_a_sink_that_keeps_none() {
     assert_eq!(service.dispatch_due(10).await.unwrap().sent, 2);
     assert_eq!(mailer.sent().len(), 2);
 }
+
+/// A mailer that fails every email with a whole response body, NUL characters in it.
+#[derive(Debug)]
+struct Verbose;
+
+#[async_trait::async_trait]
+impl Mailer for Verbose {
+    async fn send(&self, _email: &OutgoingEmail) -> Result<(), MailError> {
+        Err(MailError::permanent(format!(
+            "550 rejected\0{}",
+            "<p>body of the provider's answer</p>".repeat(3_000)
+        )))
+    }
+}
+
+/// Errors and bounce reasons reach the store as every store takes them (no NUL, at
+/// most `MAX_REASON_BYTES`): refused by one store, a failure would never be recorded
+/// there and the email would go out again after every lease.
+#[tokio::test]
+async fn errors_and_bounce_reasons_are_kept_as_every_store_takes_them() {
+    let tenant = TenantId::new("acme").unwrap();
+    let admin = ActorId::new("alice").unwrap();
+    let role = Role::new("member").unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let service = Invitations::builder(
+        store.clone(),
+        Arc::new(Verbose),
+        Arc::new(StaticPolicy::new([role.clone()]).with_admin(tenant.clone(), admin.clone())),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .build();
+    let new = NewInvitation::new(email("ann@x.com"), role);
+    let InviteOutcome::Created(id) = service
+        .invite(&admin, &tenant, new, Delivery::SendNow)
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    assert_eq!(service.dispatch_due(10).await.unwrap().failed, 1);
+    let kept = |text: &str| {
+        assert!(text.len() <= MAX_REASON_BYTES, "{} bytes", text.len());
+        assert!(!text.contains('\0'));
+        assert!(text.starts_with("550 rejected\u{FFFD}<p>") && text.ends_with('…'));
+    };
+    let invitation = service.get(&admin, &tenant, id).await.unwrap();
+    kept(invitation.last_error.as_deref().unwrap());
+    let entries = service.outbox(&admin, &tenant, id).await.unwrap();
+    kept(entries[0].last_error.as_deref().unwrap());
+
+    let reason = format!("550 5.1.1\0{}", "x".repeat(100_000));
+    let _ = service
+        .record_bounce(&tenant, id, BounceCause::Mailbox, &reason)
+        .await;
+    let suppressed = service
+        .suppressed(&admin, &tenant, &[email("ann@x.com")])
+        .await
+        .unwrap();
+    assert_eq!(suppressed.len(), 1);
+    assert!(suppressed[0].reason.len() <= MAX_REASON_BYTES);
+    assert!(suppressed[0].reason.starts_with("550 5.1.1\u{FFFD}x"));
+}
