@@ -38,7 +38,9 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{corrupt, exactly_one, from_sqlx, from_sqlx_conditional};
+use crate::error::{
+    corrupt, exactly_one, from_sqlx, from_sqlx_conditional, is_serialization_failure,
+};
 use crate::filter;
 use crate::group_links;
 use crate::lock_order;
@@ -585,6 +587,9 @@ impl<'a> OutboxArrays<'a> {
             .bind(self.created_at)
     }
 }
+
+/// How many times `complete_outbox` runs its statement while it loses a race.
+const COMPLETE_ATTEMPTS: u32 = 3;
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -1312,17 +1317,28 @@ impl Store for PostgresStore {
                 ));
             }
         };
-        let done: i64 = sqlx::query_scalar(self.sql(sql))
-            .bind(state)
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(entry.as_uuid().as_bytes().as_slice())
-            .bind(tenant.as_str())
-            .bind(micros(lease_until))
-            .bind(micros(now))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(from_sqlx_conditional)?;
+        // A deadlock victim (a host's transaction holding the entry, then wanting the
+        // invitation, the order this statement cannot take) or a serialization failure
+        // was rolled back whole, and the statement is fenced on the lease: run it
+        // again. Answered `NotFound` at once, a delivery that was sent would count as
+        // a lost claim, and be claimed and sent again after the lease.
+        let mut tries = 1;
+        let done: i64 = loop {
+            let attempt = sqlx::query_scalar(self.sql(sql))
+                .bind(state)
+                .bind(next_attempt_at)
+                .bind(error)
+                .bind(entry.as_uuid().as_bytes().as_slice())
+                .bind(tenant.as_str())
+                .bind(micros(lease_until))
+                .bind(micros(now))
+                .fetch_one(&self.pool)
+                .await;
+            match attempt {
+                Err(e) if is_serialization_failure(&e) && tries < COMPLETE_ATTEMPTS => tries += 1,
+                other => break other.map_err(from_sqlx_conditional)?,
+            }
+        };
         if done == 1 {
             Ok(())
         } else {

@@ -168,15 +168,16 @@ async fn races_under_repeatable_read_lose_as_not_found() {
 }
 
 /// A deadlock the store's own lock order cannot prevent (a host's transaction holds an
-/// outbox entry, then wants its invitation, while a delivery ends) is answered like the
-/// lost race it is: the victim, the store's statement (the host's session waits a
-/// minute before looking for deadlocks, so the store's looks first), gets the
-/// contract's `NotFound` ("the claim was lost"), not a backend error.
+/// outbox entry, then wants its invitation, while a delivery ends) costs the delivery
+/// nothing: the victim, the store's statement (the host's session waits a minute before
+/// looking for deadlocks, so the store's looks first), is run again once the host's
+/// transaction ends, and the email is recorded sent. Answered `NotFound` ("the claim was
+/// lost"), as it was, the entry would have been claimed and the email sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_deadlock_victim_loses_as_not_found() {
+async fn a_deadlock_victim_completes_on_its_next_attempt() {
     use invite_core::{
         ActorId, DeliveryOutcome, EmailAddress, Invitation, InvitationWrite, NewInvitation,
-        OutboxEntry, Role, Store, StoreError,
+        OutboxEntry, Role, Store,
     };
     use time::Duration;
 
@@ -264,9 +265,18 @@ async fn a_deadlock_victim_loses_as_not_found() {
         .await
         .expect("rollback");
     match completing.await.expect("the completing task") {
-        Err(StoreError::NotFound) => {}
-        other => panic!("a deadlock victim must lose as NotFound, got {other:?}"),
+        Ok(()) => {}
+        other => panic!("a deadlock victim must complete on its next attempt, got {other:?}"),
     }
+    let entries = store.list_outbox(&t, invitation.id).await.expect("outbox");
+    assert_eq!(entries[0].state, invite_core::OutboxState::Sent);
+    let delivered = store
+        .get_invitations(&t, &[invitation.id])
+        .await
+        .expect("get")
+        .pop()
+        .expect("the invitation");
+    assert!(delivered.delivered_at.is_some(), "{delivered:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
