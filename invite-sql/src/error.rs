@@ -83,7 +83,7 @@ pub(crate) fn is_serialization_failure(error: &sqlx::Error) -> bool {
 }
 
 /// Whether `error` is a unique-key violation (classified by sqlx, not by message).
-#[cfg(feature = "mysql")]
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }

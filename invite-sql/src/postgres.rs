@@ -40,6 +40,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{
     corrupt, exactly_one, from_sqlx, from_sqlx_conditional, is_serialization_failure,
+    is_unique_violation,
 };
 use crate::filter;
 use crate::group_links;
@@ -108,11 +109,6 @@ const INSERT_OUTBOX: &str = "INSERT INTO invite_outbox (id, tenant, invitation_i
 
 fn is_open(status: InvitationStatus) -> bool {
     matches!(status, InvitationStatus::Unsent | InvitationStatus::Pending)
-}
-
-/// A unique-key violation (SQLSTATE 23505), classified by sqlx, not by message.
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// How many array parameters (`[]`) a statement has.
@@ -208,6 +204,75 @@ impl PostgresStore {
     }
 
     /// A transaction at `READ COMMITTED` (see the module docs).
+    /// One attempt of `record_transitions`, in its own transaction.
+    async fn try_record(
+        &self,
+        tenant: &TenantId,
+        transitions: &[Transition],
+    ) -> Result<TransitionReport, Attempt> {
+        let mut tx = self.begin().await.map_err(Attempt::Failed)?;
+        let mut applied = vec![false; transitions.len()];
+        for index in lock_order::by_id(transitions) {
+            let t = &transitions[index];
+            let i = &t.invitation;
+            if &i.tenant != tenant {
+                continue;
+            }
+            let c = InvitationCols::of(i);
+            let opens = matches!(
+                i.status,
+                InvitationStatus::Unsent | InvitationStatus::Pending
+            );
+            // The compare-and-set and the cancelling of the invitation's queued emails
+            // in one statement; the new email (if any) is queued after it.
+            let written: bool = sqlx::query_scalar(self.sql(
+                "WITH t AS ( \
+                   UPDATE invite_invitations SET status = $1, token_hash = $2, sent_at = $3, \
+                   delivered_at = $4, expires_at = $5, accepted_at = $6, accepted_by = $7, \
+                   revoked_at = $8, revoked_by = $9, last_error = $10, version = $11 \
+                   WHERE tenant = $12 AND id = $13 AND version = $14 \
+                   AND (NOT $15 OR NOT EXISTS (SELECT 1 FROM invite_invitations o \
+                        WHERE o.tenant = $12 AND o.email_key = $16 AND o.id <> $13 \
+                        AND o.status IN ('unsent', 'pending'))) \
+                   RETURNING id), \
+                 c AS ( \
+                   UPDATE invite_outbox SET state = 'cancelled', claimed_until = NULL \
+                   WHERE tenant = $12 AND state = 'queued' AND invitation_id IN (SELECT id FROM t)) \
+                 SELECT EXISTS (SELECT 1 FROM t)",
+            ))
+            .bind(c.status)
+            .bind(c.token_hash)
+            .bind(c.sent_at)
+            .bind(c.delivered_at)
+            .bind(c.expires_at)
+            .bind(c.accepted_at)
+            .bind(c.accepted_by)
+            .bind(c.revoked_at)
+            .bind(c.revoked_by)
+            .bind(c.last_error)
+            .bind(c.version)
+            .bind(c.tenant)
+            .bind(c.id)
+            .bind(i64::from(t.expected_version))
+            .bind(opens)
+            .bind(c.email_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Attempt::of)?;
+            if !written {
+                continue;
+            }
+            if let Some(entry) = &t.outbox {
+                self.insert_outbox(&mut tx, &[entry])
+                    .await
+                    .map_err(Attempt::Failed)?;
+            }
+            applied[index] = true;
+        }
+        tx.commit().await.map_err(Attempt::of)?;
+        Ok(lock_order::report(transitions, &applied))
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         self.pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -591,6 +656,28 @@ impl<'a> OutboxArrays<'a> {
 /// How many times `complete_outbox` runs its statement while it loses a race.
 const COMPLETE_ATTEMPTS: u32 = 3;
 
+/// How many times `record_transitions` runs its transaction while it loses a race.
+const RECORD_ATTEMPTS: u32 = 3;
+
+/// How one attempt of a transaction ended, when not done: a race lost (a unique
+/// violation, a deadlock, a serialization failure), after which the transaction was
+/// rolled back whole and can run again, or a failure to report.
+#[derive(Debug)]
+enum Attempt {
+    Lost(sqlx::Error),
+    Failed(StoreError),
+}
+
+impl Attempt {
+    fn of(error: sqlx::Error) -> Self {
+        if is_unique_violation(&error) || is_serialization_failure(&error) {
+            Self::Lost(error)
+        } else {
+            Self::Failed(from_sqlx(error))
+        }
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_invitations(
@@ -797,65 +884,23 @@ impl Store for PostgresStore {
         tenant: &TenantId,
         transitions: &[Transition],
     ) -> Result<TransitionReport, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut applied = vec![false; transitions.len()];
-        for index in lock_order::by_id(transitions) {
-            let t = &transitions[index];
-            let i = &t.invitation;
-            if &i.tenant != tenant {
-                continue;
+        // A transition that opens an invitation checks that its address has no other
+        // open one, but under READ COMMITTED that check cannot see one opened by a
+        // transaction still running (an import's create, another reopen): the update
+        // then waits on the open-address index and fails with a unique violation once
+        // that transaction commits, which aborts the whole transaction. Run again, the
+        // check sees the other invitation, and that one transition is reported stale
+        // while the rest apply, as the contract says. A deadlock victim or
+        // serialization failure was rolled back whole too, and is run again alike.
+        let mut tries = 1;
+        loop {
+            match self.try_record(tenant, transitions).await {
+                Err(Attempt::Lost(_)) if tries < RECORD_ATTEMPTS => tries += 1,
+                Err(Attempt::Lost(e)) => return Err(from_sqlx(e)),
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(report) => return Ok(report),
             }
-            let c = InvitationCols::of(i);
-            let opens = matches!(
-                i.status,
-                InvitationStatus::Unsent | InvitationStatus::Pending
-            );
-            // The compare-and-set and the cancelling of the invitation's queued emails
-            // in one statement; the new email (if any) is queued after it.
-            let written: bool = sqlx::query_scalar(self.sql(
-                "WITH t AS ( \
-                   UPDATE invite_invitations SET status = $1, token_hash = $2, sent_at = $3, \
-                   delivered_at = $4, expires_at = $5, accepted_at = $6, accepted_by = $7, \
-                   revoked_at = $8, revoked_by = $9, last_error = $10, version = $11 \
-                   WHERE tenant = $12 AND id = $13 AND version = $14 \
-                   AND (NOT $15 OR NOT EXISTS (SELECT 1 FROM invite_invitations o \
-                        WHERE o.tenant = $12 AND o.email_key = $16 AND o.id <> $13 \
-                        AND o.status IN ('unsent', 'pending'))) \
-                   RETURNING id), \
-                 c AS ( \
-                   UPDATE invite_outbox SET state = 'cancelled', claimed_until = NULL \
-                   WHERE tenant = $12 AND state = 'queued' AND invitation_id IN (SELECT id FROM t)) \
-                 SELECT EXISTS (SELECT 1 FROM t)",
-            ))
-            .bind(c.status)
-            .bind(c.token_hash)
-            .bind(c.sent_at)
-            .bind(c.delivered_at)
-            .bind(c.expires_at)
-            .bind(c.accepted_at)
-            .bind(c.accepted_by)
-            .bind(c.revoked_at)
-            .bind(c.revoked_by)
-            .bind(c.last_error)
-            .bind(c.version)
-            .bind(c.tenant)
-            .bind(c.id)
-            .bind(i64::from(t.expected_version))
-            .bind(opens)
-            .bind(c.email_key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-            if !written {
-                continue;
-            }
-            if let Some(entry) = &t.outbox {
-                self.insert_outbox(&mut tx, &[entry]).await?;
-            }
-            applied[index] = true;
         }
-        tx.commit().await.map_err(from_sqlx)?;
-        Ok(lock_order::report(transitions, &applied))
     }
 
     async fn accept(

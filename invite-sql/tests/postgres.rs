@@ -809,3 +809,132 @@ async fn spread_passes_over_entries_another_transaction_holds() {
         assert_eq!(times[&bytes(id)], expected, "entry {id}");
     }
 }
+
+/// A transition that reopens an invitation while another transaction, not yet
+/// committed, opens another invitation of the same address (an import's create, a
+/// second admin's reopen): the check for an open invitation cannot see the other one,
+/// the update waits on the open-address index and fails with a unique violation once
+/// the other commits. That one transition is reported stale and the rest of the batch
+/// applies, as the contract says, instead of the whole batch failing as a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reopen_racing_another_open_of_its_address_is_stale_not_a_failed_batch() {
+    use invite_core::{
+        ActorId, EmailAddress, Invitation, InvitationStatus, InvitationWrite, NewInvitation, Role,
+        Store, Transition,
+    };
+    use time::Duration;
+
+    let url = url_or_skip!();
+    let schema = fresh_schema(&url).await;
+    let name = format!("reopen-{schema}");
+    let store = PostgresStore::new(pool_on(&url, &schema, 4, &[("application_name", &name)]).await);
+    store.migrate().await.expect("migrate");
+    let t = common::tenant("reopen");
+    let actor = ActorId::new("admin-1").expect("actor");
+    let pending = |address: &str| {
+        let new = NewInvitation::new(
+            EmailAddress::parse(address).expect("address"),
+            Role::new("member").expect("role"),
+        );
+        let created = Invitation::create(
+            t.clone(),
+            new,
+            Duration::days(7),
+            actor.clone(),
+            None,
+            common::T0,
+        );
+        created.send(common::T0).expect("send").0
+    };
+    let create = |invitation: &Invitation| InvitationWrite {
+        invitation: invitation.clone(),
+        outbox: None,
+    };
+    let transition = |before: &Invitation, after: Invitation| Transition {
+        expected_version: before.version,
+        invitation: after,
+        outbox: None,
+    };
+    // Ann's first invitation, revoked; her second, failed; Bo's, pending.
+    let z = pending("ann@example.com");
+    store
+        .create_invitations(&t, &[create(&z)])
+        .await
+        .expect("create z");
+    let z_revoked = z.clone().revoke(actor.clone(), common::T0).expect("revoke");
+    let report = store
+        .record_transitions(&t, &[transition(&z, z_revoked)])
+        .await
+        .expect("revoke z");
+    assert_eq!(report.applied, [z.id]);
+    let x = pending("ann@example.com");
+    let v = pending("bo@example.com");
+    store
+        .create_invitations(&t, &[create(&x), create(&v)])
+        .await
+        .expect("create x and v");
+    let x_failed = x.clone().mark_failed("550", common::T0).expect("fail");
+    store
+        .record_transitions(&t, &[transition(&x, x_failed.clone())])
+        .await
+        .expect("fail x");
+
+    // The host's transaction reopens Z and holds it open.
+    let options = PgConnectOptions::from_str(&url)
+        .expect("parse INVITE_TEST_POSTGRES_URL")
+        .options([("search_path", schema.as_str())]);
+    let mut host = PgConnection::connect_with(&options)
+        .await
+        .expect("connect the host's session");
+    sqlx::query("BEGIN")
+        .execute(&mut host)
+        .await
+        .expect("begin");
+    sqlx::query("UPDATE invite_invitations SET status = 'pending' WHERE id = $1")
+        .bind(z.id.as_uuid().as_bytes().as_slice())
+        .execute(&mut host)
+        .await
+        .expect("the host reopens z");
+
+    let (x_resent, _) = x_failed.clone().resend(common::T0).expect("resend");
+    let v_revoked = v
+        .clone()
+        .revoke(actor.clone(), common::T0)
+        .expect("revoke v");
+    let batch = [transition(&x_failed, x_resent), transition(&v, v_revoked)];
+    let recording = tokio::spawn({
+        let (store, t) = (store.clone(), t.clone());
+        async move { store.record_transitions(&t, &batch).await }
+    });
+    // Until the store's update waits on the host's open invitation of the address.
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND application_name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut host)
+        .await
+        .expect("watch the store's session");
+        if waiting > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut host)
+        .await
+        .expect("commit");
+
+    let report = recording
+        .await
+        .expect("the recording task")
+        .expect("a lost race is not a failed batch");
+    assert_eq!(report.applied, [v.id]);
+    assert_eq!(report.stale, [x.id]);
+    let stored = store.get_invitations(&t, &[x.id, v.id]).await.expect("get");
+    let status = |id| stored.iter().find(|i| i.id == id).map(|i| i.status);
+    assert_eq!(status(x.id), Some(InvitationStatus::DeliveryFailed));
+    assert_eq!(status(v.id), Some(InvitationStatus::Revoked));
+}
