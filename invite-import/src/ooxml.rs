@@ -287,7 +287,7 @@ fn parse_range(range: &[u8]) -> Option<Merge> {
 }
 
 /// An attribute's raw value; `name` matches the local name (`r:id` matches `id`).
-pub(crate) fn attr<'t>(tag: &'t [u8], name: &[u8]) -> Option<&'t [u8]> {
+fn attr<'t>(tag: &'t [u8], name: &[u8]) -> Option<&'t [u8]> {
     let mut rest = tag;
     loop {
         let eq = memchr::memchr(b'=', rest)?;
@@ -460,7 +460,7 @@ fn scan_tags(xml: &[u8], wanted: &[&[u8]], on_tag: impl FnMut(&[u8], &[u8])) {
 }
 
 /// Streaming version of [`scan_tags`]: holds at most one chunk plus one tag.
-pub(crate) fn scan_tags_read<R: Read>(
+fn scan_tags_read<R: Read>(
     reader: &mut R,
     wanted: &[&[u8]],
     mut on_tag: impl FnMut(&[u8], &[u8]),

@@ -32,6 +32,9 @@ const BOUNDSHEET: u16 = 0x0085;
 const FILEPASS: u16 = 0x002F;
 /// `EOF` (2.4.103), which ends the globals substream.
 const EOF: u16 = 0x000A;
+/// `BOF` (2.4.21), which starts a substream: the sheet's own, or one nested in it
+/// (an embedded chart), whose records calamine skips.
+const BOF: u16 = 0x0809;
 
 /// Records calamine turns into a cell at the column in bytes 2..4 of their data:
 /// `FORMULA`, `RSTRING`, `LABELSST`, `NUMBER`, `LABEL`, `BOOLERR`, `RK`.
@@ -122,9 +125,7 @@ fn check_dimensions(stream: &[u8], limits: &ImportLimits) -> Result<(), ImportEr
                     sheet.cells(row, first.min(last), last);
                 }
             }
-            if kind == EOF {
-                sheet.end();
-            }
+            sheet.record(kind);
         }
         cells = cells.saturating_add(sheet.laid_out());
         if cells > limits.max_cells {
@@ -139,10 +140,15 @@ fn check_dimensions(stream: &[u8], limits: &ImportLimits) -> Result<(), ImportEr
 }
 
 /// One sheet's size as calamine lays it out: the declared dimensions or its cells'
-/// bounding box, whichever is larger, counted up to the sheet's `EOF` (the records
-/// checked after it, for the format's maximum, belong to later sheets).
+/// bounding box, whichever is larger. Counted as calamine reads the sheet: from its
+/// `BOF` to the `EOF` that closes it, skipping nested substreams (their records are
+/// not the sheet's); the records checked after it, for the format's maximum, belong
+/// to later sheets.
 #[derive(Debug, Default)]
 struct Sheet {
+    /// The sheet's own `BOF` was seen; nested substreams open; its `EOF` was seen.
+    started: bool,
+    nested: usize,
     ended: bool,
     declared: u64,
     /// First and last row, first and last column of the cells seen.
@@ -150,22 +156,37 @@ struct Sheet {
 }
 
 impl Sheet {
+    /// Whether a record now is the sheet's own (calamine reads it).
+    fn counting(&self) -> bool {
+        !self.ended && self.nested == 0
+    }
+
+    /// Follows the substreams after a record of `kind` (calamine's walk).
+    fn record(&mut self, kind: u16) {
+        if self.ended {
+            return;
+        }
+        match kind {
+            BOF if self.started => self.nested += 1,
+            BOF => self.started = true,
+            EOF if self.nested > 0 => self.nested -= 1,
+            EOF => self.ended = true,
+            _ => {}
+        }
+    }
+
     fn declared(&mut self, cells: u64) {
-        if !self.ended {
+        if self.counting() {
             self.declared = self.declared.max(cells);
         }
     }
 
     fn cells(&mut self, row: u16, first: u16, last: u16) {
-        if self.ended {
+        if !self.counting() {
             return;
         }
         let (r0, r1, c0, c1) = self.bounds.unwrap_or((row, row, first, last));
         self.bounds = Some((r0.min(row), r1.max(row), c0.min(first), c1.max(last)));
-    }
-
-    fn end(&mut self) {
-        self.ended = true;
     }
 
     fn laid_out(&self) -> u64 {
@@ -324,6 +345,8 @@ mod tests {
             let at = entry * 13 + 4;
             globals[at..at + 4].copy_from_slice(&offset);
         }
+        // The sheet's substream: its BOF, its records, its EOF.
+        record(&mut globals, BOF, &[0; 16]);
         for (kind, data) in sheet {
             record(&mut globals, *kind, data);
         }
@@ -372,6 +395,25 @@ mod tests {
         let error = check_dimensions(&stream_with_sheet(&declared), &limits(19_999)).unwrap_err();
         assert!(
             matches!(error, ImportError::TooManyCells { cells: 20_000, .. }),
+            "{error:?}"
+        );
+        // A chart's substream nested in the sheet does not end it: cells after it count.
+        let nested = [
+            (0x0203, number_at(0, 0)),
+            (BOF, vec![0; 16]),
+            (0x0203, number_at(9_999, 9)),
+            (EOF, Vec::new()),
+            (0x0203, number_at(65_535, 255)),
+        ];
+        let error = check_dimensions(&stream_with_sheet(&nested), &limits(2_000_000)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::TooManyCells {
+                    cells: 16_777_216,
+                    ..
+                }
+            ),
             "{error:?}"
         );
         // Cells after the sheet's EOF are another sheet's: not in its box.
