@@ -144,6 +144,7 @@ macro_rules! __store_conformance_list {
             suppressions_are_upserted_by_case_folded_key,
             suppress_if_absent_keeps_the_first,
             unsuppress_if_same_lifts_only_that_entry,
+            replace_suppression_if_same_swaps_only_that_entry,
             unsuppress_lifts_one_address,
             suppressions_are_per_tenant,
         }
@@ -4800,6 +4801,116 @@ pub async fn suppress_if_absent_keeps_the_first(store: &dyn Store) {
         ),
         [winners[0].clone()],
         "the stored entry is the one that was added"
+    );
+}
+
+/// `replace_suppression_if_same` replaces an address's entry only while it is the one
+/// given (reason and time; the address case-folded), keeps the new entry's address as
+/// written, leaves a lifted address lifted, and refuses another address's entry; of
+/// concurrent replacements of one entry, exactly one happens.
+pub async fn replace_suppression_if_same_swaps_only_that_entry(store: &dyn Store) {
+    let fx = Fx::new("replace_suppression_if_same_swaps_only_that_entry");
+    let t = fx.tenant(0);
+    let stored = suppression(&t, "ann@example.com", "550 user unknown", T0);
+    must(store.suppress(&stored).await, "suppress");
+    let new = suppression(&t, "Ann@Example.com", "550 mailbox disabled", T0 + us(9));
+    for other in [
+        suppression(&t, "ann@example.com", "550 mailbox disabled", T0),
+        suppression(&t, "ann@example.com", "550 user unknown", T0 + us(1)),
+    ] {
+        assert!(
+            !must(
+                store.replace_suppression_if_same(&other, &new).await,
+                "replace_suppression_if_same"
+            ),
+            "another entry's reason or time must not replace {stored:?}: {other:?}"
+        );
+    }
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        std::slice::from_ref(&stored)
+    );
+    let other_address = suppression(&t, "bo@example.com", "550 user unknown", T0);
+    assert!(
+        store
+            .replace_suppression_if_same(&stored, &other_address)
+            .await
+            .is_err(),
+        "an entry is only replaced by one of the same address"
+    );
+    let same = suppression(&t, "ANN@example.com", "550 user unknown", T0);
+    assert!(
+        must(
+            store.replace_suppression_if_same(&same, &new).await,
+            "replace_suppression_if_same"
+        ),
+        "the same entry (address case-folded) is replaced"
+    );
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        std::slice::from_ref(&new),
+        "the new entry, its address as written"
+    );
+    // Put back, as a bounce taken back puts back the entry it replaced.
+    assert!(must(
+        store.replace_suppression_if_same(&new, &stored).await,
+        "replace_suppression_if_same (back)"
+    ));
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        std::slice::from_ref(&stored)
+    );
+    must(store.unsuppress(&t, "ann@example.com").await, "unsuppress");
+    assert!(
+        !must(
+            store.replace_suppression_if_same(&stored, &new).await,
+            "replace_suppression_if_same (lifted)"
+        ),
+        "a lifted address stays lifted"
+    );
+    assert!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        )
+        .is_empty()
+    );
+
+    must(store.suppress(&stored).await, "suppress");
+    let racers: Vec<Suppression> = (0..8)
+        .map(|n| suppression(&t, "ann@example.com", &format!("bounce {n}"), T0 + us(n)))
+        .collect();
+    let replaced: Vec<bool> = join_all(
+        racers
+            .iter()
+            .map(|s| store.replace_suppression_if_same(&stored, s)),
+    )
+    .await
+    .into_iter()
+    .map(|result| must(result, "racing replace_suppression_if_same"))
+    .collect();
+    let winners: Vec<&Suppression> = racers
+        .iter()
+        .zip(&replaced)
+        .filter(|(_, r)| **r)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one replacement: {replaced:?}");
+    assert_eq!(
+        must(
+            store.suppressed(&t, &["ann@example.com"]).await,
+            "suppressed"
+        ),
+        [winners[0].clone()]
     );
 }
 

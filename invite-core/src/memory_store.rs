@@ -770,6 +770,27 @@ impl Store for MemoryStore {
         }
         Ok(same)
     }
+
+    async fn replace_suppression_if_same(
+        &self,
+        current: &Suppression,
+        new: &Suppression,
+    ) -> Result<bool, StoreError> {
+        if new.tenant != current.tenant || new.email.key() != current.email.key() {
+            return Err(StoreError::Conflict(
+                "a suppression can only be replaced by one of the same address".into(),
+            ));
+        }
+        let key = (current.tenant.clone(), current.email.key().to_owned());
+        let mut state = self.lock();
+        match state.suppressions.get_mut(&key) {
+            Some(stored) if stored.reason == current.reason && stored.at == current.at => {
+                *stored = new.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 #[cfg(test)]

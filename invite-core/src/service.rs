@@ -965,15 +965,14 @@ impl Invitations {
         reason: &str,
     ) -> Result<Invitation, Error> {
         let reason = &*reason_text(reason);
-        // The suppression written by an attempt whose invitation then moved: it may
+        // This bounce's suppression once written, and the entry it replaced: taken
+        // back (the replaced one put back) if the bounce does not stand, since it may
         // have landed after the admin lifted it for a resend.
-        let mut written: Option<Suppression> = None;
+        let mut owned: Option<Owned> = None;
         for _ in 0..BOUNCE_ATTEMPTS {
             let invitation = match self.bounced(tenant, id, outbox).await {
                 Err(Error::Superseded) => {
-                    if let Some(suppression) = &written {
-                        self.withdraw(suppression).await?;
-                    }
+                    self.take_back(owned.as_ref()).await?;
                     return Err(Error::Superseded);
                 }
                 other => other?,
@@ -982,23 +981,15 @@ impl Invitations {
             // Suppressed before the invitation shows failed, so whoever sees it failed
             // also sees the suppression; both stand only if the invitation is still at
             // `seen` after them (nothing superseded the bounce meanwhile).
-            let mut borrowed = None;
-            if cause.suppresses() {
-                let suppression = Suppression {
-                    tenant: tenant.clone(),
-                    email: invitation.email.clone(),
-                    reason: reason.to_owned(),
-                    at: self.clock.now(),
-                };
-                // An address suppressed already (an earlier bounce, or this one's
-                // earlier attempt) stays as it is: written over, it would be lost if
-                // this bounce is then taken back. Atomic, so a concurrent bounce's
-                // suppression is never the one taken back.
-                if self.store.suppress_if_absent(&suppression).await? {
-                    written = Some(suppression);
-                } else {
-                    borrowed = Some(suppression);
-                }
+            if cause.suppresses() && owned.is_none() {
+                owned = self
+                    .suppress_for_bounce(Suppression {
+                        tenant: tenant.clone(),
+                        email: invitation.email.clone(),
+                        reason: reason.to_owned(),
+                        at: self.clock.now(),
+                    })
+                    .await?;
             }
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {
@@ -1020,8 +1011,6 @@ impl Invitations {
                         self.events
                             .record(vec![self.event(tenant, None, Some(id), kind)])
                             .await;
-                        // After the event: the transition stands whatever this finds.
-                        self.own_suppression(tenant, id, outbox, borrowed).await?;
                         return Ok(next);
                     }
                 }
@@ -1030,9 +1019,6 @@ impl Invitations {
                 // `record_bounce`.
                 Err(refused) => {
                     if self.load(tenant, id).await?.version == seen {
-                        if self.own_suppression(tenant, id, outbox, borrowed).await? {
-                            return Err(Error::Superseded);
-                        }
                         return Err(refused.into());
                     }
                 }
@@ -1040,12 +1026,61 @@ impl Invitations {
         }
         // Not recorded: the webhook's retry decides again, and may find the bounce
         // superseded and write nothing, so the suppression written here goes too.
-        if let Some(suppression) = &written {
-            self.withdraw(suppression).await?;
-        }
+        self.take_back(owned.as_ref()).await?;
         Err(Error::Conflict(
             "the invitation kept changing while its bounce was recorded; try again".into(),
         ))
+    }
+
+    /// Writes a bounce's suppression: added if the address has none, else written
+    /// over the entry found, which is kept to be put back. Written over, not left as
+    /// it was: the entry found may be another bounce's that is still being recorded,
+    /// and if that one is taken back, the address would be left unsuppressed although
+    /// this bounce stands. Each write is a compare-and-set, so an entry lifted or
+    /// replaced meanwhile is never written over; `None` if the entry kept changing
+    /// (someone else's then stands).
+    async fn suppress_for_bounce(&self, mine: Suppression) -> Result<Option<Owned>, Error> {
+        for _ in 0..BOUNCE_ATTEMPTS {
+            if self.store.suppress_if_absent(&mine).await? {
+                return Ok(Some(Owned {
+                    mine,
+                    replaced: None,
+                }));
+            }
+            let found = self
+                .store
+                .suppressed(&mine.tenant, &[mine.email.key()])
+                .await?
+                .into_iter()
+                .next();
+            // None: lifted since; add it again.
+            if let Some(found) = found
+                && self
+                    .store
+                    .replace_suppression_if_same(&found, &mine)
+                    .await?
+            {
+                return Ok(Some(Owned {
+                    mine,
+                    replaced: Some(found),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes back a bounce's suppression if it is still the one stored for its
+    /// address (not lifted since, nor replaced by another bounce's), putting back the
+    /// entry it replaced: one compare-and-set either way.
+    async fn take_back(&self, owned: Option<&Owned>) -> Result<(), Error> {
+        let Some(Owned { mine, replaced }) = owned else {
+            return Ok(());
+        };
+        match replaced {
+            None => self.store.unsuppress_if_same(mine).await?,
+            Some(found) => self.store.replace_suppression_if_same(mine, found).await?,
+        };
+        Ok(())
     }
 
     /// The invitation whose email `outbox` bounced, unless the bounce is superseded.
@@ -1076,47 +1111,6 @@ impl Invitations {
             return Err(Error::Superseded);
         }
         Ok(invitation)
-    }
-
-    /// Makes the suppression of a bounce that now stands its own, when this attempt
-    /// found the address suppressed already (`borrowed`). The entry found may belong
-    /// to a bounce still being recorded, which takes it back if it fails: the address
-    /// would then be unsuppressed although this bounce stands. Written over with this
-    /// bounce's reason and time, the entry is no longer the one that take-back
-    /// compares against, and if the take-back came first, the write puts it back.
-    ///
-    /// Unlike the bounce's first write, this one comes after the check that the
-    /// bounce is current, so it checks again: an admin who lifted the suppression and
-    /// resent meanwhile must not find the address suppressed by the old email's
-    /// bounce. Then the write is taken back, and this returns `true` (superseded).
-    /// A lift without a resend is written over, as it would be by this bounce arriving
-    /// just after it.
-    async fn own_suppression(
-        &self,
-        tenant: &TenantId,
-        id: InvitationId,
-        outbox: OutboxId,
-        borrowed: Option<Suppression>,
-    ) -> Result<bool, Error> {
-        let Some(suppression) = borrowed else {
-            return Ok(false);
-        };
-        self.store.suppress(&suppression).await?;
-        match self.bounced(tenant, id, outbox).await {
-            Ok(_) => Ok(false),
-            Err(Error::Superseded) => {
-                self.withdraw(&suppression).await?;
-                Ok(true)
-            }
-            Err(other) => Err(other),
-        }
-    }
-
-    /// Takes back `suppression` if it is still the one stored for its address (not
-    /// lifted since, nor replaced by another bounce's): one compare-and-delete.
-    async fn withdraw(&self, suppression: &Suppression) -> Result<(), Error> {
-        self.store.unsuppress_if_same(suppression).await?;
-        Ok(())
     }
 
     /// The tenant's suppressions among `emails`: for an import preview, before
@@ -1711,6 +1705,15 @@ impl Invitations {
         }
         Ok(summary)
     }
+}
+
+/// A bounce's suppression as written by [`Invitations::record_bounce_of`], and the
+/// entry it replaced, if any (another bounce's), to put back if the bounce is taken
+/// back.
+#[derive(Debug)]
+struct Owned {
+    mine: Suppression,
+    replaced: Option<Suppression>,
 }
 
 /// How many times [`Invitations::record_bounce_of`] checks and writes again when the

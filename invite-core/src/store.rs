@@ -243,6 +243,7 @@ pub enum JoinOutcome {
 ///     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> { self.inner.suppressed(t, k).await }
 ///     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> { self.inner.unsuppress(t, k).await }
 ///     async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> { self.inner.unsuppress_if_same(s).await }
+///     async fn replace_suppression_if_same(&self, c: &Suppression, n: &Suppression) -> Result<bool, StoreError> { self.inner.replace_suppression_if_same(c, n).await }
 /// }
 ///
 /// let store: &dyn Store = &CountingStore::default();
@@ -499,6 +500,17 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// still this one (same reason and time), in one atomic write: a suppression
     /// written since, another bounce's, stays. Returns whether it was lifted.
     async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError>;
+
+    /// Replaces the stored entry of `current`'s address with `new` (the same tenant
+    /// and case-folded address) only if it is still `current` (same reason and time),
+    /// in one atomic write. Returns whether it was replaced. A bounce makes a
+    /// suppression it found its own this way, and puts the found one back if it is
+    /// taken back; any other entry (lifted since, written by another) is left alone.
+    async fn replace_suppression_if_same(
+        &self,
+        current: &Suppression,
+        new: &Suppression,
+    ) -> Result<bool, StoreError>;
 
     /// The outbox entries of one invitation, oldest first (for the admin's view of
     /// attempts and errors).

@@ -246,6 +246,14 @@ impl Store for FaultyStore {
         self.enter("unsuppress_if_same").await?;
         self.inner.unsuppress_if_same(s).await
     }
+    async fn replace_suppression_if_same(
+        &self,
+        c: &Suppression,
+        n: &Suppression,
+    ) -> Result<bool, StoreError> {
+        self.enter("replace_suppression_if_same").await?;
+        self.inner.replace_suppression_if_same(c, n).await
+    }
     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
         self.enter("unsuppress").await?;
         self.inner.unsuppress(t, k).await
@@ -307,15 +315,7 @@ impl World {
                 bump_version(self.tenant.clone(), id),
             );
         }
-        self.service
-            .record_bounce_of(
-                &self.tenant,
-                id,
-                outbox,
-                BounceCause::Mailbox,
-                "550 no such user",
-            )
-            .await
+        self.mailbox_bounce(id, outbox).await
     }
 
     async fn invite(&self, address: &str) -> InvitationId {
@@ -340,6 +340,23 @@ impl World {
             .collect();
         to.sort();
         to
+    }
+
+    /// The provider's webhook: `outbox`'s email bounced, the mailbox is unknown.
+    async fn mailbox_bounce(
+        &self,
+        id: InvitationId,
+        outbox: OutboxId,
+    ) -> Result<Invitation, Error> {
+        self.service
+            .record_bounce_of(
+                &self.tenant,
+                id,
+                outbox,
+                BounceCause::Mailbox,
+                "550 no such user",
+            )
+            .await
     }
 
     async fn outbox(&self, id: InvitationId) -> Vec<OutboxEntry> {
@@ -466,9 +483,14 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
         (Admin::Resends, mailbox, "record_transitions", 1),
         (Admin::LiftsAndResends, mailbox, "suppress_if_absent", 1),
         (Admin::LiftsAndResends, mailbox, "get_invitations", 2),
-        // Between the handler's check and its own write over the suppression it found
-        // (its earlier copy's): the write is taken back.
-        (Admin::LiftsAndResends, mailbox, "suppress", 1),
+        // Just before the handler writes over the suppression it found (its earlier
+        // copy's): what it writes instead is taken back.
+        (
+            Admin::LiftsAndResends,
+            mailbox,
+            "replace_suppression_if_same",
+            1,
+        ),
         (Admin::Resends, sending, "record_transitions", 1),
         (Admin::ResendsTheFailed, sending, "get_invitations", 2),
     ];
@@ -668,7 +690,7 @@ fn unsuppress_now(suppression: Suppression) -> Hook {
 /// A bounce that stands leaves the address suppressed even when the suppression it
 /// found in place was another bounce's, which that bounce then takes back (it lost its
 /// compare-and-sets, or was superseded). Whether the take-back comes after the handler
-/// returns or between its transition and its own write; and whether the bounce fails
+/// returns or just before its write over the other; and whether the bounce fails
 /// the invitation or finds it failed already (the suppression is then its only effect).
 #[tokio::test]
 async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back() {
@@ -693,28 +715,26 @@ async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back(
                     .await
                     .unwrap();
             }
-            let made = w.store.made("suppress");
+            let made = w.store.made("replace_suppression_if_same");
             if take_back_inside {
-                w.store
-                    .before("suppress", made + 1, unsuppress_now(other.clone()));
+                w.store.before(
+                    "replace_suppression_if_same",
+                    made + 1,
+                    unsuppress_now(other.clone()),
+                );
             }
-            let result = w
-                .service
-                .record_bounce_of(
-                    &w.tenant,
-                    id,
-                    first,
-                    BounceCause::Mailbox,
-                    "550 no such user",
-                )
-                .await;
+            let result = w.mailbox_bounce(id, first).await;
             assert_eq!(result.is_err(), failed_already, "{case}: {result:?}");
             assert!(
                 !matches!(result, Err(Error::Superseded | Error::Conflict(_))),
                 "{case}"
             );
-            // The handler wrote its own suppression (where the hook took the other back).
-            assert_eq!(w.store.made("suppress"), made + 1, "{case}");
+            // The handler went to write over the other (where the hook took it back).
+            assert_eq!(
+                w.store.made("replace_suppression_if_same"),
+                made + 1,
+                "{case}"
+            );
             if !take_back_inside {
                 w.store.unsuppress_if_same(&other).await.unwrap();
             }
@@ -729,54 +749,57 @@ async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back(
     }
 }
 
-/// A bounce that stands and writes over a suppression it found does so after its
-/// transition, so an admin who lifts the suppression and resends in between must still
-/// win: the write is taken back, the resend's email goes out with a working link.
+/// A bounce that writes over another bounce's suppression does so before its
+/// compare-and-set, as its first write does, so a resend committed after the write
+/// fences it; the bounce is then superseded, and puts back the entry it replaced
+/// (unless the admin lifted it to resend). Whether the admin lifts and resends, or the
+/// invitation moves on without a lift (the resend written on the store, as a copied
+/// link revives an invitation without looking at suppressions).
 #[tokio::test]
-async fn a_standing_bounce_does_not_suppress_over_a_resend_committed_before_its_write() {
-    let w = world();
-    let id = w.invite("ann@x.com").await;
-    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
-    let first = w.outbox(id).await[0].id;
-    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
-    w.store
-        .suppress(&Suppression {
+async fn a_bounce_superseded_after_writing_over_a_suppression_puts_it_back() {
+    for lift in [true, false] {
+        let w = world();
+        let id = w.invite("ann@x.com").await;
+        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        let first = w.outbox(id).await[0].id;
+        let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+        let other = Suppression {
             tenant: w.tenant.clone(),
             email: invitation.email.clone(),
             reason: "another bounce".into(),
             at: invitation.created_at,
-        })
-        .await
-        .unwrap();
-    w.clock.advance(Duration::minutes(1));
-    let made = w.store.made("suppress");
-    w.store.before(
-        "suppress",
-        made + 1,
-        resend_now(w.tenant.clone(), id, w.clock.now(), true),
-    );
-    let result = w
-        .service
-        .record_bounce_of(
-            &w.tenant,
-            id,
-            first,
-            BounceCause::Mailbox,
-            "550 no such user",
-        )
-        .await;
-    // The bounce was recorded (the invitation failed) before the resend moved it on.
-    assert!(result.is_ok(), "{result:?}");
-    assert_eq!(w.store.made("suppress"), made + 1, "the write was made");
-    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
-    assert_eq!(invitation.status, InvitationStatus::Pending);
-    let stored = w
-        .service
-        .suppressed(&w.admin, &w.tenant, &[invitation.email])
-        .await
-        .unwrap();
-    assert!(stored.is_empty(), "{stored:?}");
-    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        };
+        w.store.suppress(&other).await.unwrap();
+        w.clock.advance(Duration::minutes(1));
+        let made = w.store.made("record_transitions");
+        w.store.before(
+            "record_transitions",
+            made + 1,
+            resend_now(w.tenant.clone(), id, w.clock.now(), lift),
+        );
+        let result = w.mailbox_bounce(id, first).await;
+        assert!(
+            matches!(result, Err(Error::Superseded)),
+            "lift {lift}: {result:?}"
+        );
+        assert!(
+            w.store.made("replace_suppression_if_same") >= 2,
+            "lift {lift}: written over, then taken back"
+        );
+        let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+        assert_eq!(invitation.status, InvitationStatus::Pending, "lift {lift}");
+        let stored = w
+            .service
+            .suppressed(&w.admin, &w.tenant, &[invitation.email])
+            .await
+            .unwrap();
+        if lift {
+            assert!(stored.is_empty(), "{stored:?}");
+            assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+        } else {
+            assert_eq!(stored, [other], "the replaced entry is put back");
+        }
+    }
 }
 
 // ------------------------------------------------------------------ group links

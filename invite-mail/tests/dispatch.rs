@@ -818,6 +818,13 @@ impl Store for SpreadAfterASend {
     async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> {
         self.inner.unsuppress_if_same(s).await
     }
+    async fn replace_suppression_if_same(
+        &self,
+        c: &Suppression,
+        n: &Suppression,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_suppression_if_same(c, n).await
+    }
     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
         self.inner.unsuppress(t, k).await
     }

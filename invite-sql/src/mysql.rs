@@ -1304,4 +1304,18 @@ impl Store for MySqlStore {
             .map_err(from_sqlx)?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn replace_suppression_if_same(
+        &self,
+        current: &Suppression,
+        new: &Suppression,
+    ) -> Result<bool, StoreError> {
+        suppressions::check_same_address(current, new)?;
+        let done = suppressions::replace_if_same::<MySql>(&self.prefix, current, new)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
 }

@@ -1470,6 +1470,20 @@ impl Store for PostgresStore {
             .map_err(from_sqlx)?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn replace_suppression_if_same(
+        &self,
+        current: &Suppression,
+        new: &Suppression,
+    ) -> Result<bool, StoreError> {
+        suppressions::check_same_address(current, new)?;
+        let done = suppressions::replace_if_same::<Postgres>(&self.prefix, current, new)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 /// `complete_outbox` for outcomes that leave the invitation alone. `$7` is bound but

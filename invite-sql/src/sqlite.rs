@@ -972,6 +972,20 @@ impl Store for SqliteStore {
             .map_err(from_sqlx)?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn replace_suppression_if_same(
+        &self,
+        current: &Suppression,
+        new: &Suppression,
+    ) -> Result<bool, StoreError> {
+        suppressions::check_same_address(current, new)?;
+        let done = suppressions::replace_if_same::<Sqlite>(&self.prefix, current, new)
+            .build()
+            .execute(&self.writer)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 /// Unsent or pending: the statuses of the partial unique index on `(tenant, email_key)`.

@@ -100,6 +100,55 @@ where
     q
 }
 
+/// `UPDATE` of `current`'s address to `new`'s address text, reason and time, only
+/// while the stored entry has `current`'s reason and time
+/// (`Store::replace_suppression_if_same`; the caller checks that both are of one
+/// tenant and case-folded address).
+pub(crate) fn replace_if_same<DB>(
+    prefix: &TablePrefix,
+    current: &Suppression,
+    new: &Suppression,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        prefix
+            .apply("UPDATE invite_suppressions SET email = ")
+            .0
+            .into_owned(),
+    );
+    q.push_bind(new.email.as_str())
+        .push(", reason = ")
+        .push_bind(new.reason.as_str())
+        .push(", suppressed_at = ")
+        .push_bind(micros(new.at))
+        .push(" WHERE tenant = ")
+        .push_bind(current.tenant.as_str())
+        .push(" AND email_key = ")
+        .push_bind(current.email.key())
+        .push(" AND reason = ")
+        .push_bind(current.reason.as_str())
+        .push(" AND suppressed_at = ")
+        .push_bind(micros(current.at));
+    q
+}
+
+/// Refuses a replacement of one address's suppression by another's.
+pub(crate) fn check_same_address(
+    current: &Suppression,
+    new: &Suppression,
+) -> Result<(), invite_core::StoreError> {
+    if new.tenant != current.tenant || new.email.key() != current.email.key() {
+        return Err(invite_core::StoreError::Conflict(
+            "a suppression can only be replaced by one of the same address".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `DELETE` of `tenant`'s suppression of `key`.
 pub(crate) fn delete<DB>(prefix: &TablePrefix, tenant: &TenantId, key: &str) -> QueryBuilder<DB>
 where
