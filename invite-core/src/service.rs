@@ -990,6 +990,13 @@ impl Invitations {
                         at: self.clock.now(),
                     })
                     .await?;
+                // Not standing on a suppression it does not own (whose owner may take
+                // it back): the webhook's retry decides again.
+                if owned.is_none() {
+                    return Err(Error::Conflict(
+                        "the address's suppression kept changing while the bounce was recorded; try again".into(),
+                    ));
+                }
             }
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {
@@ -1038,7 +1045,7 @@ impl Invitations {
     /// and if that one is taken back, the address would be left unsuppressed although
     /// this bounce stands. Each write is a compare-and-set, so an entry lifted or
     /// replaced meanwhile is never written over; `None` if the entry kept changing
-    /// (someone else's then stands).
+    /// (the caller records nothing then).
     async fn suppress_for_bounce(&self, mine: Suppression) -> Result<Option<Owned>, Error> {
         for _ in 0..BOUNCE_ATTEMPTS {
             if self.store.suppress_if_absent(&mine).await? {

@@ -802,6 +802,43 @@ async fn a_bounce_superseded_after_writing_over_a_suppression_puts_it_back() {
     }
 }
 
+/// A bounce that cannot make the address's suppression its own (another bounce
+/// writes a new one before each of its compare-and-sets) records nothing and asks for
+/// a retry, rather than standing on an entry whose owner may take it back.
+#[tokio::test]
+async fn a_bounce_that_cannot_own_the_suppression_records_nothing() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    let first = w.outbox(id).await[0].id;
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    let other = |n: i64| Suppression {
+        tenant: w.tenant.clone(),
+        email: invitation.email.clone(),
+        reason: format!("bounce {n}"),
+        at: invitation.created_at + Duration::seconds(n),
+    };
+    w.store.suppress(&other(0)).await.unwrap();
+    let made = w.store.made("replace_suppression_if_same");
+    for k in 1..=3 {
+        w.store.before(
+            "replace_suppression_if_same",
+            made + k,
+            suppress_now(other(i64::from(k))),
+        );
+    }
+    let result = w.mailbox_bounce(id, first).await;
+    assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+    let after = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(after.status, invitation.status, "nothing recorded");
+    let stored = w
+        .service
+        .suppressed(&w.admin, &w.tenant, &[invitation.email.clone()])
+        .await
+        .unwrap();
+    assert_eq!(stored, [other(3)], "the last writer's entry stands");
+}
+
 // ------------------------------------------------------------------ group links
 
 /// Another admin disables the group link (it leaked) on the inner store.

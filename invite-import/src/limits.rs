@@ -10,7 +10,7 @@
 /// | [`max_columns`](Self::max_columns) | 256 | columns in any row that is read |
 /// | [`max_cell_bytes`](Self::max_cell_bytes) | 4,096 | UTF-8 bytes of one cell that is read |
 /// | [`max_cells`](Self::max_cells) | 2,000,000 | .xls/.ods: cells calamine builds for the whole workbook (it reads every sheet at once), counted before it does |
-/// | [`max_uncompressed_bytes`](Self::max_uncompressed_bytes) | 256 MiB | xlsx/xlsm/xlsb/ods: sum of the sizes the zip central directory declares |
+/// | [`max_uncompressed_bytes`](Self::max_uncompressed_bytes) | 256 MiB | xlsx/xlsm/xlsb/ods: sum of the sizes the zip central directory declares; for .ods also the text calamine would copy into its cells, repeats expanded |
 /// | [`max_compression_ratio`](Self::max_compression_ratio) | 100 | xlsx/xlsm/xlsb/ods: uncompressed ÷ compressed size of the whole archive, checked once it declares more than 1 MiB |
 ///
 /// The zip checks read only the central directory, before any entry is

@@ -26,18 +26,6 @@ use crate::{Format, ImportError, ImportLimits};
 const MAX_ROWS: u64 = 1_048_576;
 const MAX_COLUMNS: u64 = 16_384;
 
-/// Attributes that make calamine read a cell as valued (`get_datatype`).
-const VALUED: [&str; 8] = [
-    "office:value",
-    "office:string-value",
-    "office:date-value",
-    "office:time-value",
-    "office:boolean-value",
-    "office:value-type",
-    "calcext:value-type",
-    "table:formula",
-];
-
 /// Refuses an .ods whose tables calamine would lay out in more than
 /// [`ImportLimits::max_cells`] cells. What this cannot read is left to calamine, which
 /// refuses it as well: the count stops where calamine's reading would fail.
@@ -48,20 +36,46 @@ pub(crate) fn check_cells(bytes: &[u8], limits: &ImportLimits) -> Result<(), Imp
     let Ok(entry) = archive.by_name("content.xml") else {
         return Ok(());
     };
-    let cells = count(BufReader::new(entry), limits.max_cells);
-    if cells > limits.max_cells {
+    let Some(tally) = count(BufReader::new(entry), limits) else {
+        // Where calamine's own reading fails, or never ends (it loops at the end of
+        // the file inside a table or a note): refused here, not handed to it.
+        return Err(ImportError::Corrupt {
+            format: Format::Ods,
+            detail: "the sheet content (content.xml) ends or breaks inside a table".into(),
+            source: None,
+        });
+    };
+    if tally.cells > limits.max_cells {
         return Err(ImportError::TooManyCells {
             format: Format::Ods,
-            cells,
+            cells: tally.cells,
             limit: limits.max_cells,
+        });
+    }
+    if tally.text > limits.max_uncompressed_bytes {
+        // Text the reader would unpack: the same bound as the archive's own.
+        return Err(ImportError::ArchiveTooLarge {
+            format: Format::Ods,
+            uncompressed: tally.text,
+            limit: limits.max_uncompressed_bytes,
         });
     }
     Ok(())
 }
 
-/// The cells calamine lays out for the tables of `content`, counting stopped once
-/// past `stop` (or where calamine's reading would fail).
-fn count<R: BufRead>(content: R, stop: u64) -> u64 {
+/// What calamine would build for the tables of `content.xml`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    /// Cells of the larger of its two stages (the first is held while the second is
+    /// built; both are bounded by this).
+    cells: u64,
+    /// Bytes of text (string values and formulas) both stages copy, repeats expanded.
+    text: u64,
+}
+
+/// The tally of `content`, stopped once past the limits; `None` where calamine's
+/// reading fails or does not end.
+fn count<R: BufRead>(content: R, limits: &ImportLimits) -> Option<Tally> {
     let mut reader = Reader::from_reader(content);
     let config = reader.config_mut();
     config.check_end_names = false;
@@ -69,35 +83,38 @@ fn count<R: BufRead>(content: R, stop: u64) -> u64 {
     config.check_comments = false;
     config.expand_empty_elements = true;
     let mut buf = Vec::with_capacity(1024);
-    let mut cells: u64 = 0;
+    let mut tally = Tally::default();
     loop {
         match reader.read_event_into(&mut buf) {
             Ok(Event::Start(e)) if e.name().as_ref() == "table:table" => {
                 if raw_attr(&e, "table:name").is_some() {
-                    match table(&mut reader) {
-                        Some(table) => cells = cells.saturating_add(table),
-                        None => return cells,
-                    }
-                    if cells > stop {
-                        return cells;
+                    let table = table(&mut reader)?;
+                    tally.cells = tally.cells.saturating_add(table.cells);
+                    tally.text = tally.text.saturating_add(table.text);
+                    if tally.cells > limits.max_cells || tally.text > limits.max_uncompressed_bytes
+                    {
+                        return Some(tally);
                     }
                 }
             }
-            Ok(Event::Eof) | Err(_) => return cells,
+            Ok(Event::Eof) => return Some(tally),
+            Err(_) => return None,
             Ok(_) => {}
         }
         buf.clear();
     }
 }
 
-/// One table's laid-out cells (calamine's `read_table`, then `get_range`), or `None`
-/// where calamine's reading fails.
-fn table<R: BufRead>(reader: &mut Reader<R>) -> Option<u64> {
+/// One table's tally (calamine's `read_table`, then `get_range`), or `None` where
+/// calamine's reading fails.
+fn table<R: BufRead>(reader: &mut Reader<R>) -> Option<Tally> {
     let mut buf = Vec::with_capacity(1024);
     let mut rows: u64 = 0;
     let mut first_valued: Option<u64> = None;
     let mut last_valued_end: u64 = 0;
     let mut width: u64 = 0;
+    let mut written: u64 = 0;
+    let mut text: u64 = 0;
     loop {
         match reader.read_event_into(&mut buf) {
             Ok(Event::Start(e)) if e.name().as_ref() == "table:table-row" => {
@@ -109,29 +126,46 @@ fn table<R: BufRead>(reader: &mut Reader<R>) -> Option<u64> {
                     None => 1,
                 };
                 let repeats = repeats.min(MAX_ROWS - rows);
-                let columns = row(reader)?;
-                if columns > 0 {
+                let row = row(reader)?;
+                // The first stage writes every row element once, whatever its count.
+                written = written.saturating_add(row.columns);
+                // Both stages copy the row's text: once, then once a repetition.
+                text = text.saturating_add(row.text.saturating_mul(repeats.saturating_add(1)));
+                if row.columns > 0 {
                     first_valued.get_or_insert(rows);
                     last_valued_end = rows + repeats;
-                    width = width.max(columns);
+                    width = width.max(row.columns);
                 }
                 rows += repeats;
             }
             Ok(Event::End(e)) if e.name().as_ref() == "table:table" => break,
+            // calamine loops forever at the end of the file here.
             Ok(Event::Eof) | Err(_) => return None,
             Ok(_) => {}
         }
         buf.clear();
     }
-    Some(first_valued.map_or(0, |first| (last_valued_end - first).saturating_mul(width)))
+    let laid_out = first_valued.map_or(0, |first| (last_valued_end - first).saturating_mul(width));
+    Some(Tally {
+        cells: laid_out.max(written),
+        text,
+    })
+}
+
+/// What calamine writes for one row element: its columns, and the bytes of text.
+#[derive(Debug, Default)]
+struct Row {
+    columns: u64,
+    text: u64,
 }
 
 /// The columns calamine writes for one row (`read_row`): valued cells repeated, blank
-/// ones only before a valued one. `None` where calamine's reading fails.
-fn row<R: BufRead>(reader: &mut Reader<R>) -> Option<u64> {
+/// ones only before a valued one; and the bytes of their text. `None` where
+/// calamine's reading fails.
+fn row<R: BufRead>(reader: &mut Reader<R>) -> Option<Row> {
     let mut buf = Vec::with_capacity(1024);
     let mut skipped = Vec::new();
-    let mut columns: u64 = 0;
+    let mut row = Row::default();
     let mut blank: u64 = 0;
     loop {
         match reader.read_event_into(&mut buf) {
@@ -146,25 +180,131 @@ fn row<R: BufRead>(reader: &mut Reader<R>) -> Option<u64> {
                     Some(value) => value.ok()?.parse::<u64>().ok()?,
                     None => 1,
                 };
-                let valued =
-                    attributes(&e).any(|a| a.is_err() || a.is_ok_and(|(k, _)| VALUED.contains(&k)));
-                columns = (columns + blank).min(MAX_COLUMNS);
+                let cell = cell(&e)?;
+                let content = if cell.reads_content {
+                    Some(content(reader)?)
+                } else {
+                    let end = e.to_end().into_owned();
+                    reader.read_to_end_into(end.name(), &mut skipped).ok()?;
+                    skipped.clear();
+                    None
+                };
+                let text = cell.text.saturating_add(content.unwrap_or(0));
+                let valued = cell.valued || content.is_some();
+                row.columns = (row.columns + blank).min(MAX_COLUMNS);
                 blank = 0;
                 if valued {
-                    columns = columns.saturating_add(repeats).min(MAX_COLUMNS);
+                    let written = repeats.min(MAX_COLUMNS - row.columns);
+                    row.columns += written;
+                    row.text = row.text.saturating_add(text.saturating_mul(written));
                 } else {
                     blank = repeats.min(MAX_COLUMNS);
                 }
-                // Its content, whatever it is, to its end.
-                let end = e.to_end().into_owned();
-                reader.read_to_end_into(end.name(), &mut skipped).ok()?;
-                skipped.clear();
             }
             Ok(Event::End(e)) if e.name().as_ref() == "table:table-row" => {
-                return Some(columns);
+                return Some(row);
             }
             // calamine refuses anything else inside a row.
             _ => return None,
+        }
+        buf.clear();
+    }
+}
+
+/// A cell's start tag as calamine's `get_datatype` reads it.
+#[derive(Debug)]
+struct Cell {
+    /// A value or a formula from its attributes.
+    valued: bool,
+    /// Bytes of text its attributes give (a string, date or time value, a formula).
+    text: u64,
+    /// Its content is the value (a string type without a string value).
+    reads_content: bool,
+}
+
+fn cell(e: &BytesStart<'_>) -> Option<Cell> {
+    let (mut value_set, mut string, mut error, mut empty_string) = (false, false, false, false);
+    let mut cell = Cell {
+        valued: false,
+        text: 0,
+        reads_content: false,
+    };
+    for attribute in attributes(e) {
+        let (key, value) = attribute.ok()?;
+        let len = u64::try_from(value.len()).unwrap_or(u64::MAX);
+        match key {
+            "office:value" | "office:boolean-value" if !value_set => value_set = true,
+            "office:string-value" | "office:date-value" | "office:time-value" if !value_set => {
+                value_set = true;
+                empty_string = key == "office:string-value" && value.is_empty();
+                cell.text = cell.text.saturating_add(len);
+            }
+            "office:value-type" if !value_set => string = value == "string",
+            "calcext:value-type" => error = value == "error",
+            "table:formula" => {
+                cell.valued |= !value.is_empty();
+                cell.text = cell.text.saturating_add(len);
+            }
+            _ => {}
+        }
+    }
+    cell.valued |= value_set;
+    cell.reads_content = (!value_set && string) || (error && empty_string);
+    Some(cell)
+}
+
+/// Reads a string cell's content to its end as `get_datatype` does, and returns the
+/// bytes of text calamine makes of it (spaces, tabs and line breaks included);
+/// `None` where calamine fails or never ends.
+fn content<R: BufRead>(reader: &mut Reader<R>) -> Option<u64> {
+    let mut buf = Vec::with_capacity(256);
+    let mut text: u64 = 0;
+    let mut first_paragraph = true;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Text(t)) => {
+                text = text.saturating_add(u64::try_from(t.len()).unwrap_or(u64::MAX));
+            }
+            // An entity or character reference: at most four bytes of UTF-8.
+            Ok(Event::GeneralRef(_)) => text = text.saturating_add(4),
+            Ok(Event::End(e))
+                if matches!(
+                    e.name().as_ref(),
+                    "table:table-cell" | "table:covered-table-cell"
+                ) =>
+            {
+                return Some(text);
+            }
+            Ok(Event::Start(e)) if e.name().as_ref() == "office:annotation" => loop {
+                buf.clear();
+                match reader.read_event_into(&mut buf) {
+                    Ok(Event::End(e)) if e.name().as_ref() == "office:annotation" => break,
+                    // calamine loops forever at the end of the file here.
+                    Ok(Event::Eof) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            },
+            Ok(Event::Start(e)) if e.name().as_ref() == "text:p" => {
+                if !first_paragraph {
+                    text = text.saturating_add(1);
+                }
+                first_paragraph = false;
+            }
+            Ok(Event::Start(e)) if e.name().as_ref() == "text:s" => {
+                let spaces = match raw_attr(&e, "text:c") {
+                    Some(value) => quick_xml::escape::unescape(value.ok()?)
+                        .ok()?
+                        .parse::<u64>()
+                        .ok()?,
+                    None => 1,
+                };
+                text = text.saturating_add(spaces);
+            }
+            Ok(Event::Start(e)) if matches!(e.name().as_ref(), "text:tab" | "text:line-break") => {
+                text = text.saturating_add(1);
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            Ok(_) => {}
         }
         buf.clear();
     }
@@ -232,8 +372,15 @@ fn raw_attr<'a>(e: &'a BytesStart<'_>, name: &str) -> Option<Result<&'a str, ()>
 mod tests {
     use super::*;
 
+    fn tally(tables: &str) -> Option<Tally> {
+        let limits = ImportLimits::default()
+            .with_max_cells(u64::MAX)
+            .with_max_uncompressed_bytes(u64::MAX);
+        count(tables.as_bytes(), &limits)
+    }
+
     fn cells(tables: &str) -> u64 {
-        count(tables.as_bytes(), u64::MAX)
+        tally(tables).expect("read").cells
     }
 
     const VALUE: &str = r#"<table:table-cell office:value-type="float" office:value="1"/>"#;
@@ -243,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_laid_out_cells_as_calamine_builds_them() {
+    fn counts_the_cells_as_calamine_builds_them() {
         let two = format!("<table:table-row>{VALUE}{VALUE}</table:table-row>");
         assert_eq!(cells(&table(&format!("{two}{two}"))), 4);
         // Trailing blank rows and cells, as LibreOffice writes them, add nothing.
@@ -275,14 +422,13 @@ mod tests {
                 r#"<table:table-row table:number-rows-repeated="1000">{cell}</table:table-row>"#
             )))
         };
-        // A cell is valued by any value attribute, a type or a formula.
         for attribute in [
             r#"office:value="1""#,
             r#"office:string-value="""#,
             r#"office:boolean-value="true""#,
             r#"office:date-value="2020-01-01""#,
             r#"table:formula="of:=1""#,
-            r#"calcext:value-type="error""#,
+            r#"office:value-type="string""#,
         ] {
             let cell =
                 format!(r#"<table:table-cell {attribute} table:number-columns-repeated="100"/>"#);
@@ -291,16 +437,48 @@ mod tests {
         // `>` inside a value, spaces around `=`, single quotes, content.
         let cell = r#"<table:table-cell table:style-name="a>b" table:number-columns-repeated = '100' office:value-type="string"><text:p>x</text:p></table:table-cell>"#;
         assert_eq!(wide(cell), 100_000);
-        // A row count written with a character reference is decoded, as calamine does.
         let rows = format!(
             r#"<table:table-row table:number-rows-repeated="&#49;000">{VALUE}</table:table-row>"#
         );
         assert_eq!(cells(&table(&rows)), 1000);
-        // A decoy with another prefix does not stand for the real count.
         let decoy = format!(
             r#"<table:table-row x:number-rows-repeated="1" table:number-rows-repeated="1000">{VALUE}</table:table-row>"#
         );
         assert_eq!(cells(&table(&decoy)), 1000);
+    }
+
+    #[test]
+    fn row_elements_past_the_row_cap_still_count_in_the_first_stage() {
+        let wide = r#"<table:table-row table:number-rows-repeated="0"><table:table-cell office:value="1" table:number-columns-repeated="16384"/></table:table-row>"#;
+        assert_eq!(cells(&table(&wide.repeat(100))), 100 * 16_384);
+    }
+
+    #[test]
+    fn string_content_is_read_as_calamine_reads_it() {
+        // Closed by the other cell name, past a note.
+        let odd = r#"<table:table-row table:number-rows-repeated="1000"><table:table-cell office:value-type="string" table:number-columns-repeated="100"><office:annotation><text:p>n</text:p></office:annotation><text:p>x</text:p></table:covered-table-cell></table:table-row>"#;
+        assert_eq!(cells(&table(odd)), 100_000);
+        // A note holding a cell's end tag unbalances the document: the XML reader
+        // refuses it (for calamine too).
+        let unbalanced = r#"<table:table-row><table:table-cell office:value-type="string"><office:annotation><text:p></table:table-cell></text:p></office:annotation></table:table-cell></table:table-row>"#;
+        assert_eq!(tally(&table(unbalanced)), None);
+        // Text is counted with its repeats: `text:s` spaces, once a column and a row.
+        let spaces = r#"<table:table-row table:number-rows-repeated="9"><table:table-cell office:value-type="string" table:number-columns-repeated="10"><text:p><text:s text:c="1000000"/></text:p></table:table-cell></table:table-row>"#;
+        assert_eq!(tally(&table(spaces)).unwrap().text, 1_000_000 * 10 * 10);
+    }
+
+    #[test]
+    fn where_calamine_would_fail_or_never_end_nothing_is_counted() {
+        for broken in [
+            r#"<table:table table:name="S"><table:table-row>"#.to_owned(),
+            format!(r#"<table:table table:name="S"><table:table-row>{VALUE}</table:table-row>"#),
+            table(
+                r#"<table:table-row><table:table-cell office:value-type="string"><office:annotation>"#,
+            ),
+            table("<table:table-row>text</table:table-row>"),
+        ] {
+            assert_eq!(tally(&broken), None, "{broken}");
+        }
     }
 
     #[test]

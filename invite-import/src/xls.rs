@@ -41,6 +41,10 @@ const BOF: u16 = 0x0809;
 const CELLS: [u16; 7] = [0x0006, 0x00D6, 0x00FD, 0x0203, 0x0204, 0x0205, 0x027E];
 /// `MULRK` (2.4.175): cells from the column in bytes 2..4 to the one in the last two.
 const MULRK: u16 = 0x00BD;
+/// `FORMULA` (2.4.127), and `STRING` (2.4.268): a formula's string value, which
+/// calamine places at the last formula's cell, (0, 0) before any.
+const FORMULA: u16 = 0x0006;
+const STRING: u16 = 0x0207;
 
 /// BIFF8's last row and column, plus one.
 const MAX_ROWS: u64 = 65_536;
@@ -123,7 +127,14 @@ fn check_dimensions(stream: &[u8], limits: &ImportLimits) -> Result<(), ImportEr
                 }
                 if let Some(row) = u16_at(0) {
                     sheet.cells(row, first.min(last), last);
+                    if kind == FORMULA && sheet.counting() {
+                        sheet.formula_at = (row, first);
+                    }
                 }
+            }
+            if kind == STRING {
+                let (row, column) = sheet.formula_at;
+                sheet.cells(row, column, column);
             }
             sheet.record(kind);
         }
@@ -153,6 +164,8 @@ struct Sheet {
     declared: u64,
     /// First and last row, first and last column of the cells seen.
     bounds: Option<(u16, u16, u16, u16)>,
+    /// Where calamine puts a `STRING` record's cell: the last formula's.
+    formula_at: (u16, u16),
 }
 
 impl Sheet {
@@ -395,6 +408,22 @@ mod tests {
         let error = check_dimensions(&stream_with_sheet(&declared), &limits(19_999)).unwrap_err();
         assert!(
             matches!(error, ImportError::TooManyCells { cells: 20_000, .. }),
+            "{error:?}"
+        );
+        // A formula's string value before any formula is a cell at (0, 0).
+        let string = [
+            (STRING, vec![1, 0, 0, b'x']),
+            (0x0203, number_at(65_535, 255)),
+        ];
+        let error = check_dimensions(&stream_with_sheet(&string), &limits(2_000_000)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::TooManyCells {
+                    cells: 16_777_216,
+                    ..
+                }
+            ),
             "{error:?}"
         );
         // A chart's substream nested in the sheet does not end it: cells after it count.
