@@ -833,7 +833,7 @@ async fn a_bounce_that_cannot_own_the_suppression_records_nothing() {
     assert_eq!(after.status, invitation.status, "nothing recorded");
     let stored = w
         .service
-        .suppressed(&w.admin, &w.tenant, &[invitation.email.clone()])
+        .suppressed(&w.admin, &w.tenant, std::slice::from_ref(&invitation.email))
         .await
         .unwrap();
     assert_eq!(stored, [other(3)], "the last writer's entry stands");
