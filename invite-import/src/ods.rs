@@ -33,6 +33,10 @@ pub(crate) fn check_cells(bytes: &[u8], limits: &ImportLimits) -> Result<(), Imp
     let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
         return Ok(());
     };
+    if encrypted(&mut archive) {
+        // Its content is ciphertext: calamine refuses it (a password), which says more.
+        return Ok(());
+    }
     let Ok(entry) = archive.by_name("content.xml") else {
         return Ok(());
     };
@@ -61,6 +65,20 @@ pub(crate) fn check_cells(bytes: &[u8], limits: &ImportLimits) -> Result<(), Imp
         });
     }
     Ok(())
+}
+
+/// Whether the manifest says the package's parts are encrypted (a password).
+fn encrypted<R: std::io::Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>) -> bool {
+    use std::io::Read;
+    let Ok(manifest) = archive.by_name("META-INF/manifest.xml") else {
+        return false;
+    };
+    let mut text = Vec::new();
+    // A manifest lists the parts: far under a mebibyte.
+    if manifest.take(1 << 20).read_to_end(&mut text).is_err() {
+        return false;
+    }
+    memchr::memmem::find(&text, b"encryption-data").is_some()
 }
 
 /// What calamine would build for the tables of `content.xml`.
@@ -131,10 +149,12 @@ fn table<R: BufRead>(reader: &mut Reader<R>) -> Option<Tally> {
                 written = written.saturating_add(row.columns);
                 // Both stages copy the row's text: once, then once a repetition.
                 text = text.saturating_add(row.text.saturating_mul(repeats.saturating_add(1)));
-                if row.columns > 0 {
+                // Blank cells written before a later blank one are empty to
+                // `get_range`: only a row with a value is laid out, up to its last.
+                if row.valued_end > 0 {
                     first_valued.get_or_insert(rows);
                     last_valued_end = rows + repeats;
-                    width = width.max(row.columns);
+                    width = width.max(row.valued_end);
                 }
                 rows += repeats;
             }
@@ -155,7 +175,10 @@ fn table<R: BufRead>(reader: &mut Reader<R>) -> Option<Tally> {
 /// What calamine writes for one row element: its columns, and the bytes of text.
 #[derive(Debug, Default)]
 struct Row {
+    /// Columns written, blank ones included.
     columns: u64,
+    /// Columns up to the last valued one: what the row is laid out as.
+    valued_end: u64,
     text: u64,
 }
 
@@ -196,6 +219,7 @@ fn row<R: BufRead>(reader: &mut Reader<R>) -> Option<Row> {
                 if valued {
                     let written = repeats.min(MAX_COLUMNS - row.columns);
                     row.columns += written;
+                    row.valued_end = row.columns;
                     row.text = row.text.saturating_add(text.saturating_mul(written));
                 } else {
                     blank = repeats.min(MAX_COLUMNS);
@@ -291,11 +315,14 @@ fn content<R: BufRead>(reader: &mut Reader<R>) -> Option<u64> {
                 first_paragraph = false;
             }
             Ok(Event::Start(e)) if e.name().as_ref() == "text:s" => {
+                // calamine parses a signed count; a negative one writes nothing.
                 let spaces = match raw_attr(&e, "text:c") {
                     Some(value) => quick_xml::escape::unescape(value.ok()?)
                         .ok()?
-                        .parse::<u64>()
-                        .ok()?,
+                        .parse::<i64>()
+                        .ok()?
+                        .max(0)
+                        .unsigned_abs(),
                     None => 1,
                 };
                 text = text.saturating_add(spaces);
@@ -445,6 +472,26 @@ mod tests {
             r#"<table:table-row x:number-rows-repeated="1" table:number-rows-repeated="1000">{VALUE}</table:table-row>"#
         );
         assert_eq!(cells(&table(&decoy)), 1000);
+    }
+
+    #[test]
+    fn blank_cells_written_after_the_last_value_lay_nothing_out() {
+        // LibreOffice's tail when whole columns are styled: blank cells followed by
+        // another blank one are written (as empty cells) but lay out no row.
+        let tail = r#"<table:table-row table:number-rows-repeated="1048570"><table:table-cell table:number-columns-repeated="2"/><table:table-cell table:style-name="ce2"/><table:table-cell table:number-columns-repeated="1021"/></table:table-row>"#;
+        let styled = format!(
+            r#"<table:table-row table:number-rows-repeated="5">{VALUE}<table:table-cell table:number-columns-repeated="1020"/><table:table-cell table:style-name="ce2"/></table:table-row>"#
+        );
+        let tally = tally(&table(&format!("{styled}{tail}"))).expect("read");
+        // Five rows one column wide; the first stage's 1,021 written cells a row
+        // element and the tail's 3 are larger.
+        assert_eq!(tally.cells, 1 + 1020 + 3);
+    }
+
+    #[test]
+    fn negative_space_counts_write_nothing() {
+        let cell = r#"<table:table-row><table:table-cell office:value-type="string"><text:p>a<text:s text:c="-1"/></text:p></table:table-cell></table:table-row>"#;
+        assert_eq!(tally(&table(cell)).expect("read").text, 2);
     }
 
     #[test]

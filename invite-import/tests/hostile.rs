@@ -411,3 +411,32 @@ fn ods_repeats_are_counted_before_the_workbook_is_read() {
     let report = import(&ods(&addresses), FileHint::FileName("ok.ods"), &options()).unwrap();
     assert_eq!(report.summary.valid, 1);
 }
+
+/// A password-protected .ods (its parts encrypted, the manifest says so) is refused as
+/// encrypted, not as damaged: the content is not walked before the spreadsheet reader
+/// sees the manifest.
+#[test]
+fn password_protected_ods_is_encrypted_not_corrupt() {
+    let manifest = r#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml" manifest:size="1200"><manifest:encryption-data manifest:checksum-type="SHA1/1K" manifest:checksum="x"><manifest:algorithm manifest:algorithm-name="Blowfish CFB" manifest:initialisation-vector="x"/><manifest:key-derivation manifest:key-derivation-name="PBKDF2" manifest:iteration-count="1024" manifest:salt="x"/></manifest:encryption-data></manifest:file-entry></manifest:manifest>"#;
+    let ciphertext: Vec<u8> = (0..1200u32)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[2])
+        .collect();
+    let bytes = zip_with(&[
+        (
+            "mimetype",
+            b"application/vnd.oasis.opendocument.spreadsheet".to_vec(),
+        ),
+        ("META-INF/manifest.xml", manifest.as_bytes().to_vec()),
+        ("content.xml", ciphertext),
+    ]);
+    let error = import(&bytes, FileHint::FileName("secret.ods"), &options()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::Encrypted {
+                format: Format::Ods
+            }
+        ),
+        "{error:?}"
+    );
+}
