@@ -464,7 +464,7 @@ fn cut_points(body: &[u8], from: usize, parts: usize) -> Vec<usize> {
 /// Reads the body from `from` (where `main` stands, at a record) on up to
 /// `threads` threads: the body is cut into parts at guessed record starts
 /// ([`cut_points`]); each other thread reads its part with its own reader and
-/// validates it into a [`Chunk`]; this thread reads the first part into `sink`.
+/// validates it into a [`Chunk`](crate::validate::Chunk); this thread reads the first part into `sink`.
 ///
 /// The chunks are appended in order only when every cut proved to be a record
 /// start (the part before it stopped exactly there), no part failed (an

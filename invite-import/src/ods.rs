@@ -10,10 +10,18 @@
 //!
 //! So `content.xml` is read here first, with the XML reader calamine uses, configured
 //! as calamine configures it, and walked the way calamine walks it (the same element
-//! and attribute names, the same parsing of the repeat counts), counting instead of
-//! building. The count is the second stage's cells, an upper bound of the first's:
-//! every valued row lies inside its table's laid-out span and no wider than it. Past
-//! [`ImportLimits::max_cells`], the file is refused before calamine opens it.
+//! and attribute names, the same parsing of the repeat counts, a string cell's content
+//! read as calamine reads it), counting instead of building:
+//!
+//! - the cells of the larger of the two stages, against [`ImportLimits::max_cells`]
+//!   (the first is usually the smaller, but a row element repeated zero times, or past
+//!   the row cap, is written and never laid out);
+//! - the bytes of text both stages copy (string values, formulas, `text:s` spaces),
+//!   every repeat expanded, against [`ImportLimits::max_uncompressed_bytes`].
+//!
+//! Past either, the file is refused before calamine opens it; so is content calamine
+//! cannot read, or would read forever (it loops at the end of a file that ends inside
+//! a table or a note). An encrypted package is left to calamine, which says so.
 
 use std::io::{BufRead, BufReader, Cursor};
 
@@ -26,9 +34,9 @@ use crate::{Format, ImportError, ImportLimits};
 const MAX_ROWS: u64 = 1_048_576;
 const MAX_COLUMNS: u64 = 16_384;
 
-/// Refuses an .ods whose tables calamine would lay out in more than
-/// [`ImportLimits::max_cells`] cells. What this cannot read is left to calamine, which
-/// refuses it as well: the count stops where calamine's reading would fail.
+/// Refuses an .ods that calamine would build past the limits, or whose content it
+/// would fail on or never finish reading (see the module docs). A file that is not a
+/// zip, or has no `content.xml`, is left to calamine, which reports it.
 pub(crate) fn check_cells(bytes: &[u8], limits: &ImportLimits) -> Result<(), ImportError> {
     let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
         return Ok(());
