@@ -776,11 +776,7 @@ impl Store for MemoryStore {
         current: &Suppression,
         new: &Suppression,
     ) -> Result<bool, StoreError> {
-        if new.tenant != current.tenant || new.email.key() != current.email.key() {
-            return Err(StoreError::Conflict(
-                "a suppression can only be replaced by one of the same address".into(),
-            ));
-        }
+        current.check_replaceable_by(new)?;
         let key = (current.tenant.clone(), current.email.key().to_owned());
         let mut state = self.lock();
         match state.suppressions.get_mut(&key) {

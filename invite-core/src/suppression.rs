@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{EmailAddress, TenantId};
+use crate::{EmailAddress, StoreError, TenantId};
 
 /// One suppressed address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,23 @@ pub struct Suppression {
     pub reason: String,
     /// When it was suppressed (or last re-suppressed).
     pub at: OffsetDateTime,
+}
+
+impl Suppression {
+    /// For [`Store::replace_suppression_if_same`](crate::Store::replace_suppression_if_same):
+    /// an entry is only replaced by one of the same tenant and case-folded address.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] for another tenant's or another address's entry.
+    pub fn check_replaceable_by(&self, new: &Self) -> Result<(), StoreError> {
+        if new.tenant != self.tenant || new.email.key() != self.email.key() {
+            return Err(StoreError::Conflict(
+                "a suppression can only be replaced by one of the same address".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why a provider could not deliver an email, as far as the address is concerned: it

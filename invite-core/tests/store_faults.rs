@@ -359,6 +359,20 @@ impl World {
             .await
     }
 
+    /// An invitation to ann@x.com, its email sent: its id, that email's outbox entry,
+    /// and the invitation as stored.
+    async fn sent_to_ann(&self) -> (InvitationId, OutboxId, Invitation) {
+        let id = self.invite("ann@x.com").await;
+        assert_eq!(self.service.dispatch_due(100).await.unwrap().sent, 1);
+        let first = self.outbox(id).await[0].id;
+        let invitation = self
+            .service
+            .get(&self.admin, &self.tenant, id)
+            .await
+            .unwrap();
+        (id, first, invitation)
+    }
+
     async fn outbox(&self, id: InvitationId) -> Vec<OutboxEntry> {
         self.service
             .outbox(&self.admin, &self.tenant, id)
@@ -636,10 +650,7 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
         Other::JustBeforeTheTakeBack,
     ] {
         let w = world();
-        let id = w.invite("ann@x.com").await;
-        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
-        let first = w.outbox(id).await[0].id;
-        let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+        let (id, first, invitation) = w.sent_to_ann().await;
         let earlier = Suppression {
             tenant: w.tenant.clone(),
             email: invitation.email.clone(),
@@ -698,10 +709,7 @@ async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back(
         for take_back_inside in [false, true] {
             let case = format!("failed already {failed_already}, inside {take_back_inside}");
             let w = world();
-            let id = w.invite("ann@x.com").await;
-            assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
-            let first = w.outbox(id).await[0].id;
-            let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+            let (id, first, invitation) = w.sent_to_ann().await;
             let other = Suppression {
                 tenant: w.tenant.clone(),
                 email: invitation.email.clone(),
@@ -759,10 +767,7 @@ async fn a_standing_bounce_stays_suppressed_when_the_one_it_found_is_taken_back(
 async fn a_bounce_superseded_after_writing_over_a_suppression_puts_it_back() {
     for lift in [true, false] {
         let w = world();
-        let id = w.invite("ann@x.com").await;
-        assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
-        let first = w.outbox(id).await[0].id;
-        let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+        let (id, first, invitation) = w.sent_to_ann().await;
         let other = Suppression {
             tenant: w.tenant.clone(),
             email: invitation.email.clone(),
@@ -808,10 +813,7 @@ async fn a_bounce_superseded_after_writing_over_a_suppression_puts_it_back() {
 #[tokio::test]
 async fn a_bounce_that_cannot_own_the_suppression_records_nothing() {
     let w = world();
-    let id = w.invite("ann@x.com").await;
-    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
-    let first = w.outbox(id).await[0].id;
-    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    let (id, first, invitation) = w.sent_to_ann().await;
     let other = |n: i64| Suppression {
         tenant: w.tenant.clone(),
         email: invitation.email.clone(),

@@ -34,6 +34,8 @@ mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod prefix;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod retry;
 mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod spread;

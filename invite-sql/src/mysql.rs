@@ -39,6 +39,7 @@ use crate::filter;
 use crate::group_links;
 use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
+use crate::retry::{Failure, MAX_ATTEMPTS, retrying};
 use crate::rows::{
     self, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS, InvitationCols, OUTBOX_COLUMN_COUNT,
     OUTBOX_COLUMNS, OutboxCols, micros, push_invitation_row, span_micros,
@@ -50,10 +51,6 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
 
 /// The protocol's limit on bound parameters per statement (a 16-bit count).
 const MAX_BINDS: usize = 65_535;
-
-/// How many times a transaction that lost a race (deadlock victim, or the open-key
-/// race of a bulk create) runs before its error is answered.
-const MAX_ATTEMPTS: u32 = 5;
 
 // Keyed text columns are VARBINARY (byte-exact, NO PAD; see the first migration) and
 // read back as text. The aliases keep the names `rows.rs` maps by; ORDER BY clauses
@@ -90,63 +87,6 @@ const MYSQL_ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE email = VALUES(email)
 pub struct MySqlStore {
     pool: MySqlPool,
     prefix: TablePrefix,
-}
-
-/// Why one attempt at a transaction failed: the database said no (maybe a lost race,
-/// worth another attempt), or the answer is already decided.
-#[derive(Debug)]
-enum Failure {
-    Sql(sqlx::Error),
-    Store(StoreError),
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Sql(error)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(error: StoreError) -> Self {
-        Self::Store(error)
-    }
-}
-
-impl Failure {
-    fn is_lost_race(&self) -> bool {
-        matches!(self, Self::Sql(e) if is_serialization_failure(e))
-    }
-
-    fn into_store(self) -> StoreError {
-        match self {
-            Self::Sql(e) => from_sqlx(e),
-            Self::Store(e) => e,
-        }
-    }
-
-    /// For accept and join, a race still lost after every attempt means someone else
-    /// took the token or the last use: the operation's condition did not hold.
-    fn lost_race_is_not_found(self) -> StoreError {
-        if self.is_lost_race() {
-            StoreError::NotFound
-        } else {
-            self.into_store()
-        }
-    }
-}
-
-/// Runs `$attempt` (a future of `Result<_, Failure>`) again while it loses a race,
-/// at most [`MAX_ATTEMPTS`] times in all.
-macro_rules! retrying {
-    ($attempt:expr) => {{
-        let mut tries = 1;
-        loop {
-            match $attempt.await {
-                Err(f) if f.is_lost_race() && tries < MAX_ATTEMPTS => tries += 1,
-                done => break done,
-            }
-        }
-    }};
 }
 
 /// Where a spread's next chunk starts: after the entry at (`after_at`, `after_id`) in
@@ -1310,7 +1250,7 @@ impl Store for MySqlStore {
         current: &Suppression,
         new: &Suppression,
     ) -> Result<bool, StoreError> {
-        suppressions::check_same_address(current, new)?;
+        current.check_replaceable_by(new)?;
         let done = suppressions::replace_if_same::<MySql>(&self.prefix, current, new)
             .build()
             .execute(&self.pool)

@@ -38,14 +38,12 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{
-    corrupt, exactly_one, from_sqlx, from_sqlx_conditional, is_serialization_failure,
-    is_unique_violation,
-};
+use crate::error::{corrupt, exactly_one, from_sqlx, from_sqlx_conditional, is_unique_violation};
 use crate::filter;
 use crate::group_links;
 use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
+use crate::retry::{Failure, retrying};
 use crate::rows::{
     self, GROUP_JOIN_COLUMNS, GROUP_LINK_COLUMNS, INVITATION_COLUMN_COUNT, INVITATION_COLUMNS,
     InvitationCols, OUTBOX_COLUMN_COUNT, OUTBOX_COLUMNS, OutboxCols, micros, span_micros,
@@ -209,8 +207,8 @@ impl PostgresStore {
         &self,
         tenant: &TenantId,
         transitions: &[Transition],
-    ) -> Result<TransitionReport, Attempt> {
-        let mut tx = self.begin().await.map_err(Attempt::Failed)?;
+    ) -> Result<TransitionReport, Failure> {
+        let mut tx = self.begin().await?;
         let mut applied = vec![false; transitions.len()];
         for index in lock_order::by_id(transitions) {
             let t = &transitions[index];
@@ -258,18 +256,16 @@ impl PostgresStore {
             .bind(c.email_key)
             .fetch_one(&mut *tx)
             .await
-            .map_err(Attempt::of)?;
+            .map_err(Failure::unique_is_race)?;
             if !written {
                 continue;
             }
             if let Some(entry) = &t.outbox {
-                self.insert_outbox(&mut tx, &[entry])
-                    .await
-                    .map_err(Attempt::Failed)?;
+                self.insert_outbox(&mut tx, &[entry]).await?;
             }
             applied[index] = true;
         }
-        tx.commit().await.map_err(Attempt::of)?;
+        tx.commit().await.map_err(Failure::unique_is_race)?;
         Ok(lock_order::report(transitions, &applied))
     }
 
@@ -653,31 +649,6 @@ impl<'a> OutboxArrays<'a> {
     }
 }
 
-/// How many times `complete_outbox` runs its statement while it loses a race.
-const COMPLETE_ATTEMPTS: u32 = 3;
-
-/// How many times `record_transitions` runs its transaction while it loses a race.
-const RECORD_ATTEMPTS: u32 = 3;
-
-/// How one attempt of a transaction ended, when not done: a race lost (a unique
-/// violation, a deadlock, a serialization failure), after which the transaction was
-/// rolled back whole and can run again, or a failure to report.
-#[derive(Debug)]
-enum Attempt {
-    Lost(sqlx::Error),
-    Failed(StoreError),
-}
-
-impl Attempt {
-    fn of(error: sqlx::Error) -> Self {
-        if is_unique_violation(&error) || is_serialization_failure(&error) {
-            Self::Lost(error)
-        } else {
-            Self::Failed(from_sqlx(error))
-        }
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_invitations(
@@ -892,15 +863,7 @@ impl Store for PostgresStore {
         // check sees the other invitation, and that one transition is reported stale
         // while the rest apply, as the contract says. A deadlock victim or
         // serialization failure was rolled back whole too, and is run again alike.
-        let mut tries = 1;
-        loop {
-            match self.try_record(tenant, transitions).await {
-                Err(Attempt::Lost(_)) if tries < RECORD_ATTEMPTS => tries += 1,
-                Err(Attempt::Lost(e)) => return Err(from_sqlx(e)),
-                Err(Attempt::Failed(e)) => return Err(e),
-                Ok(report) => return Ok(report),
-            }
-        }
+        retrying!(self.try_record(tenant, transitions)).map_err(Failure::into_store)
     }
 
     async fn accept(
@@ -1367,9 +1330,8 @@ impl Store for PostgresStore {
         // was rolled back whole, and the statement is fenced on the lease: run it
         // again. Answered `NotFound` at once, a delivery that was sent would count as
         // a lost claim, and be claimed and sent again after the lease.
-        let mut tries = 1;
-        let done: i64 = loop {
-            let attempt = sqlx::query_scalar(self.sql(sql))
+        let done: i64 = retrying!(async {
+            let done = sqlx::query_scalar(self.sql(sql))
                 .bind(state)
                 .bind(next_attempt_at)
                 .bind(error)
@@ -1378,12 +1340,10 @@ impl Store for PostgresStore {
                 .bind(micros(lease_until))
                 .bind(micros(now))
                 .fetch_one(&self.pool)
-                .await;
-            match attempt {
-                Err(e) if is_serialization_failure(&e) && tries < COMPLETE_ATTEMPTS => tries += 1,
-                other => break other.map_err(from_sqlx_conditional)?,
-            }
-        };
+                .await?;
+            Ok::<_, Failure>(done)
+        })
+        .map_err(Failure::lost_race_is_not_found)?;
         if done == 1 {
             Ok(())
         } else {
@@ -1476,7 +1436,7 @@ impl Store for PostgresStore {
         current: &Suppression,
         new: &Suppression,
     ) -> Result<bool, StoreError> {
-        suppressions::check_same_address(current, new)?;
+        current.check_replaceable_by(new)?;
         let done = suppressions::replace_if_same::<Postgres>(&self.prefix, current, new)
             .build()
             .execute(&self.pool)

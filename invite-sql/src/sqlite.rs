@@ -978,7 +978,7 @@ impl Store for SqliteStore {
         current: &Suppression,
         new: &Suppression,
     ) -> Result<bool, StoreError> {
-        suppressions::check_same_address(current, new)?;
+        current.check_replaceable_by(new)?;
         let done = suppressions::replace_if_same::<Sqlite>(&self.prefix, current, new)
             .build()
             .execute(&self.writer)

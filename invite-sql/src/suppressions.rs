@@ -136,19 +136,6 @@ where
     q
 }
 
-/// Refuses a replacement of one address's suppression by another's.
-pub(crate) fn check_same_address(
-    current: &Suppression,
-    new: &Suppression,
-) -> Result<(), invite_core::StoreError> {
-    if new.tenant != current.tenant || new.email.key() != current.email.key() {
-        return Err(invite_core::StoreError::Conflict(
-            "a suppression can only be replaced by one of the same address".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// `DELETE` of `tenant`'s suppression of `key`.
 pub(crate) fn delete<DB>(prefix: &TablePrefix, tenant: &TenantId, key: &str) -> QueryBuilder<DB>
 where

@@ -167,6 +167,25 @@ async fn races_under_repeatable_read_lose_as_not_found() {
     common::join_race(&store, 32, 10).await;
 }
 
+/// Returns once the session named `name` waits for a lock (another session's).
+async fn wait_for_lock(watcher: &mut PgConnection, name: &str) {
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND application_name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut *watcher)
+        .await
+        .expect("watch the store's session");
+        if waiting > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A deadlock the store's own lock order cannot prevent (a host's transaction holds an
 /// outbox entry, then wants its invitation, while a delivery ends) costs the delivery
 /// nothing: the victim, the store's statement (the host's session waits a minute before
@@ -240,21 +259,7 @@ async fn a_deadlock_victim_completes_on_its_next_attempt() {
         }
     });
     // Until the store's statement waits for the host's lock (holding the invitation's).
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND application_name = $1",
-        )
-        .bind(&name)
-        .fetch_one(&mut host)
-        .await
-        .expect("watch the store's session");
-        if waiting > 0 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_lock(&mut host, &name).await;
     sqlx::query("UPDATE invite_invitations SET version = version WHERE id = $1")
         .bind(invitation.id.as_uuid().as_bytes().as_slice())
         .execute(&mut host)
@@ -907,21 +912,7 @@ async fn a_reopen_racing_another_open_of_its_address_is_stale_not_a_failed_batch
         async move { store.record_transitions(&t, &batch).await }
     });
     // Until the store's update waits on the host's open invitation of the address.
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND application_name = $1",
-        )
-        .bind(&name)
-        .fetch_one(&mut host)
-        .await
-        .expect("watch the store's session");
-        if waiting > 0 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_lock(&mut host, &name).await;
     sqlx::query("COMMIT")
         .execute(&mut host)
         .await
