@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use invite_core::{
     ActorId, Delivery, EmailAddress, Invitations, Links, MemoryStore, NewInvitation, Role,
-    StaticPolicy, TenantId,
+    StaticPolicy, Store, TenantId,
 };
 use invite_mail::testing::SmtpSink;
 use invite_mail::{Dispatcher, Previewer, SmtpMailer, Templates};
@@ -39,12 +39,12 @@ fn from() -> invite_mail::Mailbox {
         .expect("a valid sender")
 }
 
-async fn queued_service(mailer: Arc<SmtpMailer>) -> Invitations {
+async fn queued_service(store: Arc<dyn Store>, mailer: Arc<SmtpMailer>) -> Invitations {
     let acme = TenantId::new("acme").expect("tenant");
     let alice = ActorId::new("alice").expect("actor");
     let role = Role::new("contractor").expect("role");
     let service = Invitations::builder(
-        Arc::new(MemoryStore::new()),
+        store,
         mailer,
         Arc::new(StaticPolicy::new([role.clone()]).with_admin(acme.clone(), alice.clone())),
         Links::under("https://app.example.com").expect("links"),
@@ -71,11 +71,16 @@ async fn queued_service(mailer: Arc<SmtpMailer>) -> Invitations {
 
 /// A dispatcher over a fresh store holding `MESSAGES` queued invitations (not timed).
 async fn prepare(sink: SocketAddr, concurrency: usize) -> Dispatcher {
+    prepare_on(Arc::new(MemoryStore::new()), sink, concurrency).await
+}
+
+/// The same over `store`.
+async fn prepare_on(store: Arc<dyn Store>, sink: SocketAddr, concurrency: usize) -> Dispatcher {
     let mailer = Arc::new(
         SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from())
             .with_max_connections(concurrency),
     );
-    let service = queued_service(mailer).await;
+    let service = queued_service(store, mailer).await;
     Dispatcher::new(service)
         .with_concurrency(concurrency)
         .with_batch_size(1000)
@@ -84,15 +89,12 @@ async fn prepare(sink: SocketAddr, concurrency: usize) -> Dispatcher {
 /// Delivers everything queued; returns the time it took.
 async fn dispatch_all(dispatcher: &Dispatcher) -> Duration {
     let start = Instant::now();
-    let mut sent = 0;
-    while sent < MESSAGES {
-        let report = dispatcher.run_once().await.expect("dispatch");
-        assert!(
-            report.errors.is_empty() && report.failed == 0 && report.retrying == 0,
-            "{report:?}"
-        );
-        sent += usize::try_from(report.sent).expect("fits");
-    }
+    let report = dispatcher.drain().await;
+    assert!(
+        report.errors.is_empty() && report.failed == 0 && report.retrying == 0,
+        "{report:?}"
+    );
+    assert_eq!(usize::try_from(report.sent).expect("fits"), MESSAGES);
     start.elapsed()
 }
 
@@ -388,6 +390,91 @@ fn dispatch(c: &mut Criterion) {
     }
     group.finish();
     paired(&runtime, &sink, &message);
+    loops(&runtime, &sink);
+}
+
+/// `INVITE_BENCH_LOOPS=<rounds>`: the dispatcher's two ways through the same backlog,
+/// side by side at each concurrency in `INVITE_BENCH_PAIRED_C` (default `32`):
+/// `run_once` called in a loop (each batch is claimed after the last one's final send)
+/// and `drain` (the next batch is claimed while the last one's final sends go). On the
+/// memory store, or with `DISPATCH_STORE=sqlite` on a SQLite file, where a claim is
+/// real work. Rounds alternate which goes first (rounded up to even); the queueing
+/// is not timed. Off (0) by default.
+fn loops(runtime: &tokio::runtime::Runtime, sink: &Sink) {
+    let rounds: usize = std::env::var("INVITE_BENCH_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if rounds == 0 {
+        return;
+    }
+    let rounds = rounds.next_multiple_of(2);
+    let sqlite = std::env::var("DISPATCH_STORE").as_deref() == Ok("sqlite");
+    let levels = std::env::var("INVITE_BENCH_PAIRED_C").unwrap_or_else(|_| "32".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut files = 0;
+    let mut store = || -> Arc<dyn Store> {
+        if !sqlite {
+            return Arc::new(MemoryStore::new());
+        }
+        files += 1;
+        let path = dir.path().join(format!("dispatch{files}.db"));
+        runtime.block_on(async {
+            let store = invite_sql::SqliteStore::open(&path).await.expect("sqlite");
+            store.migrate().await.expect("migrate");
+            Arc::new(store) as Arc<dyn Store>
+        })
+    };
+    for concurrency in levels
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
+        let (mut once_total, mut drain_total) = (Duration::ZERO, Duration::ZERO);
+        let mut ratios = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let mut time = |drain: bool| {
+                let dispatcher = runtime.block_on(prepare_on(store(), sink.addr(), concurrency));
+                runtime.block_on(async {
+                    let start = Instant::now();
+                    let mut sent = 0;
+                    while sent < MESSAGES {
+                        let report = if drain {
+                            dispatcher.drain().await
+                        } else {
+                            dispatcher.run_once().await.expect("dispatch")
+                        };
+                        assert!(report.errors.is_empty() && report.failed == 0, "{report:?}");
+                        sent += usize::try_from(report.sent).expect("fits");
+                    }
+                    start.elapsed()
+                })
+            };
+            let (once, drain) = if round % 2 == 0 {
+                let once = time(false);
+                (once, time(true))
+            } else {
+                let drain = time(true);
+                (time(false), drain)
+            };
+            once_total += once;
+            drain_total += drain;
+            ratios.push(once.as_secs_f64() / drain.as_secs_f64());
+        }
+        let rate = |total: Duration| (rounds * MESSAGES) as f64 / total.as_secs_f64() / 1000.0;
+        eprintln!(
+            "loops c{concurrency} on {}, {rounds} rounds: run_once loop {:.1} k/s, drain {:.1} k/s, \
+             drain / run_once {:.2} (rounds: {})",
+            if sqlite { "sqlite" } else { "memory" },
+            rate(once_total),
+            rate(drain_total),
+            once_total.as_secs_f64() / drain_total.as_secs_f64(),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 }
 
 /// `INVITE_BENCH_PAIRED=<rounds>`: after the criterion group, that many rounds per

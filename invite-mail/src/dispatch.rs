@@ -7,6 +7,18 @@
 //! records sent, retry with backoff and jitter, or delivery failed. The dispatcher adds
 //! the *when* and *how many at once*.
 //!
+//! # Batches without pauses
+//!
+//! [`Dispatcher::run`] (a loop until shutdown), [`Dispatcher::drain`] (until nothing is
+//! due) and [`Dispatcher::run_once`] (one batch) share one engine: the calling task
+//! claims and books batches, and up to `concurrency` worker tasks take the booked claims
+//! from one queue in send-time order. In `run` and `drain` the next batch is claimed
+//! as soon as fewer than `concurrency` claims are left in the queue (under rate limits,
+//! also not before the last booked send time, or the new claims would be booked past
+//! the horizon and handed straight back), so the store's claim overlaps the previous
+//! batch's last sends instead of leaving the senders idle, and concurrency stays bounded
+//! across batches. A host calling `run_once` in a loop gets the pause back.
+//!
 //! # Crash safety
 //!
 //! A claim is a lease in the store. A dispatcher that dies between claim and send
@@ -237,7 +249,8 @@ impl Throttle {
     }
 }
 
-/// What one [`Dispatcher::run_once`] pass did.
+/// What a [`Dispatcher::run_once`] pass, a [`drain`](Dispatcher::drain) or a
+/// [`run`](Dispatcher::run) did.
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct DispatchReport {
@@ -335,7 +348,7 @@ pub struct Dispatcher {
     global_rate: Option<Rate>,
     throttle: Arc<Mutex<Throttle>>,
     /// The same limits, on the instants messages actually go (`None` without limits):
-    /// see the worker loop in [`run_once`](Self::run_once).
+    /// see [`work`].
     sending: Option<Arc<Mutex<Throttle>>>,
     on_error: Option<ErrorHook>,
 }
@@ -461,26 +474,191 @@ impl Dispatcher {
     ///
     /// Let the pass finish: dropping this future aborts the sends in flight, whose
     /// claims then wait for their leases to end, and one whose message the relay had
-    /// already taken is sent again by the next claimer. [`run`](Self::run) never drops
-    /// a pass; its shutdown waits for the pass in progress.
+    /// already taken is sent again by the next claimer. [`run`](Self::run) and
+    /// [`drain`](Self::drain) never drop a delivery; their shutdown waits for the
+    /// claims already made.
     pub async fn run_once(&self) -> Result<DispatchReport, StoreError> {
-        let claims = self.service.claim_due(self.claim_limit()).await?;
+        self.pump(Until::OneClaim, std::future::pending()).await
+    }
+
+    /// Delivers everything due: claims batch after batch until a claim comes back
+    /// short of a full batch, and returns when every claimed entry is done. For hosts
+    /// that run the outbox from their own scheduler (a cron job, a queue worker) and
+    /// want it emptied, not one batch of it.
+    ///
+    /// Unlike calling [`run_once`](Self::run_once) in a loop, the sends do not pause
+    /// between batches: the next batch is claimed while the last claims of the one
+    /// before are still going out (see [`run`](Self::run)). Store errors, including a
+    /// failed claim (which ends the drain), are in [`DispatchReport::errors`] and go to
+    /// the [error hook](Self::with_error_hook).
+    pub async fn drain(&self) -> DispatchReport {
+        self.pump(Until::NothingDue, std::future::pending())
+            .await
+            .unwrap_or_else(|e| DispatchReport {
+                errors: vec![e],
+                ..DispatchReport::default()
+            })
+    }
+
+    /// Runs until `shutdown` completes, then returns the totals.
+    ///
+    /// Batches follow each other without a pause: the next is claimed as soon as
+    /// fewer than [`with_concurrency`](Self::with_concurrency) claims are left waiting
+    /// for a free sender (and, under rate limits, once the last claim's send time has
+    /// come), so the store's claim overlaps the previous batch's last sends, and at
+    /// most that many sends run at once across batches. After a claim that came back
+    /// short the loop waits for the poll interval before claiming again (waking early
+    /// on shutdown). Shutdown is graceful: nothing new is claimed, and the claims
+    /// already made are delivered (at most [`with_max_wait`](Self::with_max_wait) plus
+    /// the sends ahead of them). Store errors go to the error hook as they happen; a
+    /// failed claim is retried after a poll interval.
+    ///
+    /// `shutdown` is any future: `tokio::signal::ctrl_c()`, a oneshot receiver, a
+    /// cancellation token's `cancelled()`.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> DispatchReport {
+        // Only a one-claim pump fails; this one keeps every error in its report.
+        self.pump(Until::Shutdown, shutdown)
+            .await
+            .unwrap_or_else(|e| DispatchReport {
+                errors: vec![e],
+                ..DispatchReport::default()
+            })
+    }
+
+    /// The one delivery loop behind [`run_once`](Self::run_once),
+    /// [`drain`](Self::drain) and [`run`](Self::run): this task claims and books
+    /// (the feeder), up to `concurrency` worker tasks take the booked claims from one
+    /// [`Feed`] in send-time order and deliver them.
+    async fn pump(
+        &self,
+        until: Until,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<DispatchReport, StoreError> {
+        let mut shutdown = std::pin::pin!(shutdown.fuse());
+        let hook = match until {
+            // `run_once` reports its errors; it never called the hook.
+            Until::OneClaim => None,
+            Until::NothingDue | Until::Shutdown => self.on_error.clone(),
+        };
+        let report_error = |total: &mut DispatchReport, e: StoreError| {
+            if let Some(hook) = &hook {
+                hook(&e);
+            }
+            total.errors.push(e);
+        };
+        let feed = Arc::new(Feed::default());
+        let mut workers = JoinSet::new();
+        let mut queued_in_all = 0;
+        let mut total = DispatchReport::default();
+        loop {
+            if (&mut shutdown).now_or_never().is_some() {
+                break;
+            }
+            let plan = match self.plan().await {
+                Ok(plan) => plan,
+                Err(e) if until == Until::OneClaim => return Err(e),
+                Err(e) => {
+                    report_error(&mut total, e);
+                    if until == Until::NothingDue
+                        || !before(&mut shutdown, tokio::time::sleep(self.poll_interval)).await
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Plan {
+                report,
+                scheduled,
+                spread,
+                full,
+            } = plan;
+            let last_send = scheduled.last().map(|(at, _)| *at);
+            for e in report.errors {
+                report_error(&mut total, e);
+            }
+            total.add(DispatchReport {
+                errors: Vec::new(),
+                ..report
+            });
+            queued_in_all += scheduled.len();
+            feed.push(scheduled);
+            while workers.len() < self.concurrency.min(queued_in_all) {
+                workers.spawn(work(
+                    feed.clone(),
+                    self.service.clone(),
+                    self.clock.clone(),
+                    self.sending.clone(),
+                    hook.clone(),
+                    self.concurrency,
+                ));
+            }
+            // While the workers send: the spread moves only entries nobody holds.
+            if let Some(spread) = spread {
+                let (moved, errors) = self.spread(spread).await;
+                total.spread += moved;
+                for e in errors {
+                    report_error(&mut total, e);
+                }
+            }
+            match until {
+                Until::OneClaim => break,
+                Until::NothingDue if !full => break,
+                Until::Shutdown if !full => {
+                    if !before(&mut shutdown, tokio::time::sleep(self.poll_interval)).await {
+                        break;
+                    }
+                }
+                Until::NothingDue | Until::Shutdown => {}
+            }
+            // The next claim: once the workers are about to run out of claims, and not
+            // before the last of these is due (under rate limits, claiming earlier would
+            // only book slots past the horizon and hand the claims straight back).
+            if !before(&mut shutdown, feed.room(self.concurrency)).await {
+                break;
+            }
+            if let Some(at) = last_send
+                && !before(&mut shutdown, sleep_until(&*self.clock, at)).await
+            {
+                break;
+            }
+        }
+        feed.close();
+        while let Some(done) = workers.join_next().await {
+            match done {
+                Ok(worker) => total.add(worker),
+                Err(e) => report_error(&mut total, StoreError::backend(e)),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Claims up to a batch of due entries, books a send time for each (tenants
+    /// interleaved in claim order) and hands back those booked too far ahead.
+    async fn plan(&self) -> Result<Plan, StoreError> {
+        let limit = self.claim_limit();
+        let claims = self.service.claim_due(limit).await?;
         let mut report = DispatchReport {
             claimed: u32::try_from(claims.len()).unwrap_or(u32::MAX),
             ..DispatchReport::default()
         };
+        let full = report.claimed >= limit;
         if claims.is_empty() {
-            return Ok(report);
+            return Ok(Plan {
+                report,
+                scheduled: Vec::new(),
+                spread: None,
+                full,
+            });
         }
 
-        // Book a send time for each claim, tenants interleaved in claim order.
         let now = self.clock.now();
         let horizon = now + self.max_wait;
         let mut scheduled = Vec::with_capacity(claims.len());
         let mut deferred = Vec::new();
         // Tenants whose own rate made a claim of this pass wait, with the last send
         // time this pass gives them (booked or projected for a hand-back), for the
-        // spread below: tracked only when one can follow.
+        // spread: tracked only when one can follow.
         let mut throttled: HashMap<TenantId, OffsetDateTime> = HashMap::new();
         let spread_rate = {
             let mut throttle = lock(&self.throttle);
@@ -488,9 +666,7 @@ impl Dispatcher {
             // its start (but those other claimers hold, which cannot move anyway), so a
             // spread could move nothing and would only cost a store write per throttled
             // tenant in front of this pass's sends.
-            let spread_rate = throttle
-                .tenant_rate
-                .filter(|_| report.claimed >= self.claim_limit());
+            let spread_rate = throttle.tenant_rate.filter(|_| full);
             throttle.prune(now);
             if let Some(sending) = &self.sending {
                 lock(sending).prune(now);
@@ -537,81 +713,44 @@ impl Dispatcher {
                 Err(e) => report.errors.push(e),
             }
         }
+        Ok(Plan {
+            report,
+            scheduled,
+            spread: spread_rate.map(|rate| Spread {
+                rate,
+                now,
+                throttled,
+            }),
+            full,
+        })
+    }
 
-        // `concurrency` workers take the claims in send-time order from one queue: at
-        // most that many deliveries (or waits for a send time) at once, without a task
-        // spawn and a wake-up of this pass per message.
-        let workers = self.concurrency.min(scheduled.len());
-        let queue = Arc::new(Mutex::new(VecDeque::from(scheduled)));
-        let mut tasks = JoinSet::new();
-        for _ in 0..workers {
-            let queue = queue.clone();
-            let service = self.service.clone();
-            let clock = self.clock.clone();
-            let sending = self.sending.clone();
-            tasks.spawn(async move {
-                let mut report = DispatchReport::default();
-                loop {
-                    let next = lock(&queue).pop_front();
-                    let Some((at, claim)) = next else {
-                        return report;
-                    };
-                    sleep_until(&*clock, at).await;
-                    // The limits again, on the instant it actually goes. Claims are
-                    // booked ahead; after a stall (a relay that hung with sends in
-                    // flight) those booked meanwhile are late, and sending each as a
-                    // worker comes free would put them out together, past the rate.
-                    // On time, this books the same instant and waits for nothing.
-                    if let Some(sending) = &sending {
-                        let go = lock(sending).reserve(&claim.entry.tenant, clock.now());
-                        if go - clock.now() > LATE_TOLERANCE {
-                            sleep_until(&*clock, go).await;
-                        }
-                    }
-                    // A panicking delivery is counted as an error, like a failed task;
-                    // the worker carries on with the next claim.
-                    let outcome = std::panic::AssertUnwindSafe(service.deliver(&claim))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|panic| Err(StoreError::backend(panic_message(&panic))));
-                    tally(&mut report, outcome);
-                }
-            });
-        }
-        // A throttled tenant's due entries this pass did not claim could not go before
-        // its next slot anyway; left due, they would be the next passes' oldest claims
-        // ahead of every other tenant's newer ones. One store call per such tenant
-        // moves them after its last slot, at its rate (whole microseconds, rounded up,
-        // as stores keep instants), where they come due one at a time. While the
-        // workers send: the spread moves only entries nobody holds, so the two touch
-        // different rows, and a large first spread (seconds for 100,000 entries on a
-        // SQL store) does not hold this pass's sends back.
-        if let Some(rate) = spread_rate {
-            let ns = rate.interval.whole_nanoseconds().max(0);
-            let interval = Duration::microseconds(
-                i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0))
-                    .unwrap_or(i64::MAX),
-            );
-            for (tenant, last) in throttled {
-                match self
-                    .service
-                    .store()
-                    .spread_due_outbox(&tenant, now, last + interval, interval)
-                    .await
-                {
-                    Ok(moved) => report.spread += moved,
-                    Err(e) => report.errors.push(e),
-                }
+    /// A throttled tenant's due entries this pass did not claim could not go before
+    /// its next slot anyway; left due, they would be the next passes' oldest claims
+    /// ahead of every other tenant's newer ones. One store call per such tenant moves
+    /// them after its last slot, at its rate (whole microseconds, rounded up, as stores
+    /// keep instants), where they come due one at a time. Run while the workers send:
+    /// the spread moves only entries nobody holds, so the two touch different rows, and
+    /// a large first spread (seconds for 100,000 entries on a SQL store) does not hold
+    /// the pass's sends back.
+    async fn spread(&self, spread: Spread) -> (u64, Vec<StoreError>) {
+        let ns = spread.rate.interval.whole_nanoseconds().max(0);
+        let interval = Duration::microseconds(
+            i64::try_from(ns.div_euclid(1_000) + i128::from(ns % 1_000 != 0)).unwrap_or(i64::MAX),
+        );
+        let (mut moved, mut errors) = (0, Vec::new());
+        for (tenant, last) in spread.throttled {
+            match self
+                .service
+                .store()
+                .spread_due_outbox(&tenant, spread.now, last + interval, interval)
+                .await
+            {
+                Ok(n) => moved += n,
+                Err(e) => errors.push(e),
             }
         }
-
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(worker) => report.add(worker),
-                Err(e) => report.errors.push(StoreError::backend(e)),
-            }
-        }
-        Ok(report)
+        (moved, errors)
     }
 
     /// Hands a claim back to the outbox for `at`, giving back the attempt it counted.
@@ -638,50 +777,174 @@ impl Dispatcher {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Runs passes until `shutdown` completes, then returns the totals.
-    ///
-    /// A pass that claimed a full batch is followed at once by the next; otherwise the
-    /// loop sleeps for the poll interval (waking early on shutdown). Shutdown is
-    /// graceful: the pass in progress finishes its claimed entries (at most
-    /// [`with_max_wait`](Self::with_max_wait) plus one send), nothing new is claimed.
-    /// Store errors go to the error hook and the loop carries on after a poll interval.
-    ///
-    /// `shutdown` is any future: `tokio::signal::ctrl_c()`, a oneshot receiver, a
-    /// cancellation token's `cancelled()`.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> DispatchReport {
-        let mut shutdown = std::pin::pin!(shutdown.fuse());
-        let mut total = DispatchReport::default();
+/// Waits for `event`; `false` if `shutdown` came first.
+async fn before(
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+    event: impl Future<Output = ()>,
+) -> bool {
+    let event = std::pin::pin!(event);
+    matches!(
+        futures::future::select(shutdown, event).await,
+        futures::future::Either::Right(_)
+    )
+}
+
+/// When [`Dispatcher::pump`] stops claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// After one claim ([`Dispatcher::run_once`]).
+    OneClaim,
+    /// After a claim that came back short ([`Dispatcher::drain`]).
+    NothingDue,
+    /// When the shutdown future completes ([`Dispatcher::run`]).
+    Shutdown,
+}
+
+/// One claim, booked.
+struct Plan {
+    /// What claiming and handing back did (`claimed`, `deferred`, `lease_lost`,
+    /// `errors`).
+    report: DispatchReport,
+    /// The claims to deliver, in send-time order.
+    scheduled: Vec<(OffsetDateTime, OutboxClaim)>,
+    /// The backlog move to run while they go, if any.
+    spread: Option<Spread>,
+    /// Whether the claim took a full batch (more may be due).
+    full: bool,
+}
+
+/// Tenants to move the unclaimed backlog of, with the last send time the pass gave
+/// each; see [`Dispatcher::spread`].
+struct Spread {
+    rate: Rate,
+    now: OffsetDateTime,
+    throttled: HashMap<TenantId, OffsetDateTime>,
+}
+
+/// The booked claims waiting for a worker, shared by the feeder and the workers of
+/// one [`Dispatcher::pump`].
+#[derive(Default)]
+struct Feed {
+    state: Mutex<FeedState>,
+    /// Wakes idle workers: claims arrived, or the feed closed.
+    work: tokio::sync::Notify,
+    /// Wakes the feeder: a worker took a claim and few are left.
+    room: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct FeedState {
+    queue: VecDeque<(OffsetDateTime, OutboxClaim)>,
+    /// No more claims will come: workers stop once the queue is empty.
+    closed: bool,
+}
+
+impl Feed {
+    /// Adds a plan's claims (in send-time order) behind those still waiting.
+    fn push(&self, claims: Vec<(OffsetDateTime, OutboxClaim)>) {
+        if claims.is_empty() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        let behind = state
+            .queue
+            .back()
+            .zip(claims.first())
+            .is_some_and(|((last, _), (first, _))| first < last);
+        state.queue.extend(claims);
+        if behind {
+            // A claim booked earlier than one still waiting (the feeder waits for
+            // the last send time before claiming again, so only after a clock
+            // change): keep the queue in send-time order. Stable: equal times keep
+            // their order.
+            state.queue.make_contiguous().sort_by_key(|(at, _)| *at);
+        }
+        drop(state);
+        self.work.notify_waiters();
+    }
+
+    /// Takes the next claim; wakes the feeder when fewer than `low` are left.
+    fn pop(&self, low: usize) -> Option<(OffsetDateTime, OutboxClaim)> {
+        let mut state = lock(&self.state);
+        let next = state.queue.pop_front();
+        if next.is_some() && state.queue.len() < low {
+            self.room.notify_one();
+        }
+        next
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.work.notify_waiters();
+    }
+
+    /// Completes once fewer than `low` claims are waiting.
+    async fn room(&self, low: usize) {
         loop {
-            if (&mut shutdown).now_or_never().is_some() {
-                return total;
+            // Woken by `pop`, whose `notify_one` keeps a permit if this is not yet
+            // waiting.
+            let notified = self.room.notified();
+            if lock(&self.state).queue.len() < low {
+                return;
             }
-            let busy = match self.run_once().await {
-                Ok(report) => {
-                    let busy = report.claimed >= self.claim_limit();
-                    if let Some(hook) = &self.on_error {
-                        report.errors.iter().for_each(|e| hook(e));
-                    }
-                    total.add(report);
-                    busy
-                }
-                Err(e) => {
-                    if let Some(hook) = &self.on_error {
-                        hook(&e);
-                    }
-                    total.errors.push(e);
-                    false
-                }
-            };
-            if !busy {
-                let sleep = std::pin::pin!(tokio::time::sleep(self.poll_interval));
-                if let futures::future::Either::Left(_) =
-                    futures::future::select(&mut shutdown, sleep).await
-                {
-                    return total;
-                }
+            notified.await;
+        }
+    }
+}
+
+/// One worker: delivers claims from `feed` until it is closed and empty.
+async fn work(
+    feed: Arc<Feed>,
+    service: Invitations,
+    clock: Arc<dyn Clock>,
+    sending: Option<Arc<Mutex<Throttle>>>,
+    hook: Option<ErrorHook>,
+    low: usize,
+) -> DispatchReport {
+    let mut report = DispatchReport::default();
+    loop {
+        let Some((at, claim)) = feed.pop(low) else {
+            // Registered before looking again, so a push or close in between wakes it.
+            let notified = feed.work.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !lock(&feed.state).queue.is_empty() {
+                continue;
+            }
+            if feed.is_closed() {
+                return report;
+            }
+            notified.await;
+            continue;
+        };
+        sleep_until(&*clock, at).await;
+        // The limits again, on the instant it actually goes. Claims are booked ahead;
+        // after a stall (a relay that hung with sends in flight) those booked
+        // meanwhile are late, and sending each as a worker comes free would put them
+        // out together, past the rate. On time, this books the same instant and waits
+        // for nothing.
+        if let Some(sending) = &sending {
+            let go = lock(sending).reserve(&claim.entry.tenant, clock.now());
+            if go - clock.now() > LATE_TOLERANCE {
+                sleep_until(&*clock, go).await;
             }
         }
+        // A panicking delivery is counted as an error, like a failed task; the worker
+        // carries on with the next claim.
+        let outcome = std::panic::AssertUnwindSafe(service.deliver(&claim))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(StoreError::backend(panic_message(&panic))));
+        if let (Err(e), Some(hook)) = (&outcome, &hook) {
+            hook(e);
+        }
+        tally(&mut report, outcome);
     }
 }
 
