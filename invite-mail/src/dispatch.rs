@@ -60,15 +60,16 @@
 //! entries come due one at a time at the tenant's rate, interleaving with theirs.
 //! Moving is not an attempt (attempts and errors are untouched) and is counted in
 //! [`DispatchReport::spread`]. It runs while the pass's sends go out (it moves only
-//! entries nobody holds), so a large first spread does not delay them; the next pass
-//! starts when both are done. Only tenant rates do this; the global rate serves
-//! entries in arrival order, which is fair across tenants.
+//! entries nobody holds), so a large first spread does not delay them; the next claim
+//! comes after it. Only tenant rates do this; the global rate serves entries in
+//! arrival order, which is fair across tenants.
 //!
 //! What remains: within one pass, a batch of the big tenant's claims is still ahead
-//! of others' (their entries are claimed by the next pass, after this one's sends,
-//! so at most about [`with_max_wait`](Dispatcher::with_max_wait) later), and while
-//! fewer than a batch of the moved entries are due at a time, each pass is followed by
-//! the poll interval, which slows the big tenant a little below its rate. Entries
+//! of others' (their entries are claimed by a later pass, which waits for the last
+//! send time this one booked, so at most about
+//! [`with_max_wait`](Dispatcher::with_max_wait) later), and while fewer than a batch
+//! of the moved entries are due at a time, each claim is followed by the poll
+//! interval, which slows the big tenant a little below its rate. Entries
 //! queued for a tenant after a pass moved its backlog are due before the moved ones
 //! (the claim is still oldest due first).
 //!
@@ -445,7 +446,10 @@ impl Dispatcher {
         self.throttle = Arc::new(Mutex::new(limits));
     }
 
-    /// Called with each store error the [`run`](Self::run) loop meets (it keeps going).
+    /// Called with each store error [`run`](Self::run) or [`drain`](Self::drain) meets
+    /// (they keep going), as it happens: from the claiming task or from the sending
+    /// tasks, so in no fixed order. A hook that panics is caught and the error still
+    /// counted; it does not stop a sender.
     #[must_use]
     pub fn with_error_hook(mut self, hook: impl Fn(&StoreError) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(hook));
@@ -481,10 +485,16 @@ impl Dispatcher {
         self.pump(Until::OneClaim, std::future::pending()).await
     }
 
-    /// Delivers everything due: claims batch after batch until a claim comes back
-    /// short of a full batch, and returns when every claimed entry is done. For hosts
-    /// that run the outbox from their own scheduler (a cron job, a queue worker) and
-    /// want it emptied, not one batch of it.
+    /// Delivers what is due: claims batch after batch until a claim comes back short
+    /// of a full batch, and returns when every claimed entry is done. For hosts that
+    /// run the outbox from their own scheduler (a cron job, a queue worker) and want
+    /// all of it sent, not one batch of it.
+    ///
+    /// Under rate limits "due" is what the rates let go within
+    /// [`with_max_wait`](Self::with_max_wait): claims booked further ahead are handed
+    /// back for their slot, and a tenant's throttled backlog is moved later (see the
+    /// module docs), so the drain returns with those still queued; the next drain (or
+    /// [`run`](Self::run)) sends them when they come due.
     ///
     /// Unlike calling [`run_once`](Self::run_once) in a loop, the sends do not pause
     /// between batches: the next batch is claimed while the last claims of the one
@@ -541,9 +551,7 @@ impl Dispatcher {
             Until::NothingDue | Until::Shutdown => self.on_error.clone(),
         };
         let report_error = |total: &mut DispatchReport, e: StoreError| {
-            if let Some(hook) = &hook {
-                hook(&e);
-            }
+            call(hook.as_ref(), &e);
             total.errors.push(e);
         };
         let feed = Arc::new(Feed::default());
@@ -612,8 +620,10 @@ impl Dispatcher {
                 Until::NothingDue | Until::Shutdown => {}
             }
             // The next claim: once the workers are about to run out of claims, and not
-            // before the last of these is due (under rate limits, claiming earlier would
-            // only book slots past the horizon and hand the claims straight back).
+            // before the last of these is due (under rate limits, claims of a tenant, or
+            // of any tenant under a global rate, would otherwise be booked behind slots
+            // already taken, past the horizon, and handed straight back). Without rate
+            // limits every claim is booked at its claim's instant: no wait.
             if !before(&mut shutdown, feed.room(self.concurrency)).await {
                 break;
             }
@@ -875,10 +885,6 @@ impl Feed {
         next
     }
 
-    fn is_closed(&self) -> bool {
-        lock(&self.state).closed
-    }
-
     fn close(&self) {
         lock(&self.state).closed = true;
         self.work.notify_waiters();
@@ -914,11 +920,15 @@ async fn work(
             let notified = feed.work.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if !lock(&feed.state).queue.is_empty() {
-                continue;
-            }
-            if feed.is_closed() {
-                return report;
+            {
+                // One look at both: the last push and the close may come between two.
+                let state = lock(&feed.state);
+                if !state.queue.is_empty() {
+                    continue;
+                }
+                if state.closed {
+                    return report;
+                }
             }
             notified.await;
             continue;
@@ -941,8 +951,8 @@ async fn work(
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| Err(StoreError::backend(panic_message(&panic))));
-        if let (Err(e), Some(hook)) = (&outcome, &hook) {
-            hook(e);
+        if let Err(e) = &outcome {
+            call(hook.as_ref(), e);
         }
         tally(&mut report, outcome);
     }
@@ -1005,6 +1015,14 @@ fn tally(report: &mut DispatchReport, done: Result<Delivered, StoreError>) {
         Ok(Delivered::HandedBack) => report.deferred += 1,
         Ok(_) => report.lease_lost += 1,
         Err(e) => report.errors.push(e),
+    }
+}
+
+/// Calls the error hook, if any; a panic in it is the host's bug, and must not take a
+/// sender (or the claiming task, and with it the sends in flight) down.
+fn call(hook: Option<&ErrorHook>, e: &StoreError) {
+    if let Some(hook) = hook {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(e)));
     }
 }
 

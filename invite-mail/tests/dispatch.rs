@@ -358,6 +358,100 @@ async fn a_drain_with_nothing_due_claims_nothing() {
     assert_eq!(mailer.sent().len(), 3);
 }
 
+#[tokio::test]
+async fn a_run_shut_down_while_claims_wait_delivers_them() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let gate = Arc::new(Gate {
+        open: tokio::sync::Semaphore::new(0),
+        waiting: AtomicUsize::new(0),
+        sent: AtomicUsize::new(0),
+    });
+    let w = world(gate.clone(), clock.clone());
+    let ids = invite(&w.service, &acme(), 5).await;
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock)
+        .with_concurrency(1)
+        .with_batch_size(2);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        dispatcher
+            .run(async {
+                stopped.await.ok();
+            })
+            .await
+    });
+    // One send held, one claim waiting for the worker: the feeder waits for room.
+    while gate.waiting.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    stop.send(()).unwrap();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    gate.open.add_permits(5);
+    let total = running.await.unwrap();
+    // Both claims went out; nothing more was claimed.
+    assert_eq!((total.claimed, total.sent), (2, 2), "{total:?}");
+    assert_eq!(gate.sent.load(Ordering::SeqCst), 2);
+    assert_eq!(claimed(&w, &ids).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_claim_is_delivered_when_the_feed_closes_on_a_busy_runtime() {
+    // The last push and the close race an idle worker's look at the queue; a worker
+    // that saw "empty" before the push and "closed" after it would leave claims
+    // unsent. Many short drains with one worker give that window many chances.
+    for _ in 0..200 {
+        let clock = Arc::new(ManualClock::new(T0));
+        let mailer = Arc::new(RecordingMailer::ok());
+        let w = world(mailer.clone(), clock.clone());
+        invite(&w.service, &acme(), 3).await;
+        let report = Dispatcher::new(w.service.clone())
+            .with_clock(clock)
+            .with_concurrency(1)
+            .with_batch_size(2)
+            .drain()
+            .await;
+        assert_eq!((report.claimed, report.sent), (3, 3), "{report:?}");
+        assert_eq!(mailer.sent().len(), 3);
+    }
+}
+
+/// Panics in every send: the worker counts it as an error, and the hook is called.
+#[derive(Debug)]
+struct PanicsInSend;
+
+#[async_trait]
+impl Mailer for PanicsInSend {
+    async fn send(&self, _email: &OutgoingEmail) -> Result<(), MailError> {
+        panic!("the relay library panicked")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_error_hook_does_not_stop_the_senders() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let w = world(Arc::new(PanicsInSend), clock.clone());
+    invite(&w.service, &acme(), 5).await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let dispatcher = Dispatcher::new(w.service.clone())
+        .with_clock(clock)
+        .with_concurrency(1)
+        .with_batch_size(2)
+        .with_error_hook(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            panic!("the host's hook panicked");
+        });
+    // A worker taken down by the hook would leave the feeder waiting for room forever.
+    let report = tokio::time::timeout(std::time::Duration::from_secs(30), dispatcher.drain())
+        .await
+        .expect("the drain ended");
+    assert_eq!(report.claimed, 5, "{report:?}");
+    assert_eq!(report.errors.len(), 5, "{report:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 5);
+}
+
 #[tokio::test(start_paused = true)]
 async fn rates_hold_across_batches_without_handing_claims_back() {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock {
