@@ -916,7 +916,9 @@ impl Invitations {
     /// A bounce that stands leaves the address suppressed under its own reason and time
     /// (the latest bounce's), even if another bounce's suppression, found in place, is
     /// taken back later; a bounce that does not stand leaves an earlier suppression as
-    /// it was.
+    /// it was. On [`Error::Store`] (answer the webhook with an error, so the provider
+    /// retries) the suppression this bounce wrote is taken back, as far as the failing
+    /// store allows: the retry decides again.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -969,10 +971,35 @@ impl Invitations {
         // back (the replaced one put back) if the bounce does not stand, since it may
         // have landed after the admin lifted it for a resend.
         let mut owned: Option<Owned> = None;
+        let recorded = self
+            .record_bounce_owning(tenant, id, outbox, cause, reason, &mut owned)
+            .await;
+        if let Err(Error::Store(_)) = &recorded {
+            // A store call failed after the suppression was written: whether the
+            // bounce stands is unknown, and the provider retries the webhook on this
+            // error. Taken back (best effort: the store is failing) so that a retry
+            // finding the bounce superseded does not leave the address suppressed
+            // with no bounce behind it; a retry finding it standing writes it again.
+            let _ = self.take_back(owned.as_ref()).await;
+        }
+        recorded
+    }
+
+    /// [`record_bounce_of`](Self::record_bounce_of)'s attempts; `owned` is the
+    /// suppression written so far, for the caller to take back on a store error.
+    async fn record_bounce_owning(
+        &self,
+        tenant: &TenantId,
+        id: InvitationId,
+        outbox: OutboxId,
+        cause: BounceCause,
+        reason: &str,
+        owned: &mut Option<Owned>,
+    ) -> Result<Invitation, Error> {
         for _ in 0..BOUNCE_ATTEMPTS {
             let invitation = match self.bounced(tenant, id, outbox).await {
                 Err(Error::Superseded) => {
-                    self.take_back(owned.as_ref()).await?;
+                    self.take_back(owned.take().as_ref()).await?;
                     return Err(Error::Superseded);
                 }
                 other => other?,
@@ -982,7 +1009,7 @@ impl Invitations {
             // also sees the suppression; both stand only if the invitation is still at
             // `seen` after them (nothing superseded the bounce meanwhile).
             if cause.suppresses() && owned.is_none() {
-                owned = self
+                *owned = self
                     .suppress_for_bounce(Suppression {
                         tenant: tenant.clone(),
                         email: invitation.email.clone(),
@@ -1033,7 +1060,7 @@ impl Invitations {
         }
         // Not recorded: the webhook's retry decides again, and may find the bounce
         // superseded and write nothing, so the suppression written here goes too.
-        self.take_back(owned.as_ref()).await?;
+        self.take_back(owned.take().as_ref()).await?;
         Err(Error::Conflict(
             "the invitation kept changing while its bounce was recorded; try again".into(),
         ))

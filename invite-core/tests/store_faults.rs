@@ -620,6 +620,55 @@ async fn a_bounce_that_keeps_losing_its_compare_and_set_leaves_no_suppression() 
     );
 }
 
+/// A store error after the bounce wrote its suppression (here: recording the failed
+/// invitation) takes the suppression back. The provider retries the webhook on the
+/// error: a retry that finds the bounce superseded (the admin resent meanwhile) must
+/// not leave the address suppressed by a bounce that was never recorded, and a retry
+/// that finds it standing suppresses the address again.
+#[tokio::test]
+async fn a_store_error_after_the_suppression_is_written_takes_it_back() {
+    for resent_meanwhile in [false, true] {
+        let w = world();
+        let (id, first, invitation) = w.sent_to_ann().await;
+        let ann = [invitation.email.clone()];
+        w.store
+            .fail("record_transitions", w.store.made("record_transitions") + 1);
+        let result = w.mailbox_bounce(id, first).await;
+        assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
+        assert!(
+            w.service
+                .suppressed(&w.admin, &w.tenant, &ann)
+                .await
+                .unwrap()
+                .is_empty(),
+            "resent meanwhile: {resent_meanwhile}: a bounce not recorded leaves no suppression"
+        );
+        if resent_meanwhile {
+            w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+            let retried = w.mailbox_bounce(id, first).await;
+            assert!(matches!(retried, Err(Error::Superseded)), "{retried:?}");
+            assert!(
+                w.service
+                    .suppressed(&w.admin, &w.tenant, &ann)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        } else {
+            let failed = w.mailbox_bounce(id, first).await.unwrap();
+            assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
+            assert_eq!(
+                w.service
+                    .suppressed(&w.admin, &w.tenant, &ann)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    }
+}
+
 /// Another bounce's suppression of the address, on the inner store.
 fn suppress_now(suppression: Suppression) -> Hook {
     Box::new(move |store: Arc<MemoryStore>| {
