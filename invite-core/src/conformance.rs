@@ -40,8 +40,8 @@ use crate::{
     ActorId, BatchId, CreateReport, DeliveryOutcome, EmailAddress, GroupJoin, GroupLink,
     GroupLinkSettings, Invitation, InvitationFilter, InvitationId, InvitationStatus,
     InvitationWrite, JoinOutcome, LinkToken, NewInvitation, OutboxClaim, OutboxEntry, OutboxId,
-    OutboxState, PageRequest, Role, Store, StoreError, Suppression, TenantId, TokenHash,
-    Transition, UserId,
+    OutboxState, PageRequest, Role, Store, StoreError, SuppressedBy, Suppression, TenantId,
+    TokenHash, Transition, UserId,
 };
 
 /// Runs every check of [`conformance`](crate::conformance) as its own `#[tokio::test]`.
@@ -142,9 +142,8 @@ macro_rules! __store_conformance_list {
             a_taken_over_claim_is_fenced,
             complete_and_transitions_race_without_a_backend_error,
             suppressions_are_upserted_by_case_folded_key,
-            suppress_if_absent_keeps_the_first,
+            entries_of_one_address_stand_side_by_side,
             unsuppress_if_same_lifts_only_that_entry,
-            replace_suppression_if_same_swaps_only_that_entry,
             unsuppress_lifts_one_address,
             suppressions_are_per_tenant,
         }
@@ -4625,6 +4624,15 @@ fn suppression(tenant: &TenantId, address: &str, reason: &str, at: OffsetDateTim
         email: email(address),
         reason: reason.to_owned(),
         at,
+        source: SuppressedBy::Host,
+    }
+}
+
+/// A bounce's own entry, under a fresh mark.
+fn bounce_entry(tenant: &TenantId, address: &str, reason: &str, at: OffsetDateTime) -> Suppression {
+    Suppression {
+        source: SuppressedBy::new_bounce(),
+        ..suppression(tenant, address, reason, at)
     }
 }
 
@@ -4747,175 +4755,97 @@ pub async fn suppressions_are_upserted_by_case_folded_key(store: &dyn Store) {
     );
 }
 
-/// `suppress_if_absent` adds only for an address not suppressed yet (case-folded),
-/// leaving an existing entry as it is; of concurrent calls for one address, exactly
-/// one adds, and the stored entry is that one's.
-pub async fn suppress_if_absent_keeps_the_first(store: &dyn Store) {
-    let fx = Fx::new("suppress_if_absent_keeps_the_first");
-    let t = fx.tenant(0);
-    let first = suppression(&t, "Ann@Example.com", "550 user unknown", T0);
-    assert!(
-        must(store.suppress_if_absent(&first).await, "suppress_if_absent"),
-        "an address not suppressed yet is added"
-    );
-    let again = suppression(&t, "ANN@example.com", "550 mailbox disabled", T0 + us(7));
-    assert!(
-        !must(
-            store.suppress_if_absent(&again).await,
-            "suppress_if_absent (again)"
-        ),
-        "a suppressed address is not added again"
-    );
-    assert_eq!(
-        must(
-            store.suppressed(&t, &["ann@example.com"]).await,
-            "suppressed"
-        ),
-        [first],
-        "the earlier entry must stay as it is"
-    );
-
-    let racers: Vec<Suppression> = (0..8)
-        .map(|n| suppression(&t, "bo@example.com", &format!("bounce {n}"), T0 + us(n)))
-        .collect();
-    let added: Vec<bool> = join_all(racers.iter().map(|s| store.suppress_if_absent(s)))
-        .await
-        .into_iter()
-        .map(|result| must(result, "racing suppress_if_absent"))
-        .collect();
-    let winners: Vec<&Suppression> = racers
-        .iter()
-        .zip(&added)
-        .filter(|(_, added)| **added)
-        .map(|(s, _)| s)
-        .collect();
-    assert_eq!(
-        winners.len(),
-        1,
-        "exactly one of concurrent calls adds: {added:?}"
-    );
-    assert_eq!(
-        must(
-            store.suppressed(&t, &["bo@example.com"]).await,
-            "suppressed"
-        ),
-        [winners[0].clone()],
-        "the stored entry is the one that was added"
-    );
+/// `suppressed` of ann@example.com.
+async fn ann_entry(store: &dyn Store, t: &TenantId) -> Vec<Suppression> {
+    must(
+        store.suppressed(t, &["ann@example.com"]).await,
+        "suppressed",
+    )
 }
 
-/// `replace_suppression_if_same` replaces an address's entry only while it is the one
-/// given (reason and time; the address case-folded), keeps the new entry's address as
-/// written, leaves a lifted address lifted, and refuses another address's entry; of
-/// concurrent replacements of one entry, exactly one happens.
-pub async fn replace_suppression_if_same_swaps_only_that_entry(store: &dyn Store) {
-    let fx = Fx::new("replace_suppression_if_same_swaps_only_that_entry");
+/// Entries of one address from different sources stand side by side: each bounce's
+/// own (8 written at once), and the host's, which `suppress` replaces by source.
+/// `suppressed` answers the latest per address (by time, then by source text),
+/// `unsuppress_if_same` deletes only its own entry, and `unsuppress` lifts them all.
+pub async fn entries_of_one_address_stand_side_by_side(store: &dyn Store) {
+    let fx = Fx::new("entries_of_one_address_stand_side_by_side");
     let t = fx.tenant(0);
-    let stored = suppression(&t, "ann@example.com", "550 user unknown", T0);
-    must(store.suppress(&stored).await, "suppress");
-    let new = suppression(&t, "Ann@Example.com", "550 mailbox disabled", T0 + us(9));
-    for other in [
-        suppression(&t, "ann@example.com", "550 mailbox disabled", T0),
-        suppression(&t, "ann@example.com", "550 user unknown", T0 + us(1)),
-    ] {
-        assert!(
-            !must(
-                store.replace_suppression_if_same(&other, &new).await,
-                "replace_suppression_if_same"
-            ),
-            "another entry's reason or time must not replace {stored:?}: {other:?}"
-        );
+    let host = suppression(&t, "ann@example.com", "550 user unknown", T0);
+    must(store.suppress(&host).await, "suppress (host)");
+    let bounces: Vec<Suppression> = (1..=8)
+        .map(|n| bounce_entry(&t, "Ann@Example.com", &format!("bounce {n}"), T0 + us(n)))
+        .collect();
+    for result in join_all(bounces.iter().map(|b| store.suppress(b))).await {
+        must(result, "racing suppress (bounces)");
     }
     assert_eq!(
-        must(
-            store.suppressed(&t, &["ann@example.com"]).await,
-            "suppressed"
-        ),
-        std::slice::from_ref(&stored)
+        ann_entry(store, &t).await,
+        [bounces[7].clone()],
+        "one per address: the latest entry, its address as written"
     );
-    let other_address = suppression(&t, "bo@example.com", "550 user unknown", T0);
-    assert!(
-        store
-            .replace_suppression_if_same(&stored, &other_address)
-            .await
-            .is_err(),
-        "an entry is only replaced by one of the same address"
-    );
-    let same = suppression(&t, "ANN@example.com", "550 user unknown", T0);
-    assert!(
-        must(
-            store.replace_suppression_if_same(&same, &new).await,
-            "replace_suppression_if_same"
-        ),
-        "the same entry (address case-folded) is replaced"
-    );
-    assert_eq!(
-        must(
-            store.suppressed(&t, &["ann@example.com"]).await,
-            "suppressed"
-        ),
-        std::slice::from_ref(&new),
-        "the new entry, its address as written"
-    );
-    // Put back, as a bounce taken back puts back the entry it replaced.
-    assert!(must(
-        store.replace_suppression_if_same(&new, &stored).await,
-        "replace_suppression_if_same (back)"
-    ));
-    assert_eq!(
-        must(
-            store.suppressed(&t, &["ann@example.com"]).await,
-            "suppressed"
-        ),
-        std::slice::from_ref(&stored)
-    );
-    must(store.unsuppress(&t, "ann@example.com").await, "unsuppress");
+    // Each bounce taken back deletes its own entry only, latest first.
+    for k in (0..8).rev() {
+        assert!(
+            must(
+                store.unsuppress_if_same(&bounces[k]).await,
+                "unsuppress_if_same"
+            ),
+            "bounce {k}'s own entry is deleted"
+        );
+        let expected = if k == 0 { &host } else { &bounces[k - 1] };
+        assert_eq!(
+            ann_entry(store, &t).await,
+            std::slice::from_ref(expected),
+            "after bounce {k}"
+        );
+    }
+    // The host's entry is replaced by the host's next one, not added beside it.
+    let again = suppression(&t, "ANN@example.com", "550 mailbox disabled", T0 + us(20));
+    must(store.suppress(&again).await, "suppress (host again)");
+    assert_eq!(ann_entry(store, &t).await, std::slice::from_ref(&again));
     assert!(
         !must(
-            store.replace_suppression_if_same(&stored, &new).await,
-            "replace_suppression_if_same (lifted)"
+            store.unsuppress_if_same(&host).await,
+            "unsuppress_if_same (replaced)"
         ),
-        "a lifted address stays lifted"
+        "the host's earlier entry was replaced"
     );
-    assert!(
-        must(
-            store.suppressed(&t, &["ann@example.com"]).await,
-            "suppressed"
-        )
-        .is_empty()
-    );
-
-    must(store.suppress(&stored).await, "suppress");
-    let racers: Vec<Suppression> = (0..8)
-        .map(|n| suppression(&t, "ann@example.com", &format!("bounce {n}"), T0 + us(n)))
+    // Equal times: the greater source text is the latest.
+    let tied: Vec<Suppression> = (0..3)
+        .map(|n| bounce_entry(&t, "ann@example.com", &format!("tied {n}"), T0 + us(20)))
         .collect();
-    let replaced: Vec<bool> = join_all(
-        racers
-            .iter()
-            .map(|s| store.replace_suppression_if_same(&stored, s)),
-    )
-    .await
-    .into_iter()
-    .map(|result| must(result, "racing replace_suppression_if_same"))
-    .collect();
-    let winners: Vec<&Suppression> = racers
+    for entry in &tied {
+        must(store.suppress(entry).await, "suppress (tied)");
+    }
+    let greatest = tied
         .iter()
-        .zip(&replaced)
-        .filter(|(_, r)| **r)
-        .map(|(s, _)| s)
-        .collect();
-    assert_eq!(winners.len(), 1, "exactly one replacement: {replaced:?}");
+        .chain([&again])
+        .max_by_key(|e| e.source.to_string())
+        .expect("entries");
     assert_eq!(
-        must(
-            store.suppressed(&t, &["ann@example.com"]).await,
-            "suppressed"
-        ),
-        [winners[0].clone()]
+        ann_entry(store, &t).await,
+        std::slice::from_ref(greatest),
+        "ties: source text"
     );
+    // A lift deletes every entry of the address.
+    must(store.unsuppress(&t, "ann@example.com").await, "unsuppress");
+    assert!(
+        ann_entry(store, &t).await.is_empty(),
+        "lifted: no entry left"
+    );
+    for entry in tied.iter().chain([&again]) {
+        assert!(
+            !must(
+                store.unsuppress_if_same(entry).await,
+                "unsuppress_if_same (lifted)"
+            ),
+            "a lifted entry is gone"
+        );
+    }
 }
 
-/// `unsuppress_if_same` lifts an address's suppression only while the stored entry
-/// has the given reason and time (the address case-folded); anything else stays.
+/// `unsuppress_if_same` deletes an address's entry only while it is stored with the
+/// given source, reason and time (the address case-folded); anything else stays.
 pub async fn unsuppress_if_same_lifts_only_that_entry(store: &dyn Store) {
     let fx = Fx::new("unsuppress_if_same_lifts_only_that_entry");
     let t = fx.tenant(0);
@@ -4925,10 +4855,15 @@ pub async fn unsuppress_if_same_lifts_only_that_entry(store: &dyn Store) {
         suppression(&t, "ann@example.com", "550 mailbox disabled", T0),
         suppression(&t, "ann@example.com", "550 user unknown", T0 + us(1)),
         suppression(&t, "bo@example.com", "550 user unknown", T0),
+        Suppression {
+            source: SuppressedBy::new_bounce(),
+            ..stored.clone()
+        },
     ] {
         assert!(
             !must(store.unsuppress_if_same(&other).await, "unsuppress_if_same"),
-            "another entry's reason, time or address must not lift {stored:?}: {other:?}"
+            "another entry's reason, time, address or source must not lift {stored:?}: \
+             {other:?}"
         );
     }
     assert_eq!(

@@ -133,7 +133,7 @@ pub use store::{
     BoxError, CreateReport, InvitationFilter, InvitationWrite, JoinOutcome, Page, PageRequest,
     Store, StoreError, Transition, TransitionReport,
 };
-pub use suppression::{BounceCause, Suppression};
+pub use suppression::{BounceCause, SuppressedBy, Suppression};
 pub use tenant::{ActorId, InvalidId, MAX_ID_LEN, Role, TenantId, UserId};
 pub use text::{InvalidText, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_REASON_BYTES, TextField};
 pub use token::{LinkToken, MalformedToken, TOKEN_BYTES, TOKEN_LEN, TokenHash};

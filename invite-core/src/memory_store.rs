@@ -34,7 +34,8 @@ struct State {
     outbox: BTreeMap<OutboxId, OutboxEntry>,
     group_links: BTreeMap<(TenantId, Role), GroupLink>,
     joins: Vec<GroupJoin>,
-    suppressions: HashMap<(TenantId, String), Suppression>,
+    /// Each address's entries, one per source.
+    suppressions: HashMap<(TenantId, String), Vec<Suppression>>,
 }
 
 /// How many claimed entries [`Store::claim_due_outbox`] copies out per hold of the lock.
@@ -714,22 +715,13 @@ impl Store for MemoryStore {
             suppression.tenant.clone(),
             suppression.email.key().to_owned(),
         );
-        self.lock().suppressions.insert(key, suppression.clone());
+        let mut state = self.lock();
+        let entries = state.suppressions.entry(key).or_default();
+        match entries.iter_mut().find(|e| e.source == suppression.source) {
+            Some(entry) => *entry = suppression.clone(),
+            None => entries.push(suppression.clone()),
+        }
         Ok(())
-    }
-
-    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
-        let key = (
-            suppression.tenant.clone(),
-            suppression.email.key().to_owned(),
-        );
-        Ok(match self.lock().suppressions.entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(suppression.clone());
-                true
-            }
-        })
     }
 
     async fn suppressed(
@@ -741,6 +733,7 @@ impl Store for MemoryStore {
         let mut found: Vec<Suppression> = keys
             .iter()
             .filter_map(|key| state.suppressions.get(&(tenant.clone(), (*key).to_owned())))
+            .filter_map(|entries| entries.iter().min_by(|a, b| latest_first(a, b)))
             .cloned()
             .collect();
         found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
@@ -762,31 +755,29 @@ impl Store for MemoryStore {
             suppression.email.key().to_owned(),
         );
         let mut state = self.lock();
-        let same = state.suppressions.get(&key).is_some_and(|stored| {
-            stored.reason == suppression.reason && stored.at == suppression.at
-        });
-        if same {
+        let Some(entries) = state.suppressions.get_mut(&key) else {
+            return Ok(false);
+        };
+        let Some(at) = entries.iter().position(|stored| {
+            stored.source == suppression.source
+                && stored.reason == suppression.reason
+                && stored.at == suppression.at
+        }) else {
+            return Ok(false);
+        };
+        entries.swap_remove(at);
+        if entries.is_empty() {
             state.suppressions.remove(&key);
         }
-        Ok(same)
+        Ok(true)
     }
+}
 
-    async fn replace_suppression_if_same(
-        &self,
-        current: &Suppression,
-        new: &Suppression,
-    ) -> Result<bool, StoreError> {
-        current.check_replaceable_by(new)?;
-        let key = (current.tenant.clone(), current.email.key().to_owned());
-        let mut state = self.lock();
-        match state.suppressions.get_mut(&key) {
-            Some(stored) if stored.reason == current.reason && stored.at == current.at => {
-                *stored = new.clone();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
+/// The order of [`Store::suppressed`]'s pick among one address's entries: the latest
+/// time first, then the greatest source text (as the SQL stores order them).
+pub(crate) fn latest_first(a: &Suppression, b: &Suppression) -> std::cmp::Ordering {
+    b.at.cmp(&a.at)
+        .then_with(|| b.source.to_string().cmp(&a.source.to_string()))
 }
 
 #[cfg(test)]

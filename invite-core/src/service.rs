@@ -18,8 +18,8 @@ use crate::{
     Invitation, InvitationFilter, InvitationId, InvitationStatus, InvitationWrite, JoinOutcome,
     JoinRefusal, LinkError, LinkTemplate, LinkToken, MailError, MailKind, Mailer, MessageContext,
     NewInvitation, NoEvents, OutboxClaim, OutboxEntry, OutboxId, OutboxState, OutgoingEmail, Page,
-    PageRequest, PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, Suppression,
-    SystemClock, TenantId, Transition, TransitionError, UserId,
+    PageRequest, PlainComposer, Policy, RetryPolicy, Role, Store, StoreError, SuppressedBy,
+    Suppression, SystemClock, TenantId, Transition, TransitionError, UserId,
 };
 
 /// Where the host's accept and join pages live.
@@ -892,6 +892,7 @@ impl Invitations {
                     email: invitation.email,
                     reason: reason.to_owned(),
                     at: self.clock.now(),
+                    source: SuppressedBy::Host,
                 })
                 .await?;
         }
@@ -913,12 +914,13 @@ impl Invitations {
     /// or suppress the address. An entry that is not this invitation's is
     /// [`Error::NotFound`]. This holds against a resend committed while the bounce is
     /// being recorded too: the write is a compare-and-set on the version the check saw.
-    /// A bounce that stands leaves the address suppressed under its own reason and time
-    /// (the latest bounce's), even if another bounce's suppression, found in place, is
-    /// taken back later; a bounce that does not stand leaves an earlier suppression as
-    /// it was. On [`Error::Store`] (answer the webhook with an error, so the provider
-    /// retries) the suppression this bounce wrote is taken back, as far as the failing
-    /// store allows: the retry decides again.
+    /// A bounce that stands leaves an entry of its own on the suppression list
+    /// ([`SuppressedBy::Bounce`]), written before the invitation is failed; one that
+    /// does not stand deletes that entry and only it, so bounces of one address
+    /// recorded at once never undo each other, and an earlier suppression stays as it
+    /// was. On [`Error::Store`] (answer the webhook with an error, so the provider
+    /// retries) the entry this bounce wrote is deleted, as far as the failing store
+    /// allows: the retry decides again.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -967,26 +969,26 @@ impl Invitations {
         reason: &str,
     ) -> Result<Invitation, Error> {
         let reason = &*reason_text(reason);
-        // This bounce's suppression once written, and the entry it replaced: taken
-        // back (the replaced one put back) if the bounce does not stand, since it may
-        // have landed after the admin lifted it for a resend.
-        let mut owned: Option<Owned> = None;
+        // This bounce's own suppression entry, once written: deleted if the bounce does
+        // not stand, since it may have landed after the admin lifted the address for a
+        // resend.
+        let mut mine: Option<Suppression> = None;
         let recorded = self
-            .record_bounce_owning(tenant, id, outbox, cause, reason, &mut owned)
+            .record_bounce_owning(tenant, id, outbox, cause, reason, &mut mine)
             .await;
         if let Err(Error::Store(_)) = &recorded {
-            // A store call failed after the suppression was written: whether the
-            // bounce stands is unknown, and the provider retries the webhook on this
-            // error. Taken back (best effort: the store is failing) so that a retry
-            // finding the bounce superseded does not leave the address suppressed
-            // with no bounce behind it; a retry finding it standing writes it again.
-            let _ = self.take_back(owned.as_ref()).await;
+            // A store call failed after the entry was written: whether the bounce
+            // stands is unknown, and the provider retries the webhook on this error.
+            // Deleted (best effort: the store is failing) so that a retry finding the
+            // bounce superseded does not leave the address suppressed with no bounce
+            // behind it; a retry finding it standing writes an entry again.
+            let _ = self.take_back(mine.as_ref()).await;
         }
         recorded
     }
 
-    /// [`record_bounce_of`](Self::record_bounce_of)'s attempts; `owned` is the
-    /// suppression written so far, for the caller to take back on a store error.
+    /// [`record_bounce_of`](Self::record_bounce_of)'s attempts; `mine` is the
+    /// suppression entry written so far, for the caller to take back on a store error.
     async fn record_bounce_owning(
         &self,
         tenant: &TenantId,
@@ -994,12 +996,12 @@ impl Invitations {
         outbox: OutboxId,
         cause: BounceCause,
         reason: &str,
-        owned: &mut Option<Owned>,
+        mine: &mut Option<Suppression>,
     ) -> Result<Invitation, Error> {
         for _ in 0..BOUNCE_ATTEMPTS {
             let invitation = match self.bounced(tenant, id, outbox).await {
                 Err(Error::Superseded) => {
-                    self.take_back(owned.take().as_ref()).await?;
+                    self.take_back(mine.take().as_ref()).await?;
                     return Err(Error::Superseded);
                 }
                 other => other?,
@@ -1007,23 +1009,18 @@ impl Invitations {
             let seen = invitation.version;
             // Suppressed before the invitation shows failed, so whoever sees it failed
             // also sees the suppression; both stand only if the invitation is still at
-            // `seen` after them (nothing superseded the bounce meanwhile).
-            if cause.suppresses() && owned.is_none() {
-                *owned = self
-                    .suppress_for_bounce(Suppression {
-                        tenant: tenant.clone(),
-                        email: invitation.email.clone(),
-                        reason: reason.to_owned(),
-                        at: self.clock.now(),
-                    })
-                    .await?;
-                // Not standing on a suppression it does not own (whose owner may take
-                // it back): the webhook's retry decides again.
-                if owned.is_none() {
-                    return Err(Error::Conflict(
-                        "the address's suppression kept changing while the bounce was recorded; try again".into(),
-                    ));
-                }
+            // `seen` after them (nothing superseded the bounce meanwhile). An entry of
+            // its own: no other bounce's entry is written over, or later deleted.
+            if cause.suppresses() && mine.is_none() {
+                let entry = Suppression {
+                    tenant: tenant.clone(),
+                    email: invitation.email.clone(),
+                    reason: reason.to_owned(),
+                    at: self.clock.now(),
+                    source: SuppressedBy::new_bounce(),
+                };
+                self.store.suppress(&entry).await?;
+                *mine = Some(entry);
             }
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {
@@ -1059,61 +1056,20 @@ impl Invitations {
             }
         }
         // Not recorded: the webhook's retry decides again, and may find the bounce
-        // superseded and write nothing, so the suppression written here goes too.
-        self.take_back(owned.take().as_ref()).await?;
+        // superseded and write nothing, so the entry written here goes too.
+        self.take_back(mine.take().as_ref()).await?;
         Err(Error::Conflict(
             "the invitation kept changing while its bounce was recorded; try again".into(),
         ))
     }
 
-    /// Writes a bounce's suppression: added if the address has none, else written
-    /// over the entry found, which is kept to be put back. Written over, not left as
-    /// it was: the entry found may be another bounce's that is still being recorded,
-    /// and if that one is taken back, the address would be left unsuppressed although
-    /// this bounce stands. Each write is a compare-and-set, so an entry lifted or
-    /// replaced meanwhile is never written over; `None` if the entry kept changing
-    /// (the caller records nothing then).
-    async fn suppress_for_bounce(&self, mine: Suppression) -> Result<Option<Owned>, Error> {
-        for _ in 0..BOUNCE_ATTEMPTS {
-            if self.store.suppress_if_absent(&mine).await? {
-                return Ok(Some(Owned {
-                    mine,
-                    replaced: None,
-                }));
-            }
-            let found = self
-                .store
-                .suppressed(&mine.tenant, &[mine.email.key()])
-                .await?
-                .into_iter()
-                .next();
-            // None: lifted since; add it again.
-            if let Some(found) = found
-                && self
-                    .store
-                    .replace_suppression_if_same(&found, &mine)
-                    .await?
-            {
-                return Ok(Some(Owned {
-                    mine,
-                    replaced: Some(found),
-                }));
-            }
+    /// Deletes a bounce's own suppression entry, if it wrote one and it is still
+    /// stored (an admin's lift may have deleted it already). Other entries of the
+    /// address stay.
+    async fn take_back(&self, mine: Option<&Suppression>) -> Result<(), Error> {
+        if let Some(mine) = mine {
+            self.store.unsuppress_if_same(mine).await?;
         }
-        Ok(None)
-    }
-
-    /// Takes back a bounce's suppression if it is still the one stored for its
-    /// address (not lifted since, nor replaced by another bounce's), putting back the
-    /// entry it replaced: one compare-and-set either way.
-    async fn take_back(&self, owned: Option<&Owned>) -> Result<(), Error> {
-        let Some(Owned { mine, replaced }) = owned else {
-            return Ok(());
-        };
-        match replaced {
-            None => self.store.unsuppress_if_same(mine).await?,
-            Some(found) => self.store.replace_suppression_if_same(mine, found).await?,
-        };
         Ok(())
     }
 
@@ -1739,15 +1695,6 @@ impl Invitations {
         }
         Ok(summary)
     }
-}
-
-/// A bounce's suppression as written by [`Invitations::record_bounce_of`], and the
-/// entry it replaced, if any (another bounce's), to put back if the bounce is taken
-/// back.
-#[derive(Debug)]
-struct Owned {
-    mine: Suppression,
-    replaced: Option<Suppression>,
 }
 
 /// How many times [`Invitations::record_bounce_of`] checks and writes again when the

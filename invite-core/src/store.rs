@@ -239,11 +239,9 @@ pub enum JoinOutcome {
 ///     async fn spread_due_outbox(&self, t: &TenantId, now: OffsetDateTime, f: OffsetDateTime, i: Duration) -> Result<u64, StoreError> { self.inner.spread_due_outbox(t, now, f, i).await }
 ///     async fn list_outbox(&self, t: &TenantId, i: InvitationId) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.list_outbox(t, i).await }
 ///     async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> { self.inner.suppress(s).await }
-///     async fn suppress_if_absent(&self, s: &Suppression) -> Result<bool, StoreError> { self.inner.suppress_if_absent(s).await }
 ///     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> { self.inner.suppressed(t, k).await }
 ///     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> { self.inner.unsuppress(t, k).await }
 ///     async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> { self.inner.unsuppress_if_same(s).await }
-///     async fn replace_suppression_if_same(&self, c: &Suppression, n: &Suppression) -> Result<bool, StoreError> { self.inner.replace_suppression_if_same(c, n).await }
 /// }
 ///
 /// let store: &dyn Store = &CountingStore::default();
@@ -476,41 +474,29 @@ pub trait Store: Debug + Send + Sync + 'static {
         interval: Duration,
     ) -> Result<u64, StoreError>;
 
-    /// Adds `suppression` to its tenant's list, or replaces the entry for the same
-    /// case-folded address (the newest reason and time win).
+    /// Adds `suppression` to its tenant's list, or replaces the entry of the same
+    /// case-folded address and [source](Suppression::source) (the newest reason and
+    /// time win). Entries of other sources for the address stay.
     async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError>;
 
-    /// Adds `suppression` to its tenant's list unless the list has an entry for the
-    /// same case-folded address, which then stays as it is. Returns whether it was
-    /// added. One atomic write: of concurrent calls for one address, one adds.
-    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError>;
-
-    /// The tenant's suppressions for any of these case-folded address keys.
+    /// The tenant's suppressions for any of these case-folded address keys: one per
+    /// suppressed address, its latest entry (by time, then by source's text), in key
+    /// order.
     async fn suppressed(
         &self,
         tenant: &TenantId,
         keys: &[&str],
     ) -> Result<Vec<Suppression>, StoreError>;
 
-    /// Lifts the suppression of one case-folded address. [`StoreError::NotFound`] if
-    /// the tenant has none for it.
+    /// Lifts the suppression of one case-folded address: every entry of it.
+    /// [`StoreError::NotFound`] if the tenant has none for it.
     async fn unsuppress(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 
-    /// Lifts the suppression of `suppression`'s address only if the stored entry is
-    /// still this one (same reason and time), in one atomic write: a suppression
-    /// written since, another bounce's, stays. Returns whether it was lifted.
+    /// Deletes `suppression`'s own entry (its tenant, case-folded address and source)
+    /// if it is still stored as it is (same reason and time), in one atomic write;
+    /// other entries of the address stay. Returns whether it was deleted. A bounce
+    /// that does not stand takes its entry back this way.
     async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError>;
-
-    /// Replaces the stored entry of `current`'s address with `new` (the same tenant
-    /// and case-folded address) only if it is still `current` (same reason and time),
-    /// in one atomic write. Returns whether it was replaced. A bounce makes a
-    /// suppression it found its own this way, and puts the found one back if it is
-    /// taken back; any other entry (lifted since, written by another) is left alone.
-    async fn replace_suppression_if_same(
-        &self,
-        current: &Suppression,
-        new: &Suppression,
-    ) -> Result<bool, StoreError>;
 
     /// The outbox entries of one invitation, oldest first (for the admin's view of
     /// attempts and errors).

@@ -1046,21 +1046,11 @@ impl Store for SpreadAfterASend {
     async fn suppress(&self, s: &Suppression) -> Result<(), StoreError> {
         self.inner.suppress(s).await
     }
-    async fn suppress_if_absent(&self, s: &Suppression) -> Result<bool, StoreError> {
-        self.inner.suppress_if_absent(s).await
-    }
     async fn suppressed(&self, t: &TenantId, k: &[&str]) -> Result<Vec<Suppression>, StoreError> {
         self.inner.suppressed(t, k).await
     }
     async fn unsuppress_if_same(&self, s: &Suppression) -> Result<bool, StoreError> {
         self.inner.unsuppress_if_same(s).await
-    }
-    async fn replace_suppression_if_same(
-        &self,
-        c: &Suppression,
-        n: &Suppression,
-    ) -> Result<bool, StoreError> {
-        self.inner.replace_suppression_if_same(c, n).await
     }
     async fn unsuppress(&self, t: &TenantId, k: &str) -> Result<(), StoreError> {
         self.inner.unsuppress(t, k).await

@@ -29,6 +29,15 @@ pub(crate) fn exactly_one(rows_affected: u64) -> Result<(), StoreError> {
     }
 }
 
+/// `Ok` if a statement changed any row, else [`StoreError::NotFound`].
+pub(crate) fn at_least_one(rows_affected: u64) -> Result<(), StoreError> {
+    if rows_affected > 0 {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
 /// SQLSTATE 40001: PostgreSQL's `serialization_failure` (the losing side of a race
 /// under REPEATABLE READ or SERIALIZABLE) and InnoDB's deadlock victim. For the
 /// conditional writes of this crate it means "someone else changed the row first",

@@ -33,7 +33,7 @@ use sqlx::{AssertSqlSafe, MySql, MySqlConnection, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{
-    corrupt, exactly_one, from_sqlx, is_serialization_failure, is_unique_violation,
+    at_least_one, corrupt, exactly_one, from_sqlx, is_serialization_failure, is_unique_violation,
 };
 use crate::filter;
 use crate::group_links;
@@ -70,6 +70,8 @@ const GROUP_JOIN_SELECT: &str = "CONVERT(j.tenant USING utf8mb4) AS tenant, \
      j.link_version, j.email, j.joined_at";
 
 /// MySQL's upsert clause for a suppression (see [`suppressions::upsert`]).
+/// The key is (tenant, email_key, source): a source's new suppression of a key
+/// replaces that source's row.
 const MYSQL_ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE email = VALUES(email), \
      reason = VALUES(reason), suppressed_at = VALUES(suppressed_at)";
 
@@ -1192,21 +1194,6 @@ impl Store for MySqlStore {
         Ok(())
     }
 
-    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
-        // A plain `INSERT`, refused by the key: `ON DUPLICATE KEY UPDATE` cannot say
-        // which happened (the connection counts found rows), and `INSERT IGNORE` would
-        // turn other errors into warnings.
-        match suppressions::upsert::<MySql>(&self.prefix, suppression, "")
-            .build()
-            .execute(&self.pool)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(from_sqlx(e)),
-        }
-    }
-
     async fn suppressed(
         &self,
         tenant: &TenantId,
@@ -1216,7 +1203,8 @@ impl Store for MySqlStore {
         for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
             let mut q = suppressions::lookup::<MySql>(
                 &self.prefix,
-                "CONVERT(tenant USING utf8mb4) AS tenant, email, reason, suppressed_at",
+                "CONVERT(tenant USING utf8mb4) AS tenant, email, reason, suppressed_at, \
+                 CONVERT(source USING utf8mb4) AS source",
                 tenant,
                 chunk,
             );
@@ -1233,25 +1221,11 @@ impl Store for MySqlStore {
             .execute(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        exactly_one(done.rows_affected())
+        at_least_one(done.rows_affected())
     }
 
     async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
         let done = suppressions::delete_if_same::<MySql>(&self.prefix, suppression)
-            .build()
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn replace_suppression_if_same(
-        &self,
-        current: &Suppression,
-        new: &Suppression,
-    ) -> Result<bool, StoreError> {
-        current.check_replaceable_by(new)?;
-        let done = suppressions::replace_if_same::<MySql>(&self.prefix, current, new)
             .build()
             .execute(&self.pool)
             .await

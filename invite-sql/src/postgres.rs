@@ -38,7 +38,9 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{corrupt, exactly_one, from_sqlx, from_sqlx_conditional, is_unique_violation};
+use crate::error::{
+    at_least_one, corrupt, exactly_one, from_sqlx, from_sqlx_conditional, is_unique_violation,
+};
 use crate::filter;
 use crate::group_links;
 use crate::lock_order;
@@ -1380,19 +1382,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
-        let done = suppressions::upsert::<Postgres>(
-            &self.prefix,
-            suppression,
-            suppressions::ON_CONFLICT_KEEP,
-        )
-        .build()
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn suppressed(
         &self,
         tenant: &TenantId,
@@ -1402,7 +1391,7 @@ impl Store for PostgresStore {
         for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
             let mut q = suppressions::lookup::<Postgres>(
                 &self.prefix,
-                "tenant, email, reason, suppressed_at",
+                "tenant, email, reason, suppressed_at, source",
                 tenant,
                 chunk,
             );
@@ -1419,25 +1408,11 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        exactly_one(done.rows_affected())
+        at_least_one(done.rows_affected())
     }
 
     async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
         let done = suppressions::delete_if_same::<Postgres>(&self.prefix, suppression)
-            .build()
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn replace_suppression_if_same(
-        &self,
-        current: &Suppression,
-        new: &Suppression,
-    ) -> Result<bool, StoreError> {
-        current.check_replaceable_by(new)?;
-        let done = suppressions::replace_if_same::<Postgres>(&self.prefix, current, new)
             .build()
             .execute(&self.pool)
             .await

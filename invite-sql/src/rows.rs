@@ -7,8 +7,8 @@
 
 use invite_core::{
     ActorId, BatchId, EmailAddress, EmailRules, GroupJoin, GroupLink, GroupLinkSettings,
-    Invitation, InvitationId, Names, OutboxEntry, OutboxId, Role, StoreError, Suppression,
-    TenantId, TokenHash, UserId,
+    Invitation, InvitationId, Names, OutboxEntry, OutboxId, Role, StoreError, SuppressedBy,
+    Suppression, TenantId, TokenHash, UserId,
 };
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use time::{Duration, OffsetDateTime};
@@ -407,6 +407,10 @@ where
         email: email(T, get!(row, T, "email", &str))?,
         reason: get!(row, T, "reason", &str).to_owned(),
         at: instant(T, get!(row, T, "suppressed_at", i64))?,
+        source: {
+            let text = get!(row, T, "source", &str);
+            SuppressedBy::parse(text).ok_or_else(|| corrupt(T, format!("source {text:?}")))?
+        },
     })
 }
 

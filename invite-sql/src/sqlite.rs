@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{exactly_one, from_sqlx};
+use crate::error::{at_least_one, exactly_one, from_sqlx};
 use crate::filter;
 use crate::group_links;
 use crate::prefix::{InvalidPrefix, TablePrefix};
@@ -922,19 +922,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn suppress_if_absent(&self, suppression: &Suppression) -> Result<bool, StoreError> {
-        let done = suppressions::upsert::<Sqlite>(
-            &self.prefix,
-            suppression,
-            suppressions::ON_CONFLICT_KEEP,
-        )
-        .build()
-        .execute(&self.writer)
-        .await
-        .map_err(from_sqlx)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn suppressed(
         &self,
         tenant: &TenantId,
@@ -944,7 +931,7 @@ impl Store for SqliteStore {
         for chunk in keys.chunks(rows::SUPPRESSION_KEYS_PER_QUERY) {
             let mut q = suppressions::lookup::<Sqlite>(
                 &self.prefix,
-                "tenant, email, reason, suppressed_at",
+                "tenant, email, reason, suppressed_at, source",
                 tenant,
                 chunk,
             );
@@ -961,25 +948,11 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(from_sqlx)?;
-        exactly_one(done.rows_affected())
+        at_least_one(done.rows_affected())
     }
 
     async fn unsuppress_if_same(&self, suppression: &Suppression) -> Result<bool, StoreError> {
         let done = suppressions::delete_if_same::<Sqlite>(&self.prefix, suppression)
-            .build()
-            .execute(&self.writer)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn replace_suppression_if_same(
-        &self,
-        current: &Suppression,
-        new: &Suppression,
-    ) -> Result<bool, StoreError> {
-        current.check_replaceable_by(new)?;
-        let done = suppressions::replace_if_same::<Sqlite>(&self.prefix, current, new)
             .build()
             .execute(&self.writer)
             .await

@@ -1,5 +1,9 @@
 //! The suppression statements, one SQL text for every dialect but the upsert clause
 //! and the select list, built over `QueryBuilder` (each dialect's placeholders).
+//!
+//! A row per tenant, case-folded address and source (`SuppressedBy`'s text): a
+//! bounce's own row is added and deleted without touching another's, and a lift
+//! deletes every row of the address.
 
 use invite_core::{Suppression, TenantId};
 use sqlx::{Database, Encode, QueryBuilder, Type};
@@ -7,16 +11,12 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::prefix::TablePrefix;
 use crate::rows::micros;
 
-/// The upsert clause of SQLite and PostgreSQL: a new suppression of a suppressed key
-/// replaces the stored address, reason and time.
+/// The upsert clause of SQLite and PostgreSQL: a new suppression of a key by the same
+/// source replaces that source's stored address, reason and time.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) const ON_CONFLICT_REPLACE: &str = " ON CONFLICT (tenant, email_key) DO UPDATE SET \
-     email = excluded.email, reason = excluded.reason, suppressed_at = excluded.suppressed_at";
-
-/// The clause of SQLite and PostgreSQL that keeps a suppressed key's entry as it is
-/// (`Store::suppress_if_absent`: no row changed).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) const ON_CONFLICT_KEEP: &str = " ON CONFLICT (tenant, email_key) DO NOTHING";
+pub(crate) const ON_CONFLICT_REPLACE: &str = " ON CONFLICT (tenant, email_key, source) DO UPDATE \
+     SET email = excluded.email, reason = excluded.reason, \
+     suppressed_at = excluded.suppressed_at";
 
 /// `INSERT` of `suppression`, then the dialect's `on_conflict` clause.
 pub(crate) fn upsert<DB>(
@@ -27,12 +27,13 @@ pub(crate) fn upsert<DB>(
 where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
     for<'a> i64: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(
         prefix
             .apply(
-                "INSERT INTO invite_suppressions (tenant, email_key, email, reason, \
+                "INSERT INTO invite_suppressions (tenant, email_key, source, email, reason, \
                  suppressed_at) VALUES (",
             )
             .0
@@ -42,6 +43,7 @@ where
     values
         .push_bind(suppression.tenant.as_str())
         .push_bind(suppression.email.key())
+        .push_bind(suppression.source.to_string())
         .push_bind(suppression.email.as_str())
         .push_bind(suppression.reason.as_str())
         .push_bind(micros(suppression.at));
@@ -74,15 +76,22 @@ where
     q
 }
 
-/// What [`lookup`]s found, one per address key, in key order.
+/// What [`lookup`]s found, one per address key (its latest entry: by time, then by
+/// source text, as `Store::suppressed` says), in key order.
 pub(crate) fn one_per_key(mut found: Vec<Suppression>) -> Vec<Suppression> {
-    found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
+    found.sort_by(|a, b| {
+        a.email.key().cmp(b.email.key()).then_with(|| {
+            b.at.cmp(&a.at)
+                .then_with(|| b.source.to_string().cmp(&a.source.to_string()))
+        })
+    });
+    // `dedup_by` keeps the first of each run: the latest.
     found.dedup_by(|a, b| a.email.key() == b.email.key());
     found
 }
 
-/// `DELETE` of `suppression`'s address only while the stored entry has its reason and
-/// time (`Store::unsuppress_if_same`).
+/// `DELETE` of `suppression`'s own row (address and source) only while it has its
+/// reason and time (`Store::unsuppress_if_same`).
 pub(crate) fn delete_if_same<DB>(
     prefix: &TablePrefix,
     suppression: &Suppression,
@@ -90,53 +99,20 @@ pub(crate) fn delete_if_same<DB>(
 where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
     for<'a> i64: Encode<'a, DB> + Type<DB>,
 {
     let mut q = delete::<DB>(prefix, &suppression.tenant, suppression.email.key());
-    q.push(" AND reason = ")
+    q.push(" AND source = ")
+        .push_bind(suppression.source.to_string())
+        .push(" AND reason = ")
         .push_bind(suppression.reason.as_str())
         .push(" AND suppressed_at = ")
         .push_bind(micros(suppression.at));
     q
 }
 
-/// `UPDATE` of `current`'s address to `new`'s address text, reason and time, only
-/// while the stored entry has `current`'s reason and time
-/// (`Store::replace_suppression_if_same`; the caller checks that both are of one
-/// tenant and case-folded address).
-pub(crate) fn replace_if_same<DB>(
-    prefix: &TablePrefix,
-    current: &Suppression,
-    new: &Suppression,
-) -> QueryBuilder<DB>
-where
-    DB: Database,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut q = QueryBuilder::new(
-        prefix
-            .apply("UPDATE invite_suppressions SET email = ")
-            .0
-            .into_owned(),
-    );
-    q.push_bind(new.email.as_str())
-        .push(", reason = ")
-        .push_bind(new.reason.as_str())
-        .push(", suppressed_at = ")
-        .push_bind(micros(new.at))
-        .push(" WHERE tenant = ")
-        .push_bind(current.tenant.as_str())
-        .push(" AND email_key = ")
-        .push_bind(current.email.key())
-        .push(" AND reason = ")
-        .push_bind(current.reason.as_str())
-        .push(" AND suppressed_at = ")
-        .push_bind(micros(current.at));
-    q
-}
-
-/// `DELETE` of `tenant`'s suppression of `key`.
+/// `DELETE` of `tenant`'s suppression of `key`: every row of it.
 pub(crate) fn delete<DB>(prefix: &TablePrefix, tenant: &TenantId, key: &str) -> QueryBuilder<DB>
 where
     DB: Database,

@@ -21,6 +21,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 mod legacy_link;
+mod legacy_suppression;
 mod scratch;
 mod spread_load;
 
@@ -290,7 +291,7 @@ async fn migrating_twice_is_a_no_op() {
         .fetch_one(store.pool())
         .await
         .expect("count migrations");
-    assert_eq!(applied, 7);
+    assert_eq!(applied, 8);
 }
 
 /// An older schema with data in it upgrades in place.
@@ -361,6 +362,31 @@ async fn upgrade_gives_existing_group_links_a_revision() {
     legacy.assert_upgraded(&store).await;
 }
 
+/// Suppressions written before they had a source are the host's, and a bounce's own
+/// entry stands beside them.
+#[tokio::test]
+async fn upgrade_gives_existing_suppressions_the_host_as_source() {
+    let Some(url) = url() else { return };
+    let store = MySqlStore::new(fresh_pool(&url, 2).await);
+    store
+        .migrator()
+        .run_to(7, store.pool())
+        .await
+        .expect("migrate to version 7");
+    let legacy = legacy_suppression::LegacySuppression::new();
+    legacy
+        .insert::<sqlx::MySql>()
+        .build()
+        .execute(store.pool())
+        .await
+        .expect("insert a suppression at version 7");
+    store
+        .migrate()
+        .await
+        .expect("migrate to the latest version");
+    legacy.assert_upgraded(&store).await;
+}
+
 /// A table prefix renames every table, the migrations table included, and the store
 /// works on them.
 #[tokio::test]
@@ -395,6 +421,7 @@ async fn table_prefix_renames_every_table() {
             .with_table_prefix("Acme")
             .is_err()
     );
+    invite_core::conformance::entries_of_one_address_stand_side_by_side(&store).await;
 
     // The spread (its `UPDATE` written in parts) reaches the prefixed outbox.
     let now = T0 + Duration::hours(1);

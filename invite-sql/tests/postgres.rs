@@ -9,6 +9,7 @@
 
 mod common;
 mod legacy_link;
+mod legacy_suppression;
 mod scratch;
 mod spread_load;
 
@@ -316,7 +317,7 @@ async fn migration_applied_twice_is_a_no_op() {
     assert_eq!(tables(&store).await, before);
     assert_eq!(
         applied_versions(&store, "invite_migrations").await,
-        [1, 2, 3, 4, 5, 6]
+        [1, 2, 3, 4, 5, 6, 7]
     );
     seeded.assert_upgraded(&store).await;
 }
@@ -337,7 +338,7 @@ async fn upgrade_migrates_an_empty_schema_and_one_with_data() {
     empty.migrate().await.expect("migrate to latest");
     assert_eq!(
         applied_versions(&empty, "invite_migrations").await,
-        [1, 2, 3, 4, 5, 6]
+        [1, 2, 3, 4, 5, 6, 7]
     );
     common::join_race(&empty, 4, 2).await;
 
@@ -377,6 +378,27 @@ async fn upgrade_gives_existing_group_links_a_revision() {
     legacy.assert_upgraded(&store).await;
 }
 
+#[tokio::test]
+async fn upgrade_gives_existing_suppressions_the_host_as_source() {
+    let url = url_or_skip!();
+    let schema = fresh_schema(&url).await;
+    let store = PostgresStore::new(pool_on(&url, &schema, 4, &[]).await);
+    store
+        .migrator()
+        .run_to(6, store.pool())
+        .await
+        .expect("migrate to 6");
+    let legacy = legacy_suppression::LegacySuppression::new();
+    legacy
+        .insert::<sqlx::Postgres>()
+        .build()
+        .execute(store.pool())
+        .await
+        .expect("insert a suppression at version 6");
+    store.migrate().await.expect("migrate to latest");
+    legacy.assert_upgraded(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn table_prefix_applies_to_every_table() {
     let url = url_or_skip!();
@@ -398,12 +420,13 @@ async fn table_prefix_applies_to_every_table() {
     );
     assert_eq!(
         applied_versions(&store, "acme_migrations").await,
-        [1, 2, 3, 4, 5, 6]
+        [1, 2, 3, 4, 5, 6, 7]
     );
     conformance::create_then_get_round_trips_every_field(&store).await;
     conformance::accept_is_single_use_under_concurrency(&store).await;
     conformance::join_never_exceeds_max_uses_under_concurrency(&store).await;
     conformance::claims_are_exclusive_under_concurrency(&store).await;
+    conformance::entries_of_one_address_stand_side_by_side(&store).await;
     assert!(
         PostgresStore::new(store.pool().clone())
             .with_table_prefix("Acme; DROP TABLE x")
