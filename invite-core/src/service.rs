@@ -918,7 +918,9 @@ impl Invitations {
     /// ([`SuppressedBy::Bounce`]), written before the invitation is failed; one that
     /// does not stand deletes that entry and only it, so bounces of one address
     /// recorded at once never undo each other, and an earlier suppression stays as it
-    /// was. On [`Error::Store`] (answer the webhook with an error, so the provider
+    /// was. Every copy of a webhook that stands (one that finds the invitation failed
+    /// already included) adds its own entry; `suppressed` answers the latest, and the
+    /// admin's lift deletes them all. On [`Error::Store`] (answer the webhook with an error, so the provider
     /// retries) the entry this bounce wrote is deleted, as far as the failing store
     /// allows: the retry decides again.
     ///
@@ -982,7 +984,7 @@ impl Invitations {
             // Deleted (best effort: the store is failing) so that a retry finding the
             // bounce superseded does not leave the address suppressed with no bounce
             // behind it; a retry finding it standing writes an entry again.
-            let _ = self.take_back(mine.as_ref()).await;
+            let _ = self.take_back(&mut mine).await;
         }
         recorded
     }
@@ -1001,7 +1003,7 @@ impl Invitations {
         for _ in 0..BOUNCE_ATTEMPTS {
             let invitation = match self.bounced(tenant, id, outbox).await {
                 Err(Error::Superseded) => {
-                    self.take_back(mine.take().as_ref()).await?;
+                    self.take_back(mine).await?;
                     return Err(Error::Superseded);
                 }
                 other => other?,
@@ -1012,15 +1014,16 @@ impl Invitations {
             // `seen` after them (nothing superseded the bounce meanwhile). An entry of
             // its own: no other bounce's entry is written over, or later deleted.
             if cause.suppresses() && mine.is_none() {
-                let entry = Suppression {
+                // Known before the write: a write that committed but answered an error
+                // (a dropped connection) is still taken back by the caller.
+                let entry = mine.insert(Suppression {
                     tenant: tenant.clone(),
                     email: invitation.email.clone(),
                     reason: reason.to_owned(),
                     at: self.clock.now(),
                     source: SuppressedBy::new_bounce(),
-                };
-                self.store.suppress(&entry).await?;
-                *mine = Some(entry);
+                });
+                self.store.suppress(entry).await?;
             }
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {
@@ -1057,18 +1060,20 @@ impl Invitations {
         }
         // Not recorded: the webhook's retry decides again, and may find the bounce
         // superseded and write nothing, so the entry written here goes too.
-        self.take_back(mine.take().as_ref()).await?;
+        self.take_back(mine).await?;
         Err(Error::Conflict(
             "the invitation kept changing while its bounce was recorded; try again".into(),
         ))
     }
 
     /// Deletes a bounce's own suppression entry, if it wrote one and it is still
-    /// stored (an admin's lift may have deleted it already). Other entries of the
-    /// address stay.
-    async fn take_back(&self, mine: Option<&Suppression>) -> Result<(), Error> {
-        if let Some(mine) = mine {
-            self.store.unsuppress_if_same(mine).await?;
+    /// stored (an admin's lift may have deleted it already), and forgets it once
+    /// deleted; other entries of the address stay. Deleting one that was never
+    /// written changes nothing.
+    async fn take_back(&self, mine: &mut Option<Suppression>) -> Result<(), Error> {
+        if let Some(entry) = mine {
+            self.store.unsuppress_if_same(entry).await?;
+            *mine = None;
         }
         Ok(())
     }

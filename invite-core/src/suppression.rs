@@ -6,7 +6,9 @@
 //! resending to it is then reported instead of sent, until an admin lifts the
 //! suppression. A delivery that failed for any other reason ([`BounceCause::Sending`])
 //! fails only its invitation. Entries are per tenant and keyed by
-//! [`EmailAddress::key`], so `Ann@X.com` and `ann@x.com` are one entry.
+//! [`EmailAddress::key`] and [`SuppressedBy`]: `Ann@X.com` and `ann@x.com` are one
+//! address, which may have several entries (one per bounce that stands, and the
+//! host's); it is suppressed while it has any, and a lift deletes them all.
 
 use std::fmt;
 
@@ -27,7 +29,9 @@ pub struct Suppression {
     pub reason: String,
     /// When it was suppressed (or last re-suppressed).
     pub at: OffsetDateTime,
-    /// What put it there: entries of one address are told apart by it.
+    /// What put it there: entries of one address are told apart by it. Absent in
+    /// JSON written before sources existed: [`SuppressedBy::Host`].
+    #[serde(default)]
     pub source: SuppressedBy,
 }
 
@@ -47,11 +51,13 @@ pub struct Suppression {
 /// assert_eq!(SuppressedBy::parse(&mark.to_string()), Some(mark));
 /// assert_eq!(SuppressedBy::Host.to_string(), "host");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum SuppressedBy {
     /// [`Invitations::record_bounce`](crate::Invitations::record_bounce): the host's
     /// word about the address. One entry per address: the next such bounce replaces it.
+    /// Also what entries written before sources existed became.
+    #[default]
     Host,
     /// One recording of a provider's bounce
     /// ([`Invitations::record_bounce_of`](crate::Invitations::record_bounce_of)),
@@ -144,5 +150,67 @@ impl BounceCause {
     /// ```
     pub fn suppresses(self) -> bool {
         matches!(self, Self::Mailbox)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn entry(source: SuppressedBy) -> Suppression {
+        Suppression {
+            tenant: TenantId::new("acme").unwrap(),
+            email: EmailAddress::parse("Ann@Example.com").unwrap(),
+            reason: "550 no such user".into(),
+            at: datetime!(2030-01-01 0:00 UTC),
+            source,
+        }
+    }
+
+    #[test]
+    fn sources_round_trip_through_their_text_and_json() {
+        for source in [
+            SuppressedBy::Host,
+            SuppressedBy::Bounce(0),
+            SuppressedBy::Bounce(u128::MAX),
+            SuppressedBy::new_bounce(),
+        ] {
+            assert_eq!(SuppressedBy::parse(&source.to_string()), Some(source));
+            let json = serde_json::to_string(&entry(source)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Suppression>(&json).unwrap(),
+                entry(source)
+            );
+        }
+        assert_eq!(
+            SuppressedBy::Bounce(255).to_string(),
+            "bounce-000000000000000000000000000000ff"
+        );
+        for bad in [
+            "",
+            "Host",
+            "bounce-",
+            "bounce-ff",
+            "bounce-000000000000000000000000000000FF",
+            "bounce-+00000000000000000000000000000ff",
+            "bounce-0000000000000000000000000000000ff",
+        ] {
+            assert_eq!(SuppressedBy::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn json_from_before_sources_reads_as_the_hosts() {
+        let mut json = serde_json::to_value(entry(SuppressedBy::new_bounce())).unwrap();
+        json.as_object_mut().unwrap().remove("source");
+        assert_eq!(
+            serde_json::from_value::<Suppression>(json).unwrap(),
+            entry(SuppressedBy::Host)
+        );
+        let mut json = serde_json::to_value(entry(SuppressedBy::Host)).unwrap();
+        json["source"] = "bounce-zz".into();
+        assert!(serde_json::from_value::<Suppression>(json).is_err());
     }
 }
