@@ -920,9 +920,9 @@ impl Invitations {
     /// recorded at once never undo each other, and an earlier suppression stays as it
     /// was. Every copy of a webhook that stands (one that finds the invitation failed
     /// already included) adds its own entry; `suppressed` answers the latest, and the
-    /// admin's lift deletes them all. On [`Error::Store`] (answer the webhook with an error, so the provider
-    /// retries) the entry this bounce wrote is deleted, as far as the failing store
-    /// allows: the retry decides again.
+    /// admin's lift deletes them all. On [`Error::Store`] (answer the webhook with an
+    /// error, so the provider retries) the entry this bounce wrote is deleted, as far
+    /// as the failing store allows: the retry decides again.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -979,8 +979,9 @@ impl Invitations {
             .record_bounce_owning(tenant, id, outbox, cause, reason, &mut mine)
             .await;
         if let Err(Error::Store(_)) = &recorded {
-            // A store call failed after the entry was written: whether the bounce
-            // stands is unknown, and the provider retries the webhook on this error.
+            // A store call failed after the entry was written (or while it was, and
+            // it may have committed): whether the bounce stands is unknown, and the
+            // provider retries the webhook on this error.
             // Deleted (best effort: the store is failing) so that a retry finding the
             // bounce superseded does not leave the address suppressed with no bounce
             // behind it; a retry finding it standing writes an entry again.
