@@ -393,6 +393,22 @@ fn dispatch(c: &mut Criterion) {
     loops(&runtime, &sink);
 }
 
+/// The rounds `var` asks for, rounded up to even so that each side goes first equally
+/// often; `None` when unset or 0.
+fn even_rounds(var: &str) -> Option<usize> {
+    let rounds: usize = std::env::var(var).ok()?.parse().ok()?;
+    (rounds > 0).then(|| rounds.next_multiple_of(2))
+}
+
+/// The concurrency levels in `INVITE_BENCH_PAIRED_C` (comma-separated, default `32`).
+fn levels() -> Vec<usize> {
+    std::env::var("INVITE_BENCH_PAIRED_C")
+        .unwrap_or_else(|_| "32".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect()
+}
+
 /// `INVITE_BENCH_LOOPS=<rounds>`: the dispatcher's two ways through the same backlog,
 /// side by side at each concurrency in `INVITE_BENCH_PAIRED_C` (default `32`):
 /// `run_once` called in a loop (each batch is claimed after the last one's final send)
@@ -401,16 +417,10 @@ fn dispatch(c: &mut Criterion) {
 /// real work. Rounds alternate which goes first (rounded up to even); the queueing
 /// is not timed. Off (0) by default.
 fn loops(runtime: &tokio::runtime::Runtime, sink: &Sink) {
-    let rounds: usize = std::env::var("INVITE_BENCH_LOOPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if rounds == 0 {
+    let Some(rounds) = even_rounds("INVITE_BENCH_LOOPS") else {
         return;
-    }
-    let rounds = rounds.next_multiple_of(2);
+    };
     let sqlite = std::env::var("DISPATCH_STORE").as_deref() == Ok("sqlite");
-    let levels = std::env::var("INVITE_BENCH_PAIRED_C").unwrap_or_else(|_| "32".into());
     let dir = tempfile::tempdir().expect("temp dir");
     let mut files = 0;
     let mut store = || -> Arc<dyn Store> {
@@ -425,10 +435,7 @@ fn loops(runtime: &tokio::runtime::Runtime, sink: &Sink) {
             Arc::new(store) as Arc<dyn Store>
         })
     };
-    for concurrency in levels
-        .split(',')
-        .filter_map(|c| c.trim().parse::<usize>().ok())
-    {
+    for concurrency in levels() {
         let (mut once_total, mut drain_total) = (Duration::ZERO, Duration::ZERO);
         let mut ratios = Vec::with_capacity(rounds);
         for round in 0..rounds {
@@ -489,20 +496,11 @@ fn loops(runtime: &tokio::runtime::Runtime, sink: &Sink) {
 /// the bare client and their median, and the CPU per message of each side. Off (0)
 /// by default.
 fn paired(runtime: &tokio::runtime::Runtime, sink: &Sink, message: &Arc<Vec<u8>>) {
-    let rounds: usize = std::env::var("INVITE_BENCH_PAIRED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if rounds == 0 {
+    let Some(rounds) = even_rounds("INVITE_BENCH_PAIRED") else {
         return;
-    }
-    let rounds = rounds.next_multiple_of(2);
-    let levels = std::env::var("INVITE_BENCH_PAIRED_C").unwrap_or_else(|_| "32".into());
+    };
     let addr = sink.addr();
-    for concurrency in levels
-        .split(',')
-        .filter_map(|c| c.trim().parse::<usize>().ok())
-    {
+    for concurrency in levels() {
         let (mut bare_cpu, mut mailer_cpu) = (Cpu::default(), Cpu::default());
         let (mut bare_total, mut mailer_total) = (Duration::ZERO, Duration::ZERO);
         let mut ratios = Vec::with_capacity(rounds);

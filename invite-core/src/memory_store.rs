@@ -733,7 +733,7 @@ impl Store for MemoryStore {
         let mut found: Vec<Suppression> = keys
             .iter()
             .filter_map(|key| state.suppressions.get(&(tenant.clone(), (*key).to_owned())))
-            .filter_map(|entries| entries.iter().min_by(|a, b| latest_first(a, b)))
+            .filter_map(|entries| entries.iter().min_by(|a, b| a.newer_first(b)))
             .cloned()
             .collect();
         found.sort_by(|a, b| a.email.key().cmp(b.email.key()));
@@ -771,13 +771,6 @@ impl Store for MemoryStore {
         }
         Ok(true)
     }
-}
-
-/// The order of [`Store::suppressed`]'s pick among one address's entries: the latest
-/// time first, then the greatest source text (as the SQL stores order them).
-pub(crate) fn latest_first(a: &Suppression, b: &Suppression) -> std::cmp::Ordering {
-    b.at.cmp(&a.at)
-        .then_with(|| b.source.to_string().cmp(&a.source.to_string()))
 }
 
 #[cfg(test)]

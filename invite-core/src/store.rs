@@ -480,8 +480,8 @@ pub trait Store: Debug + Send + Sync + 'static {
     async fn suppress(&self, suppression: &Suppression) -> Result<(), StoreError>;
 
     /// The tenant's suppressions for any of these case-folded address keys: one per
-    /// suppressed address, its latest entry (by time, then by source's text), in key
-    /// order.
+    /// suppressed address, its latest entry (the first by
+    /// [`Suppression::newer_first`]), in key order.
     async fn suppressed(
         &self,
         tenant: &TenantId,

@@ -387,6 +387,14 @@ impl World {
         (id, first, invitation)
     }
 
+    /// The tenant's suppressions among `emails`, as the admin sees them.
+    async fn suppressions_of(&self, emails: &[EmailAddress]) -> Vec<Suppression> {
+        self.service
+            .suppressed(&self.admin, &self.tenant, emails)
+            .await
+            .unwrap()
+    }
+
     async fn outbox(&self, id: InvitationId) -> Vec<OutboxEntry> {
         self.service
             .outbox(&self.admin, &self.tenant, id)
@@ -553,11 +561,7 @@ async fn a_resend_committed_during_a_bounce_is_not_undone() {
         );
         let email = invitation.email.clone();
         assert!(
-            w.service
-                .suppressed(&w.admin, &w.tenant, &[email])
-                .await
-                .unwrap()
-                .is_empty(),
+            w.suppressions_of(&[email]).await.is_empty(),
             "{admin:?} before {before}: an old bounce must not suppress the resent address"
         );
         assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
@@ -619,11 +623,7 @@ async fn a_bounce_that_keeps_losing_its_compare_and_set_leaves_no_suppression() 
     let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
     assert_eq!(invitation.status, InvitationStatus::Pending);
     assert!(
-        w.service
-            .suppressed(&w.admin, &w.tenant, &[invitation.email])
-            .await
-            .unwrap()
-            .is_empty(),
+        w.suppressions_of(&[invitation.email]).await.is_empty(),
         "a bounce that was not recorded must not leave the address suppressed"
     );
 }
@@ -644,35 +644,18 @@ async fn a_store_error_after_the_suppression_is_written_takes_it_back() {
         let result = w.mailbox_bounce(id, first).await;
         assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
         assert!(
-            w.service
-                .suppressed(&w.admin, &w.tenant, &ann)
-                .await
-                .unwrap()
-                .is_empty(),
+            w.suppressions_of(&ann).await.is_empty(),
             "resent meanwhile: {resent_meanwhile}: a bounce not recorded leaves no suppression"
         );
         if resent_meanwhile {
             w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
             let retried = w.mailbox_bounce(id, first).await;
             assert!(matches!(retried, Err(Error::Superseded)), "{retried:?}");
-            assert!(
-                w.service
-                    .suppressed(&w.admin, &w.tenant, &ann)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
+            assert!(w.suppressions_of(&ann).await.is_empty());
         } else {
             let failed = w.mailbox_bounce(id, first).await.unwrap();
             assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
-            assert_eq!(
-                w.service
-                    .suppressed(&w.admin, &w.tenant, &ann)
-                    .await
-                    .unwrap()
-                    .len(),
-                1
-            );
+            assert_eq!(w.suppressions_of(&ann).await.len(), 1);
         }
     }
 }
@@ -694,11 +677,7 @@ async fn a_suppression_written_despite_its_error_is_taken_back() {
         let result = w.mailbox_bounce(id, first).await;
         assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
         assert!(
-            w.service
-                .suppressed(&w.admin, &w.tenant, &[invitation.email])
-                .await
-                .unwrap()
-                .is_empty(),
+            w.suppressions_of(&[invitation.email]).await.is_empty(),
             "committed {committed}: no entry without a bounce behind it"
         );
     }
@@ -766,11 +745,7 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
         let result = w.bounce_losing_every_compare_and_set(id, first).await;
         assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
         let ann = [invitation.email];
-        let stored = w
-            .service
-            .suppressed(&w.admin, &w.tenant, &ann)
-            .await
-            .unwrap();
+        let stored = w.suppressions_of(&ann).await;
         assert_eq!(stored, std::slice::from_ref(&earlier), "{when:?}");
         // Nothing but the earlier entry: once it goes, the address is free (the two
         // may share a time, so `suppressed` alone could be answering the earlier one
@@ -780,11 +755,7 @@ async fn a_bounce_taken_back_leaves_an_earlier_suppression_standing() {
             "{when:?}"
         );
         assert!(
-            w.service
-                .suppressed(&w.admin, &w.tenant, &ann)
-                .await
-                .unwrap()
-                .is_empty(),
+            w.suppressions_of(&ann).await.is_empty(),
             "{when:?}: the handler's own entry was deleted"
         );
     }
@@ -838,11 +809,7 @@ async fn a_standing_bounce_stays_suppressed_when_another_bounce_is_taken_back() 
             if !take_back_inside {
                 assert!(w.store.unsuppress_if_same(&other).await.unwrap(), "{case}");
             }
-            let stored = w
-                .service
-                .suppressed(&w.admin, &w.tenant, &[invitation.email])
-                .await
-                .unwrap();
+            let stored = w.suppressions_of(&[invitation.email]).await;
             assert_eq!(stored.len(), 1, "{case}: {stored:?}");
             assert_eq!(stored[0].reason, "550 no such user", "{case}");
             assert!(
@@ -885,11 +852,7 @@ async fn a_superseded_bounce_deletes_only_its_own_entry() {
         );
         let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
         assert_eq!(invitation.status, InvitationStatus::Pending, "lift {lift}");
-        let stored = w
-            .service
-            .suppressed(&w.admin, &w.tenant, &[invitation.email])
-            .await
-            .unwrap();
+        let stored = w.suppressions_of(&[invitation.email]).await;
         if lift {
             assert!(stored.is_empty(), "{stored:?}");
             assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
@@ -929,11 +892,7 @@ async fn two_bounces_both_taken_back_leave_no_suppression() {
             assert!(w.store.unsuppress_if_same(&other).await.unwrap());
         }
         assert!(
-            w.service
-                .suppressed(&w.admin, &w.tenant, &[invitation.email])
-                .await
-                .unwrap()
-                .is_empty(),
+            w.suppressions_of(&[invitation.email]).await.is_empty(),
             "other first {other_first}: no bounce stands"
         );
     }

@@ -502,12 +502,7 @@ impl Dispatcher {
     /// failed claim (which ends the drain), are in [`DispatchReport::errors`] and go to
     /// the [error hook](Self::with_error_hook).
     pub async fn drain(&self) -> DispatchReport {
-        self.pump(Until::NothingDue, std::future::pending())
-            .await
-            .unwrap_or_else(|e| DispatchReport {
-                errors: vec![e],
-                ..DispatchReport::default()
-            })
+        keep_errors(self.pump(Until::NothingDue, std::future::pending()).await)
     }
 
     /// Runs until `shutdown` completes, then returns the totals.
@@ -526,13 +521,7 @@ impl Dispatcher {
     /// `shutdown` is any future: `tokio::signal::ctrl_c()`, a oneshot receiver, a
     /// cancellation token's `cancelled()`.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> DispatchReport {
-        // Only a one-claim pump fails; this one keeps every error in its report.
-        self.pump(Until::Shutdown, shutdown)
-            .await
-            .unwrap_or_else(|e| DispatchReport {
-                errors: vec![e],
-                ..DispatchReport::default()
-            })
+        keep_errors(self.pump(Until::Shutdown, shutdown).await)
     }
 
     /// The one delivery loop behind [`run_once`](Self::run_once),
@@ -787,6 +776,15 @@ impl Dispatcher {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A pump's result as a report. Only a one-claim pump fails; the others keep every
+/// error in their report, so this is for the type's sake.
+fn keep_errors(result: Result<DispatchReport, StoreError>) -> DispatchReport {
+    result.unwrap_or_else(|e| DispatchReport {
+        errors: vec![e],
+        ..DispatchReport::default()
+    })
 }
 
 /// Waits for `event`; `false` if `shutdown` came first.

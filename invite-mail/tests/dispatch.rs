@@ -279,6 +279,16 @@ struct Gate {
     sent: AtomicUsize,
 }
 
+impl Gate {
+    fn closed() -> Self {
+        Self {
+            open: tokio::sync::Semaphore::new(0),
+            waiting: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+        }
+    }
+}
+
 #[async_trait]
 impl Mailer for Gate {
     async fn send(&self, _email: &OutgoingEmail) -> Result<(), MailError> {
@@ -303,11 +313,7 @@ async fn claimed(w: &World, ids: &[InvitationId]) -> usize {
 #[tokio::test]
 async fn the_next_batch_is_claimed_while_the_last_sends_are_in_flight() {
     let clock = Arc::new(ManualClock::new(T0));
-    let gate = Arc::new(Gate {
-        open: tokio::sync::Semaphore::new(0),
-        waiting: AtomicUsize::new(0),
-        sent: AtomicUsize::new(0),
-    });
+    let gate = Arc::new(Gate::closed());
     let w = world(gate.clone(), clock.clone());
     let ids = invite(&w.service, &acme(), 7).await;
     let dispatcher = Dispatcher::new(w.service.clone())
@@ -361,11 +367,7 @@ async fn a_drain_with_nothing_due_claims_nothing() {
 #[tokio::test]
 async fn a_run_shut_down_while_claims_wait_delivers_them() {
     let clock = Arc::new(ManualClock::new(T0));
-    let gate = Arc::new(Gate {
-        open: tokio::sync::Semaphore::new(0),
-        waiting: AtomicUsize::new(0),
-        sent: AtomicUsize::new(0),
-    });
+    let gate = Arc::new(Gate::closed());
     let w = world(gate.clone(), clock.clone());
     let ids = invite(&w.service, &acme(), 5).await;
     let dispatcher = Dispatcher::new(w.service.clone())

@@ -76,14 +76,14 @@ where
     q
 }
 
-/// What [`lookup`]s found, one per address key (its latest entry: by time, then by
-/// source text, as `Store::suppressed` says), in key order.
+/// What [`lookup`]s found, one per address key (the first by
+/// [`Suppression::newer_first`], as every store picks), in key order.
 pub(crate) fn one_per_key(mut found: Vec<Suppression>) -> Vec<Suppression> {
     found.sort_by(|a, b| {
-        a.email.key().cmp(b.email.key()).then_with(|| {
-            b.at.cmp(&a.at)
-                .then_with(|| b.source.to_string().cmp(&a.source.to_string()))
-        })
+        a.email
+            .key()
+            .cmp(b.email.key())
+            .then_with(|| a.newer_first(b))
     });
     // `dedup_by` keeps the first of each run: the latest.
     found.dedup_by(|a, b| a.email.key() == b.email.key());
