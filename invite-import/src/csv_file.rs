@@ -10,7 +10,7 @@ use std::sync::mpsc;
 
 use crate::csv_records::{Record, Records};
 use crate::header::HEADER_SEARCH_ROWS;
-use crate::report::ImportRow;
+use crate::rows::RowBlock;
 use crate::validate::{CellValue, RowSink, clean};
 use crate::{ImportError, ImportOptions, Note, Plan, column_name, header};
 
@@ -338,15 +338,13 @@ struct Part<'r, 'b> {
     hand_off: Option<HandOff>,
 }
 
-/// How a part on another thread hands its rows over: in batches, which the
-/// calling thread appends to the report's rows as soon as its own part is done,
-/// so that a part's rows are copied while it goes on (not all at the end) and
-/// never all held twice. Each batch buffer is freed once appended: handing the
-/// buffers back for reuse kept a backlog of empty ones alive until the part
-/// ended (peaks back near the old ones, measured), and barely any came back in
-/// time to be reused.
+/// How a part on another thread hands its rows over: in blocks of rows, which
+/// the calling thread appends to the report's rows (as blocks: not copied) as
+/// soon as its own part is done, so that it can count them against the row
+/// limit while the part goes on, and stop every part once the limit is passed
+/// instead of gathering each part's rows first.
 struct HandOff {
-    batches: mpsc::Sender<Vec<ImportRow>>,
+    batches: mpsc::Sender<RowBlock>,
     /// Rows per batch ([`ImportOptions::batch_rows`]).
     rows: usize,
 }
@@ -357,7 +355,7 @@ impl HandOff {
     fn maybe_send(&self, sink: &mut RowSink<'_>) {
         if sink.rows_len() >= self.rows {
             // If the calling thread stopped listening, the parts are not used.
-            let _ = self.batches.send(sink.take_rows(self.rows));
+            let _ = self.batches.send(sink.take_rows());
         }
     }
 }
@@ -581,8 +579,8 @@ fn read_parallel(
             let start = sink.rows_len();
             if usable {
                 // Until the part's thread drops its sender: done, failed or panicked.
-                for mut batch in &batches {
-                    sink.append_rows(&mut batch);
+                for batch in &batches {
+                    sink.append_rows(batch);
                     if sink.rows_len() > max_rows {
                         usable = false;
                         give_up.store(true, Ordering::Relaxed);
@@ -768,7 +766,7 @@ mod tests {
             &options(1),
         )
         .unwrap();
-        let rows = report.rows.iter().map(crate::ImportRow::row).collect();
+        let rows = report.rows().map(|row| row.row()).collect();
         (rows, report.summary.rows)
     }
 
@@ -781,8 +779,7 @@ mod tests {
             bo@y.com,Editor,Bo,\nAnn@x.com,viewer,,Ng\n";
         let report = crate::import(csv, crate::FileHint::FileName("a.csv"), &options(1)).unwrap();
         let cells: Vec<_> = report
-            .rows
-            .iter()
+            .rows()
             .map(|r| {
                 (
                     r.row(),
@@ -807,11 +804,11 @@ mod tests {
                 (4, "Ann@x.com", Some("viewer"), None, Some("Ng")),
             ]
         );
-        assert!(report.rows[0].outcome().is_valid());
-        assert!(report.rows[1].outcome().is_valid());
+        assert!(report.row(0).unwrap().outcome().is_valid());
+        assert!(report.row(1).unwrap().outcome().is_valid());
         assert_eq!(
-            report.rows[2].outcome(),
-            &crate::RowOutcome::DuplicateOf { row: 2 }
+            report.row(2).unwrap().outcome(),
+            crate::RowOutcome::DuplicateOf { row: 2 }
         );
     }
 

@@ -6,7 +6,8 @@ use invite_core::{EmailAddress, InvalidEmail, NewInvitation, Role};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use crate::validate::{is_invisible, same_text};
+use crate::rows::{ImportRow, Kind, RowIter, Rows};
+use crate::validate::is_invisible;
 use crate::{ColumnMapping, Format};
 
 /// The result of an import: one [`ImportRow`] per non-blank source row, in source
@@ -29,8 +30,8 @@ pub struct ImportReport {
     /// The header row's cells by column (empty without a header): what an
     /// admin picks from to override the mapping.
     pub headers: Vec<String>,
-    /// One entry per non-blank row, in source order.
-    pub rows: Vec<ImportRow>,
+    /// One entry per non-blank row, in source order ([`rows`](Self::rows)).
+    pub(crate) rows: Rows,
     /// Counts per outcome.
     pub summary: Summary,
     /// How the file was read: fallbacks, skipped sheets, merged cells, hidden rows.
@@ -38,14 +39,37 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
+    /// Every non-blank row, in source order.
+    ///
+    /// ```
+    /// use invite_core::Role;
+    /// use invite_import::{ImportOptions, RowOutcome, parse_pasted};
+    ///
+    /// let options = ImportOptions::new(Role::new("member")?);
+    /// let report = parse_pasted("ann@x.com; nope; ANN@x.com", &options)?;
+    /// assert_eq!(report.rows().len(), 3);
+    /// let outcomes: Vec<String> = report.rows().map(|r| r.outcome().to_string()).collect();
+    /// assert_eq!(outcomes[2], "duplicate of row 1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rows(&self) -> RowIter<'_> {
+        self.rows.iter()
+    }
+
+    /// Row `index` (0-based, in source order: not the row number the admin sees,
+    /// which is [`ImportRow::row`]).
+    pub fn row(&self, index: usize) -> Option<ImportRow<'_>> {
+        self.rows.get(index)
+    }
+
     /// The rows that will be invited, in source order.
-    pub fn valid_rows(&self) -> impl Iterator<Item = &ImportRow> {
-        self.rows.iter().filter(|r| r.outcome.is_valid())
+    pub fn valid_rows(&self) -> impl Iterator<Item = ImportRow<'_>> {
+        self.rows().filter(ImportRow::is_valid)
     }
 
     /// The rows that will not be invited: invalid, duplicate, unknown role.
-    pub fn problem_rows(&self) -> impl Iterator<Item = &ImportRow> {
-        self.rows.iter().filter(|r| !r.outcome.is_valid())
+    pub fn problem_rows(&self) -> impl Iterator<Item = ImportRow<'_>> {
+        self.rows().filter(|r| !r.is_valid())
     }
 
     /// The valid rows as invitations, in the order of [`valid_rows`](Self::valid_rows),
@@ -72,11 +96,10 @@ impl ImportReport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_invitations(&self) -> Vec<NewInvitation> {
-        self.rows
-            .iter()
-            .filter_map(|row| match &row.outcome {
+        self.valid_rows()
+            .filter_map(|row| match row.outcome() {
                 RowOutcome::Valid { email, role, .. } => {
-                    let mut new = NewInvitation::new(email.clone(), role.clone()).with_names(
+                    let mut new = NewInvitation::new(email, role).with_names(
                         row.first_name().map(str::to_owned),
                         row.last_name().map(str::to_owned),
                     );
@@ -123,12 +146,13 @@ impl ImportReport {
         // Writing to a Vec cannot fail.
         let _ = writer.write_record(header);
         for row in self.problem_rows() {
-            let problem = row.outcome.to_string();
-            let suggestion = match &row.outcome {
-                RowOutcome::Invalid { suggestion, .. } => suggestion.clone().unwrap_or_default(),
+            let outcome = row.outcome();
+            let problem = outcome.to_string();
+            let suggestion = match outcome {
+                RowOutcome::Invalid { suggestion, .. } => suggestion.unwrap_or_default(),
                 _ => String::new(),
             };
-            let number = row.row.to_string();
+            let number = row.row().to_string();
             let fields = [
                 row.raw(),
                 row.role_cell().unwrap_or(""),
@@ -181,318 +205,6 @@ pub enum MappingSource {
     Given,
     /// Pasted text: no columns.
     Pasted,
-}
-
-/// One source row and its outcome.
-///
-/// `row` is the row number the admin sees: the spreadsheet row, the CSV line on
-/// which the record starts, or the position of the entry in a pasted list.
-///
-/// Compact on purpose (a report can hold a million rows): the row's cells live in
-/// one buffer, and the email cell is not stored again when it is exactly the
-/// address the outcome holds (nor the role cell when it is exactly the role's name).
-#[derive(Debug, Clone)]
-pub struct ImportRow {
-    pub(crate) row: u64,
-    /// `raw? ++ role? ++ first ++ last ++ message`, each as cleaned (raw as read),
-    /// and the flags below.
-    text: PackedCells,
-    pub(crate) outcome: RowOutcome,
-}
-
-/// A row's cells packed end to end: inline when short (most rows: a first and a
-/// last name), else one allocation. Saves an allocation, its page faults and a
-/// pointer chase per row of a million-row report.
-#[derive(Debug, Clone)]
-enum PackedCells {
-    Inline {
-        /// Ends of raw, role, first name and last name; the message runs to `len`.
-        ends: [u8; 4],
-        len: u8,
-        flags: u8,
-        bytes: [u8; INLINE_CELLS],
-    },
-    Heap {
-        /// Ends of raw, role, first name and last name; the message runs to the end.
-        ends: [u32; 4],
-        flags: u8,
-        text: Box<str>,
-    },
-}
-
-/// Inline capacity: as large as fits in the size of the heap form.
-const INLINE_CELLS: usize = 32;
-
-impl PackedCells {
-    /// Packs `parts` (raw, role, first name, last name, message) end to end;
-    /// `scratch` is a reusable buffer for the long form.
-    #[inline(always)]
-    fn new(parts: [&str; 5], flags: u8, scratch: &mut String) -> Self {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if total <= INLINE_CELLS
-            && let Ok(len) = u8::try_from(total)
-        {
-            let mut bytes = [0; INLINE_CELLS];
-            let mut ends = [0u8; 4];
-            let mut at = 0;
-            for (i, part) in parts.iter().enumerate() {
-                // Most parts are empty (raw and role cells held by the outcome,
-                // no message): skip the call to `memcpy`.
-                if !part.is_empty() {
-                    bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
-                    at += part.len();
-                }
-                if let Some(end) = ends.get_mut(i) {
-                    // At most `total`, which fits a byte.
-                    *end = u8::try_from(at).unwrap_or(len);
-                }
-            }
-            return Self::Inline {
-                ends,
-                len,
-                flags,
-                bytes,
-            };
-        }
-        scratch.clear();
-        let mut ends = [0u32; 4];
-        for (i, part) in parts.iter().enumerate() {
-            scratch.push_str(part);
-            if let Some(end) = ends.get_mut(i) {
-                *end = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
-            }
-        }
-        Self::Heap {
-            ends,
-            flags,
-            text: Box::from(scratch.as_str()),
-        }
-    }
-
-    /// The row's flags (`RAW_IS_ADDRESS`, ...).
-    fn flags(&self) -> u8 {
-        match self {
-            Self::Inline { flags, .. } | Self::Heap { flags, .. } => *flags,
-        }
-    }
-
-    /// Part `index` (0 raw, 1 role, 2 first name, 3 last name, 4 message).
-    fn part(&self, index: usize) -> &str {
-        let (text, start, end): (&str, usize, usize) = match self {
-            Self::Inline {
-                ends, len, bytes, ..
-            } => {
-                let len = usize::from(*len);
-                // Built from a `&str` and cut at its char boundaries (below), so
-                // this always holds; an empty string otherwise.
-                let text = std::str::from_utf8(&bytes[..len]).unwrap_or("");
-                let at = |i: usize| ends.get(i).map_or(len, |e| usize::from(*e));
-                (text, index.checked_sub(1).map_or(0, at), at(index))
-            }
-            Self::Heap { ends, text, .. } => {
-                let at = |i: usize| {
-                    ends.get(i)
-                        .map_or(text.len(), |e| usize::try_from(*e).unwrap_or(usize::MAX))
-                };
-                (text, index.checked_sub(1).map_or(0, at), at(index))
-            }
-        };
-        text.get(start.min(text.len())..end.min(text.len()))
-            .unwrap_or("")
-    }
-}
-
-/// `raw` is the outcome's [`EmailAddress::original`] and not in `text`.
-const RAW_IS_ADDRESS: u8 = 1;
-/// The role cell is exactly the outcome's role name and not in `text`.
-const ROLE_IS_ROLE: u8 = 2;
-/// The row is hidden in the spreadsheet.
-const HIDDEN: u8 = 4;
-/// The role cell is present (with [`ROLE_IS_ROLE`], it is not in `text`).
-const HAS_ROLE: u8 = 8;
-
-/// The cells of one row, borrowed, for [`ImportRow::new`].
-#[derive(Debug, Default)]
-pub(crate) struct RowCells<'a> {
-    pub(crate) raw: &'a str,
-    pub(crate) role: Option<&'a str>,
-    pub(crate) first_name: Option<&'a str>,
-    pub(crate) last_name: Option<&'a str>,
-    pub(crate) message: Option<&'a str>,
-    pub(crate) hidden: bool,
-}
-
-impl ImportRow {
-    /// Packs the cells into one buffer, leaving out what the outcome already holds.
-    /// `scratch` is a reusable buffer for long rows.
-    #[inline(always)]
-    pub(crate) fn new(
-        row: u64,
-        cells: &RowCells<'_>,
-        outcome: RowOutcome,
-        scratch: &mut String,
-    ) -> Self {
-        let (email, role) = match &outcome {
-            RowOutcome::Valid { email, role, .. } => (Some(email), Some(role.as_str())),
-            RowOutcome::UnknownRole { email, .. } => (Some(email), None),
-            _ => (None, None),
-        };
-        let mut flags = 0;
-        if cells.hidden {
-            flags |= HIDDEN;
-        }
-        let mut raw = cells.raw;
-        if email.is_some_and(|e| same_text(e.original(), raw)) {
-            flags |= RAW_IS_ADDRESS;
-            raw = "";
-        }
-        let mut role_cell = "";
-        if let Some(cell) = cells.role {
-            flags |= HAS_ROLE;
-            if role.is_some_and(|role| same_text(role, cell)) {
-                flags |= ROLE_IS_ROLE;
-            } else {
-                role_cell = cell;
-            }
-        }
-        let parts = [
-            raw,
-            role_cell,
-            cells.first_name.unwrap_or(""),
-            cells.last_name.unwrap_or(""),
-            cells.message.unwrap_or(""),
-        ];
-        Self {
-            row,
-            text: PackedCells::new(parts, flags, scratch),
-            outcome,
-        }
-    }
-
-    fn part(&self, index: usize) -> &str {
-        self.text.part(index)
-    }
-
-    fn non_empty(&self, index: usize) -> Option<&str> {
-        Some(self.part(index)).filter(|s| !s.is_empty())
-    }
-
-    /// The row number as the admin's program shows it.
-    pub fn row(&self) -> u64 {
-        self.row
-    }
-
-    /// The email cell exactly as it was in the file (numbers and dates as shown).
-    pub fn raw(&self) -> &str {
-        if self.text.flags() & RAW_IS_ADDRESS != 0
-            && let RowOutcome::Valid { email, .. } | RowOutcome::UnknownRole { email, .. } =
-                &self.outcome
-        {
-            return email.original();
-        }
-        self.part(0)
-    }
-
-    /// The role cell, cleaned; `None` if empty (the default role applies).
-    pub fn role_cell(&self) -> Option<&str> {
-        if self.text.flags() & HAS_ROLE == 0 {
-            return None;
-        }
-        if self.text.flags() & ROLE_IS_ROLE != 0
-            && let RowOutcome::Valid { role, .. } = &self.outcome
-        {
-            return Some(role.as_str());
-        }
-        Some(self.part(1))
-    }
-
-    /// The first name, from its column, a `Name` column or the address's display name.
-    pub fn first_name(&self) -> Option<&str> {
-        self.non_empty(2)
-    }
-
-    /// The last name, like [`first_name`](Self::first_name).
-    pub fn last_name(&self) -> Option<&str> {
-        self.non_empty(3)
-    }
-
-    /// The welcome message cell, if any.
-    pub fn message(&self) -> Option<&str> {
-        self.non_empty(4)
-    }
-
-    /// Whether the row is hidden in the spreadsheet (xlsx/xlsm; always `false` elsewhere).
-    /// Hidden rows are imported like any other; the report points them out.
-    pub fn hidden(&self) -> bool {
-        self.text.flags() & HIDDEN != 0
-    }
-
-    /// What will happen to the row.
-    pub fn outcome(&self) -> &RowOutcome {
-        &self.outcome
-    }
-
-    /// Replaces the outcome with [`RowOutcome::DuplicateOf`] `first_row`, keeping
-    /// the cells (repacked: the address no longer holds the raw cell).
-    pub(crate) fn make_duplicate_of(&mut self, first_row: u64, scratch: &mut String) {
-        let raw = self.raw().to_owned();
-        let role = self.role_cell().map(str::to_owned);
-        let first_name = self.first_name().map(str::to_owned);
-        let last_name = self.last_name().map(str::to_owned);
-        let message = self.message().map(str::to_owned);
-        let cells = RowCells {
-            raw: &raw,
-            role: role.as_deref(),
-            first_name: first_name.as_deref(),
-            last_name: last_name.as_deref(),
-            message: message.as_deref(),
-            hidden: self.hidden(),
-        };
-        *self = Self::new(
-            self.row,
-            &cells,
-            RowOutcome::DuplicateOf { row: first_row },
-            scratch,
-        );
-    }
-
-    /// The duplicate-detection key of the row's address, if it has one.
-    pub(crate) fn key(&self) -> Option<&str> {
-        match &self.outcome {
-            RowOutcome::Valid { email, .. } | RowOutcome::UnknownRole { email, .. } => {
-                Some(email.key())
-            }
-            _ => None,
-        }
-    }
-}
-
-impl PartialEq for ImportRow {
-    fn eq(&self, other: &Self) -> bool {
-        self.row == other.row
-            && self.raw() == other.raw()
-            && self.role_cell() == other.role_cell()
-            && self.first_name() == other.first_name()
-            && self.last_name() == other.last_name()
-            && self.message() == other.message()
-            && self.hidden() == other.hidden()
-            && self.outcome == other.outcome
-    }
-}
-
-impl Serialize for ImportRow {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("ImportRow", 8)?;
-        s.serialize_field("row", &self.row)?;
-        s.serialize_field("raw", self.raw())?;
-        s.serialize_field("role_cell", &self.role_cell())?;
-        s.serialize_field("first_name", &self.first_name())?;
-        s.serialize_field("last_name", &self.last_name())?;
-        s.serialize_field("message", &self.message())?;
-        s.serialize_field("hidden", &self.hidden())?;
-        s.serialize_field("outcome", &self.outcome)?;
-        s.end()
-    }
 }
 
 /// What will happen to one row.
@@ -657,18 +369,23 @@ pub struct Summary {
 
 impl Summary {
     /// Takes back a [`count`](Self::count) (the row's outcome is being replaced).
-    pub(crate) fn uncount(&mut self, outcome: &RowOutcome) {
+    pub(crate) fn uncount(&mut self, kind: Kind, suggestion: bool) {
         self.rows -= 1;
-        match outcome {
-            RowOutcome::Valid { suggestion, .. } => {
-                self.valid -= 1;
-                if suggestion.is_some() {
-                    self.with_suggestion -= 1;
-                }
+        *self.of(kind) -= 1;
+        if kind == Kind::Valid && suggestion {
+            self.with_suggestion -= 1;
+        }
+    }
+
+    /// The count of rows of `kind`.
+    fn of(&mut self, kind: Kind) -> &mut u64 {
+        match kind {
+            Kind::Valid => &mut self.valid,
+            Kind::UnknownRole => &mut self.unknown_role,
+            Kind::InvalidEmail | Kind::NotText | Kind::CellError | Kind::Missing => {
+                &mut self.invalid
             }
-            RowOutcome::Invalid { .. } => self.invalid -= 1,
-            RowOutcome::DuplicateOf { .. } => self.duplicates -= 1,
-            RowOutcome::UnknownRole { .. } => self.unknown_role -= 1,
+            Kind::Duplicate => &mut self.duplicates,
         }
     }
 
@@ -695,18 +412,12 @@ impl Summary {
         self.hidden += hidden;
     }
 
-    pub(crate) fn count(&mut self, outcome: &RowOutcome) {
+    /// Counts a row of `kind` (`suggestion`: a valid row with a "did you mean").
+    pub(crate) fn count(&mut self, kind: Kind, suggestion: bool) {
         self.rows += 1;
-        match outcome {
-            RowOutcome::Valid { suggestion, .. } => {
-                self.valid += 1;
-                if suggestion.is_some() {
-                    self.with_suggestion += 1;
-                }
-            }
-            RowOutcome::Invalid { .. } => self.invalid += 1,
-            RowOutcome::DuplicateOf { .. } => self.duplicates += 1,
-            RowOutcome::UnknownRole { .. } => self.unknown_role += 1,
+        *self.of(kind) += 1;
+        if kind == Kind::Valid && suggestion {
+            self.with_suggestion += 1;
         }
     }
 }
@@ -869,46 +580,5 @@ mod tests {
         };
         let doubled: Vec<_> = fields(&a).into_iter().map(|(k, v)| (k, v * 2)).collect();
         assert_eq!(fields(&sum), doubled);
-    }
-
-    fn row(cells: &RowCells<'_>) -> ImportRow {
-        let outcome = RowOutcome::DuplicateOf { row: 1 };
-        ImportRow::new(2, cells, outcome, &mut String::new())
-    }
-
-    #[test]
-    fn packed_cells_read_back_inline_and_on_the_heap() {
-        let long = "x".repeat(INLINE_CELLS);
-        for (raw, first) in [("a@b.c", "Ann"), ("Zoë <z@b.c>", "Zoë"), (&*long, "Al")] {
-            let cells = RowCells {
-                raw,
-                role: Some("editor"),
-                first_name: Some(first),
-                last_name: None,
-                message: Some("hello"),
-                hidden: true,
-            };
-            let row = row(&cells);
-            let inline = matches!(row.text, PackedCells::Inline { .. });
-            assert_eq!(
-                inline,
-                raw.len() + first.len() + 11 <= INLINE_CELLS,
-                "{raw}"
-            );
-            assert_eq!(row.raw(), raw);
-            assert_eq!(row.role_cell(), Some("editor"));
-            assert_eq!(row.first_name(), Some(first));
-            assert_eq!(row.last_name(), None);
-            assert_eq!(row.message(), Some("hello"));
-            assert!(row.hidden());
-        }
-        // A million-row report: 128 bytes a row, the address inside (it was 120
-        // bytes and a heap buffer of about 48 for the address).
-        assert!(size_of::<ImportRow>() <= 128, "{}", size_of::<ImportRow>());
-        let empty = row(&RowCells::default());
-        assert_eq!(
-            (empty.raw(), empty.role_cell(), empty.message()),
-            ("", None, None)
-        );
     }
 }

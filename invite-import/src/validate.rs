@@ -12,7 +12,8 @@ use foldhash::fast::SeedableRandomState;
 use invite_core::{EmailAddress, Role};
 
 use crate::merged::Merged;
-use crate::report::{ImportRow, InvalidReason, RowCells, RowOutcome, Summary};
+use crate::report::Summary;
+use crate::rows::{Kind, NewRow, ROLE_FROM_CELL, RowBlock, Rows, RowsBuilder, Verdict, not_text};
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
 
 /// The cell of an unmapped or missing column.
@@ -368,7 +369,7 @@ pub(crate) struct SheetExtras {
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     /// The rows not yet handed over ([`RowSink::take_rows`]): the last ones.
-    rows: Vec<ImportRow>,
+    rows: Vec<RowBlock>,
     /// All the rows the fork validated, handed over or not.
     rows_total: usize,
     /// `folded hash << 32 | index into rows`, sorted (by hash, then row): sorted
@@ -401,7 +402,7 @@ pub(crate) struct RowSink<'o> {
     /// secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
     /// keys were, but foldhash is several times faster on short keys.
     hasher: SeedableRandomState,
-    rows: Vec<ImportRow>,
+    rows: RowsBuilder,
     /// Rows handed over by [`Self::take_rows`] before those in `rows` (a fork's
     /// rows go to the calling thread in batches): `keyed` indices count them.
     taken: usize,
@@ -409,8 +410,6 @@ pub(crate) struct RowSink<'o> {
     /// replaced round-robin through `plain_next`.
     plain_domains: Vec<Box<str>>,
     plain_next: usize,
-    /// Reused to pack each row's cells into one allocation.
-    scratch: String,
     summary: Summary,
     data_rows: u64,
     extras: SheetExtras,
@@ -432,11 +431,10 @@ impl<'o> RowSink<'o> {
             keyed: Vec::new(),
             sorted: Vec::new(),
             hasher: dedupe_hasher(),
-            rows: Vec::new(),
+            rows: RowsBuilder::default(),
             taken: 0,
             plain_domains: Vec::new(),
             plain_next: 0,
-            scratch: String::new(),
             summary: Summary::default(),
             data_rows: 0,
             extras: SheetExtras::default(),
@@ -480,14 +478,6 @@ impl<'o> RowSink<'o> {
         );
         let mut fork = Self::new(self.options, self.mapping);
         fork.hasher = self.hasher.clone();
-        // Roles of its own (equal, not shared): every valid row clones its
-        // role, and threads sharing one reference count would fight over its
-        // cache line on every row.
-        fork.default_role = unshared(&self.default_role);
-        fork.roles = self
-            .roles
-            .as_ref()
-            .map(|roles| roles.iter().map(unshared).collect());
         fork
     }
 
@@ -502,10 +492,10 @@ impl<'o> RowSink<'o> {
         );
         let mut keyed = std::mem::take(&mut self.keyed);
         sort_by_high_half(&mut keyed);
-        let rows = std::mem::take(&mut self.rows);
+        let rows_total = std::mem::take(&mut self.taken) + self.rows.len();
         Chunk {
-            rows_total: std::mem::take(&mut self.taken) + rows.len(),
-            rows,
+            rows_total,
+            rows: self.rows.take_blocks(),
             keyed,
             summary: std::mem::take(&mut self.summary),
             data_rows: std::mem::take(&mut self.data_rows),
@@ -528,10 +518,11 @@ impl<'o> RowSink<'o> {
 
     /// The rows validated so far, handed over (to be [appended](Self::append_rows)
     /// to the calling thread's sink while this one goes on), replaced by an
-    /// empty buffer with room for `capacity` rows.
-    pub(crate) fn take_rows(&mut self, capacity: usize) -> Vec<ImportRow> {
-        self.taken += self.rows.len();
-        std::mem::replace(&mut self.rows, Vec::with_capacity(capacity))
+    /// empty block with as much room. Only for a [`fork`](Self::fork).
+    pub(crate) fn take_rows(&mut self) -> RowBlock {
+        let block = self.rows.take_current();
+        self.taken += block.len();
+        block
     }
 
     /// How many rows this sink holds.
@@ -539,12 +530,12 @@ impl<'o> RowSink<'o> {
         self.rows.len()
     }
 
-    /// Moves `rows` (from a fork, in order) to the end of this sink's rows,
-    /// leaving `rows` empty. Only the rows: their dedupe entries and counts
+    /// Moves `rows` (from a fork, in order) to the end of this sink's rows (as
+    /// a block: not copied). Only the rows: their dedupe entries and counts
     /// follow with [`append_counts`](Self::append_counts) once every part is
     /// known to be usable, and until then [`truncate_rows`](Self::truncate_rows)
     /// takes them back.
-    pub(crate) fn append_rows(&mut self, rows: &mut Vec<ImportRow>) {
+    pub(crate) fn append_rows(&mut self, rows: RowBlock) {
         self.rows.append(rows);
     }
 
@@ -553,7 +544,9 @@ impl<'o> RowSink<'o> {
     /// the part's rows appended from index `start` on are all the chunk's rows
     /// (if not, which would be a bug, the parts are not used).
     pub(crate) fn append_chunk_rows(&mut self, start: usize, chunk: &mut Chunk) -> bool {
-        self.rows.append(&mut chunk.rows);
+        for block in std::mem::take(&mut chunk.rows) {
+            self.rows.append(block);
+        }
         self.rows.len().checked_sub(start) == Some(chunk.rows_total)
     }
 
@@ -568,7 +561,7 @@ impl<'o> RowSink<'o> {
     /// [`append_rows`](Self::append_rows), then the chunk's own rows).
     pub(crate) fn append_counts(&mut self, start: usize, chunk: Chunk) -> Result<(), ImportError> {
         debug_assert!(chunk.rows.is_empty(), "the chunk's rows are appended first");
-        let last_row = self.rows.last().map_or(0, ImportRow::row);
+        let last_row = self.rows.last_row().unwrap_or(0);
         let too_many = || ImportError::TooManyRows {
             row: last_row,
             limit: u64::from(u32::MAX),
@@ -770,13 +763,19 @@ impl<'o> RowSink<'o> {
         };
         let mut first_of = None;
         let from_display;
-        let outcome = match email.value().unwrap_or(&EMPTY) {
-            CellValue::Number(_) => invalid(InvalidReason::NotText { kind: "number" }),
-            CellValue::Date(_) => invalid(InvalidReason::NotText { kind: "date" }),
-            CellValue::Bool(_) => invalid(InvalidReason::NotText {
-                kind: "true/false value",
-            }),
-            CellValue::Error(code) => invalid(InvalidReason::CellError { code: code.clone() }),
+        // The text parsed as the address, when it is not the raw cell.
+        let mut parsed_text = None;
+        let verdict = match email.value().unwrap_or(&EMPTY) {
+            CellValue::Number(_) => Verdict::NotText {
+                kind: not_text("number"),
+            },
+            CellValue::Date(_) => Verdict::NotText {
+                kind: not_text("date"),
+            },
+            CellValue::Bool(_) => Verdict::NotText {
+                kind: not_text("true/false value"),
+            },
+            CellValue::Error(_) => Verdict::CellError,
             CellValue::Empty | CellValue::Text(_) => {
                 let (mut address, display) = extract_address(email_text);
                 let parsed = match hyperlink.as_deref() {
@@ -798,39 +797,67 @@ impl<'o> RowSink<'o> {
                     last_name = from_display.1.as_deref();
                 }
                 if address.is_empty() {
-                    invalid(InvalidReason::Missing)
+                    Verdict::Missing
                 } else {
                     let parsed = parsed
                         .unwrap_or_else(|| EmailAddress::parse_with(address, &self.options.rules));
-                    let (outcome, hash) = self.validate(address, parsed, role_text);
+                    let (verdict, hash) = self.validate(address, parsed, role_text);
                     first_of = hash;
-                    outcome
+                    parsed_text = Some(address);
+                    verdict
                 }
             }
         };
-        self.summary.count(&outcome);
-        let cells = RowCells {
-            raw: email.text(),
-            role: role_text,
+        self.summary.count(verdict.kind(), verdict.has_suggestion());
+        let raw = email.text();
+        let role = match verdict {
+            Verdict::Valid { role, .. } => role,
+            _ => ROLE_FROM_CELL,
+        };
+        let new = NewRow {
+            raw,
+            address: parsed_text.filter(|address| !same_text(address, raw)),
+            role_cell: role_text,
+            role_is_cell: role_text.is_some_and(|cell| {
+                self.table_role(role)
+                    .is_some_and(|role| same_text(role.as_str(), cell))
+            }),
             first_name,
             last_name,
             message: present(message_text),
             hidden,
         };
+        let too_many = || ImportError::TooManyRows {
+            row,
+            limit: u64::from(u32::MAX),
+        };
         let index = self.taken + self.rows.len();
-        self.rows
-            .push(ImportRow::new(row, &cells, outcome, &mut self.scratch));
-        if let Some(hash) = first_of {
-            let index = u32::try_from(index).map_err(|_| ImportError::TooManyRows {
-                row,
+        let number = u32::try_from(row).map_err(|_| too_many())?;
+        let bytes = RowBlock::bytes_for(&new, &verdict);
+        let block = self.rows.block_for(bytes);
+        if !block.fits(bytes) {
+            return Err(ImportError::TooLarge {
+                bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
                 limit: u64::from(u32::MAX),
-            })?;
+            });
+        }
+        block.push(number, &new, &verdict, role);
+        if let Some(hash) = first_of {
+            let index = u32::try_from(index).map_err(|_| too_many())?;
             self.keyed.push((u64::from(hash) << 32) | u64::from(index));
         }
         Ok(())
     }
 
-    /// The outcome of a row with an address, and, for a row with an address, its
+    /// Role `index` of the role table: 0 the default role, then the tenant's.
+    fn table_role(&self, index: u32) -> Option<&Role> {
+        match index.checked_sub(1) {
+            None => Some(&self.default_role),
+            Some(i) => self.roles.as_ref()?.get(usize::try_from(i).ok()?),
+        }
+    }
+
+    /// The verdict on a row with an address, and, if the address is valid, its
     /// key's hash (the caller records the row in `keyed` once pushed; whether it
     /// repeats an earlier row is decided in [`Self::finish`]).
     #[inline(always)]
@@ -839,54 +866,43 @@ impl<'o> RowSink<'o> {
         address: &str,
         parsed: Result<EmailAddress, invite_core::InvalidEmail>,
         role: Option<&str>,
-    ) -> (RowOutcome, Option<u32>) {
-        let email = match parsed {
-            Ok(email) => email,
-            Err(error) => {
-                let outcome = RowOutcome::Invalid {
-                    suggestion: suggest_fix(address, self.options),
-                    reason: InvalidReason::Email(error),
-                };
-                return (outcome, None);
-            }
+    ) -> (Verdict, Option<u32>) {
+        let Ok(email) = parsed else {
+            let fix = suggest_fix(address, self.options);
+            return (Verdict::InvalidEmail { fix }, None);
         };
         let hash = fold(self.hasher.hash_one(email.key()));
         let role = match role {
-            None => Ok(self.default_role.clone()),
+            None => Some(0),
             Some(text) => match &self.roles {
                 // Exactly as the tenant spells it (the usual case), else ignoring case.
-                Some(roles) => match find_role(roles, text) {
-                    Some(role) => Ok(role.clone()),
-                    None => roles
-                        .iter()
-                        .find(|role| same_role(role.as_str(), text))
-                        .cloned()
-                        .ok_or_else(|| text.to_owned()),
-                },
-                None => Role::new(text).map_err(|_| text.to_owned()),
+                Some(roles) => find_role(roles, text)
+                    .or_else(|| roles.iter().position(|role| same_role(role.as_str(), text)))
+                    .and_then(|i| u32::try_from(i).ok()?.checked_add(1)),
+                None => Role::new(text).is_ok().then_some(ROLE_FROM_CELL),
             },
         };
-        let outcome = match role {
-            Ok(role) => RowOutcome::Valid {
+        let verdict = match role {
+            Some(role) => Verdict::Valid {
                 suggestion: self.suggestion(&email),
-                email,
                 role,
             },
-            Err(role) => RowOutcome::UnknownRole { email, role },
+            None => Verdict::UnknownRole,
         };
-        (outcome, Some(hash))
+        (verdict, Some(hash))
     }
 
-    /// [`EmailAddress::suggestion`], skipped for the domains recently seen to have
-    /// none (it is `None` exactly when `suggest_domain` of the domain is): a list
-    /// mostly repeats a few domains, and the typo check costs more than the parse.
+    /// Whether the address has a "did you mean" ([`EmailAddress::suggestion`]),
+    /// skipped for the domains recently seen to have none (it is `None` exactly
+    /// when `suggest_domain` of the domain is): a list mostly repeats a few
+    /// domains, and the typo check costs more than the parse.
     #[inline(always)]
-    fn suggestion(&mut self, email: &EmailAddress) -> Option<Box<EmailAddress>> {
+    fn suggestion(&mut self, email: &EmailAddress) -> bool {
         let domain = email.domain();
         // A loop, not `Iter::any`: that was left out of line, a call per row.
         for plain in &self.plain_domains {
             if same_text(plain, domain) {
-                return None;
+                return false;
             }
         }
         let suggestion = email.suggestion();
@@ -898,7 +914,7 @@ impl<'o> RowSink<'o> {
                 None => self.plain_domains.push(Box::from(domain)),
             }
         }
-        suggestion.map(Box::new)
+        suggestion.is_some()
     }
 
     /// Sorts the dedupe entries pushed so far into [`Self::sorted`]: the calling
@@ -911,73 +927,84 @@ impl<'o> RowSink<'o> {
         }
     }
 
-    pub(crate) fn finish(mut self) -> (Vec<ImportRow>, Summary, Vec<Merge>, Vec<u64>) {
-        self.mark_duplicates();
-        (
-            self.rows,
-            self.summary,
-            self.merges_used,
-            self.hidden_rows_seen,
-        )
-    }
-
-    /// Turns every row whose address (case-folded key) appeared in an earlier row
-    /// into [`RowOutcome::DuplicateOf`] that first row, and moves it in the summary.
-    ///
-    /// `keyed` is in row order; a stable sort by hash keeps that order within each
-    /// hash, so in each run of equal hashes the first row with a key is its first
-    /// occurrence. Distinct keys sharing a hash are told apart by comparing keys.
-    /// That order is the entries' numeric order, so lists sorted elsewhere (by
-    /// other threads, [`Self::sort_keyed`]) are merged in by value.
-    fn mark_duplicates(&mut self) {
+    pub(crate) fn finish(mut self) -> (Rows, Summary, Vec<Merge>, Vec<u64>) {
         self.sort_keyed();
         let sorted = std::mem::take(&mut self.sorted);
-        match sorted.as_slice() {
-            [] => {}
-            [one] => self.mark_duplicates_in(one.iter().copied()),
-            [a, b] => self.mark_duplicates_in(merge_two(a, b)),
-            _ => self.mark_duplicates_in(sorted_whole(sorted).into_iter()),
-        }
-    }
-
-    /// [`Self::mark_duplicates`] over `entries`, all the entries in order.
-    fn mark_duplicates_in(&mut self, entries: impl Iterator<Item = u64>) {
-        let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
-        let mut duplicates: Vec<(usize, usize)> = Vec::new();
-        // First occurrences within the current run of equal hashes.
-        let mut firsts: Vec<usize> = Vec::new();
-        let mut run_hash = None;
-        for entry in entries {
-            let (hash, at) = (entry >> 32, index(entry));
-            if run_hash != Some(hash) {
-                run_hash = Some(hash);
-                firsts.clear();
-                firsts.push(at);
-                continue;
-            }
-            let key = self.rows.get(at).and_then(ImportRow::key);
-            match firsts
-                .iter()
-                .find(|&&first| self.rows.get(first).and_then(ImportRow::key) == key)
-            {
-                Some(&first) => duplicates.push((at, first)),
-                None => firsts.push(at),
-            }
-        }
-        for (at, first) in duplicates {
-            let first_row = self.rows.get(first).map_or(0, ImportRow::row);
-            if let Some(row) = self.rows.get_mut(at) {
-                self.summary.uncount(row.outcome());
-                row.make_duplicate_of(first_row, &mut self.scratch);
-                self.summary.count(row.outcome());
-            }
-        }
+        let table: Vec<Role> = std::iter::once(self.default_role.clone())
+            .chain(self.roles.iter().flatten().cloned())
+            .collect();
+        let mut rows = std::mem::take(&mut self.rows).finish(
+            table,
+            self.default_role.clone(),
+            self.options.rules,
+        );
+        mark_duplicates(&mut rows, &mut self.summary, sorted);
+        (rows, self.summary, self.merges_used, self.hidden_rows_seen)
     }
 }
 
-/// An equal role with a reference count of its own.
-fn unshared(role: &Role) -> Role {
-    Role::new(role.as_str()).unwrap_or_else(|_| role.clone())
+/// Turns every row whose address (case-folded key) appeared in an earlier row
+/// into a duplicate of that first row, and moves it in the summary.
+///
+/// `sorted` are the dedupe entries (`folded hash << 32 | row index`) in lists
+/// each sorted by hash, then row: a stable sort of entries in row order, so in
+/// each run of equal hashes the first row with a key is its first occurrence.
+/// Distinct keys sharing a hash are told apart by comparing keys. That order
+/// is the entries' numeric order, so lists sorted on other threads are merged
+/// in by value.
+fn mark_duplicates(rows: &mut Rows, summary: &mut Summary, sorted: Vec<Vec<u64>>) {
+    match sorted.as_slice() {
+        [] => {}
+        [one] => mark_duplicates_in(rows, summary, one.iter().copied()),
+        [a, b] => mark_duplicates_in(rows, summary, merge_two(a, b)),
+        _ => mark_duplicates_in(rows, summary, sorted_whole(sorted).into_iter()),
+    }
+}
+
+/// [`mark_duplicates`] over `entries`, all the entries in order.
+fn mark_duplicates_in(rows: &mut Rows, summary: &mut Summary, entries: impl Iterator<Item = u64>) {
+    let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
+    // The key of row `at`, parsed again from the row (only rows whose hash
+    // another row shares: repeats, and the rare collision).
+    let key_of = |rows: &Rows, at: usize| rows.get(at).and_then(|row| row.key());
+    let mut duplicates: Vec<(usize, usize)> = Vec::new();
+    // First occurrences within the current run of equal hashes, with their keys
+    // once read.
+    let mut firsts: Vec<(usize, Option<EmailAddress>)> = Vec::new();
+    let mut run_hash = None;
+    for entry in entries {
+        let (hash, at) = (entry >> 32, index(entry));
+        if run_hash != Some(hash) {
+            run_hash = Some(hash);
+            firsts.clear();
+            firsts.push((at, None));
+            continue;
+        }
+        let key = key_of(rows, at);
+        let mut found = None;
+        for (first, first_key) in &mut firsts {
+            if first_key.is_none() {
+                *first_key = key_of(rows, *first);
+            }
+            if let (Some(a), Some(b)) = (first_key.as_ref(), key.as_ref())
+                && a.key() == b.key()
+            {
+                found = Some(*first);
+                break;
+            }
+        }
+        match found {
+            Some(first) => duplicates.push((at, first)),
+            None => firsts.push((at, None)),
+        }
+    }
+    for (at, first) in duplicates {
+        let first_row = rows.get(first).map_or(0, |row| row.row());
+        if let Some((kind, suggestion)) = rows.make_duplicate(at, first_row) {
+            summary.uncount(kind, suggestion);
+            summary.count(Kind::Duplicate, false);
+        }
+    }
 }
 
 /// The dedupe hasher: foldhash keyed from std's `RandomState`, whose keys come
@@ -1076,14 +1103,13 @@ fn present(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-/// The role spelled exactly `text`, inlined (`Iter::find` with its closure
-/// was left out of line, a call per row).
+/// The index of the role spelled exactly `text`, inlined (`Iter::position`
+/// with its closure was left out of line, a call per row).
 #[inline(always)]
-#[expect(clippy::manual_find, reason = "`Iter::find` was not inlined")]
-fn find_role<'r>(roles: &'r [Role], text: &str) -> Option<&'r Role> {
-    for role in roles {
+fn find_role(roles: &[Role], text: &str) -> Option<usize> {
+    for (i, role) in roles.iter().enumerate() {
         if same_text(role.as_str(), text) {
-            return Some(role);
+            return Some(i);
         }
     }
     None
@@ -1095,13 +1121,6 @@ fn same_role(role: &str, text: &str) -> bool {
         role.eq_ignore_ascii_case(text)
     } else {
         role.to_lowercase() == text.to_lowercase()
-    }
-}
-
-fn invalid(reason: InvalidReason) -> RowOutcome {
-    RowOutcome::Invalid {
-        reason,
-        suggestion: None,
     }
 }
 
@@ -1292,7 +1311,7 @@ mod tests {
         let outcomes: Vec<Option<u64>> = rows
             .iter()
             .map(|r| match r.outcome() {
-                RowOutcome::DuplicateOf { row } => Some(*row),
+                crate::RowOutcome::DuplicateOf { row } => Some(row),
                 _ => None,
             })
             .collect();
@@ -1300,9 +1319,10 @@ mod tests {
             outcomes,
             [None, None, Some(1), None, Some(2), Some(4), Some(1)]
         );
-        assert_eq!(rows[2].raw(), "ANN@x.com");
-        assert_eq!(rows[2].role_cell(), Some("owner"));
-        assert_eq!(rows[6].role_cell(), Some("member"));
+        let row = |i| rows.get(i).unwrap();
+        assert_eq!(row(2).raw(), "ANN@x.com");
+        assert_eq!(row(2).role_cell(), Some("owner"));
+        assert_eq!(row(6).role_cell(), Some("member"));
         assert_eq!(
             (summary.rows, summary.valid, summary.with_suggestion),
             (7, 2, 1)

@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         PASTED,
         &ImportOptions::new(contractor.clone()).with_roles([contractor.clone()]),
     )?;
-    for row in &report.rows {
+    for row in report.rows() {
         println!(
             "row {:>2}: {:<28} {:?}",
             row.row(),

@@ -23,8 +23,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// One line per row: `row | raw | outcome | role cell | first | last | hidden`.
 pub fn render(report: &ImportReport) -> Vec<String> {
     report
-        .rows
-        .iter()
+        .rows()
         .map(|row| {
             let outcome = match row.outcome() {
                 RowOutcome::Valid { email, role, .. } => format!("valid {email} as {role}"),
