@@ -344,7 +344,7 @@ struct Part<'r, 'b> {
 /// limit while the part goes on, and stop every part once the limit is passed
 /// instead of gathering each part's rows first.
 struct HandOff {
-    batches: mpsc::Sender<RowBlock>,
+    batches: mpsc::Sender<Vec<RowBlock>>,
     /// Rows per batch ([`ImportOptions::batch_rows`]).
     rows: usize,
 }
@@ -579,7 +579,7 @@ fn read_parallel(
             let start = sink.rows_len();
             if usable {
                 // Until the part's thread drops its sender: done, failed or panicked.
-                for batch in &batches {
+                for batch in batches.iter().flatten() {
                     sink.append_rows(batch);
                     if sink.rows_len() > max_rows {
                         usable = false;

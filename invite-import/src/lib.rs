@@ -115,7 +115,7 @@ const PARALLEL_MIN_BYTES: usize = 1 << 20;
 /// The least CSV input per thread: smaller parts are not worth a thread.
 const PARALLEL_MIN_PART: usize = 256 << 10;
 /// Rows a CSV part read on another thread hands to the calling thread at a
-/// time (~1 MiB of report rows).
+/// time (160 KiB of report entries, and their text).
 const PART_BATCH_ROWS: usize = 8192;
 
 pub use error::{BoxError, ImportError, column_index, column_name};

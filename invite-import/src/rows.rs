@@ -68,25 +68,40 @@ const HAS_ROLE: u32 = 1 << 14;
 const HIDDEN: u32 = 1 << 15;
 /// A valid row whose address has a "did you mean" suggestion.
 const SUGGESTION: u32 = 1 << 16;
+/// The bits of `Entry::meta` from here up hold the row number's bits above 32.
+const ROW_HIGH_SHIFT: u32 = 17;
 
-/// `Entry::role` of a row whose role is built from its role cell
-/// (`Role::new`: the options list no roles), or that has no role.
+/// Row numbers run up to this (2^47 - 1): far past any file a reader takes
+/// (a CSV line number is at most its byte count; a spreadsheet row, 2^32).
+pub(crate) const MAX_ROW_NUMBER: u64 = (1 << (32 + 32 - ROW_HIGH_SHIFT)) - 1;
+
+/// `Entry::role` of a valid row whose role is built from its role cell
+/// (`Role::new`: the options list no roles), and of every row that is not valid.
 pub(crate) const ROLE_FROM_CELL: u32 = u32::MAX;
 
 /// One row: 20 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// The row number as the admin's program shows it.
+    /// The row number as the admin's program shows it: its low 32 bits (the
+    /// rest are at the top of `meta`).
     row: u32,
     /// Where the row's text starts in its block's `text`.
     at: u32,
-    /// [`Kind`] in the low byte, flags above it.
+    /// [`Kind`] in the low byte, flags above it, and from [`ROW_HIGH_SHIFT`]
+    /// up the row number's high bits.
     meta: u32,
     /// Index into the report's role table, or [`ROLE_FROM_CELL`].
     role: u32,
-    /// [`Kind::Duplicate`]: the first row's number; [`Kind::NotText`]: an
-    /// index into [`NOT_TEXT_KINDS`].
+    /// [`Kind::Duplicate`]: the index of the first row with the address
+    /// (indices fit 32 bits, row numbers need not); [`Kind::NotText`]: an index
+    /// into [`NOT_TEXT_KINDS`].
     extra: u32,
+}
+
+impl Entry {
+    fn row(&self) -> u64 {
+        u64::from(self.meta >> ROW_HIGH_SHIFT) << 32 | u64::from(self.row)
+    }
 }
 
 /// What the sink decided for a row, in the terms the report stores.
@@ -148,7 +163,8 @@ pub(crate) struct NewRow<'a> {
     /// The text that was parsed as the address, if not exactly `raw`.
     pub(crate) address: Option<&'a str>,
     pub(crate) role_cell: Option<&'a str>,
-    /// The role's name when it is exactly the role cell (then not stored).
+    /// Whether the role cell is exactly the name of the row's role in the
+    /// role table (then it is not stored).
     pub(crate) role_is_cell: bool,
     pub(crate) first_name: Option<&'a str>,
     pub(crate) last_name: Option<&'a str>,
@@ -181,36 +197,21 @@ impl RowBlock {
         self.text.len()
     }
 
-    /// Whether a row of `bytes` of text still fits (offsets are 32-bit).
-    pub(crate) fn fits(&self, bytes: usize) -> bool {
-        self.text
-            .len()
-            .checked_add(bytes)
-            .is_some_and(|end| u32::try_from(end).is_ok())
-    }
-
-    /// The most text bytes [`push`](Self::push) writes for `new`.
-    pub(crate) fn bytes_for(new: &NewRow<'_>, verdict: &Verdict) -> usize {
-        let part = |text: Option<&str>| text.map_or(0, |t| t.len() + 5);
-        let fix = match verdict {
-            Verdict::InvalidEmail { fix } => part(fix.as_deref()),
-            _ => 0,
-        };
-        part(Some(new.raw))
-            + part(new.address)
-            + part(new.role_cell)
-            + part(new.first_name)
-            + part(new.last_name)
-            + part(new.message)
-            + fix
-    }
-
-    /// Appends a row. The caller checked [`fits`](Self::fits) with
-    /// [`bytes_for`](Self::bytes_for), and that `row` fits 32 bits.
+    /// Whether another row can start in this block: its text must start at
+    /// an offset that fits 32 bits (a row itself may run past it).
     #[inline(always)]
-    pub(crate) fn push(&mut self, row: u32, new: &NewRow<'_>, verdict: &Verdict, role: u32) {
+    pub(crate) fn has_room(&self) -> bool {
+        u32::try_from(self.text.len()).is_ok()
+    }
+
+    /// Appends a row. The caller checked [`has_room`](Self::has_room), and
+    /// that `row` is at most [`MAX_ROW_NUMBER`].
+    #[inline(always)]
+    pub(crate) fn push(&mut self, row: u64, new: &NewRow<'_>, verdict: &Verdict, role: u32) {
         let at = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
-        let mut meta = u32::from(verdict.kind() as u8);
+        let high = u32::try_from(row >> 32).unwrap_or(u32::MAX) << ROW_HIGH_SHIFT;
+        let low = u32::try_from(row & u64::from(u32::MAX)).unwrap_or(u32::MAX);
+        let mut meta = u32::from(verdict.kind() as u8) | high;
         let mut extra = 0;
         let text = &mut self.text;
         put(text, new.raw);
@@ -250,7 +251,7 @@ impl RowBlock {
             meta |= HIDDEN;
         }
         self.entries.push(Entry {
-            row,
+            row: low,
             at,
             meta,
             role,
@@ -301,10 +302,11 @@ impl RowsBuilder {
         self.sealed + self.current.len()
     }
 
-    /// The block being filled, a new one started if `bytes` more would not fit.
+    /// The block to push the next row to: the one being filled, or a new one
+    /// once that one's text has passed 4 GiB.
     #[inline(always)]
-    pub(crate) fn block_for(&mut self, bytes: usize) -> &mut RowBlock {
-        if !self.current.fits(bytes) {
+    pub(crate) fn block(&mut self) -> &mut RowBlock {
+        if !self.current.has_room() {
             self.seal();
         }
         &mut self.current
@@ -318,12 +320,17 @@ impl RowsBuilder {
         }
     }
 
-    /// The rows of the block being filled, handed over, replaced by an empty
-    /// block with as much room (so a part's batches are allocated once each).
-    /// Only for a builder whose rows are all in its current block (a fork's).
-    pub(crate) fn take_current(&mut self) -> RowBlock {
+    /// Every block, handed over, leaving the builder empty with a block that
+    /// has as much room as the last (so a part's batches are allocated once each).
+    pub(crate) fn take_all(&mut self) -> Vec<RowBlock> {
         let room = RowBlock::with_capacity(self.current.len(), self.current.text_len());
-        std::mem::replace(&mut self.current, room)
+        let last = std::mem::replace(&mut self.current, room);
+        let mut blocks = std::mem::take(&mut self.blocks);
+        self.sealed = 0;
+        if last.len() > 0 {
+            blocks.push(last);
+        }
+        blocks
     }
 
     /// Every block, the one being filled last, leaving the builder empty.
@@ -366,7 +373,7 @@ impl RowsBuilder {
             .entries
             .last()
             .or_else(|| self.blocks.last().and_then(|b| b.entries.last()))
-            .map(|e| u64::from(e.row))
+            .map(Entry::row)
     }
 
     /// The rows, reading with `roles` (the table `Entry::role` indexes) and `rules`.
@@ -433,16 +440,16 @@ impl Rows {
         }
     }
 
-    /// Makes row `index` a duplicate of row number `first_row`, and says
+    /// Makes row `index` a duplicate of the row at index `first`, and says
     /// what it was (kind, and whether it had a suggestion).
-    pub(crate) fn make_duplicate(&mut self, index: usize, first_row: u64) -> Option<(Kind, bool)> {
+    pub(crate) fn make_duplicate(&mut self, index: usize, first: u32) -> Option<(Kind, bool)> {
         let b = self.starts.partition_point(|&start| start <= index);
         let b = b.checked_sub(1)?;
         let start = *self.starts.get(b)?;
         let entry = self.blocks.get_mut(b)?.entries.get_mut(index - start)?;
         let was = (Kind::from_meta(entry.meta), entry.meta & SUGGESTION != 0);
         entry.meta = (entry.meta & !(0xFF | SUGGESTION)) | u32::from(Kind::Duplicate as u8);
-        entry.extra = u32::try_from(first_row).unwrap_or(u32::MAX);
+        entry.extra = first;
         Some(was)
     }
 }
@@ -580,7 +587,7 @@ impl<'r> ImportRow<'r> {
 
     /// The row number as the admin's program shows it.
     pub fn row(&self) -> u64 {
-        u64::from(self.entry.row)
+        self.entry.row()
     }
 
     /// The email cell exactly as it was in the file (numbers and dates as shown).
@@ -703,7 +710,10 @@ impl<'r> ImportRow<'r> {
                 suggestion: None,
             },
             Kind::Duplicate => RowOutcome::DuplicateOf {
-                row: u64::from(self.entry.extra),
+                row: usize::try_from(self.entry.extra)
+                    .ok()
+                    .and_then(|first| self.rows.get(first))
+                    .map_or(0, |first| first.row()),
             },
         }
     }
@@ -791,7 +801,7 @@ mod tests {
     /// A row as the tests write it: the cells, and what `push` is told.
     #[derive(Debug, Clone)]
     struct Given {
-        row: u32,
+        row: u64,
         raw: String,
         address: Option<String>,
         role_cell: Option<String>,
@@ -828,15 +838,13 @@ mod tests {
     }
 
     fn push(builder: &mut RowsBuilder, given: &Given) {
-        let new = given.new_row();
-        let bytes = RowBlock::bytes_for(&new, &given.verdict);
         builder
-            .block_for(bytes)
-            .push(given.row, &new, &given.verdict, given.role);
+            .block()
+            .push(given.row, &given.new_row(), &given.verdict, given.role);
     }
 
     fn check(row: ImportRow<'_>, given: &Given) {
-        assert_eq!(row.row(), u64::from(given.row));
+        assert_eq!(row.row(), given.row);
         assert_eq!(row.raw(), given.raw);
         assert_eq!(row.first_name(), given.first_name.as_deref());
         assert_eq!(row.last_name(), given.last_name.as_deref());
@@ -856,10 +864,25 @@ mod tests {
             row.address(),
             given.address.as_deref().unwrap_or(&given.raw)
         );
-        assert_eq!(row.is_valid(), row.outcome().is_valid());
+        let outcome = row.outcome();
+        assert_eq!(row.is_valid(), outcome.is_valid());
+        if row.kind() != Kind::Duplicate {
+            let rebuilt = match &outcome {
+                RowOutcome::Valid { .. } => Kind::Valid,
+                RowOutcome::UnknownRole { .. } => Kind::UnknownRole,
+                RowOutcome::Invalid { reason, .. } => match reason {
+                    InvalidReason::Email(_) => Kind::InvalidEmail,
+                    InvalidReason::NotText { .. } => Kind::NotText,
+                    InvalidReason::CellError { .. } => Kind::CellError,
+                    InvalidReason::Missing => Kind::Missing,
+                },
+                RowOutcome::DuplicateOf { .. } => Kind::Duplicate,
+            };
+            assert_eq!(rebuilt, given.verdict.kind(), "{outcome:?}");
+        }
     }
 
-    fn valid(row: u32, raw: &str) -> Given {
+    fn valid(row: u64, raw: &str) -> Given {
         Given {
             row,
             raw: raw.to_owned(),
@@ -889,7 +912,7 @@ mod tests {
         for len in [0, 1, 63, 64, 4095, 4096, 70_000] {
             let long = "é".repeat(len / 2) + &"x".repeat(len % 2);
             let given = Given {
-                address: Some(format!("ann@{long}x.com")),
+                address: Some(format!("ann{long} at x.com")),
                 role_cell: Some(long.clone()),
                 first_name: Some(long.clone()),
                 last_name: Some("Lee".to_owned()),
@@ -932,12 +955,35 @@ mod tests {
             matches!(&before, RowOutcome::Valid { role, suggestion: Some(_), .. } if role.as_str() == "editor"),
             "{before:?}"
         );
-        assert_eq!(rows.make_duplicate(1, 2), Some((Kind::Valid, true)));
+        assert_eq!(rows.make_duplicate(1, 0), Some((Kind::Valid, true)));
         let row = rows.get(1).unwrap();
         assert_eq!(row.outcome(), RowOutcome::DuplicateOf { row: 2 });
         check(row, &given);
         assert!(!row.is_valid());
-        assert_eq!(rows.make_duplicate(2, 2), None);
+        assert_eq!(rows.make_duplicate(2, 0), None);
+    }
+
+    #[test]
+    fn row_numbers_past_32_bits_read_back() {
+        let numbers = [
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            (1 << 40) + 7,
+            MAX_ROW_NUMBER,
+        ];
+        let mut builder = RowsBuilder::default();
+        for number in numbers {
+            push(&mut builder, &valid(number, "ann@x.com"));
+        }
+        assert_eq!(builder.last_row(), Some(MAX_ROW_NUMBER));
+        let mut rows = finish(builder);
+        rows.make_duplicate(3, 1);
+        let read: Vec<u64> = rows.iter().map(|row| row.row()).collect();
+        assert_eq!(read, numbers);
+        assert_eq!(
+            rows.get(3).unwrap().outcome(),
+            RowOutcome::DuplicateOf { row: numbers[1] }
+        );
     }
 
     #[test]
@@ -1034,7 +1080,7 @@ mod tests {
             let mut given = Vec::new();
             for (b, size) in cuts.iter().enumerate() {
                 for i in 0..*size {
-                    let row = u32::try_from(given.len()).unwrap() + 1;
+                    let row = u64::try_from(given.len()).unwrap() + 1;
                     let g = Given {
                         first_name: (i % 2 == 0).then(|| format!("n{b}{i}")),
                         ..valid(row, &format!("a{row}@x.com"))
@@ -1043,7 +1089,9 @@ mod tests {
                     given.push(g);
                 }
                 if b % 2 == 1 {
-                    main.append(fork.take_current());
+                    for block in fork.take_all() {
+                        main.append(block);
+                    }
                 }
                 proptest::prop_assert_eq!(main.len(), given.len() - fork.len());
             }
@@ -1054,7 +1102,7 @@ mod tests {
             main.truncate(keep);
             given.truncate(keep);
             proptest::prop_assert_eq!(main.len(), keep);
-            proptest::prop_assert_eq!(main.last_row(), given.last().map(|g| u64::from(g.row)));
+            proptest::prop_assert_eq!(main.last_row(), given.last().map(|g| g.row));
             let rows = finish(main);
             proptest::prop_assert_eq!(rows.iter().len(), keep);
             for (i, (row, g)) in rows.iter().zip(&given).enumerate() {

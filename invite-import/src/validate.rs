@@ -13,7 +13,9 @@ use invite_core::{EmailAddress, Role};
 
 use crate::merged::Merged;
 use crate::report::Summary;
-use crate::rows::{Kind, NewRow, ROLE_FROM_CELL, RowBlock, Rows, RowsBuilder, Verdict, not_text};
+use crate::rows::{
+    Kind, MAX_ROW_NUMBER, NewRow, ROLE_FROM_CELL, RowBlock, Rows, RowsBuilder, Verdict, not_text,
+};
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
 
 /// The cell of an unmapped or missing column.
@@ -519,10 +521,10 @@ impl<'o> RowSink<'o> {
     /// The rows validated so far, handed over (to be [appended](Self::append_rows)
     /// to the calling thread's sink while this one goes on), replaced by an
     /// empty block with as much room. Only for a [`fork`](Self::fork).
-    pub(crate) fn take_rows(&mut self) -> RowBlock {
-        let block = self.rows.take_current();
-        self.taken += block.len();
-        block
+    pub(crate) fn take_rows(&mut self) -> Vec<RowBlock> {
+        let blocks = self.rows.take_all();
+        self.taken += blocks.iter().map(RowBlock::len).sum::<usize>();
+        blocks
     }
 
     /// How many rows this sink holds.
@@ -827,23 +829,20 @@ impl<'o> RowSink<'o> {
             message: present(message_text),
             hidden,
         };
-        let too_many = || ImportError::TooManyRows {
-            row,
-            limit: u64::from(u32::MAX),
-        };
         let index = self.taken + self.rows.len();
-        let number = u32::try_from(row).map_err(|_| too_many())?;
-        let bytes = RowBlock::bytes_for(&new, &verdict);
-        let block = self.rows.block_for(bytes);
-        if !block.fits(bytes) {
-            return Err(ImportError::TooLarge {
-                bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
-                limit: u64::from(u32::MAX),
+        if row > MAX_ROW_NUMBER {
+            // Not reached by any reader: see `MAX_ROW_NUMBER`.
+            return Err(ImportError::TooManyRows {
+                row,
+                limit: MAX_ROW_NUMBER,
             });
         }
-        block.push(number, &new, &verdict, role);
+        self.rows.block().push(row, &new, &verdict, role);
         if let Some(hash) = first_of {
-            let index = u32::try_from(index).map_err(|_| too_many())?;
+            let index = u32::try_from(index).map_err(|_| ImportError::TooManyRows {
+                row,
+                limit: u64::from(u32::MAX),
+            })?;
             self.keyed.push((u64::from(hash) << 32) | u64::from(index));
         }
         Ok(())
@@ -999,8 +998,9 @@ fn mark_duplicates_in(rows: &mut Rows, summary: &mut Summary, entries: impl Iter
         }
     }
     for (at, first) in duplicates {
-        let first_row = rows.get(first).map_or(0, |row| row.row());
-        if let Some((kind, suggestion)) = rows.make_duplicate(at, first_row) {
+        // Indices in dedupe entries fit 32 bits (see `indices_fit`).
+        let first = u32::try_from(first).unwrap_or(u32::MAX);
+        if let Some((kind, suggestion)) = rows.make_duplicate(at, first) {
             summary.uncount(kind, suggestion);
             summary.count(Kind::Duplicate, false);
         }
@@ -1328,6 +1328,25 @@ mod tests {
             (7, 2, 1)
         );
         assert_eq!((summary.unknown_role, summary.duplicates), (1, 4));
+    }
+
+    #[test]
+    fn row_numbers_past_32_bits_are_imported() {
+        // calamine hands an .xlsb row header's number over as it is, up to 2^32.
+        let options = ImportOptions::new(Role::new("member").unwrap());
+        let mut sink = RowSink::new(&options, ColumnMapping::new(0));
+        let far = u64::from(u32::MAX) + 1;
+        for row in [far, far + 1] {
+            let cells = [CellValue::Text(Cow::Borrowed("ann@x.com"))];
+            sink.push(row, &cells).unwrap();
+        }
+        let (rows, summary, _, _) = sink.finish();
+        assert_eq!(rows.get(0).unwrap().row(), far);
+        assert_eq!(
+            rows.get(1).unwrap().outcome(),
+            crate::RowOutcome::DuplicateOf { row: far }
+        );
+        assert_eq!((summary.valid, summary.duplicates), (1, 1));
     }
 
     #[test]
