@@ -741,6 +741,7 @@ mod tests {
             .with_threads(std::num::NonZeroUsize::new(threads).unwrap());
         options.parallel_min_bytes = 0;
         options.parallel_min_part = 1;
+        options.parallel_min_dedupe = 0;
         options.threads_within_cores = false;
         // Parts hand their rows over two at a time, so every threaded test
         // sees batches appended (and taken back when the parts fail).

@@ -114,6 +114,11 @@ const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// The least CSV input per thread: smaller parts are not worth a thread.
 const PARALLEL_MIN_PART: usize = 256 << 10;
+/// Rows with an address from which the duplicate pass of a report runs on two
+/// threads (when [`ImportOptions::with_threads`] allows two): below it, a
+/// thread costs more than it saves.
+const PARALLEL_MIN_DEDUPE: usize = 1 << 16;
+
 /// Rows a CSV part read on another thread hands to the calling thread at a
 /// time (160 KiB of report entries, and their text).
 const PART_BATCH_ROWS: usize = 8192;
@@ -157,6 +162,9 @@ pub struct ImportOptions {
     pub(crate) parallel_min_bytes: usize,
     /// The least input per part ([`PARALLEL_MIN_PART`]); tests lower it too.
     pub(crate) parallel_min_part: usize,
+    /// Dedupe entries (rows with an address) from which the duplicate pass
+    /// runs on two threads ([`PARALLEL_MIN_DEDUPE`]); tests lower it.
+    pub(crate) parallel_min_dedupe: usize,
     /// Rows a part on another thread hands over at a time
     /// ([`PART_BATCH_ROWS`]); tests lower it so small files hand over many.
     pub(crate) batch_rows: usize,
@@ -182,6 +190,7 @@ impl ImportOptions {
             threads: NonZeroUsize::MIN.saturating_add(1),
             parallel_min_bytes: PARALLEL_MIN_BYTES,
             parallel_min_part: PARALLEL_MIN_PART,
+            parallel_min_dedupe: PARALLEL_MIN_DEDUPE,
             batch_rows: PART_BATCH_ROWS,
             threads_within_cores: true,
             #[cfg(test)]

@@ -719,7 +719,7 @@ impl<'r> ImportRow<'r> {
     }
 
     /// The text that was parsed as the address.
-    fn address(&self) -> &'r str {
+    pub(crate) fn address(&self) -> &'r str {
         let parts = self.parts();
         parts.address.unwrap_or(parts.raw)
     }

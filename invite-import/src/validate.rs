@@ -926,6 +926,16 @@ impl<'o> RowSink<'o> {
         }
     }
 
+    /// Whether the duplicate pass over `entries` dedupe entries is worth a
+    /// second thread (and one is allowed).
+    fn dedupe_on_two_threads(&self, entries: usize) -> bool {
+        let options = self.options;
+        entries >= options.parallel_min_dedupe
+            && options.threads.get() > 1
+            && (!options.threads_within_cores
+                || std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    }
+
     pub(crate) fn finish(mut self) -> (Rows, Summary, Vec<Merge>, Vec<u64>) {
         self.sort_keyed();
         let sorted = std::mem::take(&mut self.sorted);
@@ -937,7 +947,9 @@ impl<'o> RowSink<'o> {
             self.default_role.clone(),
             self.options.rules,
         );
-        mark_duplicates(&mut rows, &mut self.summary, sorted);
+        let entries = sorted.iter().map(Vec::len).sum();
+        let two_threads = self.dedupe_on_two_threads(entries);
+        mark_duplicates(&mut rows, &mut self.summary, sorted, two_threads);
         (rows, self.summary, self.merges_used, self.hidden_rows_seen)
     }
 }
@@ -951,21 +963,84 @@ impl<'o> RowSink<'o> {
 /// Distinct keys sharing a hash are told apart by comparing keys. That order
 /// is the entries' numeric order, so lists sorted on other threads are merged
 /// in by value.
-fn mark_duplicates(rows: &mut Rows, summary: &mut Summary, sorted: Vec<Vec<u64>>) {
-    match sorted.as_slice() {
-        [] => {}
-        [one] => mark_duplicates_in(rows, summary, one.iter().copied()),
-        [a, b] => mark_duplicates_in(rows, summary, merge_two(a, b)),
-        _ => mark_duplicates_in(rows, summary, sorted_whole(sorted).into_iter()),
+///
+/// With `two_threads`, the hash space is cut in half and each half searched on
+/// its own thread (a run of equal hashes is never cut): telling a repeat from a
+/// collision reads both rows back, two cache misses and a parse each, which
+/// over a large report's repeats is the longest serial step left.
+fn mark_duplicates(
+    rows: &mut Rows,
+    summary: &mut Summary,
+    sorted: Vec<Vec<u64>>,
+    two_threads: bool,
+) {
+    let whole;
+    let lists: Vec<&[u64]> = if sorted.len() > 2 {
+        whole = sorted_whole(sorted);
+        vec![whole.as_slice()]
+    } else {
+        sorted.iter().map(Vec::as_slice).collect()
+    };
+    let mut duplicates = if two_threads {
+        find_duplicates_in_halves(rows, &lists)
+    } else {
+        find_duplicates(rows, &lists)
+    };
+    // In row order: the entries they change are then read in memory order.
+    duplicates.sort_unstable();
+    for (at, first) in duplicates {
+        // Indices in dedupe entries fit 32 bits (see `indices_fit`).
+        let first = u32::try_from(first).unwrap_or(u32::MAX);
+        if let Some((kind, suggestion)) = rows.make_duplicate(at, first) {
+            summary.uncount(kind, suggestion);
+            summary.count(Kind::Duplicate, false);
+        }
     }
 }
 
-/// [`mark_duplicates`] over `entries`, all the entries in order.
-fn mark_duplicates_in(rows: &mut Rows, summary: &mut Summary, entries: impl Iterator<Item = u64>) {
+/// [`find_duplicates`] for the entries with a hash in the low half on this
+/// thread, and for the others on another.
+fn find_duplicates_in_halves(rows: &Rows, lists: &[&[u64]]) -> Vec<(usize, usize)> {
+    let (low, high): (Vec<&[u64]>, Vec<&[u64]>) = lists
+        .iter()
+        .map(|&list| list.split_at(list.partition_point(|&e| e >> 32 < 1 << 31)))
+        .unzip();
+    std::thread::scope(|scope| {
+        let builder = std::thread::Builder::new().name("invite-import-dedupe".to_owned());
+        let other = builder.spawn_scoped(scope, || find_duplicates(rows, &high));
+        let mut found = find_duplicates(rows, &low);
+        match other.map(std::thread::ScopedJoinHandle::join) {
+            Ok(Ok(more)) => found.extend(more),
+            // A panic there is a bug that would panic here as well.
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // No thread to be had: this one searches the other half too.
+            Err(_) => found.extend(find_duplicates(rows, &high)),
+        }
+        found
+    })
+}
+
+/// Every row whose key repeats an earlier row's, as `(row index, first row
+/// index)`, from `lists` (at most two) of sorted dedupe entries.
+fn find_duplicates(rows: &Rows, lists: &[&[u64]]) -> Vec<(usize, usize)> {
+    match lists {
+        [] => Vec::new(),
+        [one] => find_duplicates_in(rows, one.iter().copied()),
+        [a, b] => find_duplicates_in(rows, merge_two(a, b)),
+        more => find_duplicates_in(
+            rows,
+            sorted_whole(more.iter().map(|list| list.to_vec()).collect()).into_iter(),
+        ),
+    }
+}
+
+/// [`find_duplicates`] over `entries`, all the entries in order.
+fn find_duplicates_in(rows: &Rows, entries: impl Iterator<Item = u64>) -> Vec<(usize, usize)> {
     let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
     // The key of row `at`, parsed again from the row (only rows whose hash
     // another row shares: repeats, and the rare collision).
-    let key_of = |rows: &Rows, at: usize| rows.get(at).and_then(|row| row.key());
+    let key_of = |at: usize| rows.get(at).and_then(|row| row.key());
+    let text_of = |at: usize| rows.get(at).map(|row| row.address());
     let mut duplicates: Vec<(usize, usize)> = Vec::new();
     // First occurrences within the current run of equal hashes, with their keys
     // once read.
@@ -979,11 +1054,20 @@ fn mark_duplicates_in(rows: &mut Rows, summary: &mut Summary, entries: impl Iter
             firsts.push((at, None));
             continue;
         }
-        let key = key_of(rows, at);
+        let text = text_of(at);
+        let mut key = None;
         let mut found = None;
         for (first, first_key) in &mut firsts {
+            // The same text parses to the same address: no parse needed.
+            if text.is_some() && text_of(*first) == text {
+                found = Some(*first);
+                break;
+            }
             if first_key.is_none() {
-                *first_key = key_of(rows, *first);
+                *first_key = key_of(*first);
+            }
+            if key.is_none() {
+                key = key_of(at);
             }
             if let (Some(a), Some(b)) = (first_key.as_ref(), key.as_ref())
                 && a.key() == b.key()
@@ -997,14 +1081,7 @@ fn mark_duplicates_in(rows: &mut Rows, summary: &mut Summary, entries: impl Iter
             None => firsts.push((at, None)),
         }
     }
-    for (at, first) in duplicates {
-        // Indices in dedupe entries fit 32 bits (see `indices_fit`).
-        let first = u32::try_from(first).unwrap_or(u32::MAX);
-        if let Some((kind, suggestion)) = rows.make_duplicate(at, first) {
-            summary.uncount(kind, suggestion);
-            summary.count(Kind::Duplicate, false);
-        }
-    }
+    duplicates
 }
 
 /// The dedupe hasher: foldhash keyed from std's `RandomState`, whose keys come
@@ -1328,6 +1405,44 @@ mod tests {
             (7, 2, 1)
         );
         assert_eq!((summary.unknown_role, summary.duplicates), (1, 4));
+    }
+
+    #[test]
+    fn rows_sharing_a_hash_are_told_apart_by_key_on_either_thread() {
+        let options = ImportOptions::new(Role::new("member").unwrap());
+        let mut sink = RowSink::new(&options, ColumnMapping::new(0));
+        let emails = [
+            "ann@x.com",
+            "bo@x.com",
+            "ANN@x.com",
+            "bo@x.com",
+            "cy@x.com",
+            "Bo@X.com",
+        ];
+        for (row, email) in (1u64..).zip(emails) {
+            sink.push(row, &[CellValue::Text(Cow::Borrowed(email))])
+                .unwrap();
+        }
+        let rows = std::mem::take(&mut sink.rows).finish(
+            Vec::new(),
+            options.default_role.clone(),
+            options.rules,
+        );
+        // Every row under one hash (a collision the real hash makes rare), on
+        // each side of the halves' cut: repeats are found by text or by key,
+        // the others stay first occurrences.
+        for hash in [7u64, 1 << 31, u64::from(u32::MAX)] {
+            let entries: Vec<u64> = (0..6).map(|i| hash << 32 | i).collect();
+            let expected = [(2, 0), (3, 1), (5, 1)];
+            assert_eq!(find_duplicates_in(&rows, entries.iter().copied()), expected);
+            let other: Vec<u64> = (0..6).map(|i| 3 << 32 | i).collect();
+            let mut both = find_duplicates_in_halves(&rows, &[&entries, &other]);
+            both.sort_unstable();
+            let mut twice = expected.to_vec();
+            twice.extend(expected);
+            twice.sort_unstable();
+            assert_eq!(both, twice);
+        }
     }
 
     #[test]
