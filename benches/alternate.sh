@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Alternates import_large binaries on one input so that machine noise falls on all of
 # them alike: each round runs the bare read (`csv-bare`) and then MODE, for each binary
-# in turn; prints the minimum and median of each.
+# in turn; prints the minimum and median of each (the lower middle one for an even count).
 #
 #   benches/alternate.sh ROUNDS MODE FILE BINARY...
 #   benches/alternate.sh 10 csv-import /tmp/big1m.csv /tmp/old/import_large target/release/import_large
 set -euo pipefail
-if [ $# -lt 4 ]; then
+if [ $# -lt 4 ] || [ "$1" -lt 1 ]; then
   echo "usage: $0 ROUNDS MODE FILE BINARY..." >&2
   exit 2
 fi

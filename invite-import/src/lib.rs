@@ -247,7 +247,7 @@ impl ImportOptions {
     /// a large value only means "as many as are worth it": on 8 cores, 2 MiB
     /// gives 8 parts and 1.2 MiB gives 4, whatever `threads` is above that.
     /// The report keeps the parts' blocks as they are (1M rows of four columns
-    /// peaked at 108–112 MiB with the 39 MiB file, on one thread or two), and
+    /// peaked at 108–113 MiB with the 39 MiB file, on one thread or two), and
     /// each part stops at
     /// [`ImportLimits::max_rows`] on its own, so a file past the limit can
     /// hold up to that many rows per part before the error. Smaller files,

@@ -8,7 +8,6 @@
 //! cargo run --release -p invite-benches --bin import_large -- xlsx-cells  /tmp/big.xlsx
 //! cargo run --release -p invite-benches --bin import_large -- csv-import  /tmp/big.csv
 //! cargo run --release -p invite-benches --bin import_large -- csv-import-1t /tmp/big.csv
-//! cargo run --release -p invite-benches --bin import_large -- csv-import-warm /tmp/big.csv
 //! cargo run --release -p invite-benches --bin import_large -- csv-bare    /tmp/big.csv
 //! ```
 use std::io::Cursor;
@@ -117,15 +116,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_max_bytes(4 << 30)
                 .with_max_uncompressed_bytes(16 << 30),
         );
-    if mode.ends_with("-warm") {
-        // A server imports many files: time the second import in this process,
-        // once the first report's memory is back with the allocator (the
-        // first import faults every page of its report in from the kernel).
-        drop(import(&bytes, FileHint::FileName(path), &options)?);
-    }
     let start = Instant::now();
     let summary = match mode {
-        "xlsx-import" | "csv-import" | "csv-import-1t" | "csv-import-warm" => {
+        "xlsx-import" | "csv-import" | "csv-import-1t" => {
             let report = import(&bytes, FileHint::FileName(path), &options)?;
             format!("{:?}", report.summary)
         }
