@@ -114,7 +114,7 @@ const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// The least CSV input per thread: smaller parts are not worth a thread.
 const PARALLEL_MIN_PART: usize = 256 << 10;
-/// Rows with an address from which the duplicate pass of a report runs on two
+/// Rows with a valid address from which the duplicate pass of a report runs on two
 /// threads (when [`ImportOptions::with_threads`] allows two): below it, a
 /// thread costs more than it saves.
 const PARALLEL_MIN_DEDUPE: usize = 1 << 16;
@@ -162,7 +162,7 @@ pub struct ImportOptions {
     pub(crate) parallel_min_bytes: usize,
     /// The least input per part ([`PARALLEL_MIN_PART`]); tests lower it too.
     pub(crate) parallel_min_part: usize,
-    /// Dedupe entries (rows with an address) from which the duplicate pass
+    /// Dedupe entries (rows with a valid address) from which the duplicate pass
     /// runs on two threads ([`PARALLEL_MIN_DEDUPE`]); tests lower it.
     pub(crate) parallel_min_dedupe: usize,
     /// Rows a part on another thread hands over at a time
@@ -252,7 +252,7 @@ impl ImportOptions {
     /// [`ImportLimits::max_rows`] on its own, so a file past the limit can
     /// hold up to that many rows per part before the error. Smaller files,
     /// spreadsheets and pasted lists are read on the calling thread alone; in
-    /// any format, a report of 65,536 rows with an address or more looks for
+    /// any format, a report of 65,536 valid addresses or more (with more than one core) looks for
     /// repeated addresses on two threads when `threads` allows two. The
     /// report, or the error, is the same for any number of threads: a cut that
     /// does not fall between two records (a line break inside a quoted cell)
