@@ -252,8 +252,9 @@ impl ImportOptions {
     /// [`ImportLimits::max_rows`] on its own, so a file past the limit can
     /// hold up to that many rows per part before the error. Smaller files,
     /// spreadsheets and pasted lists are read on the calling thread alone; in
-    /// any format, a report of 65,536 valid addresses or more (with more than one core) looks for
-    /// repeated addresses on two threads when `threads` allows two. The
+    /// any format, a report of 65,536 valid addresses or more looks for
+    /// repeated addresses on two threads when `threads` allows two and there
+    /// is more than one core. The
     /// report, or the error, is the same for any number of threads: a cut that
     /// does not fall between two records (a line break inside a quoted cell)
     /// is detected, and the calling thread then reads the rest alone.
