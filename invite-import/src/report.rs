@@ -38,6 +38,16 @@ pub struct ImportReport {
     pub notes: Vec<Note>,
 }
 
+/// `for row in &report` walks [`ImportReport::rows`].
+impl<'r> IntoIterator for &'r ImportReport {
+    type Item = ImportRow<'r>;
+    type IntoIter = RowIter<'r>;
+
+    fn into_iter(self) -> RowIter<'r> {
+        self.rows()
+    }
+}
+
 impl ImportReport {
     /// Every non-blank row, in source order.
     ///
@@ -50,6 +60,9 @@ impl ImportReport {
     /// assert_eq!(report.rows().len(), 3);
     /// let outcomes: Vec<String> = report.rows().map(|r| r.outcome().to_string()).collect();
     /// assert_eq!(outcomes[2], "duplicate of row 1");
+    /// for row in &report {
+    ///     assert!(row.row() >= 1);
+    /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn rows(&self) -> RowIter<'_> {

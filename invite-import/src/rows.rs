@@ -522,6 +522,21 @@ impl fmt::Debug for RowIter<'_> {
 /// [`row`](Self::row) is the row number the admin sees: the spreadsheet row, the
 /// CSV line on which the record starts, or the position of the entry in a
 /// pasted list.
+///
+/// ```
+/// use invite_core::Role;
+/// use invite_import::{ImportOptions, RowOutcome, parse_pasted};
+///
+/// let options = ImportOptions::new(Role::new("member")?);
+/// let report = parse_pasted("Ann Lee <Ann@X.com>", &options)?;
+/// let row = report.row(0).expect("one row");
+/// assert_eq!((row.row(), row.raw()), (1, "Ann Lee <Ann@X.com>"));
+/// assert_eq!((row.first_name(), row.last_name()), (Some("Ann"), Some("Lee")));
+/// assert!(row.is_valid());
+/// assert_eq!(row.email().map(|e| e.key().to_owned()).as_deref(), Some("ann@x.com"));
+/// assert!(matches!(row.outcome(), RowOutcome::Valid { role, .. } if role.as_str() == "member"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy)]
 pub struct ImportRow<'r> {
     rows: &'r Rows,
