@@ -1549,6 +1549,10 @@ impl Invitations {
     /// Delivers one claimed email: mints its link (a retry mints a new one), stores the
     /// hash, writes and sends the email, and records the outcome (sent, retry with
     /// backoff, or delivery failed).
+    ///
+    /// It does not consult the suppression list: a dispatcher asks
+    /// [`suppressed_among`](Self::suppressed_among) once per claimed batch and
+    /// [`fail_suppressed`](Self::fail_suppressed)s those claims instead.
     pub async fn deliver(&self, claim: &OutboxClaim) -> Result<Delivered, StoreError> {
         let entry = &claim.entry;
         let tenant = &entry.tenant;
@@ -1656,6 +1660,20 @@ impl Invitations {
                 ),
             },
         };
+        if !self.record_delivery(claim, outcome).await? {
+            return Ok(Delivered::LeaseLost);
+        }
+        Ok(delivered)
+    }
+
+    /// Records how a claimed entry's delivery ended (and the event for a sent or
+    /// failed one); `false` if the claim was lost meanwhile.
+    async fn record_delivery(
+        &self,
+        claim: &OutboxClaim,
+        outcome: DeliveryOutcome,
+    ) -> Result<bool, StoreError> {
+        let entry = &claim.entry;
         let event_kind = match &outcome {
             DeliveryOutcome::Sent => Some(EventKind::Delivered),
             DeliveryOutcome::Failed { error } => Some(EventKind::DeliveryFailed {
@@ -1663,22 +1681,99 @@ impl Invitations {
             }),
             _ => None,
         };
-        if !complete(outcome).await? {
-            return Ok(Delivered::LeaseLost);
+        match self
+            .store
+            .complete_outbox(
+                &entry.tenant,
+                entry.id,
+                claim.lease_until,
+                &outcome,
+                self.clock.now(),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
         }
         if let Some(kind) = event_kind
             && self.events.is_recording()
         {
             self.events
                 .record(vec![self.event(
-                    tenant,
+                    &entry.tenant,
                     None,
                     Some(claim.invitation.id),
                     kind,
                 )])
                 .await;
         }
-        Ok(delivered)
+        Ok(true)
+    }
+
+    /// The claims among `claims` whose address is on its tenant's suppression list
+    /// (it bounced, or the host suppressed it) with the list's reason: one store
+    /// lookup per tenant among them.
+    ///
+    /// An email queued before its address was suppressed (a scheduled invitation, a
+    /// throttled import, a retry) must not go out: dispatchers ask this once per
+    /// claimed batch and [`fail_suppressed`](Self::fail_suppressed) those claims
+    /// instead of delivering them, as [`dispatch_due`](Self::dispatch_due) and
+    /// `invite-mail`'s dispatcher do. [`deliver`](Self::deliver) does not look
+    /// itself, so a batch costs one lookup, not one per email. An address suppressed
+    /// between this lookup and its send is still sent to.
+    pub async fn suppressed_among(
+        &self,
+        claims: &[OutboxClaim],
+    ) -> Result<HashMap<OutboxId, String>, StoreError> {
+        let mut keys_of: HashMap<&TenantId, Vec<&str>> = HashMap::new();
+        for claim in claims {
+            keys_of
+                .entry(&claim.entry.tenant)
+                .or_default()
+                .push(claim.invitation.email.key());
+        }
+        let mut found = HashMap::new();
+        for (tenant, keys) in keys_of {
+            let reasons: HashMap<String, String> = self
+                .store
+                .suppressed(tenant, &keys)
+                .await?
+                .into_iter()
+                .map(|s| (s.email.key().to_owned(), s.reason))
+                .collect();
+            if reasons.is_empty() {
+                continue;
+            }
+            for claim in claims.iter().filter(|c| &c.entry.tenant == tenant) {
+                if let Some(reason) = reasons.get(claim.invitation.email.key()) {
+                    found.insert(claim.entry.id, reason.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Ends a claim whose address is suppressed ([`suppressed_among`](Self::suppressed_among))
+    /// without sending: the invitation shows delivery failed, with the list's
+    /// `reason`, so the admin sees why; lifting the suppression and resending sends
+    /// it. [`Delivered::LeaseLost`] if the claim was lost meanwhile.
+    pub async fn fail_suppressed(
+        &self,
+        claim: &OutboxClaim,
+        reason: &str,
+    ) -> Result<Delivered, StoreError> {
+        let error = format!(
+            "not sent: the address is on the suppression list ({reason}); lift the suppression, then resend"
+        );
+        let outcome = DeliveryOutcome::Failed {
+            error: reason_text(&error).into_owned(),
+        };
+        Ok(if self.record_delivery(claim, outcome).await? {
+            Delivered::Failed
+        } else {
+            Delivered::LeaseLost
+        })
     }
 
     /// One dispatch pass: claims up to `limit` due emails and delivers them one after
@@ -1690,8 +1785,21 @@ impl Invitations {
     /// lease for one entry's hiccup.
     pub async fn dispatch_due(&self, limit: u32) -> Result<DispatchSummary, StoreError> {
         let mut summary = DispatchSummary::default();
-        for claim in self.claim_due(limit).await? {
-            match self.deliver(&claim).await {
+        let claims = self.claim_due(limit).await?;
+        // A failed lookup is the claims' store error too: each is tried as usual.
+        let suppressed = match self.suppressed_among(&claims).await {
+            Ok(suppressed) => suppressed,
+            Err(e) => {
+                summary.errors.push(e);
+                HashMap::new()
+            }
+        };
+        for claim in claims {
+            let delivered = match suppressed.get(&claim.entry.id) {
+                Some(reason) => self.fail_suppressed(&claim, reason).await,
+                None => self.deliver(&claim).await,
+            };
+            match delivered {
                 Ok(Delivered::Sent) => summary.sent += 1,
                 Ok(Delivered::Retrying) => summary.retrying += 1,
                 Ok(Delivered::Failed) => summary.failed += 1,

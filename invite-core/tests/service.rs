@@ -601,6 +601,45 @@ async fn sending_an_import_skips_suppressed_addresses() {
 }
 
 #[tokio::test]
+async fn a_queued_email_whose_address_was_suppressed_since_is_not_sent() {
+    let w = world();
+    let (old, _) = w.invite_and_deliver("ann@x.com").await;
+    w.service.revoke(&w.admin, &w.tenant, old).await.unwrap();
+    let queued = w.invite("ann@x.com").await;
+    w.invite("bo@x.com").await;
+    // The old email's bounce arrives late, while the new one waits in the outbox:
+    // the revoked invitation can't be marked failed, but the mailbox is dead.
+    let refused = w
+        .service
+        .record_bounce(&w.tenant, old, BounceCause::Mailbox, "550 mailbox disabled")
+        .await;
+    assert!(matches!(refused, Err(Error::Transition(_))));
+
+    let summary = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!((summary.sent, summary.failed), (1, 1));
+    let sent: Vec<String> = w.mailer.sent()[1..]
+        .iter()
+        .map(|m| m.to.to_string())
+        .collect();
+    assert_eq!(sent, ["bo@x.com"]);
+    let invitation = w.service.get(&w.admin, &w.tenant, queued).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+    let error = invitation.last_error.unwrap_or_default();
+    assert!(
+        error.contains("suppression list") && error.contains("550 mailbox disabled"),
+        "{error}"
+    );
+    // Lifted and resent, it goes out.
+    w.service
+        .lift_suppression(&w.admin, &w.tenant, &email("ann@x.com"))
+        .await
+        .unwrap();
+    w.service.resend(&w.admin, &w.tenant, queued).await.unwrap();
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    assert_eq!(w.mailer.sent().last().unwrap().to.to_string(), "ann@x.com");
+}
+
+#[tokio::test]
 async fn revoked_before_delivery_is_never_sent() {
     let w = world();
     let id = w.invite("ann@x.com").await;

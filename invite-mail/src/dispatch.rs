@@ -642,6 +642,7 @@ impl Dispatcher {
             ..DispatchReport::default()
         };
         let full = report.claimed >= limit;
+        let claims = self.without_suppressed(claims, &mut report).await;
         if claims.is_empty() {
             return Ok(Plan {
                 report,
@@ -722,6 +723,35 @@ impl Dispatcher {
             }),
             full,
         })
+    }
+
+    /// Fails the claims whose address was suppressed after they were queued (one
+    /// lookup per tenant in the batch, see `Invitations::suppressed_among`) and
+    /// returns the others: they book no send slot. If the lookup fails, its error
+    /// goes to the report and every claim is sent as usual (the store the sends
+    /// record to is the one that failed; holding the batch back would delay it by
+    /// a lease).
+    async fn without_suppressed(
+        &self,
+        claims: Vec<OutboxClaim>,
+        report: &mut DispatchReport,
+    ) -> Vec<OutboxClaim> {
+        let suppressed = match self.service.suppressed_among(&claims).await {
+            Ok(suppressed) if suppressed.is_empty() => return claims,
+            Ok(suppressed) => suppressed,
+            Err(e) => {
+                report.errors.push(e);
+                return claims;
+            }
+        };
+        let mut kept = Vec::with_capacity(claims.len());
+        for claim in claims {
+            match suppressed.get(&claim.entry.id) {
+                Some(reason) => tally(report, self.service.fail_suppressed(&claim, reason).await),
+                None => kept.push(claim),
+            }
+        }
+        kept
     }
 
     /// A throttled tenant's due entries this pass did not claim could not go before

@@ -364,6 +364,52 @@ async fn a_drain_with_nothing_due_claims_nothing() {
     assert_eq!(mailer.sent().len(), 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_address_suppressed_after_queueing_is_failed_not_sent_and_books_no_slot() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        start: tokio::time::Instant::now(),
+    });
+    let stamps = Arc::new(Stamps {
+        clock: clock.clone(),
+        at: Mutex::new(Vec::new()),
+    });
+    let w = world(stamps.clone(), clock.clone());
+    let ids = invite(&w.service, &acme(), 3).await;
+    // The host learns the first address is dead while its email waits in the outbox.
+    let dead = EmailAddress::parse("USER0@acme.example").unwrap();
+    w.store
+        .suppress(&Suppression {
+            tenant: acme(),
+            email: dead,
+            reason: "550 mailbox disabled".into(),
+            at: clock.now(),
+            source: SuppressedBy::Host,
+        })
+        .await
+        .unwrap();
+    let report = Dispatcher::new(w.service.clone())
+        .with_clock(clock.clone())
+        .with_tenant_rate(Rate::per_second(nz(1)).with_burst(nz(1)))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((report.claimed, report.sent, report.failed), (3, 2, 1));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let failed = w.service.get(&alice(), &acme(), ids[0]).await.unwrap();
+    assert_eq!(failed.status, InvitationStatus::DeliveryFailed);
+    assert!(
+        failed
+            .last_error
+            .unwrap_or_default()
+            .contains("550 mailbox disabled")
+    );
+    // The two others went at the first two slots: the failed one took none.
+    let at: Vec<OffsetDateTime> = stamps.at.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(at.len(), 2);
+    let last = at.iter().max().unwrap();
+    assert!(*last - T0 < Duration::milliseconds(1500), "{at:?}");
+}
+
 #[tokio::test]
 async fn a_run_shut_down_while_claims_wait_delivers_them() {
     let clock = Arc::new(ManualClock::new(T0));
