@@ -125,8 +125,9 @@ pub use memory_store::MemoryStore;
 pub use outbox::{DeliveryOutcome, OutboxClaim, OutboxEntry, OutboxId, OutboxState, RetryPolicy};
 pub use policy::{AdminAction, Policy, StaticPolicy};
 pub use service::{
-    BulkReport, Delivered, Delivery, DispatchSummary, GroupLinkPreview, InvitationPreview,
-    Invitations, InvitationsBuilder, InviteOutcome, InviteReport, IssuedLink, Links,
+    BOUNCE_SETTLE, BulkReport, Delivered, Delivery, DispatchSummary, GroupLinkPreview,
+    InvitationPreview, Invitations, InvitationsBuilder, InviteOutcome, InviteReport, IssuedLink,
+    Links,
 };
 pub use state::{Action, InvitationStatus, TransitionError, UnknownStatus};
 pub use store::{

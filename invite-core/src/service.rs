@@ -196,8 +196,9 @@ pub struct DispatchSummary {
     pub failed: u32,
     /// Cancelled, handed back, or lost to another dispatcher.
     pub skipped: u32,
-    /// Store errors of individual deliveries; the entries stay claimed until their
-    /// lease ends and are then retried. The pass delivers the other claims regardless.
+    /// Store errors of individual deliveries (the entries stay claimed until their
+    /// lease ends and are then retried), and of the batch's suppression lookup (the
+    /// batch is then sent as usual). The pass delivers the other claims regardless.
     pub errors: Vec<StoreError>,
 }
 
@@ -1552,7 +1553,7 @@ impl Invitations {
     ///
     /// It does not consult the suppression list: a dispatcher asks
     /// [`suppressed_among`](Self::suppressed_among) once per claimed batch and
-    /// [`fail_suppressed`](Self::fail_suppressed)s those claims instead.
+    /// [`skip_suppressed`](Self::skip_suppressed)s those claims instead.
     pub async fn deliver(&self, claim: &OutboxClaim) -> Result<Delivered, StoreError> {
         let entry = &claim.entry;
         let tenant = &entry.tenant;
@@ -1712,12 +1713,12 @@ impl Invitations {
     }
 
     /// The claims among `claims` whose address is on its tenant's suppression list
-    /// (it bounced, or the host suppressed it) with the list's reason: one store
+    /// (it bounced, or the host suppressed it), with the entry that stands: one store
     /// lookup per tenant among them.
     ///
-    /// An email queued before its address was suppressed (a scheduled invitation, a
-    /// throttled import, a retry) must not go out: dispatchers ask this once per
-    /// claimed batch and [`fail_suppressed`](Self::fail_suppressed) those claims
+    /// An email queued before its address was suppressed (an import sent in a
+    /// throttled batch, a retry, a resend) must not go out: dispatchers ask this once
+    /// per claimed batch and [`skip_suppressed`](Self::skip_suppressed) those claims
     /// instead of delivering them, as [`dispatch_due`](Self::dispatch_due) and
     /// `invite-mail`'s dispatcher do. [`deliver`](Self::deliver) does not look
     /// itself, so a batch costs one lookup, not one per email. An address suppressed
@@ -1725,7 +1726,7 @@ impl Invitations {
     pub async fn suppressed_among(
         &self,
         claims: &[OutboxClaim],
-    ) -> Result<HashMap<OutboxId, String>, StoreError> {
+    ) -> Result<HashMap<OutboxId, Suppression>, StoreError> {
         let mut keys_of: HashMap<&TenantId, Vec<&str>> = HashMap::new();
         for claim in claims {
             keys_of
@@ -1735,19 +1736,19 @@ impl Invitations {
         }
         let mut found = HashMap::new();
         for (tenant, keys) in keys_of {
-            let reasons: HashMap<String, String> = self
+            let listed: HashMap<String, Suppression> = self
                 .store
                 .suppressed(tenant, &keys)
                 .await?
                 .into_iter()
-                .map(|s| (s.email.key().to_owned(), s.reason))
+                .map(|s| (s.email.key().to_owned(), s))
                 .collect();
-            if reasons.is_empty() {
+            if listed.is_empty() {
                 continue;
             }
             for claim in claims.iter().filter(|c| &c.entry.tenant == tenant) {
-                if let Some(reason) = reasons.get(claim.invitation.email.key()) {
-                    found.insert(claim.entry.id, reason.clone());
+                if let Some(suppression) = listed.get(claim.invitation.email.key()) {
+                    found.insert(claim.entry.id, suppression.clone());
                 }
             }
         }
@@ -1755,29 +1756,61 @@ impl Invitations {
     }
 
     /// Ends a claim whose address is suppressed ([`suppressed_among`](Self::suppressed_among))
-    /// without sending: the invitation shows delivery failed, with the list's
-    /// `reason`, so the admin sees why; lifting the suppression and resending sends
-    /// it. [`Delivered::LeaseLost`] if the claim was lost meanwhile.
-    pub async fn fail_suppressed(
+    /// without sending it:
+    /// - an invitation no longer pending (expired meanwhile, say) is
+    ///   [`Cancelled`](Delivered::Cancelled), as [`deliver`](Self::deliver) would;
+    /// - under a bounce's entry younger than [`BOUNCE_SETTLE`], the claim is
+    ///   [`HandedBack`](Delivered::HandedBack) until the entry is that old, its
+    ///   attempt given back: [`record_bounce_of`](Self::record_bounce_of) writes its
+    ///   entry before its compare-and-set and deletes it if the bounce does not stand
+    ///   (a resend committed meanwhile), and such an entry must not fail the resend;
+    /// - otherwise the invitation shows delivery [`Failed`](Delivered::Failed), with
+    ///   the list's reason, so the admin sees why; lifting the suppression and
+    ///   resending sends it.
+    ///
+    /// [`Delivered::LeaseLost`] if the claim was lost meanwhile.
+    pub async fn skip_suppressed(
         &self,
         claim: &OutboxClaim,
-        reason: &str,
+        suppression: &Suppression,
     ) -> Result<Delivered, StoreError> {
-        let error = format!(
-            "not sent: the address is on the suppression list ({reason}); lift the suppression, then resend"
-        );
-        let outcome = DeliveryOutcome::Failed {
-            error: reason_text(&error).into_owned(),
+        let now = self.clock.now();
+        let (outcome, delivered) = match claim.invitation.status_at(now) {
+            InvitationStatus::Pending
+                if matches!(suppression.source, SuppressedBy::Bounce(_))
+                    && now < suppression.at + BOUNCE_SETTLE =>
+            {
+                let outcome = DeliveryOutcome::Deferred {
+                    next_attempt_at: suppression.at + BOUNCE_SETTLE,
+                };
+                (outcome, Delivered::HandedBack)
+            }
+            InvitationStatus::Pending => {
+                // The reason first cut to leave room for the advice after it.
+                let reason = reason_text(&suppression.reason);
+                let reason: String = reason.chars().take(1000).collect();
+                let error = format!(
+                    "not sent: the address is on the suppression list ({reason}); \
+                     lift the suppression, then resend"
+                );
+                let outcome = DeliveryOutcome::Failed {
+                    error: reason_text(&error).into_owned(),
+                };
+                (outcome, Delivered::Failed)
+            }
+            _ => (DeliveryOutcome::Cancelled, Delivered::Cancelled),
         };
         Ok(if self.record_delivery(claim, outcome).await? {
-            Delivered::Failed
+            delivered
         } else {
             Delivered::LeaseLost
         })
     }
 
     /// One dispatch pass: claims up to `limit` due emails and delivers them one after
-    /// another. `invite-mail`'s dispatcher adds concurrency, throttling and a loop.
+    /// another, except those whose address was suppressed since they were queued
+    /// ([`skip_suppressed`](Self::skip_suppressed)). `invite-mail`'s dispatcher adds
+    /// concurrency, throttling and a loop.
     ///
     /// Errors only if the claim itself fails. A delivery's store error is counted in
     /// [`DispatchSummary::errors`] and the pass goes on with the other claims: stopping
@@ -1796,7 +1829,7 @@ impl Invitations {
         };
         for claim in claims {
             let delivered = match suppressed.get(&claim.entry.id) {
-                Some(reason) => self.fail_suppressed(&claim, reason).await,
+                Some(suppression) => self.skip_suppressed(&claim, suppression).await,
                 None => self.deliver(&claim).await,
             };
             match delivered {
@@ -1810,6 +1843,12 @@ impl Invitations {
         Ok(summary)
     }
 }
+
+/// How long a bounce's own suppression entry may still be taken back: a claim under
+/// a younger one is handed back until it is this old, not failed (see
+/// [`Invitations::skip_suppressed`]). [`Invitations::record_bounce_of`] ends within a
+/// few store round trips; a minute leaves room for a slow store.
+pub const BOUNCE_SETTLE: Duration = Duration::minutes(1);
 
 /// How many times [`Invitations::record_bounce_of`] checks and writes again when the
 /// invitation moved between the two without superseding the bounce (an email marked

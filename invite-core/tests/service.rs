@@ -639,6 +639,89 @@ async fn a_queued_email_whose_address_was_suppressed_since_is_not_sent() {
     assert_eq!(w.mailer.sent().last().unwrap().to.to_string(), "ann@x.com");
 }
 
+/// Puts `address` on the list directly, as a bounce's own entry (`source`) at `at`.
+async fn suppress_as(
+    w: &World,
+    address: &str,
+    source: SuppressedBy,
+    at: OffsetDateTime,
+) -> Suppression {
+    let entry = Suppression {
+        tenant: w.tenant.clone(),
+        email: email(address),
+        reason: "550 mailbox disabled".into(),
+        at,
+        source,
+    };
+    w.service.store().suppress(&entry).await.unwrap();
+    entry
+}
+
+#[tokio::test]
+async fn a_bounce_entry_that_may_still_be_taken_back_holds_a_queued_email_back() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    // A bounce (of an older email to the address) has written its own entry and has
+    // not yet found whether it stands.
+    let entry = suppress_as(&w, "ann@x.com", SuppressedBy::new_bounce(), START).await;
+    let summary = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!((summary.sent, summary.failed, summary.skipped), (0, 0, 1));
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::Pending);
+    // Not due again before the entry has settled.
+    w.clock.advance(BOUNCE_SETTLE - Duration::seconds(1));
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().skipped, 0);
+    // The bounce did not stand (a resend superseded it): its entry is gone, and
+    // the email goes out once due.
+    assert!(w.service.store().unsuppress_if_same(&entry).await.unwrap());
+    w.clock.advance(Duration::seconds(1));
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
+    assert_eq!(w.mailer.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_settled_bounce_entry_fails_the_queued_email() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    suppress_as(&w, "ann@x.com", SuppressedBy::new_bounce(), START).await;
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().skipped, 1);
+    w.clock.advance(BOUNCE_SETTLE);
+    let summary = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!((summary.sent, summary.failed), (0, 1));
+    assert!(w.mailer.sent().is_empty());
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(invitation.status, InvitationStatus::DeliveryFailed);
+}
+
+#[tokio::test]
+async fn a_suppressed_email_whose_invitation_expired_meanwhile_is_cancelled_not_failed() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    suppress_as(&w, "ann@x.com", SuppressedBy::Host, START).await;
+    let expires_at = w
+        .service
+        .get(&w.admin, &w.tenant, id)
+        .await
+        .unwrap()
+        .expires_at
+        .unwrap();
+    w.clock.set(expires_at + Duration::seconds(1));
+    let summary = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!((summary.sent, summary.failed, summary.skipped), (0, 0, 1));
+    let failures = w
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::DeliveryFailed { .. }))
+        .count();
+    assert_eq!(failures, 0);
+    let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(
+        invitation.status_at(w.clock.now()),
+        InvitationStatus::Expired
+    );
+}
+
 #[tokio::test]
 async fn revoked_before_delivery_is_never_sent() {
     let w = world();

@@ -5,7 +5,9 @@
 //! Delivery itself is [`Invitations::deliver`]: it mints the link at send time (a retry
 //! mints a new one), stores its hash under the claim's lease, renders, sends, and
 //! records sent, retry with backoff and jitter, or delivery failed. The dispatcher adds
-//! the *when* and *how many at once*.
+//! the *when* and *how many at once*, and, before booking a claimed batch, ends the
+//! claims whose address was suppressed after they were queued
+//! ([`Invitations::suppressed_among`], [`Invitations::skip_suppressed`]).
 //!
 //! # Batches without pauses
 //!
@@ -278,8 +280,9 @@ pub struct DispatchReport {
     ///
     /// [`Store::spread_due_outbox`]: invite_core::Store::spread_due_outbox
     pub spread: u64,
-    /// Store errors of individual deliveries; the entries stay claimed until their
-    /// lease ends and are then retried.
+    /// Store errors of individual deliveries (the entries stay claimed until their
+    /// lease ends and are then retried), and of a batch's suppression lookup (the
+    /// batch was then sent as usual).
     pub errors: Vec<StoreError>,
 }
 
@@ -725,12 +728,13 @@ impl Dispatcher {
         })
     }
 
-    /// Fails the claims whose address was suppressed after they were queued (one
-    /// lookup per tenant in the batch, see `Invitations::suppressed_among`) and
-    /// returns the others: they book no send slot. If the lookup fails, its error
-    /// goes to the report and every claim is sent as usual (the store the sends
-    /// record to is the one that failed; holding the batch back would delay it by
-    /// a lease).
+    /// Ends the claims whose address was suppressed after they were queued (one
+    /// lookup per tenant in the batch; `Invitations::suppressed_among`, then
+    /// `Invitations::skip_suppressed`: failed, or handed back while a bounce's
+    /// entry may still be taken back) and returns the others: they book no send
+    /// slot. If the lookup fails, its error goes to the report and every claim is
+    /// sent as usual (the store the sends record to is the one that failed;
+    /// holding the batch back would delay it by a lease).
     async fn without_suppressed(
         &self,
         claims: Vec<OutboxClaim>,
@@ -747,7 +751,10 @@ impl Dispatcher {
         let mut kept = Vec::with_capacity(claims.len());
         for claim in claims {
             match suppressed.get(&claim.entry.id) {
-                Some(reason) => tally(report, self.service.fail_suppressed(&claim, reason).await),
+                Some(suppression) => tally(
+                    report,
+                    self.service.skip_suppressed(&claim, suppression).await,
+                ),
                 None => kept.push(claim),
             }
         }
@@ -842,8 +849,8 @@ enum Until {
 
 /// One claim, booked.
 struct Plan {
-    /// What claiming and handing back did (`claimed`, `deferred`, `lease_lost`,
-    /// `errors`).
+    /// What claiming, ending suppressed claims and handing back did (`claimed`,
+    /// `failed`, `cancelled`, `deferred`, `lease_lost`, `errors`).
     report: DispatchReport,
     /// The claims to deliver, in send-time order.
     scheduled: Vec<(OffsetDateTime, OutboxClaim)>,
