@@ -183,7 +183,10 @@ pub enum DeliveryOutcome {
     /// The invitation no longer needs this email (revoked or replaced meanwhile).
     Cancelled,
     /// Not attempted: the dispatcher hands the entry back, because a rate limit would
-    /// hold it past its lease. It is due again at `next_attempt_at`, and the attempt
+    /// hold it past its lease, too little of its lease is left, or its address is
+    /// under a bounce's entry that may still be taken back
+    /// ([`Invitations::skip_suppressed`](crate::Invitations::skip_suppressed)). It is
+    /// due again at `next_attempt_at`, and the attempt
     /// its claim counted is given back, so waiting for a rate limit never uses up the
     /// retries a failing provider needs.
     Deferred {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
-use crate::text::reason_text;
+use crate::text::{MAX_REASON_BYTES, reason_text};
 use crate::{
     ActorId, AdminAction, BatchId, BounceCause, Clock, Composer, DeliveryOutcome, EmailAddress,
     Error, Event, EventKind, EventSink, GroupJoin, GroupLink, GroupLinkSettings, InvalidText,
@@ -180,7 +180,9 @@ pub enum Delivered {
     /// unless someone claimed it since.
     LeaseLost,
     /// Not sent: less than half its lease was left, too little for a send to finish
-    /// under it. Handed back to the outbox, due now, its attempt not counted.
+    /// under it (handed back due now), or its address is under a bounce's entry that
+    /// may still be taken back ([`Invitations::skip_suppressed`]: due once the entry
+    /// is [`BOUNCE_SETTLE`] old). Its attempt is not counted.
     HandedBack,
 }
 
@@ -1713,8 +1715,8 @@ impl Invitations {
     }
 
     /// The claims among `claims` whose address is on its tenant's suppression list
-    /// (it bounced, or the host suppressed it), with the entry that stands: one store
-    /// lookup per tenant among them.
+    /// (it bounced, or the host suppressed it), with the address's latest entry (the
+    /// one [`Store::suppressed`] answers): one store lookup per tenant among them.
     ///
     /// An email queued before its address was suppressed (an import sent in a
     /// throttled batch, a retry, a resend) must not go out: dispatchers ask this once
@@ -1763,7 +1765,11 @@ impl Invitations {
     ///   [`HandedBack`](Delivered::HandedBack) until the entry is that old, its
     ///   attempt given back: [`record_bounce_of`](Self::record_bounce_of) writes its
     ///   entry before its compare-and-set and deletes it if the bounce does not stand
-    ///   (a resend committed meanwhile), and such an entry must not fail the resend;
+    ///   (a resend committed meanwhile), and such an entry must not fail the resend.
+    ///   The minute is a bound on how long a bounce takes, not a guarantee: a bounce
+    ///   slower than that (a store that stalls for a minute, a webhook handler
+    ///   cancelled between its write and its take-back, webhook and dispatcher clocks
+    ///   a minute apart) can still fail the resend, which the admin then resends;
     /// - otherwise the invitation shows delivery [`Failed`](Delivered::Failed), with
     ///   the list's reason, so the admin sees why; lifting the suppression and
     ///   resending sends it.
@@ -1786,15 +1792,8 @@ impl Invitations {
                 (outcome, Delivered::HandedBack)
             }
             InvitationStatus::Pending => {
-                // The reason first cut to leave room for the advice after it.
-                let reason = reason_text(&suppression.reason);
-                let reason: String = reason.chars().take(1000).collect();
-                let error = format!(
-                    "not sent: the address is on the suppression list ({reason}); \
-                     lift the suppression, then resend"
-                );
                 let outcome = DeliveryOutcome::Failed {
-                    error: reason_text(&error).into_owned(),
+                    error: suppressed_error(&suppression.reason),
                 };
                 (outcome, Delivered::Failed)
             }
@@ -1849,6 +1848,26 @@ impl Invitations {
 /// [`Invitations::skip_suppressed`]). [`Invitations::record_bounce_of`] ends within a
 /// few store round trips; a minute leaves room for a slow store.
 pub const BOUNCE_SETTLE: Duration = Duration::minutes(1);
+
+/// The error a claim ends with when its address is suppressed: the list's reason,
+/// cut so that the advice after it always fits [`reason_text`]'s limit.
+fn suppressed_error(reason: &str) -> String {
+    const BEFORE: &str = "not sent: the address is on the suppression list (";
+    const AFTER: &str = "); lift the suppression, then resend";
+    const MORE: &str = "…";
+    let room = MAX_REASON_BYTES - BEFORE.len() - AFTER.len() - MORE.len();
+    let reason = reason_text(reason);
+    let reason = if reason.len() > room {
+        let mut end = room;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}{MORE}", &reason[..end])
+    } else {
+        reason.into_owned()
+    };
+    format!("{BEFORE}{reason}{AFTER}")
+}
 
 /// How many times [`Invitations::record_bounce_of`] checks and writes again when the
 /// invitation moved between the two without superseding the bounce (an email marked

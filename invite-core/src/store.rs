@@ -425,7 +425,7 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// invitation: `Sent` marks it delivered, `Failed` persists
     /// [`Invitation::mark_failed`] if it is still pending, `Retry` schedules the next
     /// attempt and releases the claim, `Cancelled` retires the entry, `Deferred` (a
-    /// rate limit's hand-back) schedules it like `Retry` but gives back the attempt
+    /// dispatcher's hand-back) schedules it like `Retry` but gives back the attempt
     /// its claim counted and keeps the last error.
     /// [`StoreError::NotFound`] if the claim was lost.
     async fn complete_outbox(

@@ -639,17 +639,27 @@ async fn a_queued_email_whose_address_was_suppressed_since_is_not_sent() {
     assert_eq!(w.mailer.sent().last().unwrap().to.to_string(), "ann@x.com");
 }
 
-/// Puts `address` on the list directly, as a bounce's own entry (`source`) at `at`.
+/// Puts `address` on the list directly, under `source` at `at`.
 async fn suppress_as(
     w: &World,
     address: &str,
     source: SuppressedBy,
     at: OffsetDateTime,
 ) -> Suppression {
+    suppress_with(w, address, source, at, "550 mailbox disabled").await
+}
+
+async fn suppress_with(
+    w: &World,
+    address: &str,
+    source: SuppressedBy,
+    at: OffsetDateTime,
+    reason: &str,
+) -> Suppression {
     let entry = Suppression {
         tenant: w.tenant.clone(),
         email: email(address),
-        reason: "550 mailbox disabled".into(),
+        reason: reason.into(),
         at,
         source,
     };
@@ -661,15 +671,21 @@ async fn suppress_as(
 async fn a_bounce_entry_that_may_still_be_taken_back_holds_a_queued_email_back() {
     let w = world();
     let id = w.invite("ann@x.com").await;
-    // A bounce (of an older email to the address) has written its own entry and has
-    // not yet found whether it stands.
-    let entry = suppress_as(&w, "ann@x.com", SuppressedBy::new_bounce(), START).await;
+    // A bounce (of an older email to the address) wrote its own entry 30 seconds ago
+    // and has not yet found whether it stands.
+    let written = START - Duration::seconds(30);
+    let entry = suppress_as(&w, "ann@x.com", SuppressedBy::new_bounce(), written).await;
     let summary = w.service.dispatch_due(100).await.unwrap();
     assert_eq!((summary.sent, summary.failed, summary.skipped), (0, 0, 1));
     let invitation = w.service.get(&w.admin, &w.tenant, id).await.unwrap();
     assert_eq!(invitation.status, InvitationStatus::Pending);
-    // Not due again before the entry has settled.
-    w.clock.advance(BOUNCE_SETTLE - Duration::seconds(1));
+    // Handed back until the entry is a minute old, its attempt given back.
+    let outbox = w.service.store().list_outbox(&w.tenant, id).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].state, OutboxState::Queued);
+    assert_eq!(outbox[0].attempts, 0);
+    assert_eq!(outbox[0].next_attempt_at, written + BOUNCE_SETTLE);
+    w.clock.advance(Duration::seconds(29));
     assert_eq!(w.service.dispatch_due(100).await.unwrap().skipped, 0);
     // The bounce did not stand (a resend superseded it): its entry is gone, and
     // the email goes out once due.
@@ -677,6 +693,28 @@ async fn a_bounce_entry_that_may_still_be_taken_back_holds_a_queued_email_back()
     w.clock.advance(Duration::seconds(1));
     assert_eq!(w.service.dispatch_due(100).await.unwrap().sent, 1);
     assert_eq!(w.mailer.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_long_suppression_reason_leaves_room_for_the_advice() {
+    let w = world();
+    let id = w.invite("ann@x.com").await;
+    let reason = "é".repeat(MAX_REASON_BYTES / 2);
+    suppress_with(&w, "ann@x.com", SuppressedBy::Host, START, &reason).await;
+    assert_eq!(w.service.dispatch_due(100).await.unwrap().failed, 1);
+    let error = w
+        .service
+        .get(&w.admin, &w.tenant, id)
+        .await
+        .unwrap()
+        .last_error
+        .unwrap();
+    assert!(error.len() <= MAX_REASON_BYTES, "{}", error.len());
+    assert!(
+        error.ends_with("); lift the suppression, then resend"),
+        "{error}"
+    );
+    assert!(error.contains("éé…"), "{error}");
 }
 
 #[tokio::test]
@@ -708,6 +746,8 @@ async fn a_suppressed_email_whose_invitation_expired_meanwhile_is_cancelled_not_
     w.clock.set(expires_at + Duration::seconds(1));
     let summary = w.service.dispatch_due(100).await.unwrap();
     assert_eq!((summary.sent, summary.failed, summary.skipped), (0, 0, 1));
+    let outbox = w.service.store().list_outbox(&w.tenant, id).await.unwrap();
+    assert_eq!(outbox[0].state, OutboxState::Cancelled);
     let failures = w
         .events
         .events()

@@ -267,8 +267,9 @@ pub struct DispatchReport {
     pub failed: u32,
     /// No longer needed (revoked or replaced meanwhile).
     pub cancelled: u32,
-    /// Handed back to the outbox because the rate limits put them too far ahead, or
-    /// because too little of their lease was left to send under it.
+    /// Handed back to the outbox because the rate limits put them too far ahead,
+    /// because too little of their lease was left to send under it, or because their
+    /// address is under a bounce's entry that may still be taken back.
     pub deferred: u32,
     /// Lost to another dispatcher (lease ran out); nothing was sent by this one.
     pub lease_lost: u32,
@@ -730,8 +731,9 @@ impl Dispatcher {
 
     /// Ends the claims whose address was suppressed after they were queued (one
     /// lookup per tenant in the batch; `Invitations::suppressed_among`, then
-    /// `Invitations::skip_suppressed`: failed, or handed back while a bounce's
-    /// entry may still be taken back) and returns the others: they book no send
+    /// `Invitations::skip_suppressed`: failed, cancelled if no longer pending, or
+    /// handed back while a bounce's entry may still be taken back) and returns the
+    /// others: they book no send
     /// slot. If the lookup fails, its error goes to the report and every claim is
     /// sent as usual (the store the sends record to is the one that failed;
     /// holding the batch back would delay it by a lease).
