@@ -1560,25 +1560,10 @@ impl Invitations {
         let entry = &claim.entry;
         let tenant = &entry.tenant;
         let now = self.clock.now();
+        let complete = |outcome: DeliveryOutcome| self.complete(claim, outcome);
         // A claim whose lease has run out may already be another dispatcher's, and the
         // store only notices once someone re-claims it: sending now could be the second
         // copy. Leave it to whoever claims it next.
-        let complete = |outcome: DeliveryOutcome| async move {
-            match self
-                .store
-                .complete_outbox(
-                    &entry.tenant,
-                    entry.id,
-                    claim.lease_until,
-                    &outcome,
-                    self.clock.now(),
-                )
-                .await
-            {
-                Err(StoreError::NotFound) => Ok(false),
-                other => other.map(|()| true),
-            }
-        };
         if claim.lease_until - now < self.lease / 2 {
             // Too late to start a send: it must finish under the lease, or another
             // dispatcher could take the entry over mid-send, mint a new link and send
@@ -1669,6 +1654,45 @@ impl Invitations {
         Ok(delivered)
     }
 
+    /// Hands a claim back to the outbox unsent, due again at `due`, the attempt its
+    /// claim counted given back (a dispatcher's rate limits put it too far ahead,
+    /// say). `false` if the claim was lost meanwhile.
+    pub async fn hand_back(
+        &self,
+        claim: &OutboxClaim,
+        due: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let outcome = DeliveryOutcome::Deferred {
+            next_attempt_at: due,
+        };
+        self.complete(claim, outcome).await
+    }
+
+    /// Completes a claimed entry with `outcome`; `false` if the claim was lost
+    /// meanwhile (the store's fence).
+    async fn complete(
+        &self,
+        claim: &OutboxClaim,
+        outcome: DeliveryOutcome,
+    ) -> Result<bool, StoreError> {
+        let entry = &claim.entry;
+        match self
+            .store
+            .complete_outbox(
+                &entry.tenant,
+                entry.id,
+                claim.lease_until,
+                &outcome,
+                self.clock.now(),
+            )
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records how a claimed entry's delivery ended (and the event for a sent or
     /// failed one); `false` if the claim was lost meanwhile.
     async fn record_delivery(
@@ -1684,20 +1708,8 @@ impl Invitations {
             }),
             _ => None,
         };
-        match self
-            .store
-            .complete_outbox(
-                &entry.tenant,
-                entry.id,
-                claim.lease_until,
-                &outcome,
-                self.clock.now(),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::NotFound) => return Ok(false),
-            Err(e) => return Err(e),
+        if !self.complete(claim, outcome).await? {
+            return Ok(false);
         }
         if let Some(kind) = event_kind
             && self.events.is_recording()

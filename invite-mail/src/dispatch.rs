@@ -85,9 +85,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt as _;
-use invite_core::{
-    Clock, Delivered, DeliveryOutcome, Invitations, OutboxClaim, StoreError, SystemClock, TenantId,
-};
+use invite_core::{Clock, Delivered, Invitations, OutboxClaim, StoreError, SystemClock, TenantId};
 use time::{Duration, OffsetDateTime};
 use tokio::task::JoinSet;
 
@@ -794,26 +792,7 @@ impl Dispatcher {
     /// Hands a claim back to the outbox for `at`, giving back the attempt it counted.
     /// `Ok(false)` if the lease was lost.
     async fn defer(&self, claim: &OutboxClaim, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let outcome = DeliveryOutcome::Deferred {
-            next_attempt_at: at,
-        };
-        let entry = &claim.entry;
-        match self
-            .service
-            .store()
-            .complete_outbox(
-                &entry.tenant,
-                entry.id,
-                claim.lease_until,
-                &outcome,
-                self.clock.now(),
-            )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.service.hand_back(claim, at).await
     }
 }
 

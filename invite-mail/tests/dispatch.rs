@@ -366,14 +366,7 @@ async fn a_drain_with_nothing_due_claims_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn an_address_suppressed_after_queueing_is_failed_not_sent_and_books_no_slot() {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
-        start: tokio::time::Instant::now(),
-    });
-    let stamps = Arc::new(Stamps {
-        clock: clock.clone(),
-        at: Mutex::new(Vec::new()),
-    });
-    let w = world(stamps.clone(), clock.clone());
+    let (w, stamps, clock) = stamped_world();
     let ids = invite(&w.service, &acme(), 3).await;
     // The host learns the first address is dead while its email waits in the outbox.
     let dead = EmailAddress::parse("USER0@acme.example").unwrap();
@@ -502,14 +495,7 @@ async fn a_panicking_error_hook_does_not_stop_the_senders() {
 
 #[tokio::test(start_paused = true)]
 async fn rates_hold_across_batches_without_handing_claims_back() {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
-        start: tokio::time::Instant::now(),
-    });
-    let stamps = Arc::new(Stamps {
-        clock: clock.clone(),
-        at: Mutex::new(Vec::new()),
-    });
-    let w = world(stamps.clone(), clock.clone());
+    let (w, stamps, clock) = stamped_world();
     invite(&w.service, &acme(), 20).await;
     // Batches of 4 at 5 a second, at most a second ahead: a claim made as soon as the
     // workers took the last batch would book slots more than a second ahead and hand
@@ -567,12 +553,8 @@ impl Mailer for Stamps {
     }
 }
 
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap()
-}
-
-#[tokio::test(start_paused = true)]
-async fn rates_hold_per_tenant_and_globally() {
+/// A world on tokio's clock whose mailer records when each email went.
+fn stamped_world() -> (World, Arc<Stamps>, Arc<dyn Clock>) {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock {
         start: tokio::time::Instant::now(),
     });
@@ -580,7 +562,16 @@ async fn rates_hold_per_tenant_and_globally() {
         clock: clock.clone(),
         at: Mutex::new(Vec::new()),
     });
-    let w = world(stamps.clone(), clock.clone());
+    (world(stamps.clone(), clock.clone()), stamps, clock)
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn rates_hold_per_tenant_and_globally() {
+    let (w, stamps, clock) = stamped_world();
     let globex = TenantId::new("globex").unwrap();
     invite(&w.service, &acme(), 12).await;
     invite(&w.service, &globex, 4).await;
@@ -627,14 +618,7 @@ async fn rates_hold_per_tenant_and_globally() {
 
 #[tokio::test(start_paused = true)]
 async fn claims_too_far_ahead_are_handed_back_not_held() {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
-        start: tokio::time::Instant::now(),
-    });
-    let stamps = Arc::new(Stamps {
-        clock: clock.clone(),
-        at: Mutex::new(Vec::new()),
-    });
-    let w = world(stamps.clone(), clock.clone());
+    let (w, stamps, clock) = stamped_world();
     let ids = invite(&w.service, &acme(), 10).await;
     let dispatcher = Dispatcher::new(w.service.clone())
         .with_clock(clock.clone())
@@ -696,14 +680,7 @@ async fn claims_too_far_ahead_are_handed_back_not_held() {
 /// sends keep their rate.
 #[tokio::test(start_paused = true)]
 async fn a_large_throttled_backlog_does_not_hold_another_tenant_back() {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
-        start: tokio::time::Instant::now(),
-    });
-    let stamps = Arc::new(Stamps {
-        clock: clock.clone(),
-        at: Mutex::new(Vec::new()),
-    });
-    let w = world(stamps.clone(), clock.clone());
+    let (w, stamps, clock) = stamped_world();
     let globex = TenantId::new("globex").unwrap();
     let acme_ids = invite(&w.service, &acme(), 1_000).await;
     invite(&w.service, &globex, 1).await;
