@@ -1733,8 +1733,9 @@ impl Invitations {
     /// An email queued before its address was suppressed (an import sent in a
     /// throttled batch, a retry, a resend) must not go out: dispatchers ask this once
     /// per claimed batch and [`skip_suppressed`](Self::skip_suppressed) those claims
-    /// instead of delivering them, as [`dispatch_due`](Self::dispatch_due) and
-    /// `invite-mail`'s dispatcher do. [`deliver`](Self::deliver) does not look
+    /// instead of delivering them ([`set_aside_suppressed`](Self::set_aside_suppressed)
+    /// does both), as [`dispatch_due`](Self::dispatch_due) and `invite-mail`'s
+    /// dispatcher do. [`deliver`](Self::deliver) does not look
     /// itself, so a batch costs one lookup, not one per email. An address suppressed
     /// between this lookup and its send is still sent to.
     pub async fn suppressed_among(
@@ -1767,6 +1768,34 @@ impl Invitations {
             }
         }
         Ok(found)
+    }
+
+    /// Ends the claims whose address is suppressed ([`suppressed_among`], then
+    /// [`skip_suppressed`](Self::skip_suppressed)) and returns the others, to be
+    /// delivered, with how each suppressed one ended. If the lookup fails, its error
+    /// is the one outcome and every claim is returned: the store the deliveries
+    /// record to is the one that failed, and holding the batch back would delay it
+    /// by a lease.
+    ///
+    /// [`suppressed_among`]: Self::suppressed_among
+    pub async fn set_aside_suppressed(
+        &self,
+        claims: Vec<OutboxClaim>,
+    ) -> (Vec<OutboxClaim>, Vec<Result<Delivered, StoreError>>) {
+        let suppressed = match self.suppressed_among(&claims).await {
+            Ok(suppressed) if suppressed.is_empty() => return (claims, Vec::new()),
+            Ok(suppressed) => suppressed,
+            Err(e) => return (claims, vec![Err(e)]),
+        };
+        let mut kept = Vec::with_capacity(claims.len());
+        let mut ended = Vec::with_capacity(suppressed.len());
+        for claim in claims {
+            match suppressed.get(&claim.entry.id) {
+                Some(suppression) => ended.push(self.skip_suppressed(&claim, suppression).await),
+                None => kept.push(claim),
+            }
+        }
+        (kept, ended)
     }
 
     /// Ends a claim whose address is suppressed ([`suppressed_among`](Self::suppressed_among))
@@ -1829,21 +1858,15 @@ impl Invitations {
     /// lease for one entry's hiccup.
     pub async fn dispatch_due(&self, limit: u32) -> Result<DispatchSummary, StoreError> {
         let mut summary = DispatchSummary::default();
-        let claims = self.claim_due(limit).await?;
-        // A failed lookup is the claims' store error too: each is tried as usual.
-        let suppressed = match self.suppressed_among(&claims).await {
-            Ok(suppressed) => suppressed,
-            Err(e) => {
-                summary.errors.push(e);
-                HashMap::new()
-            }
-        };
+        let (claims, set_aside) = self
+            .set_aside_suppressed(self.claim_due(limit).await?)
+            .await;
+        let mut delivered = Vec::with_capacity(claims.len());
         for claim in claims {
-            let delivered = match suppressed.get(&claim.entry.id) {
-                Some(suppression) => self.skip_suppressed(&claim, suppression).await,
-                None => self.deliver(&claim).await,
-            };
-            match delivered {
+            delivered.push(self.deliver(&claim).await);
+        }
+        for done in set_aside.into_iter().chain(delivered) {
+            match done {
                 Ok(Delivered::Sent) => summary.sent += 1,
                 Ok(Delivered::Retrying) => summary.retrying += 1,
                 Ok(Delivered::Failed) => summary.failed += 1,

@@ -974,13 +974,7 @@ fn mark_duplicates(
     sorted: Vec<Vec<u64>>,
     two_threads: bool,
 ) {
-    let whole;
-    let lists: Vec<&[u64]> = if sorted.len() > 2 {
-        whole = sorted_whole(sorted);
-        vec![whole.as_slice()]
-    } else {
-        sorted.iter().map(Vec::as_slice).collect()
-    };
+    let lists: Vec<&[u64]> = sorted.iter().map(Vec::as_slice).collect();
     let mut duplicates = if two_threads {
         find_duplicates_in_halves(rows, &lists)
     } else {
@@ -1021,7 +1015,8 @@ fn find_duplicates_in_halves(rows: &Rows, lists: &[&[u64]]) -> Vec<(usize, usize
 }
 
 /// Every row whose key repeats an earlier row's, as `(row index, first row
-/// index)`, from `lists` (at most two) of sorted dedupe entries.
+/// index)`, from `lists` of sorted dedupe entries (two are merged as they are
+/// read; three or more, from parts on as many threads, joined and sorted again).
 fn find_duplicates(rows: &Rows, lists: &[&[u64]]) -> Vec<(usize, usize)> {
     match lists {
         [] => Vec::new(),

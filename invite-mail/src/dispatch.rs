@@ -727,36 +727,19 @@ impl Dispatcher {
         })
     }
 
-    /// Ends the claims whose address was suppressed after they were queued (one
-    /// lookup per tenant in the batch; `Invitations::suppressed_among`, then
-    /// `Invitations::skip_suppressed`: failed, cancelled if no longer pending, or
-    /// handed back while a bounce's entry may still be taken back) and returns the
-    /// others: they book no send
-    /// slot. If the lookup fails, its error goes to the report and every claim is
-    /// sent as usual (the store the sends record to is the one that failed;
-    /// holding the batch back would delay it by a lease).
+    /// Ends the claims whose address was suppressed after they were queued
+    /// (`Invitations::set_aside_suppressed`: failed, cancelled if no longer
+    /// pending, or handed back while a bounce's entry may still be taken back) and
+    /// returns the others, so that those book no send slot. A failed lookup goes to
+    /// the report, and the batch is sent as usual.
     async fn without_suppressed(
         &self,
         claims: Vec<OutboxClaim>,
         report: &mut DispatchReport,
     ) -> Vec<OutboxClaim> {
-        let suppressed = match self.service.suppressed_among(&claims).await {
-            Ok(suppressed) if suppressed.is_empty() => return claims,
-            Ok(suppressed) => suppressed,
-            Err(e) => {
-                report.errors.push(e);
-                return claims;
-            }
-        };
-        let mut kept = Vec::with_capacity(claims.len());
-        for claim in claims {
-            match suppressed.get(&claim.entry.id) {
-                Some(suppression) => tally(
-                    report,
-                    self.service.skip_suppressed(&claim, suppression).await,
-                ),
-                None => kept.push(claim),
-            }
+        let (kept, ended) = self.service.set_aside_suppressed(claims).await;
+        for done in ended {
+            tally(report, done);
         }
         kept
     }
