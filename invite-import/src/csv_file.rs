@@ -561,9 +561,9 @@ fn read_parallel(
             }
         };
         if stop == Stop::Boundary {
-            // This part's dedupe entries, sorted while the others finish (and
-            // merged with theirs, or with the rest of the file read alone).
-            sink.sort_keyed();
+            // This part's dedupe entries closed: the others' follow (or the
+            // rest of the file's, read alone).
+            sink.close_keyed();
         }
         // The parts' rows, appended in order as they come, while they can all
         // still be used (else taken back below); then their results.

@@ -88,6 +88,7 @@
 
 mod csv_file;
 mod csv_records;
+mod dedupe;
 mod error;
 mod format;
 mod header;

@@ -416,6 +416,11 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    /// The rules the addresses were parsed with.
+    pub(crate) fn rules(&self) -> &EmailRules {
+        &self.rules
+    }
+
     /// Row `index` (0-based, in source order).
     pub(crate) fn get(&self, index: usize) -> Option<ImportRow<'_>> {
         let b = self.starts.partition_point(|&start| start <= index);
@@ -757,11 +762,6 @@ impl<'r> ImportRow<'r> {
         // (the default role is a fallback that is not reached).
         let cell = self.role_cell().unwrap_or("");
         Role::new(cell).unwrap_or_else(|_| self.rows.default_role.clone())
-    }
-
-    /// The case-folded key of the row's address, for dedupe.
-    pub(crate) fn key(&self) -> Option<EmailAddress> {
-        self.email()
     }
 }
 

@@ -5,16 +5,15 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::OnceLock;
 
-use foldhash::SharedSeed;
 use foldhash::fast::SeedableRandomState;
 use invite_core::{EmailAddress, Role};
 
+use crate::dedupe::{Keyed, dedupe_hasher, fold, mark_duplicates};
 use crate::merged::Merged;
 use crate::report::Summary;
 use crate::rows::{
-    Kind, MAX_ROW_NUMBER, NewRow, ROLE_FROM_CELL, RowBlock, Rows, RowsBuilder, Verdict, not_text,
+    MAX_ROW_NUMBER, NewRow, ROLE_FROM_CELL, RowBlock, Rows, RowsBuilder, Verdict, not_text,
 };
 use crate::{ColumnMapping, ImportError, ImportOptions, column_name};
 
@@ -374,9 +373,8 @@ pub(crate) struct Chunk {
     rows: Vec<RowBlock>,
     /// All the rows the fork validated, handed over or not.
     rows_total: usize,
-    /// `folded hash << 32 | index into rows`, sorted (by hash, then row): sorted
-    /// on the thread that validated the rows, so the calling thread only merges.
-    keyed: Vec<u64>,
+    /// Dedupe entries, indices counted from the chunk's first row.
+    keyed: Keyed,
     summary: Summary,
     data_rows: u64,
 }
@@ -391,15 +389,13 @@ pub(crate) struct RowSink<'o> {
     roles: Option<Vec<Role>>,
     /// The role of rows without one.
     default_role: Role,
-    /// Case-folded dedupe, decided once at the end ([`Self::finish`]): every row
-    /// with an address (valid or unknown role) as `folded hash << 32 | index into
-    /// rows`, in row order. Appending is sequential; probing a table of a million
-    /// entries per row was a cache miss per row.
-    keyed: Vec<u64>,
-    /// Dedupe entries already sorted (by hash, then row index: the entries'
-    /// numeric order), from appended chunks and from [`Self::sort_keyed`]:
-    /// merged with `keyed` at the end.
-    sorted: Vec<Vec<u64>>,
+    /// Case-folded dedupe, decided once at the end ([`Self::finish`], see
+    /// [`crate::dedupe`]): every row with an address (valid or unknown role) leaves an
+    /// entry here.
+    keyed: Keyed,
+    /// Dedupe entries of earlier rows, closed ([`Self::close_keyed`]) or from
+    /// appended chunks, in row order; `keyed` follows them.
+    lists: Vec<Keyed>,
     /// Keyed hash for `keyed`. The keys come from the upload, so the seed must be
     /// secret: it is drawn from std's `RandomState` (OS randomness), as SipHash's
     /// keys were, but foldhash is several times faster on short keys.
@@ -430,8 +426,8 @@ impl<'o> RowSink<'o> {
             mapping,
             roles,
             default_role: options.default_role.clone(),
-            keyed: Vec::new(),
-            sorted: Vec::new(),
+            keyed: Keyed::default(),
+            lists: Vec::new(),
             hasher: dedupe_hasher(),
             rows: RowsBuilder::default(),
             taken: 0,
@@ -484,16 +480,15 @@ impl<'o> RowSink<'o> {
     }
 
     /// The rows validated so far, their dedupe entries (indices into the chunk's
-    /// rows, sorted here, on the thread that validated them) and counts, leaving
+    /// rows) and counts, leaving
     /// the sink empty but keeping its caches. Only for a [`fork`](Self::fork)
     /// that nothing was appended to.
     pub(crate) fn take_chunk(&mut self) -> Chunk {
         debug_assert!(
-            self.sorted.is_empty(),
+            self.lists.is_empty(),
             "a chunk taken from a sink with chunks"
         );
-        let mut keyed = std::mem::take(&mut self.keyed);
-        sort_by_high_half(&mut keyed);
+        let keyed = std::mem::take(&mut self.keyed);
         let rows_total = std::mem::take(&mut self.taken) + self.rows.len();
         Chunk {
             rows_total,
@@ -573,15 +568,11 @@ impl<'o> RowSink<'o> {
         if !indices_fit(start, chunk.rows_total) {
             return Err(too_many());
         }
-        let offset = u64::try_from(start).map_err(|_| too_many())?;
-        // The same offset added to every index (no carry into the hash, as
-        // checked above) keeps the chunk's entries sorted.
+        let offset = u32::try_from(start).map_err(|_| too_many())?;
         let mut keyed = chunk.keyed;
-        for entry in &mut keyed {
-            *entry += offset;
-        }
+        keyed.offset(offset);
         if !keyed.is_empty() {
-            self.sorted.push(keyed);
+            self.lists.push(keyed);
         }
         self.summary.add(&chunk.summary);
         self.data_rows += chunk.data_rows;
@@ -843,7 +834,7 @@ impl<'o> RowSink<'o> {
                 row,
                 limit: u64::from(u32::MAX),
             })?;
-            self.keyed.push((u64::from(hash) << 32) | u64::from(index));
+            self.keyed.push(hash, index);
         }
         Ok(())
     }
@@ -916,13 +907,12 @@ impl<'o> RowSink<'o> {
         suggestion.is_some()
     }
 
-    /// Sorts the dedupe entries pushed so far into [`Self::sorted`]: the calling
-    /// thread does it for its own part while other threads finish theirs.
-    pub(crate) fn sort_keyed(&mut self) {
-        let mut keyed = std::mem::take(&mut self.keyed);
+    /// Closes the dedupe entries pushed so far into [`Self::lists`], before a
+    /// part read on another thread appends its own.
+    pub(crate) fn close_keyed(&mut self) {
+        let keyed = std::mem::take(&mut self.keyed);
         if !keyed.is_empty() {
-            sort_by_high_half(&mut keyed);
-            self.sorted.push(keyed);
+            self.lists.push(keyed);
         }
     }
 
@@ -937,8 +927,8 @@ impl<'o> RowSink<'o> {
     }
 
     pub(crate) fn finish(mut self) -> (Rows, Summary, Vec<Merge>, Vec<u64>) {
-        self.sort_keyed();
-        let sorted = std::mem::take(&mut self.sorted);
+        self.close_keyed();
+        let lists = std::mem::take(&mut self.lists);
         let table: Vec<Role> = std::iter::once(self.default_role.clone())
             .chain(self.roles.iter().flatten().cloned())
             .collect();
@@ -947,228 +937,11 @@ impl<'o> RowSink<'o> {
             self.default_role.clone(),
             self.options.rules,
         );
-        let entries = sorted.iter().map(Vec::len).sum();
+        let entries = lists.iter().map(Keyed::len).sum();
         let two_threads = self.dedupe_on_two_threads(entries);
-        mark_duplicates(&mut rows, &mut self.summary, sorted, two_threads);
+        mark_duplicates(&mut rows, &mut self.summary, &lists, two_threads);
         (rows, self.summary, self.merges_used, self.hidden_rows_seen)
     }
-}
-
-/// Turns every row whose address (case-folded key) appeared in an earlier row
-/// into a duplicate of that first row, and moves it in the summary.
-///
-/// `sorted` are the dedupe entries (`folded hash << 32 | row index`) in lists
-/// each sorted by hash, then row: a stable sort of entries in row order, so in
-/// each run of equal hashes the first row with a key is its first occurrence.
-/// Distinct keys sharing a hash are told apart by comparing keys. That order
-/// is the entries' numeric order, so lists sorted on other threads are merged
-/// in by value.
-///
-/// With `two_threads`, the hash space is cut in half and each half searched on
-/// its own thread (a run of equal hashes is never cut): telling a repeat from a
-/// collision reads both rows back, two cache misses and a parse each, which
-/// over a large report's repeats is the longest serial step left.
-fn mark_duplicates(
-    rows: &mut Rows,
-    summary: &mut Summary,
-    sorted: Vec<Vec<u64>>,
-    two_threads: bool,
-) {
-    let lists: Vec<&[u64]> = sorted.iter().map(Vec::as_slice).collect();
-    let mut duplicates = if two_threads {
-        find_duplicates_in_halves(rows, &lists)
-    } else {
-        find_duplicates(rows, &lists)
-    };
-    // In row order: the entries they change are then read in memory order.
-    duplicates.sort_unstable();
-    for (at, first) in duplicates {
-        // Indices in dedupe entries fit 32 bits (see `indices_fit`).
-        let first = u32::try_from(first).unwrap_or(u32::MAX);
-        if let Some((kind, suggestion)) = rows.make_duplicate(at, first) {
-            summary.uncount(kind, suggestion);
-            summary.count(Kind::Duplicate, false);
-        }
-    }
-}
-
-/// [`find_duplicates`] for the entries with a hash in the low half on this
-/// thread, and for the others on another.
-fn find_duplicates_in_halves(rows: &Rows, lists: &[&[u64]]) -> Vec<(usize, usize)> {
-    let (low, high): (Vec<&[u64]>, Vec<&[u64]>) = lists
-        .iter()
-        .map(|&list| list.split_at(list.partition_point(|&e| e >> 32 < 1 << 31)))
-        .unzip();
-    std::thread::scope(|scope| {
-        let builder = std::thread::Builder::new().name("invite-import-dedupe".to_owned());
-        let other = builder.spawn_scoped(scope, || find_duplicates(rows, &high));
-        let mut found = find_duplicates(rows, &low);
-        match other.map(std::thread::ScopedJoinHandle::join) {
-            Ok(Ok(more)) => found.extend(more),
-            // A panic there is a bug that would panic here as well.
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            // No thread to be had: this one searches the other half too.
-            Err(_) => found.extend(find_duplicates(rows, &high)),
-        }
-        found
-    })
-}
-
-/// Every row whose key repeats an earlier row's, as `(row index, first row
-/// index)`, from `lists` of sorted dedupe entries (two are merged as they are
-/// read; three or more, from parts on as many threads, joined and sorted again).
-fn find_duplicates(rows: &Rows, lists: &[&[u64]]) -> Vec<(usize, usize)> {
-    match lists {
-        [] => Vec::new(),
-        [one] => find_duplicates_in(rows, one.iter().copied()),
-        [a, b] => find_duplicates_in(rows, merge_two(a, b)),
-        more => find_duplicates_in(
-            rows,
-            sorted_whole(more.iter().map(|list| list.to_vec()).collect()).into_iter(),
-        ),
-    }
-}
-
-/// [`find_duplicates`] over `entries`, all the entries in order.
-fn find_duplicates_in(rows: &Rows, entries: impl Iterator<Item = u64>) -> Vec<(usize, usize)> {
-    let index = |entry: u64| usize::try_from(entry & u64::from(u32::MAX)).unwrap_or(usize::MAX);
-    // The key of row `at`, parsed again from the row (only rows whose hash
-    // another row shares: repeats, and the rare collision).
-    let key_of = |at: usize| rows.get(at).and_then(|row| row.key());
-    let text_of = |at: usize| rows.get(at).map(|row| row.address());
-    let mut duplicates: Vec<(usize, usize)> = Vec::new();
-    // First occurrences within the current run of equal hashes, with their keys
-    // once read.
-    let mut firsts: Vec<(usize, Option<EmailAddress>)> = Vec::new();
-    let mut run_hash = None;
-    for entry in entries {
-        let (hash, at) = (entry >> 32, index(entry));
-        if run_hash != Some(hash) {
-            run_hash = Some(hash);
-            firsts.clear();
-            firsts.push((at, None));
-            continue;
-        }
-        let text = text_of(at);
-        let mut key = None;
-        let mut found = None;
-        for (first, first_key) in &mut firsts {
-            // The same text parses to the same address: no parse needed.
-            if text.is_some() && text_of(*first) == text {
-                found = Some(*first);
-                break;
-            }
-            if first_key.is_none() {
-                *first_key = key_of(*first);
-            }
-            if key.is_none() {
-                key = key_of(at);
-            }
-            if let (Some(a), Some(b)) = (first_key.as_ref(), key.as_ref())
-                && a.key() == b.key()
-            {
-                found = Some(*first);
-                break;
-            }
-        }
-        match found {
-            Some(first) => duplicates.push((at, first)),
-            None => firsts.push((at, None)),
-        }
-    }
-    duplicates
-}
-
-/// The dedupe hasher: foldhash keyed from std's `RandomState`, whose keys come
-/// from the operating system's random generator, so a crafted file cannot aim
-/// for collisions.
-fn dedupe_hasher() -> SeedableRandomState {
-    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
-    let random = std::hash::RandomState::new();
-    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random.hash_one(0x5eed_u64)));
-    SeedableRandomState::with_seed(random.hash_one(0x0dd_u64), shared)
-}
-
-/// A 64-bit hash folded to the 32 bits kept per table entry (so growing the table
-/// never re-reads the keys).
-fn fold(hash: u64) -> u32 {
-    let [a, b, c, d, e, f, g, h] = hash.to_le_bytes();
-    u32::from_le_bytes([a ^ e, b ^ f, c ^ g, d ^ h])
-}
-
-/// Stable sort by the high 32 bits (the hash), so equal hashes keep their order
-/// (row order). Least-significant-digit radix sort, three passes of 11 bits: a
-/// million entries sort in a few milliseconds, touching memory in order.
-fn sort_by_high_half(entries: &mut Vec<u64>) {
-    const BITS: u32 = 11;
-    const BUCKETS: usize = 1 << BITS;
-    const MASK: u64 = (1 << BITS) - 1;
-    if entries.len() < 256 {
-        entries.sort_by_key(|e| e >> 32);
-        return;
-    }
-    let mut from = std::mem::take(entries);
-    let mut to = vec![0u64; from.len()];
-    for pass in 0..3 {
-        let shift = 32 + pass * BITS;
-        let digit = |e: u64| usize::try_from((e >> shift) & MASK).unwrap_or(0);
-        let mut starts = [0usize; BUCKETS];
-        for &e in &from {
-            starts[digit(e)] += 1;
-        }
-        let mut sum = 0;
-        for start in &mut starts {
-            let count = *start;
-            *start = sum;
-            sum += count;
-        }
-        for &e in &from {
-            let d = digit(e);
-            to[starts[d]] = e;
-            starts[d] += 1;
-        }
-        std::mem::swap(&mut from, &mut to);
-    }
-    *entries = from;
-}
-
-/// Lists each sorted by value, whose row indices (the low halves) cover
-/// increasing ranges in list order, as one list sorted by value. Three or more
-/// lists (three or more threads) are joined and sorted again by hash: the stable
-/// radix sort keeps list order, hence row order, within each hash, and takes
-/// about as long as the merge of two lists, where a chain of two-way merges
-/// costs a comparison and a call per list and entry (slower than this from
-/// eight lists on, measured).
-fn sorted_whole(lists: Vec<Vec<u64>>) -> Vec<u64> {
-    let mut whole = lists.concat();
-    sort_by_high_half(&mut whole);
-    whole
-}
-
-/// Two sorted lists merged, by value. Which list the next value comes from is
-/// as good as random (hashes), so it is picked without a branch on it.
-fn merge_two<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || {
-        let value = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => {
-                let from_b = y < x;
-                i += usize::from(!from_b);
-                j += usize::from(from_b);
-                x.min(y)
-            }
-            (Some(&x), None) => {
-                i += 1;
-                x
-            }
-            (None, Some(&y)) => {
-                j += 1;
-                y
-            }
-            (None, None) => return None,
-        };
-        Some(value)
-    })
 }
 
 fn present(text: &str) -> Option<&str> {
@@ -1309,56 +1082,6 @@ mod tests {
     }
 
     #[test]
-    fn radix_sort_is_stable_by_the_high_half() {
-        for n in [0u64, 1, 255, 256, 5000] {
-            // Few distinct hashes, so many equal ones must keep their row order.
-            let mut entries: Vec<u64> = (0..n)
-                .map(|i| ((i.wrapping_mul(0x9E37_79B9) % 97) << 40 | (i % 3) << 32) | i)
-                .collect();
-            let mut expected = entries.clone();
-            expected.sort_by_key(|e| e >> 32);
-            sort_by_high_half(&mut entries);
-            assert_eq!(entries, expected);
-        }
-    }
-
-    #[test]
-    fn sorted_parts_merge_to_the_sort_of_the_whole() {
-        // Entries as `keyed` holds them: row order, few distinct hashes. Sorting
-        // parts apart (with their offsets) and merging gives the whole's sort.
-        let entries: Vec<u64> = (0..3000u64)
-            .map(|i| ((i.wrapping_mul(0x9E37_79B9) % 13) << 32) | i)
-            .collect();
-        let mut whole = entries.clone();
-        sort_by_high_half(&mut whole);
-        for cuts in [
-            vec![],
-            vec![0],
-            vec![1000],
-            vec![7, 2999],
-            vec![255, 256, 2000],
-        ] {
-            let mut bounds = vec![0];
-            bounds.extend(&cuts);
-            bounds.push(entries.len());
-            let parts = bounds.windows(2).map(|w| {
-                let mut part: Vec<u64> = entries[w[0]..w[1]]
-                    .iter()
-                    .map(|e| e - w[0] as u64)
-                    .collect();
-                sort_by_high_half(&mut part);
-                part.iter_mut().for_each(|e| *e += w[0] as u64);
-                part
-            });
-            let parts: Vec<Vec<u64>> = parts.collect();
-            if let [a, b] = parts.as_slice() {
-                assert_eq!(merge_two(a, b).collect::<Vec<_>>(), whole, "{cuts:?}");
-            }
-            assert_eq!(sorted_whole(parts), whole, "{cuts:?}");
-        }
-    }
-
-    #[test]
     fn duplicates_point_at_the_first_row_and_move_in_the_summary() {
         let role = |r: &str| Role::new(r).unwrap();
         let options = ImportOptions::new(role("member")).with_roles([role("member")]);
@@ -1400,44 +1123,6 @@ mod tests {
             (7, 2, 1)
         );
         assert_eq!((summary.unknown_role, summary.duplicates), (1, 4));
-    }
-
-    #[test]
-    fn rows_sharing_a_hash_are_told_apart_by_key_on_either_thread() {
-        let options = ImportOptions::new(Role::new("member").unwrap());
-        let mut sink = RowSink::new(&options, ColumnMapping::new(0));
-        let emails = [
-            "ann@x.com",
-            "bo@x.com",
-            "ANN@x.com",
-            "bo@x.com",
-            "cy@x.com",
-            "Bo@X.com",
-        ];
-        for (row, email) in (1u64..).zip(emails) {
-            sink.push(row, &[CellValue::Text(Cow::Borrowed(email))])
-                .unwrap();
-        }
-        let rows = std::mem::take(&mut sink.rows).finish(
-            Vec::new(),
-            options.default_role.clone(),
-            options.rules,
-        );
-        // Every row under one hash (a collision the real hash makes rare), on
-        // each side of the halves' cut: repeats are found by text or by key,
-        // the others stay first occurrences.
-        for hash in [7u64, 1 << 31, u64::from(u32::MAX)] {
-            let entries: Vec<u64> = (0..6).map(|i| hash << 32 | i).collect();
-            let expected = [(2, 0), (3, 1), (5, 1)];
-            assert_eq!(find_duplicates_in(&rows, entries.iter().copied()), expected);
-            let other: Vec<u64> = (0..6).map(|i| 3 << 32 | i).collect();
-            let mut both = find_duplicates_in_halves(&rows, &[&entries, &other]);
-            both.sort_unstable();
-            let mut twice = expected.to_vec();
-            twice.extend(expected);
-            twice.sort_unstable();
-            assert_eq!(both, twice);
-        }
     }
 
     #[test]
