@@ -1,8 +1,8 @@
 //! Case-folded dedupe: which rows repeat an earlier row's address.
 //!
-//! While rows are validated, each row with an address leaves a dedupe entry,
-//! `folded hash << 32 | row index`, in one of [`BUCKETS`] buckets picked by the
-//! hash's top bits ([`Keyed`]). Nothing is decided per row then. Once every row
+//! While rows are validated, each row with a valid address (whatever its role)
+//! leaves a dedupe entry, `folded hash << 32 | row index`, in one of [`BUCKETS`]
+//! buckets picked by the hash's top bits ([`Keyed`]). Nothing is decided per row then. Once every row
 //! is in, [`mark_duplicates`] takes the buckets one at a time, in halves on two
 //! threads for a large report: a bucket's table of first occurrences by hash
 //! stays in the core's cache (one table for every entry, probed per row, was a
@@ -411,11 +411,16 @@ mod tests {
             .collect()
     }
 
-    /// A hash of the key that collides often (a few values, spread over the
-    /// buckets): equal keys still hash alike, as with the real hash.
-    fn colliding_hash(email: &EmailAddress) -> u32 {
+    /// A hash of the key that collides often: equal keys still hash alike, as
+    /// with the real hash. A few values spread over the buckets, or, `in_one_slot`,
+    /// ten that share bucket 0 and their slot in its table (which then probes on).
+    fn colliding_hash(email: &EmailAddress, in_one_slot: bool) -> u32 {
         let sum: u32 = email.key().bytes().map(u32::from).sum();
-        (sum % 5).wrapping_mul(0x3F00_0001) ^ (sum % 2) << 31
+        if in_one_slot {
+            (sum % 10) << 16
+        } else {
+            (sum % 5).wrapping_mul(0x3F00_0001) ^ (sum % 2) << 31
+        }
     }
 
     proptest! {
@@ -448,6 +453,7 @@ mod tests {
             picks in proptest::collection::vec((0usize..12, any::<bool>()), 0..300),
             cuts in proptest::collection::vec(0usize..300, 0..3),
             two_threads in any::<bool>(),
+            in_one_slot in any::<bool>(),
         ) {
             let emails: Vec<String> = picks
                 .iter()
@@ -460,7 +466,7 @@ mod tests {
             let rows = rows_of(&texts);
             let parsed: Vec<EmailAddress> =
                 emails.iter().map(|e| EmailAddress::parse(e).unwrap()).collect();
-            let hashes: Vec<u32> = parsed.iter().map(colliding_hash).collect();
+            let hashes: Vec<u32> = parsed.iter().map(|e| colliding_hash(e, in_one_slot)).collect();
             let mut found = find_duplicates(&rows, &lists(&hashes, &cuts), two_threads);
             found.sort_unstable();
             let mut firsts = std::collections::HashMap::new();

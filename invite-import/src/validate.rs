@@ -1,6 +1,7 @@
-//! Per-row validation: cell cleanup, address extraction, role resolution, names,
-//! case-folded dedupe and "did you mean" suggestions. Readers push rows into a
-//! [`RowSink`] one at a time, so memory is the report, not the file.
+//! Per-row validation: cell cleanup, address extraction, role resolution, names
+//! and "did you mean" suggestions; each valid address is recorded for the
+//! case-folded dedupe decided at the end ([`crate::dedupe`]). Readers push rows
+//! into a [`RowSink`] one at a time, so memory is the report, not the file.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
