@@ -93,20 +93,8 @@ pub(crate) fn write(
     out.extend_from_slice(sender.from_field.as_bytes());
     // lettre quotes and encodes names and the subject (its RFC 2047 words and
     // folding), unless they are plain enough to write as lettre would without it.
-    // Core strips CR/LF from the names it builds, but `OutgoingEmail` is public and
-    // lettre panics on a line break in a display name: it becomes a space here.
     let subject = crate::template::clean_subject(&email.subject);
-    // Names are capped like subjects: an unbroken word cannot be folded under the
-    // 998-octet line limit.
-    let to_name = email.to_name.as_deref().map(|name| {
-        if name.contains(['\r', '\n']) || name.len() > crate::template::MAX_HEADER_TEXT {
-            Cow::Owned(crate::template::cap_header_text(
-                name.replace(['\r', '\n'], " "),
-            ))
-        } else {
-            Cow::Borrowed(name)
-        }
-    });
+    let to_name = email.to_name.as_deref().map(crate::template::clean_name);
     let mut headers = Headers::new();
     if !plain_to_field(out, to_name.as_deref(), &address) {
         headers.set(header::To::from(Mailboxes::from(Mailbox::new(

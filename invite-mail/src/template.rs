@@ -1112,6 +1112,19 @@ fn cleaned_subject(subject: &str) -> String {
     cap_header_text(out)
 }
 
+/// A recipient's display name as a header (or a provider's JSON) may carry it: a
+/// line break (no header holds one, and lettre panics on one in a name) becomes a
+/// space, and the name is capped like a subject: an unbroken word cannot be folded
+/// under the 998-octet line limit. Core strips line breaks from the names it builds,
+/// but `OutgoingEmail` is public.
+pub(crate) fn clean_name(name: &str) -> Cow<'_, str> {
+    if name.contains(['\r', '\n']) || name.len() > MAX_HEADER_TEXT {
+        Cow::Owned(cap_header_text(name.replace(['\r', '\n'], " ")))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
 /// The most characters a subject or display name keeps in a header.
 pub(crate) const MAX_HEADER_TEXT: usize = 250;
 

@@ -203,6 +203,33 @@ fn sendgrid_requests_follow_the_documented_shape() {
     assert_eq!(b["tracking_settings"]["click_tracking"]["enable"], false);
 }
 
+#[test]
+fn recipient_names_are_sent_as_each_provider_takes_them() {
+    let mut e = email();
+    // A line break: lettre's mailbox refuses it (Postmark's "To" is built with it),
+    // and no header may carry one.
+    e.to_name = Some("Ann\r\nLee".into());
+    let to = postmark("https://api.postmarkapp.com").request(&e).body["To"].clone();
+    let to = to.as_str().unwrap();
+    assert!(!to.contains(['\r', '\n']), "{to}");
+    assert!(
+        to.starts_with("Ann") && to.ends_with("Lee <ann@example.com>"),
+        "{to}"
+    );
+    let name = |e: &OutgoingEmail| {
+        sendgrid("https://api.sendgrid.com").request(e).body["personalizations"][0]["to"][0]["name"]
+            .clone()
+    };
+    assert_eq!(name(&e), "Ann  Lee");
+    // SendGrid documents that a recipient name holds no comma or semicolon, and
+    // drops such an email as "Invalid" after a 202, its address read from the name.
+    e.to_name = Some("Lee, Ann; Jr.".into());
+    assert_eq!(name(&e), "Lee Ann Jr.");
+    // Postmark takes an RFC 5322 mailbox: lettre quotes the name, comma and all.
+    let to = postmark("https://api.postmarkapp.com").request(&e).body["To"].clone();
+    assert_eq!(to, "\"Lee, Ann; Jr.\" <ann@example.com>");
+}
+
 #[tokio::test]
 async fn postmark_sends_and_maps_its_errors() {
     let api = FakeApi::start().await;
@@ -232,6 +259,12 @@ async fn postmark_sends_and_maps_its_errors() {
         (
             422,
             json!({ "ErrorCode": 400, "Message": "The 'From' address you supplied is not a Sender Signature." }),
+            true,
+        ),
+        // The account on hold: every queued email waits for it, none fails.
+        (
+            422,
+            json!({ "ErrorCode": 413, "Message": "Account May Not Send" }),
             true,
         ),
         (
@@ -323,7 +356,7 @@ async fn wrong_urls_and_request_timeouts_are_transient() {
 }
 
 #[tokio::test]
-async fn an_unreachable_api_is_transient() {
+async fn an_unreachable_api_is_transient_and_says_why() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -334,6 +367,53 @@ async fn an_unreachable_api_is_transient() {
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
+    // The cause, not only the URL reqwest names.
+    let message = err.message().to_ascii_lowercase();
+    assert!(
+        message.contains("unreachable") && message.contains("refused"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_sent_and_not_answered_in_time_is_retried_and_says_it_may_have_gone() {
+    // Reads the request and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            held.push(stream);
+        }
+    });
+    for mailer in [postmark(&base), sendgrid(&base)] {
+        let err = mailer
+            .with_timeout(std::time::Duration::from_millis(200))
+            .send(&email())
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.message().contains("did not answer within 200ms"),
+            "{err}"
+        );
+        assert!(err.message().contains("may have taken"), "{err}");
+    }
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_go_in_a_header_is_named_as_the_cause_and_not_shown() {
+    let mailer = HttpApiMailer::postmark("pm-secret\n".to_owned().into(), from())
+        .unwrap()
+        .with_base_url("http://127.0.0.1:9");
+    let err = mailer.send(&email()).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.message().contains("API key"), "{err}");
+    assert!(!err.message().contains("pm-secret"), "{err}");
+    assert!(!format!("{err:?}").contains("pm-secret"), "{err:?}");
 }
 
 fn service(mailer: HttpApiMailer) -> Invitations {

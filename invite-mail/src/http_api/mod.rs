@@ -197,6 +197,40 @@ impl HttpApiMailer {
         }
     }
 
+    /// A call that got no answer, as a transient error that says why: reqwest's own
+    /// message names only the URL, so its causes follow (the DNS, TLS or socket
+    /// error). A call sent and not answered in time may have been taken; it is still
+    /// retried, with a new link (a lost invitation is worse than a second one, whose
+    /// link is the one that works), and the message says so.
+    fn transport_error(&self, e: reqwest::Error) -> MailError {
+        let provider = self.provider;
+        let mut causes = String::new();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            causes.push_str(": ");
+            causes.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let message = if e.is_connect() {
+            format!("{provider:?} API unreachable{causes}")
+        } else if e.is_timeout() {
+            format!(
+                "{provider:?} API did not answer within {:?}; it may have taken the \
+                 message, which is sent again{causes}",
+                self.timeout
+            )
+        } else if e.is_builder() {
+            // Never the key itself: reqwest's causes say what kind of value failed.
+            format!(
+                "{provider:?} API request could not be built (check the API key and \
+                 the base URL){causes}"
+            )
+        } else {
+            format!("{provider:?} API call failed{causes}")
+        };
+        MailError::transient(message).with_source(e)
+    }
+
     /// Reads a provider's answer: `Ok` if it took the message.
     pub fn classify(provider: Provider, status: u16, body: &str) -> Result<(), MailError> {
         match provider {
@@ -219,10 +253,7 @@ impl Mailer for HttpApiMailer {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| {
-                MailError::transient(format!("{:?} API unreachable: {e}", self.provider))
-                    .with_source(e)
-            })?;
+            .map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let body = match response.text().await {
             Ok(body) => body,

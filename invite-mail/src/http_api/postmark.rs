@@ -20,7 +20,10 @@ use super::{META_INVITATION, META_OUTBOX, META_TENANT, excerpt, mailbox_string};
 pub(super) fn body(email: &OutgoingEmail, from: &Mailbox, stream: &str) -> Value {
     // Postmark takes RFC 5322 address strings; lettre quotes the name.
     let to = match (&email.to_name, email.to.as_str().parse()) {
-        (Some(name), Ok(address)) => mailbox_string(&Mailbox::new(Some(name.clone()), address)),
+        (Some(name), Ok(address)) => mailbox_string(&Mailbox::new(
+            Some(crate::template::clean_name(name).into_owned()),
+            address,
+        )),
         _ => email.to.as_str().to_owned(),
     };
     let mut body = json!({
@@ -44,8 +47,10 @@ pub(super) fn body(email: &OutgoingEmail, from: &Mailbox, stream: &str) -> Value
 }
 
 /// Postmark error codes that are about the account or its configuration, not this
-/// message: retrying after the fix delivers.
-const CONFIGURATION_CODES: &[i64] = &[10, 400, 401, 405, 412];
+/// message: retrying after the fix delivers. (10: bad or missing API token; 400, 401:
+/// sender signature not found or not confirmed; 405: not allowed to send, such as
+/// out of credits; 412: account pending; 413: account may not send.)
+const CONFIGURATION_CODES: &[i64] = &[10, 400, 401, 405, 412, 413];
 
 pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
     let parsed: Option<Value> = serde_json::from_str(body).ok();

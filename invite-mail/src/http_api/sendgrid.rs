@@ -24,7 +24,7 @@ fn address(mailbox: &Mailbox) -> Value {
 pub(super) fn body(email: &OutgoingEmail, from: &Mailbox) -> Value {
     let mut to = json!({ "email": email.to.as_str() });
     if let Some(name) = &email.to_name {
-        to["name"] = Value::from(name.as_str());
+        to["name"] = Value::from(recipient_name(name));
     }
     let mut content = vec![json!({ "type": "text/plain", "value": email.text })];
     if let Some(html) = &email.html {
@@ -47,6 +47,22 @@ pub(super) fn body(email: &OutgoingEmail, from: &Mailbox) -> Value {
             "open_tracking": { "enable": false },
         },
     })
+}
+
+/// A recipient's name as SendGrid takes it. Its v3 API documents that `to.name` may
+/// not hold a comma or a semicolon, and it does not refuse one: it answers 202, reads
+/// part of the name as the address, and drops the email as `Invalid`, whose event
+/// would then fail the invitation and suppress a good address. Each becomes a
+/// space ("Lee, Ann" is sent as "Lee Ann"); line breaks too, as for every header.
+fn recipient_name(name: &str) -> String {
+    let name = crate::template::clean_name(name);
+    if !name.contains([',', ';']) {
+        return name.into_owned();
+    }
+    name.split([',', ';', ' '])
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
