@@ -46,10 +46,13 @@ pub(crate) fn decode(bytes: &[u8]) -> (Result<Cow<'_, str>, &[u8]>, Option<&'sta
                 .count()
         };
         let pairs = sample.len() / 2;
-        if zeros_at(1) * 10 >= pairs * 7 && zeros_at(0) == 0 {
+        // Mostly zeros on one side, few on the other: a character such as U+4E00
+        // or U+0100 has a zero low byte.
+        let (even, odd) = (zeros_at(0), zeros_at(1));
+        if odd * 10 >= pairs * 7 && even * 10 < pairs {
             return utf16(bytes, encoding_rs::UTF_16LE, "UTF-16LE");
         }
-        if zeros_at(0) * 10 >= pairs * 7 && zeros_at(1) == 0 {
+        if even * 10 >= pairs * 7 && odd * 10 < pairs {
             return utf16(bytes, encoding_rs::UTF_16BE, "UTF-16BE");
         }
     }
@@ -118,10 +121,14 @@ pub(crate) fn sniff_delimiter(text: &[u8]) -> u8 {
     best.2
 }
 
-/// Excel's `sep=;` first line: the delimiter and the rest of the input.
+/// Excel's `sep=;` first line: the delimiter and the rest of the input. A line
+/// break or a quote cannot be a delimiter (the reader would count a CR delimiter
+/// as a line break too); such a line is left to be read as a title row.
 fn excel_sep_line(text: &[u8]) -> Option<(u8, &[u8])> {
     let rest = text.strip_prefix(b"sep=")?;
-    let delimiter = *rest.first()?;
+    let delimiter = *rest
+        .first()
+        .filter(|d| !matches!(d, b'\r' | b'\n' | b'"'))?;
     let after = &rest[1..];
     let after = after
         .strip_prefix(b"\r\n")
@@ -247,46 +254,27 @@ fn read_in_parts<'o>(
 
     let mut sink = RowSink::new(options, plan.mapping);
     let max_mapped = usize::try_from(plan.mapping.max_column()).unwrap_or(usize::MAX);
-    let mut cells: Vec<CellValue<'_>> = Vec::new();
-    // Pushes the head row `kept` (an index into `head`), or a blank row.
-    let mut push_head = |line: u64, kept: Option<usize>| {
-        cells.clear();
-        if let Some((_, texts)) = kept.and_then(|i| head.get(i)) {
-            cells.extend(
-                texts
-                    .iter()
-                    .take(max_mapped + 1)
-                    .map(|t| CellValue::Text(Cow::Borrowed(t.as_str()))),
-            );
-        }
-        sink.push(line, &cells)
-    };
-    if blank == 0 {
-        for (i, (line, _)) in head.iter().enumerate() {
-            push_head(*line, Some(i))?;
-        }
-    } else {
-        // The head's records again, in order: a blank row goes to the sink as
-        // a row of no cells, which it takes as it took a row of empty ones
-        // (counted as blank, and as a data row against the row limit).
-        let mut again = Records::new(body, body_text, delimiter, line_offset, true, max_fields);
-        let mut next = 0;
-        for _ in 0..head.len() + blank {
-            if !again.read(&mut record) {
-                break;
-            }
-            let line = record.line();
-            if head.get(next).is_some_and(|(kept, _)| *kept == line) {
-                push_head(line, Some(next))?;
-                next += 1;
-            } else {
-                push_head(line, None)?;
-            }
-        }
-    }
     // One cell buffer for the whole file: emptied and handed back each row, so
     // its borrow of the record ends before the next record is read.
     let mut spare: Vec<CellValue<'static>> = Vec::with_capacity(max_mapped + 1);
+    // The head's records again, from the start, pushed as every later record is:
+    // their cells as written (the header search saw them cleaned), checked
+    // against the same cell limit. A blank row goes to the sink like any other
+    // (counted as blank, and as a data row against the row limit).
+    let mut again = Records::new(body, body_text, delimiter, line_offset, true, max_fields);
+    for _ in 0..head.len() + blank {
+        if !again.read(&mut record) {
+            break;
+        }
+        push_record(
+            &mut sink,
+            record.line(),
+            &again,
+            &record,
+            max_mapped,
+            &mut spare,
+        )?;
+    }
     let mut part = Part {
         reader: &mut reader,
         record: &mut record,
@@ -684,6 +672,9 @@ mod tests {
             excel_sep_line(b"sep=;\r\nEmail"),
             Some((b';', &b"Email"[..]))
         );
+        for line in [&b"sep=\r\nEmail"[..], b"sep=\n\nEmail", b"sep=\"\nEmail"] {
+            assert_eq!(excel_sep_line(line), None);
+        }
     }
 
     #[test]
@@ -709,6 +700,25 @@ mod tests {
             .flat_map(u16::to_be_bytes)
             .collect();
         assert_eq!(decode(&utf16be).1, Some("UTF-16BE"));
+        // Without a BOM, with characters whose low byte is zero (U+4E00, U+0100).
+        let text = "Email,Name\r\na@x.com,\u{4E00}\u{90CE} \u{100}\r\n";
+        for (bytes, name) in [
+            (
+                text.encode_utf16()
+                    .flat_map(u16::to_le_bytes)
+                    .collect::<Vec<u8>>(),
+                "UTF-16LE",
+            ),
+            (
+                text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+                "UTF-16BE",
+            ),
+        ] {
+            assert_eq!(
+                decode(&bytes),
+                (Ok(Cow::Owned(text.to_owned())), Some(name))
+            );
+        }
         assert_eq!(decode(b"Jos\xE9").0, Ok(Cow::Borrowed("José")));
     }
 
@@ -811,6 +821,56 @@ mod tests {
             report.row(2).unwrap().outcome(),
             crate::RowOutcome::DuplicateOf { row: 2 }
         );
+    }
+
+    #[test]
+    fn rows_of_the_header_search_are_kept_as_written_like_every_later_row() {
+        // One unclean cell in the rows the header search reads, one after them.
+        let mut csv = String::from("Email\n\u{a0}ann@x.com \n");
+        for i in 0..12 {
+            csv.push_str(&format!("u{i}@x.com\n"));
+        }
+        csv.push_str("\u{a0}bo@x.com \n");
+        let import = |csv: &str, options: &ImportOptions| {
+            crate::import(csv.as_bytes(), crate::FileHint::FileName("a.csv"), options)
+        };
+        let report = import(&csv, &options(1)).unwrap();
+        let raw: Vec<&str> = report.rows().map(|row| row.raw()).collect();
+        assert_eq!((raw[0], raw[13]), ("\u{a0}ann@x.com ", "\u{a0}bo@x.com "));
+        assert!(report.rows().all(|row| row.is_valid()));
+        // The cell limit holds for them too: its trailing space counts.
+        let mut options = options(1);
+        options.limits = options.limits.with_max_cell_bytes(11);
+        for first_data_row in [2, 15] {
+            let mut csv = String::from("Email\n");
+            for i in 2..first_data_row {
+                csv.push_str(&format!("u{i}@x.com\n"));
+            }
+            csv.push_str("ann@xy.com  \n");
+            match import(&csv, &options) {
+                Err(ImportError::CellTooLong { row, .. }) => assert_eq!(row, first_data_row),
+                other => panic!("row {first_data_row}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_mapped_column_past_the_cells_kept_inline_is_read() {
+        // Email in column J: more mapped columns than the stack buffer holds.
+        let mut csv = String::from(",,,,,,,,Role,Email\n");
+        for i in 0..14 {
+            csv.push_str(&format!("a,b,c,d,e,f,g,h,editor,u{i}@x.com\n"));
+        }
+        let report = crate::import(
+            csv.as_bytes(),
+            crate::FileHint::FileName("a.csv"),
+            &options(1),
+        )
+        .unwrap();
+        let raw: Vec<&str> = report.rows().map(|row| row.raw()).collect();
+        assert_eq!(raw.len(), 14);
+        assert_eq!((raw[0], raw[13]), ("u0@x.com", "u13@x.com"));
+        assert!(report.rows().all(|row| row.role_cell() == Some("editor")));
     }
 
     #[test]
