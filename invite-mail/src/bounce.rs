@@ -224,7 +224,7 @@ pub fn parse_postmark(body: &[u8]) -> Result<Option<Bounce>, BounceError> {
     };
     let metadata = &value["Metadata"];
     let Some((tenant, invitation)) = ids(
-        metadata[META_TENANT].as_str(),
+        crate::http_api::postmark_tenant(metadata).as_deref(),
         metadata[META_INVITATION].as_str(),
     ) else {
         return Ok(None);

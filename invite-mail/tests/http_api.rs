@@ -176,6 +176,39 @@ fn postmark_requests_follow_the_documented_shape() {
 }
 
 #[test]
+fn a_long_tenant_id_fits_postmark_metadata_and_comes_back_whole() {
+    // Postmark refuses a metadata value over 80 characters; a tenant id takes 128 bytes.
+    let mut e = email();
+    let long = format!("{}{}", "t".repeat(60), "\u{e9}".repeat(34));
+    e.tenant = TenantId::new(long.clone()).unwrap();
+    let body = postmark("https://api.postmarkapp.com").request(&e).body;
+    let metadata = &body["Metadata"];
+    for (key, value) in metadata.as_object().unwrap() {
+        assert!(key.chars().count() <= 20, "{key}");
+        assert!(
+            value.as_str().unwrap().chars().count() <= 80,
+            "{key}: {value}"
+        );
+    }
+    assert_eq!(metadata["invite_tenant_2"], "\u{e9}".repeat(14));
+    let webhook = json!({
+        "RecordType": "Bounce", "Type": "HardBounce", "Inactive": true,
+        "Description": "unknown user", "Email": "ann@example.com", "Metadata": metadata,
+    });
+    let bounce = bounce::parse_postmark(webhook.to_string().as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(bounce.tenant.as_str(), long);
+    assert_eq!(bounce.invitation, e.invitation);
+    // A short one is one value, as before.
+    let body = postmark("https://api.postmarkapp.com")
+        .request(&email())
+        .body;
+    assert_eq!(body["Metadata"]["invite_tenant"], "acme");
+    assert!(body["Metadata"].get("invite_tenant_2").is_none());
+}
+
+#[test]
 fn sendgrid_requests_follow_the_documented_shape() {
     let e = email();
     let request = sendgrid("https://api.sendgrid.com").request(&e);

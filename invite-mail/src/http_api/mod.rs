@@ -9,12 +9,16 @@
 //!
 //! Every request carries the tenant, invitation and outbox ids as provider metadata
 //! (Postmark `Metadata`, SendGrid `custom_args`), which the providers send back in
-//! their bounce webhooks: see [`bounce`](crate::bounce). Open and click tracking are
+//! their bounce webhooks: see [`bounce`](crate::bounce). (Postmark takes at most 80
+//! characters a value: a longer tenant id goes in two, `invite_tenant` and
+//! `invite_tenant_2`, joined again when its webhook is read.) Open and click tracking are
 //! turned off: click tracking would route the accept link through the provider's
 //! redirector, and the link is a credential.
 
 mod postmark;
 mod sendgrid;
+
+pub(crate) use postmark::tenant_from_metadata as postmark_tenant;
 
 use std::fmt;
 use std::time::Duration;

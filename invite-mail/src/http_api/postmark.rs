@@ -35,15 +35,54 @@ pub(super) fn body(email: &OutgoingEmail, from: &Mailbox, stream: &str) -> Value
         "TrackOpens": false,
         "TrackLinks": "None",
         "Metadata": {
-            META_TENANT: email.tenant.as_str(),
             META_INVITATION: email.invitation.to_string(),
             META_OUTBOX: email.outbox.to_string(),
         },
     });
+    for (key, piece) in tenant_pieces(email.tenant.as_str()) {
+        body["Metadata"][key] = Value::from(piece);
+    }
     if let Some(html) = &email.html {
         body["HtmlBody"] = Value::from(html.as_str());
     }
     body
+}
+
+/// The most characters Postmark takes in one metadata value (it refuses the email
+/// otherwise). A tenant id may be longer (128 bytes), so it is carried in pieces.
+const METADATA_VALUE_CHARS: usize = 80;
+
+/// A tenant id as metadata: `invite_tenant` holds its first 80 characters, and
+/// `invite_tenant_2` the rest, if any (a key stays within Postmark's 20 characters).
+fn tenant_pieces(tenant: &str) -> Vec<(String, &str)> {
+    let mut pieces = Vec::new();
+    let mut rest = tenant;
+    while !rest.is_empty() || pieces.is_empty() {
+        let cut = rest
+            .char_indices()
+            .nth(METADATA_VALUE_CHARS)
+            .map_or(rest.len(), |(at, _)| at);
+        let key = match pieces.len() {
+            0 => META_TENANT.to_owned(),
+            n => format!("{META_TENANT}_{}", n + 1),
+        };
+        pieces.push((key, &rest[..cut]));
+        rest = &rest[cut..];
+    }
+    pieces
+}
+
+/// The tenant id a bounce webhook's `Metadata` carries, its pieces joined again
+/// (see [`tenant_pieces`]).
+pub(crate) fn tenant_from_metadata(metadata: &Value) -> Option<String> {
+    let mut tenant = metadata[META_TENANT].as_str()?.to_owned();
+    for n in 2.. {
+        match metadata[format!("{META_TENANT}_{n}")].as_str() {
+            Some(piece) => tenant.push_str(piece),
+            None => break,
+        }
+    }
+    Some(tenant)
 }
 
 /// Postmark error codes that are about the account or its configuration, not this
