@@ -124,6 +124,7 @@ macro_rules! __store_conformance_list {
             join_twice_is_already_joined,
             join_by_one_user_counts_once_under_concurrency,
             join_refuses_disabled_expired_stale_and_refreshed_links,
+            join_refuses_a_copy_read_before_a_settings_change,
             join_never_exceeds_max_uses_under_concurrency,
             claim_takes_due_entries_oldest_first_within_limit,
             claim_lease_expiry_makes_entries_claimable_again,
@@ -526,7 +527,7 @@ async fn stored_link(store: &dyn Store, tenant: &TenantId, role_name: &str) -> G
 async fn joined(store: &dyn Store, link: &GroupLink, join: &GroupJoin) {
     let outcome = must(
         store
-            .join_group_link(&link.tenant, &link.token_hash, join)
+            .join_group_link(&link.tenant, &link.token_hash, link.revision, join)
             .await,
         "join_group_link",
     );
@@ -2659,7 +2660,7 @@ pub async fn tenants_are_isolated_on_writes(store: &dyn Store) {
     sneaky.tenant = a.clone();
     assert_not_found(
         store
-            .join_group_link(&a, &their_link.token_hash, &sneaky)
+            .join_group_link(&a, &their_link.token_hash, their_link.revision, &sneaky)
             .await,
         "joining another tenant's group link",
     );
@@ -2952,20 +2953,25 @@ pub async fn group_link_refresh_kills_the_old_hash_and_resets_uses(store: &dyn S
     let mut old_hash_join = join_of(&refreshed, "u-new-1", late);
     assert_not_found(
         store
-            .join_group_link(&t, &created.token_hash, &old_hash_join)
+            .join_group_link(&t, &created.token_hash, refreshed.revision, &old_hash_join)
             .await,
         "joining through the old hash",
     );
     old_hash_join.link_version = created.version;
     assert_not_found(
         store
-            .join_group_link(&t, &created.token_hash, &old_hash_join)
+            .join_group_link(&t, &created.token_hash, refreshed.revision, &old_hash_join)
             .await,
         "joining through the old hash at the old version",
     );
     assert_not_found(
         store
-            .join_group_link(&t, &refreshed.token_hash, &old_hash_join)
+            .join_group_link(
+                &t,
+                &refreshed.token_hash,
+                refreshed.revision,
+                &old_hash_join,
+            )
             .await,
         "joining through the new hash with the old version",
     );
@@ -3050,6 +3056,7 @@ pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
             .join_group_link(
                 &t,
                 &created.token_hash,
+                disabled.revision,
                 &join_of(&created, "u-9", T0 + Duration::hours(4)),
             )
             .await,
@@ -3064,7 +3071,7 @@ pub async fn group_link_settings_changes_keep_the_use_count(store: &dyn Store) {
     );
     joined(
         store,
-        &created,
+        &enabled,
         &join_of(&created, "u-9", T0 + Duration::hours(6)),
     )
     .await;
@@ -3134,6 +3141,7 @@ pub async fn group_link_update_refuses_a_copy_read_before_another_change(store: 
             .join_group_link(
                 &t,
                 &created.token_hash,
+                disabled.revision,
                 &join_of(&created, "u-mallory", T0 + Duration::hours(3)),
             )
             .await,
@@ -3235,7 +3243,9 @@ pub async fn join_twice_is_already_joined(store: &dyn Store) {
     let mut again = join_of(&l, "u-1", T0 + Duration::hours(2));
     again.email = email("other-address@example.com");
     let outcome = must(
-        store.join_group_link(&t, &l.token_hash, &again).await,
+        store
+            .join_group_link(&t, &l.token_hash, l.revision, &again)
+            .await,
         "join_group_link",
     );
     assert_eq!(
@@ -3257,7 +3267,9 @@ pub async fn join_twice_is_already_joined(store: &dyn Store) {
         "update_group_link",
     );
     let outcome = must(
-        store.join_group_link(&t, &l.token_hash, &again).await,
+        store
+            .join_group_link(&t, &l.token_hash, l.revision, &again)
+            .await,
         "join_group_link",
     );
     assert_eq!(
@@ -3296,7 +3308,7 @@ pub async fn join_by_one_user_counts_once_under_concurrency(store: &dyn Store) {
     let outcomes = join_all(
         attempts
             .iter()
-            .map(|j| async move { store.join_group_link(tr, &hash, j).await }),
+            .map(|j| async move { store.join_group_link(tr, &hash, l.revision, j).await }),
     )
     .await;
     let outcomes: Vec<JoinOutcome> = outcomes
@@ -3337,6 +3349,49 @@ pub async fn join_by_one_user_counts_once_under_concurrency(store: &dyn Store) {
     );
 }
 
+/// A join judged on a copy of the link read before an admin changed its settings
+/// (here, narrowed its allowed domains: only the caller can match those) is
+/// `NotFound`, counting and recording nothing; judged on the current copy, it joins.
+pub async fn join_refuses_a_copy_read_before_a_settings_change(store: &dyn Store) {
+    let fx = Fx::new("join_refuses_a_copy_read_before_a_settings_change");
+    let t = fx.tenant(0);
+    let read = group_link(&t, "member", GroupLinkSettings::default());
+    must(store.create_group_link(&read).await, "create_group_link");
+    let narrowed = read.clone().configure(
+        GroupLinkSettings {
+            allowed_domains: vec!["acme.example".to_owned()],
+            ..GroupLinkSettings::default()
+        },
+        actor(),
+        T0 + Duration::minutes(1),
+    );
+    must(
+        store.update_group_link(&narrowed, read.revision).await,
+        "update_group_link",
+    );
+    let later = T0 + Duration::hours(1);
+    assert_not_found(
+        store
+            .join_group_link(
+                &t,
+                &read.token_hash,
+                read.revision,
+                &join_of(&read, "u-1", later),
+            )
+            .await,
+        "joining on a copy read before the allowed domains were narrowed",
+    );
+    assert_eq!(stored_link(store, &t, "member").await.uses, 0);
+    assert_eq!(
+        must(
+            store.list_group_joins(&t, &read.role).await,
+            "list_group_joins"
+        ),
+        []
+    );
+    joined(store, &narrowed, &join_of(&narrowed, "u-1", later)).await;
+}
+
 /// A join is `NotFound`, counting and recording nothing, when the link is disabled,
 /// expired at `joined_at` (the instant included), at another version, used up,
 /// refreshed away, or unknown.
@@ -3345,17 +3400,21 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     let t = fx.tenant(0);
     let later = T0 + Duration::hours(1);
 
-    let off = group_link(&t, "disabled", GroupLinkSettings::default());
-    must(store.create_group_link(&off).await, "create_group_link");
+    let on = group_link(&t, "disabled", GroupLinkSettings::default());
+    must(store.create_group_link(&on).await, "create_group_link");
+    let off = on.clone().set_enabled(false, actor(), T0);
     must(
-        store
-            .update_group_link(&off.clone().set_enabled(false, actor(), T0), off.revision)
-            .await,
+        store.update_group_link(&off, on.revision).await,
         "update_group_link",
     );
     assert_not_found(
         store
-            .join_group_link(&t, &off.token_hash, &join_of(&off, "u-1", later))
+            .join_group_link(
+                &t,
+                &off.token_hash,
+                off.revision,
+                &join_of(&off, "u-1", later),
+            )
             .await,
         "joining a disabled link",
     );
@@ -3375,7 +3434,12 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     );
     assert_not_found(
         store
-            .join_group_link(&t, &expiring.token_hash, &join_of(&expiring, "u-1", end))
+            .join_group_link(
+                &t,
+                &expiring.token_hash,
+                expiring.revision,
+                &join_of(&expiring, "u-1", end),
+            )
             .await,
         "joining at exactly the link's expiry",
     );
@@ -3384,6 +3448,7 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
             .join_group_link(
                 &t,
                 &expiring.token_hash,
+                expiring.revision,
                 &join_of(&expiring, "u-2", end + Duration::days(1)),
             )
             .await,
@@ -3400,7 +3465,7 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     wrong.link_version = versioned.version + 1;
     assert_not_found(
         store
-            .join_group_link(&t, &versioned.token_hash, &wrong)
+            .join_group_link(&t, &versioned.token_hash, versioned.revision, &wrong)
             .await,
         "joining with another link version",
     );
@@ -3417,7 +3482,12 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     joined(store, &limited, &join_of(&limited, "u-1", later)).await;
     assert_not_found(
         store
-            .join_group_link(&t, &limited.token_hash, &join_of(&limited, "u-2", later))
+            .join_group_link(
+                &t,
+                &limited.token_hash,
+                limited.revision,
+                &join_of(&limited, "u-2", later),
+            )
             .await,
         "joining a link at its maximum uses",
     );
@@ -3437,6 +3507,7 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
             .join_group_link(
                 &t,
                 &refreshed.token_hash,
+                next.revision,
                 &join_of(&refreshed, "u-1", later),
             )
             .await,
@@ -3444,7 +3515,12 @@ pub async fn join_refuses_disabled_expired_stale_and_refreshed_links(store: &dyn
     );
     assert_not_found(
         store
-            .join_group_link(&t, &new_hash(), &join_of(&next, "u-1", later))
+            .join_group_link(
+                &t,
+                &new_hash(),
+                next.revision,
+                &join_of(&next, "u-1", later),
+            )
             .await,
         "joining through an unknown hash",
     );
@@ -3495,7 +3571,7 @@ pub async fn join_never_exceeds_max_uses_under_concurrency(store: &dyn Store) {
     let outcomes = join_all(
         attempts
             .iter()
-            .map(|j| async move { store.join_group_link(tr, &hash, j).await }),
+            .map(|j| async move { store.join_group_link(tr, &hash, l.revision, j).await }),
     )
     .await;
     let mut winners = Vec::new();

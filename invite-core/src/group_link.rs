@@ -149,7 +149,9 @@ impl GroupLink {
     }
 
     /// Whether `email` may join at `now`. Stores re-check the racy parts (enabled,
-    /// expiry, uses) in the same atomic step that counts the use.
+    /// expiry, uses) in the same atomic step that counts the use, and that the link
+    /// is still at this copy's revision: a join judged on allowed domains an admin
+    /// has changed since is refused.
     pub fn check_join(&self, email: &EmailAddress, now: OffsetDateTime) -> Result<(), JoinRefusal> {
         if !self.enabled {
             return Err(JoinRefusal::Disabled);

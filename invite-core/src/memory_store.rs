@@ -484,6 +484,7 @@ impl Store for MemoryStore {
         &self,
         tenant: &TenantId,
         token_hash: &TokenHash,
+        link_revision: u32,
         join: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError> {
         let mut state = self.lock();
@@ -503,6 +504,7 @@ impl Store for MemoryStore {
             .find(|l| &l.tenant == tenant && l.token_hash == *token_hash && l.role == join.role)
             .filter(|l| {
                 l.version == join.link_version
+                    && l.revision == link_revision
                     && l.enabled
                     && l.settings
                         .expires_at

@@ -1514,7 +1514,7 @@ impl Invitations {
         };
         match self
             .store
-            .join_group_link(tenant, &link.token_hash, &join)
+            .join_group_link(tenant, &link.token_hash, link.revision, &join)
             .await
         {
             Ok(JoinOutcome::Joined(join)) => {

@@ -231,7 +231,7 @@ pub enum JoinOutcome {
 ///     async fn get_group_link(&self, t: &TenantId, r: &Role) -> Result<Option<GroupLink>, StoreError> { self.inner.get_group_link(t, r).await }
 ///     async fn list_group_links(&self, t: &TenantId) -> Result<Vec<GroupLink>, StoreError> { self.inner.list_group_links(t).await }
 ///     async fn find_group_link(&self, t: &TenantId, h: &TokenHash) -> Result<GroupLink, StoreError> { self.inner.find_group_link(t, h).await }
-///     async fn join_group_link(&self, t: &TenantId, h: &TokenHash, j: &GroupJoin) -> Result<JoinOutcome, StoreError> { self.inner.join_group_link(t, h, j).await }
+///     async fn join_group_link(&self, t: &TenantId, h: &TokenHash, r: u32, j: &GroupJoin) -> Result<JoinOutcome, StoreError> { self.inner.join_group_link(t, h, r, j).await }
 ///     async fn list_group_joins(&self, t: &TenantId, r: &Role) -> Result<Vec<GroupJoin>, StoreError> { self.inner.list_group_joins(t, r).await }
 ///     async fn claim_due_outbox(&self, now: OffsetDateTime, n: u32, lease: Duration) -> Result<Vec<OutboxClaim>, StoreError> { self.inner.claim_due_outbox(now, n, lease).await }
 ///     async fn attach_token(&self, t: &TenantId, e: OutboxId, l: OffsetDateTime, h: &TokenHash) -> Result<(), StoreError> { self.inner.attach_token(t, e, l, h).await }
@@ -377,14 +377,20 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     /// Records a join through the link with this hash, atomically: if `join.user`
     /// already joined the tenant's `join.role`, returns that join and counts nothing;
-    /// otherwise, only if the link's version is `join.link_version`, it is enabled, not
-    /// expired at `join.joined_at`, and under its maximum uses, counts one use and
-    /// records the join. Under concurrent joins the count never exceeds the maximum.
-    /// [`StoreError::NotFound`] when any condition fails.
+    /// otherwise, only if the link's version is `join.link_version`, its revision is
+    /// `link_revision`, it is enabled, not expired at `join.joined_at`, and under its
+    /// maximum uses, counts one use and records the join. Under concurrent joins the
+    /// count never exceeds the maximum. [`StoreError::NotFound`] when any condition
+    /// fails.
+    ///
+    /// The revision is the one the caller read the link at and judged the join by
+    /// (its allowed domains, which only the caller can match): a join decided on
+    /// settings an admin has changed since is refused, not let in past them.
     async fn join_group_link(
         &self,
         tenant: &TenantId,
         token_hash: &TokenHash,
+        link_revision: u32,
         join: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError>;
 

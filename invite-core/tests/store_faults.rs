@@ -198,10 +198,11 @@ impl Store for FaultyStore {
         &self,
         t: &TenantId,
         h: &TokenHash,
+        r: u32,
         j: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError> {
         self.enter("join_group_link").await?;
-        self.inner.join_group_link(t, h, j).await
+        self.inner.join_group_link(t, h, r, j).await
     }
     async fn list_group_joins(&self, t: &TenantId, r: &Role) -> Result<Vec<GroupJoin>, StoreError> {
         self.enter("list_group_joins").await?;

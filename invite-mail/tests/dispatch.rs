@@ -1027,9 +1027,10 @@ impl Store for SpreadAfterASend {
         &self,
         t: &TenantId,
         h: &TokenHash,
+        r: u32,
         j: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError> {
-        self.inner.join_group_link(t, h, j).await
+        self.inner.join_group_link(t, h, r, j).await
     }
     async fn list_group_joins(&self, t: &TenantId, r: &Role) -> Result<Vec<GroupJoin>, StoreError> {
         self.inner.list_group_joins(t, r).await

@@ -509,6 +509,7 @@ impl MySqlStore {
         &self,
         tenant: &TenantId,
         token_hash: &TokenHash,
+        link_revision: u32,
         join: &GroupJoin,
     ) -> Result<JoinOutcome, Failure> {
         let mut tx = self.pool.begin().await?;
@@ -547,14 +548,15 @@ impl MySqlStore {
         }
         let counted = sqlx::query(self.sql(
             "UPDATE invite_group_links SET uses = uses + 1 \
-             WHERE tenant = ? AND token_hash = ? AND role = ? AND version = ? AND enabled \
-             AND (expires_at IS NULL OR expires_at > ?) \
+             WHERE tenant = ? AND token_hash = ? AND role = ? AND version = ? AND revision = ? \
+             AND enabled AND (expires_at IS NULL OR expires_at > ?) \
              AND (max_uses IS NULL OR uses < max_uses)",
         ))
         .bind(tenant.as_str())
         .bind(token_hash.as_bytes().as_slice())
         .bind(join.role.as_str())
         .bind(i64::from(join.link_version))
+        .bind(i64::from(link_revision))
         .bind(micros(join.joined_at))
         .execute(&mut *tx)
         .await?;
@@ -1075,12 +1077,14 @@ impl Store for MySqlStore {
         &self,
         tenant: &TenantId,
         token_hash: &TokenHash,
+        link_revision: u32,
         join: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError> {
         if &join.tenant != tenant {
             return Err(StoreError::NotFound);
         }
-        retrying!(self.try_join(tenant, token_hash, join)).map_err(Failure::lost_race_is_not_found)
+        retrying!(self.try_join(tenant, token_hash, link_revision, join))
+            .map_err(Failure::lost_race_is_not_found)
     }
 
     async fn list_group_joins(

@@ -1033,6 +1033,7 @@ impl Store for PostgresStore {
         &self,
         tenant: &TenantId,
         token_hash: &TokenHash,
+        link_revision: u32,
         join: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError> {
         if &join.tenant != tenant {
@@ -1074,14 +1075,15 @@ impl Store for PostgresStore {
         }
         let counted = sqlx::query(self.sql(
             "UPDATE invite_group_links SET uses = uses + 1 \
-             WHERE tenant = $1 AND token_hash = $2 AND role = $3 AND version = $4 AND enabled \
-             AND (expires_at IS NULL OR expires_at > $5) \
+             WHERE tenant = $1 AND token_hash = $2 AND role = $3 AND version = $4 \
+             AND revision = $5 AND enabled AND (expires_at IS NULL OR expires_at > $6) \
              AND (max_uses IS NULL OR uses < max_uses)",
         ))
         .bind(tenant.as_str())
         .bind(token_hash.as_bytes().as_slice())
         .bind(join.role.as_str())
         .bind(i64::from(join.link_version))
+        .bind(i64::from(link_revision))
         .bind(micros(join.joined_at))
         .execute(&mut *tx)
         .await

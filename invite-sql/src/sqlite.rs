@@ -616,6 +616,7 @@ impl Store for SqliteStore {
         &self,
         tenant: &TenantId,
         token_hash: &TokenHash,
+        link_revision: u32,
         join: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError> {
         if &join.tenant != tenant {
@@ -637,14 +638,15 @@ impl Store for SqliteStore {
         }
         let counted = sqlx::query(self.sql(
             "UPDATE invite_group_links SET uses = uses + 1 \
-             WHERE tenant = ? AND token_hash = ? AND role = ? AND version = ? AND enabled \
-             AND (expires_at IS NULL OR expires_at > ?) \
+             WHERE tenant = ? AND token_hash = ? AND role = ? AND version = ? AND revision = ? \
+             AND enabled AND (expires_at IS NULL OR expires_at > ?) \
              AND (max_uses IS NULL OR uses < max_uses)",
         ))
         .bind(tenant.as_str())
         .bind(token_hash.as_bytes().as_slice())
         .bind(join.role.as_str())
         .bind(i64::from(join.link_version))
+        .bind(i64::from(link_revision))
         .bind(micros(join.joined_at))
         .execute(&mut *tx)
         .await

@@ -158,7 +158,7 @@ pub(crate) async fn join_race(store: &dyn Store, users: u32, max_uses: u32) {
     let outcomes = join_all(
         distinct
             .iter()
-            .map(|j| async move { store.join_group_link(tr, &hash, j).await }),
+            .map(|j| async move { store.join_group_link(tr, &hash, link.revision, j).await }),
     )
     .await;
     let mut joined = 0;
@@ -193,7 +193,7 @@ pub(crate) async fn join_race(store: &dyn Store, users: u32, max_uses: u32) {
     let hash = other.token_hash;
     let outcomes = join_all(
         same.iter()
-            .map(|j| async move { store.join_group_link(tr, &hash, j).await }),
+            .map(|j| async move { store.join_group_link(tr, &hash, other.revision, j).await }),
     )
     .await;
     let mut first = 0;
