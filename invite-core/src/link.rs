@@ -10,6 +10,35 @@ use secrecy::SecretString;
 
 use crate::{LinkToken, TenantId};
 
+/// Whether the authority at the start of `rest` (what follows `http://`) names this
+/// machine: `localhost`, a name under `.localhost` (RFC 6761), an IPv4 loopback
+/// address or `[::1]`, with any port.
+fn is_loopback_host(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        // `http://localhost@evil.example/`: the host is after the `@`.
+        return false;
+    }
+    let host = match authority.find(']') {
+        // An IPv6 literal: nothing but a port may follow it.
+        Some(end) if authority.starts_with('[') => {
+            let (host, port) = authority.split_at(end + 1);
+            if !(port.is_empty() || port.starts_with(':')) {
+                return false;
+            }
+            host
+        }
+        _ => authority.split(':').next().unwrap_or(""),
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A URL template with a `{token}` placeholder and optionally a `{tenant}` one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LinkTemplate {
@@ -23,8 +52,13 @@ pub enum InvalidLinkTemplate {
     /// It has no `{token}` placeholder, or more than one.
     #[error("link template {0:?} must contain `{{token}}` exactly once")]
     TokenPlaceholder(String),
-    /// It is not an absolute http(s) URL.
-    #[error("link template {0:?} must start with https:// (or http:// for local development)")]
+    /// It is not an absolute `https://` URL, or an `http://` one on this machine
+    /// (`localhost`, a `.localhost` name, `127.x.x.x` or `[::1]`): a link is a
+    /// credential, and plain HTTP anywhere else would carry it in clear text.
+    #[error(
+        "link template {0:?} must start with https:// (http:// only for localhost, \
+         127.0.0.1 or [::1], for local development)"
+    )]
     NotHttp(String),
 }
 
@@ -36,13 +70,20 @@ impl LinkTemplate {
     ///
     /// assert!(LinkTemplate::new("https://app.example.com/invite/{token}").is_ok());
     /// assert!(LinkTemplate::new("https://app.example.com/invite/").is_err());
+    /// // Plain HTTP only on this machine: a link is a credential.
+    /// assert!(LinkTemplate::new("http://localhost:3000/invite/{token}").is_ok());
+    /// assert!(LinkTemplate::new("http://app.example.com/invite/{token}").is_err());
     /// ```
     pub fn new(template: impl Into<String>) -> Result<Self, InvalidLinkTemplate> {
         let template = template.into();
         if template.matches("{token}").count() != 1 {
             return Err(InvalidLinkTemplate::TokenPlaceholder(template));
         }
-        if !(template.starts_with("https://") || template.starts_with("http://")) {
+        let secure = template.starts_with("https://");
+        let local = template
+            .strip_prefix("http://")
+            .is_some_and(is_loopback_host);
+        if !(secure || local) {
             return Err(InvalidLinkTemplate::NotHttp(template));
         }
         Ok(Self { template })
@@ -155,6 +196,40 @@ fn percent_encode(s: &str, out: &mut String) {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn plain_http_only_on_this_machine() {
+        for local in [
+            "http://localhost/{token}",
+            "http://LOCALHOST:3000/i/{token}",
+            "http://app.localhost:8080/{token}",
+            "http://127.0.0.1:3000/{token}",
+            "http://127.1.2.3/{token}",
+            "http://[::1]:3000/{token}",
+            "http://localhost?t={token}",
+            "https://app.example.com/{token}",
+        ] {
+            assert!(LinkTemplate::new(local).is_ok(), "{local}");
+        }
+        for remote in [
+            "http://app.example.com/{token}",
+            "http://localhost.example.com/{token}",
+            "http://localhost@evil.example/{token}",
+            "http://10.0.0.1/{token}",
+            "http://[::2]/{token}",
+            "http://[::1].evil.example/{token}",
+            "ftp://localhost/{token}",
+            "//localhost/{token}",
+        ] {
+            assert!(
+                matches!(
+                    LinkTemplate::new(remote),
+                    Err(InvalidLinkTemplate::NotHttp(_))
+                ),
+                "{remote}"
+            );
+        }
+    }
 
     #[test]
     fn tenant_is_percent_encoded_and_token_inserted() {

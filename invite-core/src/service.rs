@@ -1486,6 +1486,11 @@ impl Invitations {
 
     /// Joins `user` (with `email`) through a group link. Joining again returns the
     /// first join and counts nothing.
+    ///
+    /// `email` must be an address the host has verified as the user's (their
+    /// signed-in account's), never one typed into the join form: the link's allowed
+    /// domains are checked against it, so an unverified one lets anyone claim an
+    /// allowed domain.
     pub async fn join_group_link(
         &self,
         tenant: &TenantId,
