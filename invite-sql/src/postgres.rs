@@ -271,6 +271,44 @@ impl PostgresStore {
         Ok(lock_order::report(transitions, &applied))
     }
 
+    /// One attempt at [`Store::accept`].
+    async fn try_accept(
+        &self,
+        tenant: &TenantId,
+        token_hash: &TokenHash,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Invitation, Failure> {
+        let row: Option<PgRow> = sqlx::query(self.sql(concat!(
+            "UPDATE invite_invitations SET status = 'accepted', accepted_at = $1, accepted_by = $2, \
+             version = version + 1 \
+             WHERE tenant = $3 AND token_hash = $4 AND status = 'pending' AND expires_at > $1 \
+             RETURNING ",
+            invitation_columns!()
+        )))
+        .bind(micros(now))
+        .bind(user.as_str())
+        .bind(tenant.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        ?;
+        Ok(rows::invitation(&row.ok_or(StoreError::NotFound)?)?)
+    }
+
+    /// One attempt at [`Store::update_group_link`].
+    async fn try_update_group_link(
+        &self,
+        link: &GroupLink,
+        expected_revision: u32,
+    ) -> Result<(), Failure> {
+        let result = group_links::update::<Postgres>(&self.prefix, link, expected_revision)
+            .build()
+            .execute(&self.pool)
+            .await?;
+        Ok(exactly_one(result.rows_affected())?)
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         self.pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -876,23 +914,14 @@ impl Store for PostgresStore {
         now: OffsetDateTime,
     ) -> Result<Invitation, StoreError> {
         // One statement: a concurrent winner holds the row lock, and the losers re-check
-        // `status = 'pending'` on the committed row (READ COMMITTED) and match nothing,
-        // or fail with 40001 (REPEATABLE READ). Both are NotFound.
-        let row: Option<PgRow> = sqlx::query(self.sql(concat!(
-            "UPDATE invite_invitations SET status = 'accepted', accepted_at = $1, accepted_by = $2, \
-             version = version + 1 \
-             WHERE tenant = $3 AND token_hash = $4 AND status = 'pending' AND expires_at > $1 \
-             RETURNING ",
-            invitation_columns!()
-        )))
-        .bind(micros(now))
-        .bind(user.as_str())
-        .bind(tenant.as_str())
-        .bind(token_hash.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx_conditional)?;
-        rows::invitation(&row.ok_or(StoreError::NotFound)?)
+        // `status = 'pending'` on the committed row (READ COMMITTED) and match nothing.
+        // Under a host's REPEATABLE READ or SERIALIZABLE default, a statement that
+        // waited for any other writer of the row fails with 40001 instead, whatever
+        // that writer did (a delivery recording the email sent, too): run again with a
+        // fresh snapshot, it accepts, or, behind a winner, matches nothing. A race lost
+        // on every attempt is NotFound.
+        retrying!(self.try_accept(tenant, token_hash, user, now))
+            .map_err(Failure::lost_race_is_not_found)
     }
 
     async fn expire_due(
@@ -976,12 +1005,11 @@ impl Store for PostgresStore {
         link: &GroupLink,
         expected_revision: u32,
     ) -> Result<(), StoreError> {
-        let result = group_links::update::<Postgres>(&self.prefix, link, expected_revision)
-            .build()
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx_conditional)?;
-        exactly_one(result.rows_affected())
+        // Under a host's REPEATABLE READ, a change that waited for a join (which
+        // counts a use on the same row) fails with 40001 once the join commits, though
+        // the revision it expects still stands: run again, it is written.
+        retrying!(self.try_update_group_link(link, expected_revision))
+            .map_err(Failure::lost_race_is_not_found)
     }
 
     async fn get_group_link(

@@ -168,6 +168,146 @@ async fn races_under_repeatable_read_lose_as_not_found() {
     common::join_race(&store, 32, 10).await;
 }
 
+/// Under a host's REPEATABLE READ, a statement that waited for another writer of its
+/// row fails with 40001 once that writer commits, whatever the writer changed. An
+/// accept behind a write to its invitation (a delivery recording the email sent is
+/// one) and a group-link change behind a join's use count run again and succeed: the
+/// link was valid and the revision unchanged all along. Answered `NotFound`, as they
+/// were, the visitor saw "invalid or expired" and the admin a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_repeatable_read_a_write_that_waited_for_another_runs_again() {
+    use invite_core::{
+        ActorId, EmailAddress, GroupLink, GroupLinkSettings, Invitation, InvitationWrite,
+        LinkToken, NewInvitation, Role, Store, UserId,
+    };
+    use time::Duration;
+
+    let url = url_or_skip!();
+    let schema = fresh_schema(&url).await;
+    let name = format!("rr-{schema}");
+    let store = PostgresStore::new(
+        pool_on(
+            &url,
+            &schema,
+            4,
+            &[
+                ("default_transaction_isolation", "repeatable read"),
+                ("application_name", &name),
+            ],
+        )
+        .await,
+    );
+    store.migrate().await.expect("migrate");
+    let t = common::tenant("rr-waits");
+    let actor = ActorId::new("admin-1").expect("actor");
+    let hash = LinkToken::generate().1;
+    let invitation = Invitation::create(
+        t.clone(),
+        NewInvitation::new(
+            EmailAddress::parse("ann@example.com").expect("address"),
+            Role::new("member").expect("role"),
+        ),
+        Duration::days(7),
+        actor.clone(),
+        None,
+        common::T0,
+    )
+    .copy_link(hash, common::T0)
+    .expect("copy a link");
+    store
+        .create_invitations(
+            &t,
+            &[InvitationWrite {
+                invitation: invitation.clone(),
+                outbox: None,
+            }],
+        )
+        .await
+        .expect("create");
+    let link = GroupLink::create(
+        t.clone(),
+        Role::new("member").expect("role"),
+        LinkToken::generate().1,
+        GroupLinkSettings::default(),
+        actor.clone(),
+        common::T0,
+    );
+    store.create_group_link(&link).await.expect("create link");
+
+    let options = PgConnectOptions::from_str(&url)
+        .expect("parse INVITE_TEST_POSTGRES_URL")
+        .options([("search_path", schema.as_str())]);
+    let mut host = PgConnection::connect_with(&options)
+        .await
+        .expect("connect the host's session");
+
+    // The accept, behind a write to its invitation.
+    sqlx::query("BEGIN")
+        .execute(&mut host)
+        .await
+        .expect("begin");
+    sqlx::query("UPDATE invite_invitations SET version = version WHERE id = $1")
+        .bind(invitation.id.as_uuid().as_bytes().as_slice())
+        .execute(&mut host)
+        .await
+        .expect("the host writes the invitation");
+    let accepting = tokio::spawn({
+        let (store, t) = (store.clone(), t.clone());
+        async move {
+            let user = UserId::new("u-ann").expect("user");
+            store
+                .accept(&t, &hash, &user, common::T0 + Duration::hours(1))
+                .await
+        }
+    });
+    wait_for_lock(&mut host, &name).await;
+    sqlx::query("COMMIT")
+        .execute(&mut host)
+        .await
+        .expect("commit");
+    let accepted = accepting.await.expect("the accepting task");
+    assert!(
+        accepted.is_ok(),
+        "a valid link must be accepted: {accepted:?}"
+    );
+
+    // The admin's change, behind a join's use count.
+    sqlx::query("BEGIN")
+        .execute(&mut host)
+        .await
+        .expect("begin");
+    sqlx::query("UPDATE invite_group_links SET uses = uses + 1 WHERE tenant = $1")
+        .bind(t.as_str())
+        .execute(&mut host)
+        .await
+        .expect("the host counts a use");
+    let changing = tokio::spawn({
+        let (store, link) = (store.clone(), link.clone());
+        async move {
+            let disabled = link.clone().set_enabled(
+                false,
+                ActorId::new("admin-1").expect("actor"),
+                common::T0,
+            );
+            store.update_group_link(&disabled, link.revision).await
+        }
+    });
+    wait_for_lock(&mut host, &name).await;
+    sqlx::query("COMMIT")
+        .execute(&mut host)
+        .await
+        .expect("commit");
+    let changed = changing.await.expect("the changing task");
+    assert!(changed.is_ok(), "the revision still stands: {changed:?}");
+    let stored = store
+        .get_group_link(&t, &link.role)
+        .await
+        .expect("get")
+        .expect("the link");
+    assert!(!stored.enabled);
+    assert_eq!(stored.uses, 1, "the use counted meanwhile is kept");
+}
+
 /// Returns once the session named `name` waits for a lock (another session's).
 async fn wait_for_lock(watcher: &mut PgConnection, name: &str) {
     loop {
