@@ -103,6 +103,7 @@ macro_rules! __store_conformance_list {
             record_transitions_applies_fresh_ones_and_reports_stale_ones,
             record_transitions_is_atomic_under_concurrency,
             overlapping_bulk_transitions_in_opposite_orders_both_complete,
+            overlapping_bulk_creates_in_opposite_orders_both_complete,
             record_transitions_queues_the_email_and_cancels_older_ones,
             expire_due_persists_only_pending_past_expiry,
             expire_due_respects_the_limit,
@@ -1676,6 +1677,68 @@ pub async fn record_transitions_is_atomic_under_concurrency(store: &dyn Store) {
             store.find_by_token(&t, other).await,
             "a losing transition's link must not exist",
         );
+    }
+}
+
+/// Two bulk creates of overlapping addresses in opposite orders (two admins importing
+/// overlapping lists at once) both complete: each address is created by exactly one of
+/// them, and the other reports it as a conflict with the winner's invitation (a store
+/// whose inserts wait on each other's uncommitted rows deadlocks here, and must run
+/// the loser again rather than fail the whole import).
+pub async fn overlapping_bulk_creates_in_opposite_orders_both_complete(store: &dyn Store) {
+    let fx = Fx::new("overlapping_bulk_creates_in_opposite_orders_both_complete");
+    let t = fx.tenant(0);
+    const N: usize = 300;
+    // Several rounds: whether the two calls' inserts meet mid-way is a matter of timing.
+    for round in 0..10u32 {
+        let at = T0 + Duration::minutes(i64::from(round));
+        let addresses: Vec<String> = (0..N)
+            .map(|n| format!("b{round}-{n}@example.com"))
+            .collect();
+        let forward: Vec<InvitationWrite> = addresses
+            .iter()
+            .map(|a| bare(&invitation(&t, a, at)))
+            .collect();
+        let backward: Vec<InvitationWrite> = addresses
+            .iter()
+            .rev()
+            .map(|a| bare(&invitation(&t, a, at)))
+            .collect();
+        let (a, b) = futures::join!(
+            store.create_invitations(&t, &forward),
+            store.create_invitations(&t, &backward)
+        );
+        let a = a.unwrap_or_else(|e| {
+            panic!("round {round}: a bulk create racing another failed whole: {e:?}")
+        });
+        let b = b.unwrap_or_else(|e| {
+            panic!("round {round}: a bulk create racing another failed whole: {e:?}")
+        });
+        assert_eq!(
+            a.created.len() + a.conflicts.len() + b.created.len() + b.conflicts.len(),
+            2 * N,
+            "round {round}: every input is created or a conflict"
+        );
+        for n in 0..N {
+            let back = N - 1 - n;
+            let in_a = a.created.contains(&n);
+            let in_b = b.created.contains(&back);
+            assert!(
+                in_a != in_b,
+                "round {round}: {} must be created by exactly one call",
+                addresses[n]
+            );
+            let (loser, index, winner) = if in_a {
+                (&b, back, forward[n].invitation.id)
+            } else {
+                (&a, n, backward[back].invitation.id)
+            };
+            assert!(
+                loser.conflicts.contains(&(index, winner)),
+                "round {round}: the other call reports {} as a conflict with the winner",
+                addresses[n]
+            );
+        }
     }
 }
 

@@ -309,6 +309,148 @@ impl PostgresStore {
         Ok(exactly_one(result.rows_affected())?)
     }
 
+    /// One attempt at [`Store::create_invitations`], in its own transaction.
+    async fn try_create(
+        &self,
+        tenant: &TenantId,
+        writes: &[InvitationWrite],
+    ) -> Result<CreateReport, Failure> {
+        // In-call duplicates are decided in Rust, in input order, as rows are encoded:
+        // the first open input of an address is a candidate, a later open one conflicts
+        // with it (what the `UNNEST` statement's `ON CONFLICT` decides, and what the
+        // other stores do). An input in a closed state never holds the open-address slot.
+        let mut in_call = InCall::with_capacity(writes.len());
+        let mut candidates: Vec<usize> = Vec::with_capacity(writes.len());
+        let mut tx = self.begin().await?;
+        // Candidates the database refused (an open invitation of the address exists),
+        // in ascending order: batches run in order and each keeps its input order.
+        let mut refused: Vec<usize> = Vec::new();
+        if writes.len() < COPY_MIN_ROWS {
+            for (index, write) in writes.iter().enumerate() {
+                if in_call.admit(index, write) {
+                    candidates.push(index);
+                }
+            }
+            self.insert_invitations(&mut tx, writes, &candidates, &mut refused)
+                .await?;
+        } else {
+            let batch_rows = COPY_BATCH_ROWS.max(writes.len().div_ceil(MAX_COPY_BATCHES));
+            let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + COPY_ROW_SLACK);
+            for from in (0..writes.len()).step_by(batch_rows) {
+                let batch = from..writes.len().min(from + batch_rows);
+                let first_candidate = candidates.len();
+                sqlx::raw_sql("SAVEPOINT bulk_copy")
+                    .execute(&mut *tx)
+                    .await?;
+                let copied = self
+                    .copy_invitations(
+                        &mut tx,
+                        writes,
+                        batch,
+                        &mut in_call,
+                        &mut candidates,
+                        &mut buf,
+                    )
+                    .await;
+                match copied {
+                    Ok(()) => {
+                        sqlx::raw_sql("RELEASE SAVEPOINT bulk_copy")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    // An address already open (committed by another call, or by one
+                    // that committed while we waited on its index entry): undo this
+                    // batch and let `ON CONFLICT` sort it row by row. Any other unique
+                    // violation (a reused id or token hash) fails there again, as an
+                    // error.
+                    Err(e) if is_unique_violation(&e) => {
+                        sqlx::raw_sql(
+                            "ROLLBACK TO SAVEPOINT bulk_copy; RELEASE SAVEPOINT bulk_copy",
+                        )
+                        .execute(&mut *tx)
+                        .await?;
+                        self.insert_invitations(
+                            &mut tx,
+                            writes,
+                            &candidates[first_candidate..],
+                            &mut refused,
+                        )
+                        .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let duplicates = in_call.duplicates;
+
+        let mut report = CreateReport::default();
+        let mut outbox: Vec<&OutboxEntry> = Vec::new();
+        for &index in &candidates {
+            if refused.binary_search(&index).is_err() {
+                report.created.push(index);
+                outbox.extend(writes[index].outbox.as_ref());
+            }
+        }
+        if !refused.is_empty() || !duplicates.is_empty() {
+            let mut existing: HashMap<String, InvitationId> = HashMap::new();
+            if !refused.is_empty() {
+                let keys: Vec<&str> = refused
+                    .iter()
+                    .map(|&i| writes[i].invitation.email.key())
+                    .collect();
+                // READ COMMITTED: this statement sees the rows that won the conflicts,
+                // committed by others before our insert gave way to them.
+                let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(self.sql(
+                    "SELECT email_key, id FROM invite_invitations \
+                     WHERE tenant = $1 AND status IN ('unsent', 'pending') AND email_key = ANY($2)",
+                ))
+                .bind(tenant.as_str())
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await?;
+                existing.reserve(rows.len());
+                for (key, id) in rows {
+                    let id = uuid::Uuid::from_slice(&id)
+                        .map_err(|e| corrupt("invitations", e.to_string()))?;
+                    existing.insert(key, InvitationId::from_uuid(id));
+                }
+            }
+            let existing_id = |index: usize| {
+                let write = &writes[index];
+                existing
+                    .get(write.invitation.email.key())
+                    .copied()
+                    .ok_or_else(|| {
+                        Failure::Stale(StoreError::Conflict(format!(
+                            "invitation {} was refused without a conflicting open invitation",
+                            write.invitation.id
+                        )))
+                    })
+            };
+            for &index in &refused {
+                report.conflicts.push((index, existing_id(index)?));
+            }
+            // A duplicate conflicts with what its address's first input met: the first
+            // input itself if it went in, else the open invitation that refused it.
+            for &(index, first) in &duplicates {
+                let id = if refused.binary_search(&first).is_ok() {
+                    existing_id(first)?
+                } else {
+                    writes[first].invitation.id
+                };
+                report.conflicts.push((index, id));
+            }
+            report.conflicts.sort_unstable_by_key(|&(index, _)| index);
+        }
+        if outbox.len() < COPY_MIN_ROWS {
+            self.insert_outbox(&mut tx, &outbox).await?;
+        } else {
+            self.copy_outbox(&mut tx, &outbox).await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         self.pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -354,7 +496,7 @@ impl PostgresStore {
         &self,
         conn: &mut PgConnection,
         entries: &[&OutboxEntry],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Failure> {
         for chunk in entries.chunks(BATCH_ROWS) {
             let mut cols = OutboxArrays::with_capacity(chunk.len());
             for entry in chunk {
@@ -362,8 +504,7 @@ impl PostgresStore {
             }
             cols.bind(sqlx::query(self.sql(INSERT_OUTBOX)))
                 .execute(&mut *conn)
-                .await
-                .map_err(from_sqlx)?;
+                .await?;
         }
         Ok(())
     }
@@ -377,14 +518,13 @@ impl PostgresStore {
         writes: &[InvitationWrite],
         indexes: &[usize],
         refused: &mut Vec<usize>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Failure> {
         for chunk in indexes.chunks(BATCH_ROWS) {
             let ids: Vec<Vec<u8>> = InvitationArrays::of(chunk.iter().map(|&i| &writes[i]))
                 .bind(sqlx::query(self.sql(INSERT_INVITATIONS)))
                 .try_map(|row: PgRow| sqlx::Row::try_get::<Vec<u8>, _>(&row, 0))
                 .fetch_all(&mut *conn)
-                .await
-                .map_err(from_sqlx)?;
+                .await?;
             if ids.len() == chunk.len() {
                 continue;
             }
@@ -702,146 +842,11 @@ impl Store for PostgresStore {
                 w.invitation.id
             )));
         }
-        // In-call duplicates are decided in Rust, in input order, as rows are encoded:
-        // the first open input of an address is a candidate, a later open one conflicts
-        // with it (what the `UNNEST` statement's `ON CONFLICT` decides, and what the
-        // other stores do). An input in a closed state never holds the open-address slot.
-        let mut in_call = InCall::with_capacity(writes.len());
-        let mut candidates: Vec<usize> = Vec::with_capacity(writes.len());
-        let mut tx = self.begin().await?;
-        // Candidates the database refused (an open invitation of the address exists),
-        // in ascending order: batches run in order and each keeps its input order.
-        let mut refused: Vec<usize> = Vec::new();
-        if writes.len() < COPY_MIN_ROWS {
-            for (index, write) in writes.iter().enumerate() {
-                if in_call.admit(index, write) {
-                    candidates.push(index);
-                }
-            }
-            self.insert_invitations(&mut tx, writes, &candidates, &mut refused)
-                .await?;
-        } else {
-            let batch_rows = COPY_BATCH_ROWS.max(writes.len().div_ceil(MAX_COPY_BATCHES));
-            let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + COPY_ROW_SLACK);
-            for from in (0..writes.len()).step_by(batch_rows) {
-                let batch = from..writes.len().min(from + batch_rows);
-                let first_candidate = candidates.len();
-                sqlx::raw_sql("SAVEPOINT bulk_copy")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                let copied = self
-                    .copy_invitations(
-                        &mut tx,
-                        writes,
-                        batch,
-                        &mut in_call,
-                        &mut candidates,
-                        &mut buf,
-                    )
-                    .await;
-                match copied {
-                    Ok(()) => {
-                        sqlx::raw_sql("RELEASE SAVEPOINT bulk_copy")
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(from_sqlx)?;
-                    }
-                    // An address already open (committed by another call, or by one
-                    // that committed while we waited on its index entry): undo this
-                    // batch and let `ON CONFLICT` sort it row by row. Any other unique
-                    // violation (a reused id or token hash) fails there again, as an
-                    // error.
-                    Err(e) if is_unique_violation(&e) => {
-                        sqlx::raw_sql(
-                            "ROLLBACK TO SAVEPOINT bulk_copy; RELEASE SAVEPOINT bulk_copy",
-                        )
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?;
-                        self.insert_invitations(
-                            &mut tx,
-                            writes,
-                            &candidates[first_candidate..],
-                            &mut refused,
-                        )
-                        .await?;
-                    }
-                    Err(e) => return Err(from_sqlx(e)),
-                }
-            }
-        }
-        let duplicates = in_call.duplicates;
-
-        let mut report = CreateReport::default();
-        let mut outbox: Vec<&OutboxEntry> = Vec::new();
-        for &index in &candidates {
-            if refused.binary_search(&index).is_err() {
-                report.created.push(index);
-                outbox.extend(writes[index].outbox.as_ref());
-            }
-        }
-        if !refused.is_empty() || !duplicates.is_empty() {
-            let mut existing: HashMap<String, InvitationId> = HashMap::new();
-            if !refused.is_empty() {
-                let keys: Vec<&str> = refused
-                    .iter()
-                    .map(|&i| writes[i].invitation.email.key())
-                    .collect();
-                // READ COMMITTED: this statement sees the rows that won the conflicts,
-                // committed by others before our insert gave way to them.
-                let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(self.sql(
-                    "SELECT email_key, id FROM invite_invitations \
-                     WHERE tenant = $1 AND status IN ('unsent', 'pending') AND email_key = ANY($2)",
-                ))
-                .bind(tenant.as_str())
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                existing.reserve(rows.len());
-                for (key, id) in rows {
-                    let id = uuid::Uuid::from_slice(&id)
-                        .map_err(|e| corrupt("invitations", e.to_string()))?;
-                    existing.insert(key, InvitationId::from_uuid(id));
-                }
-            }
-            let existing_id = |index: usize| {
-                let write = &writes[index];
-                existing
-                    .get(write.invitation.email.key())
-                    .copied()
-                    .ok_or_else(|| {
-                        StoreError::Conflict(format!(
-                            "invitation {} was refused without a conflicting open invitation",
-                            write.invitation.id
-                        ))
-                    })
-            };
-            for &index in &refused {
-                report.conflicts.push((index, existing_id(index)?));
-            }
-            // A duplicate conflicts with what its address's first input met: the first
-            // input itself if it went in, else the open invitation that refused it.
-            for &(index, first) in &duplicates {
-                let id = if refused.binary_search(&first).is_ok() {
-                    existing_id(first)?
-                } else {
-                    writes[first].invitation.id
-                };
-                report.conflicts.push((index, id));
-            }
-            report.conflicts.sort_unstable_by_key(|&(index, _)| index);
-        }
-        if outbox.len() < COPY_MIN_ROWS {
-            self.insert_outbox(&mut tx, &outbox).await?;
-        } else {
-            self.copy_outbox(&mut tx, &outbox)
-                .await
-                .map_err(from_sqlx)?;
-        }
-        tx.commit().await.map_err(from_sqlx)?;
-        Ok(report)
+        // Two calls writing overlapping addresses in opposite orders can each wait on
+        // the other's uncommitted index entry: PostgreSQL rolls one back (40P01), and
+        // an address refused because of an open invitation that was closed before it
+        // was read again was refused by a race too. Either runs again, whole.
+        retrying!(self.try_create(tenant, writes)).map_err(Failure::into_store)
     }
 
     async fn get_invitations(

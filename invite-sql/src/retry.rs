@@ -21,6 +21,10 @@ pub(crate) enum Failure {
     /// where the check before the write could not see the winner's row yet.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Race(sqlx::Error),
+    /// A race lost that only the store's own reading shows (a row it was told of was
+    /// gone when it looked): run again; this error if every attempt loses.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Stale(StoreError),
     Store(StoreError),
 }
 
@@ -50,7 +54,7 @@ impl Failure {
     pub(crate) fn is_lost_race(&self) -> bool {
         match self {
             Self::Sql(e) => is_serialization_failure(e),
-            Self::Race(_) => true,
+            Self::Race(_) | Self::Stale(_) => true,
             Self::Store(_) => false,
         }
     }
@@ -58,7 +62,7 @@ impl Failure {
     pub(crate) fn into_store(self) -> StoreError {
         match self {
             Self::Sql(e) | Self::Race(e) => from_sqlx(e),
-            Self::Store(e) => e,
+            Self::Stale(e) | Self::Store(e) => e,
         }
     }
 
