@@ -98,6 +98,7 @@ macro_rules! __store_conformance_list {
             accept_refuses_at_and_after_expiry,
             accept_refuses_a_replaced_link,
             accept_refuses_a_second_use,
+            accept_takes_a_pending_invitation_without_an_expiry,
             accept_is_scoped_to_the_tenant,
             record_transitions_is_compare_and_set_on_version,
             record_transitions_applies_fresh_ones_and_reports_stale_ones,
@@ -1394,6 +1395,24 @@ pub async fn accept_refuses_a_replaced_link(store: &dyn Store) {
         "accept through the current link",
     );
     assert_eq!(accepted.status, InvitationStatus::Accepted);
+}
+
+/// A pending invitation without an expiry (carried over so: `status_at` says it never
+/// expires, and lists show it pending) can be accepted like any other.
+pub async fn accept_takes_a_pending_invitation_without_an_expiry(store: &dyn Store) {
+    let fx = Fx::new("accept_takes_a_pending_invitation_without_an_expiry");
+    let t = fx.tenant(0);
+    let (mut pending, hash) = link(invitation(&t, "ann@example.com", T0), T0);
+    pending.expires_at = None;
+    insert(store, &t, &[bare(&pending)]).await;
+    let accepted = must(
+        store
+            .accept(&t, &hash, &user("u-1"), T0 + Duration::days(400))
+            .await,
+        "accept",
+    );
+    assert_eq!(accepted.status, InvitationStatus::Accepted);
+    assert_eq!(accepted.expires_at, None);
 }
 
 /// A link works once: a second accept, by anyone, is `NotFound` and changes nothing.

@@ -1,5 +1,6 @@
-//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept(...)`: a stored
-//! procedure (migration 0005) running the conditional UPDATE, checked by its affected
+//! MySQL/MariaDB store. Accept is one round trip, `CALL invite_accept_v2(...)`: a stored
+//! procedure (migration 0009, 0005's with a NULL expiry taken as never expiring) running
+//! the conditional UPDATE, checked by its affected
 //! rows, then a read of the (now final) row; bulk insert is multi-row `INSERT` batches sized under the 65,535-bind
 //! limit after a read of the open address keys; outbox claims use
 //! `SELECT ... FOR UPDATE SKIP LOCKED` (MySQL 8, MariaDB 10.6+), and so does the spread
@@ -14,8 +15,9 @@
 //! write transaction here is retried from the start a few times before answering.
 //!
 //! The procedure repeats the store's select list, so a migration that adds a column
-//! to `invitations` must `DROP` and re-`CREATE` it; and a `mysqldump` without
-//! `--routines` leaves it out while the migrations table still lists 0005.
+//! to `invitations` must create a new one (as 0009 did: a new name keeps instances of
+//! the previous code working through a rolling deploy); and a `mysqldump` without
+//! `--routines` leaves it out while the migrations table still lists 0009.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -433,7 +435,7 @@ impl MySqlStore {
         user: &UserId,
         now: i64,
     ) -> Result<Invitation, Failure> {
-        // One round trip: the `invite_accept` procedure (migration 0005) runs the
+        // One round trip: the `invite_accept_v2` procedure (migration 0009) runs the
         // autocommitted conditional UPDATE, which is the compare-and-set (InnoDB
         // row-locks the invitation, so of any number of concurrent acceptors exactly
         // one sees an affected row), and only then selects the accepted row. The read
@@ -441,7 +443,7 @@ impl MySqlStore {
         // write is conditioned on `pending` or on its version, which the UPDATE
         // bumped), so what it reads is what the UPDATE wrote. `fetch_all` drains the
         // CALL's trailing status packet with the (zero or one) row.
-        let rows = sqlx::query(self.sql("CALL invite_accept(?, ?, ?, ?)"))
+        let rows = sqlx::query(self.sql("CALL invite_accept_v2(?, ?, ?, ?)"))
             .bind(tenant.as_str())
             .bind(token_hash.as_bytes().as_slice())
             .bind(user.as_str())

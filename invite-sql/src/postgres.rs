@@ -282,7 +282,8 @@ impl PostgresStore {
         let row: Option<PgRow> = sqlx::query(self.sql(concat!(
             "UPDATE invite_invitations SET status = 'accepted', accepted_at = $1, accepted_by = $2, \
              version = version + 1 \
-             WHERE tenant = $3 AND token_hash = $4 AND status = 'pending' AND expires_at > $1 \
+             WHERE tenant = $3 AND token_hash = $4 AND status = 'pending' \
+             AND (expires_at IS NULL OR expires_at > $1) \
              RETURNING ",
             invitation_columns!()
         )))

@@ -469,7 +469,8 @@ impl Store for SqliteStore {
         let row: Option<SqliteRow> = sqlx::query(self.sql(
             "UPDATE invite_invitations SET status = 'accepted', accepted_at = ?, accepted_by = ?, \
              version = version + 1 \
-             WHERE tenant = ? AND token_hash = ? AND status = 'pending' AND expires_at > ? \
+             WHERE tenant = ? AND token_hash = ? AND status = 'pending' \
+             AND (expires_at IS NULL OR expires_at > ?) \
              RETURNING id, tenant, email, email_key, role, first_name, last_name, message, metadata, invited_by, batch_id, status, token_hash, ttl_seconds, created_at, sent_at, delivered_at, expires_at, accepted_at, accepted_by, revoked_at, revoked_by, last_error, version",
         ))
         .bind(now)

@@ -291,7 +291,7 @@ async fn migrating_twice_is_a_no_op() {
         .fetch_one(store.pool())
         .await
         .expect("count migrations");
-    assert_eq!(applied, 8);
+    assert_eq!(applied, 9);
 }
 
 /// An older schema with data in it upgrades in place.
@@ -442,7 +442,10 @@ async fn table_prefix_renames_every_table() {
 
     // The accept procedure is prefixed too, and a default-prefix schema in the same
     // database keeps its own: each store accepts only through its own tables.
-    assert_eq!(routine_names(store.pool()).await, ["acme_accept"]);
+    assert_eq!(
+        routine_names(store.pool()).await,
+        ["acme_accept", "acme_accept_v2"]
+    );
     let plain = MySqlStore::new(store.pool().clone());
     plain
         .migrate()
@@ -450,7 +453,12 @@ async fn table_prefix_renames_every_table() {
         .expect("migrate the default prefix alongside");
     assert_eq!(
         routine_names(store.pool()).await,
-        ["acme_accept", "invite_accept"]
+        [
+            "acme_accept",
+            "acme_accept_v2",
+            "invite_accept",
+            "invite_accept_v2"
+        ]
     );
     let (write, hash) = linked(&t, "linked@example.com");
     store
