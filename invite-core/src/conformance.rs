@@ -105,6 +105,7 @@ macro_rules! __store_conformance_list {
             record_transitions_is_atomic_under_concurrency,
             overlapping_bulk_transitions_in_opposite_orders_both_complete,
             overlapping_bulk_creates_in_opposite_orders_both_complete,
+            create_writes_a_repeated_input_once,
             record_transitions_queues_the_email_and_cancels_older_ones,
             expire_due_persists_only_pending_past_expiry,
             expire_due_respects_the_limit,
@@ -1697,6 +1698,25 @@ pub async fn record_transitions_is_atomic_under_concurrency(store: &dyn Store) {
             "a losing transition's link must not exist",
         );
     }
+}
+
+/// The same input twice in one call (a host's list with a repeated row, a batch
+/// retried inside another) is written once: the repeat conflicts with the first, and
+/// only the first's email is queued.
+pub async fn create_writes_a_repeated_input_once(store: &dyn Store) {
+    let fx = Fx::new("create_writes_a_repeated_input_once");
+    let t = fx.tenant(0);
+    let at = era(17);
+    let (sent, entry) = send(invitation(&t, "ann@example.com", at), at);
+    let write = with_email(&sent, &entry);
+    let report = must(
+        store.create_invitations(&t, &[write.clone(), write]).await,
+        "create_invitations",
+    );
+    assert_eq!(report.created, [0]);
+    assert_eq!(report.conflicts, [(1, sent.id)]);
+    let queued = must(store.list_outbox(&t, sent.id).await, "list_outbox");
+    assert_eq!(queued.len(), 1, "one email queued: {queued:?}");
 }
 
 /// Two bulk creates of overlapping addresses in opposite orders (two admins importing

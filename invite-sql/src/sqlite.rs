@@ -310,7 +310,7 @@ impl Store for SqliteStore {
                             || open.get(w.invitation.email.key()) == Some(&w.invitation.id)
                     })
                     .count();
-                let written = if claimed as u64 == inserted {
+                let mut written = if claimed as u64 == inserted {
                     None
                 } else {
                     sqlx::query("ROLLBACK TO invite_bulk_batch")
@@ -321,9 +321,11 @@ impl Store for SqliteStore {
                 };
                 for (offset, write) in chunk.iter().enumerate() {
                     let i = &write.invitation;
-                    let created = match &written {
+                    let created = match &mut written {
                         None => !is_open(i.status) || open.get(i.email.key()) == Some(&i.id),
-                        Some(ids) => ids.contains(i.id.as_uuid().as_bytes()),
+                        // Taken once: the same input twice in a call is written once,
+                        // and its repeat conflicts with it, as in the other stores.
+                        Some(ids) => ids.remove(i.id.as_uuid().as_bytes()),
                     };
                     if created {
                         report.created.push(first + offset);
