@@ -3313,12 +3313,15 @@ pub async fn join_counts_a_use_and_records_the_join(store: &dyn Store) {
         2,
         "a join must count one use"
     );
+    // Recorded last, but the oldest (a host's clock, or a join that took its time).
+    let earlier = join_of(&l, "u-0", datetime!(2030-01-01 0:30:00 UTC));
+    joined(store, &l, &earlier).await;
     assert_eq!(
         must(
             store.list_group_joins(&t, &role("member")).await,
             "list_group_joins"
         ),
-        [first, second],
+        [earlier, first, second],
         "list_group_joins must list the joins as recorded, oldest first"
     );
     assert!(

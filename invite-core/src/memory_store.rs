@@ -522,13 +522,16 @@ impl Store for MemoryStore {
         tenant: &TenantId,
         role: &Role,
     ) -> Result<Vec<GroupJoin>, StoreError> {
-        Ok(self
+        let mut joins: Vec<GroupJoin> = self
             .lock()
             .joins
             .iter()
             .filter(|j| &j.tenant == tenant && &j.role == role)
             .cloned()
-            .collect())
+            .collect();
+        // Oldest first; equal times in the order they were recorded (a stable sort).
+        joins.sort_by_key(|j| j.joined_at);
+        Ok(joins)
     }
 
     async fn claim_due_outbox(

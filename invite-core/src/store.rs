@@ -394,7 +394,8 @@ pub trait Store: Debug + Send + Sync + 'static {
         join: &GroupJoin,
     ) -> Result<JoinOutcome, StoreError>;
 
-    /// The joins recorded for the tenant's `role`, oldest first.
+    /// The joins recorded for the tenant's `role`, oldest first (by `joined_at`; joins
+    /// at the same instant in an order of the store's choosing).
     async fn list_group_joins(
         &self,
         tenant: &TenantId,
