@@ -43,7 +43,7 @@ impl ExpiryPolicy {
     /// Longest time to live: a year. Longer-lived invitations belong in group links.
     pub const MAX_TTL: Duration = Duration::days(365);
 
-    /// Rules with the given time to live.
+    /// Rules with the given time to live, in whole seconds (a fraction is dropped).
     pub const fn new(ttl: Duration) -> Result<Self, InvalidTtl> {
         match check(ttl) {
             Ok(ttl) => Ok(Self { ttl }),
@@ -56,7 +56,8 @@ impl ExpiryPolicy {
         self.ttl
     }
 
-    /// The time to live for one invitation: its own override if it has one.
+    /// The time to live for one invitation: its own override if it has one (in whole
+    /// seconds, as [`new`](Self::new) takes it).
     pub const fn resolve(&self, per_invitation: Option<Duration>) -> Result<Duration, InvalidTtl> {
         match per_invitation {
             Some(ttl) => check(ttl),
@@ -73,13 +74,16 @@ impl Default for ExpiryPolicy {
     }
 }
 
+/// `ttl` in whole seconds, if within bounds. Stores keep a time to live in whole
+/// seconds, so a fraction is dropped here, where it is decided: an invitation read back
+/// expires exactly when the one written would have.
 const fn check(ttl: Duration) -> Result<Duration, InvalidTtl> {
     if ttl.whole_seconds() < ExpiryPolicy::MIN_TTL.whole_seconds()
         || ttl.whole_seconds() > ExpiryPolicy::MAX_TTL.whole_seconds()
     {
         Err(InvalidTtl { ttl })
     } else {
-        Ok(ttl)
+        Ok(Duration::seconds(ttl.whole_seconds()))
     }
 }
 
@@ -114,6 +118,21 @@ mod tests {
             Ok(Duration::hours(48))
         );
         assert!(policy.resolve(Some(Duration::seconds(1))).is_err());
+    }
+
+    #[test]
+    fn a_fraction_of_a_second_is_dropped_as_the_stores_drop_it() {
+        let policy = ExpiryPolicy::new(Duration::milliseconds(300_500)).unwrap();
+        assert_eq!(policy.ttl(), Duration::seconds(300));
+        assert_eq!(
+            policy.resolve(Some(Duration::milliseconds(3_600_250))),
+            Ok(Duration::hours(1))
+        );
+        assert_eq!(
+            ExpiryPolicy::new(ExpiryPolicy::MAX_TTL + Duration::milliseconds(500))
+                .map(|p| p.ttl()),
+            Ok(ExpiryPolicy::MAX_TTL)
+        );
     }
 
     #[test]
