@@ -129,8 +129,7 @@ mod tests {
             Ok(Duration::hours(1))
         );
         assert_eq!(
-            ExpiryPolicy::new(ExpiryPolicy::MAX_TTL + Duration::milliseconds(500))
-                .map(|p| p.ttl()),
+            ExpiryPolicy::new(ExpiryPolicy::MAX_TTL + Duration::milliseconds(500)).map(|p| p.ttl()),
             Ok(ExpiryPolicy::MAX_TTL)
         );
     }

@@ -234,12 +234,7 @@ async fn under_repeatable_read_a_write_that_waited_for_another_runs_again() {
     );
     store.create_group_link(&link).await.expect("create link");
 
-    let options = PgConnectOptions::from_str(&url)
-        .expect("parse INVITE_TEST_POSTGRES_URL")
-        .options([("search_path", schema.as_str())]);
-    let mut host = PgConnection::connect_with(&options)
-        .await
-        .expect("connect the host's session");
+    let mut host = host_session(&url, &schema).await;
 
     // The accept, behind a write to its invitation.
     sqlx::query("BEGIN")
@@ -306,6 +301,16 @@ async fn under_repeatable_read_a_write_that_waited_for_another_runs_again() {
         .expect("the link");
     assert!(!stored.enabled);
     assert_eq!(stored.uses, 1, "the use counted meanwhile is kept");
+}
+
+/// A session of the host's own, on the store's schema.
+async fn host_session(url: &str, schema: &str) -> PgConnection {
+    let options = PgConnectOptions::from_str(url)
+        .expect("parse INVITE_TEST_POSTGRES_URL")
+        .options([("search_path", schema)]);
+    PgConnection::connect_with(&options)
+        .await
+        .expect("connect the host's session")
 }
 
 /// Returns once the session named `name` waits for a lock (another session's).
@@ -1048,12 +1053,7 @@ async fn a_reopen_racing_another_open_of_its_address_is_stale_not_a_failed_batch
         .expect("fail x");
 
     // The host's transaction reopens Z and holds it open.
-    let options = PgConnectOptions::from_str(&url)
-        .expect("parse INVITE_TEST_POSTGRES_URL")
-        .options([("search_path", schema.as_str())]);
-    let mut host = PgConnection::connect_with(&options)
-        .await
-        .expect("connect the host's session");
+    let mut host = host_session(&url, &schema).await;
     sqlx::query("BEGIN")
         .execute(&mut host)
         .await
