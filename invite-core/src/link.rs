@@ -14,7 +14,8 @@ use crate::{LinkToken, TenantId};
 /// machine: `localhost`, a name under `.localhost` (RFC 6761), an IPv4 loopback
 /// address or `[::1]`, with any port.
 fn is_loopback_host(rest: &str) -> bool {
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // A backslash ends the host too, for browsers and URL parsers alike.
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
     if authority.contains('@') {
         // `http://localhost@evil.example/`: the host is after the `@`.
         return false;
@@ -56,8 +57,8 @@ pub enum InvalidLinkTemplate {
     /// (`localhost`, a `.localhost` name, `127.x.x.x` or `[::1]`): a link is a
     /// credential, and plain HTTP anywhere else would carry it in clear text.
     #[error(
-        "link template {0:?} must start with https:// (http:// only for localhost, \
-         127.0.0.1 or [::1], for local development)"
+        "link template {0:?} must start with https:// (http:// only for localhost, a \
+         .localhost name, 127.0.0.1 or [::1], for local development)"
     )]
     NotHttp(String),
 }
@@ -218,6 +219,7 @@ mod tests {
             "http://10.0.0.1/{token}",
             "http://[::2]/{token}",
             "http://[::1].evil.example/{token}",
+            "http://evil.example\\.localhost/{token}",
             "ftp://localhost/{token}",
             "//localhost/{token}",
         ] {

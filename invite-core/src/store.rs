@@ -297,7 +297,7 @@ pub trait Store: Debug + Send + Sync + 'static {
         transitions: &[Transition],
     ) -> Result<TransitionReport, StoreError>;
 
-    /// Accepts the pending, unexpired (`expires_at > now`) invitation whose link has
+    /// Accepts the pending, unexpired (no expiry, or `expires_at > now`) invitation whose link has
     /// this token hash, for `user`: one atomic compare-and-set that persists
     /// [`Invitation::accept`]. Under any number of concurrent calls with one hash,
     /// exactly one succeeds; the others get [`StoreError::NotFound`], as does a hash

@@ -10,7 +10,8 @@
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
 //! are read back inside the transaction that wrote them, except after accept, whose
 //! row no other write can change any more (read by the procedure, so a host needs the
-//! `CREATE ROUTINE` privilege to migrate and `EXECUTE` to accept). InnoDB answers a lost race
+//! `CREATE ROUTINE` privilege to migrate and `EXECUTE` to accept: granted on the
+//! procedure alone, that is `invite_accept_v2` from migration 0009 on). InnoDB answers a lost race
 //! with a deadlock (SQLSTATE 40001) that rolls the whole transaction back, so every
 //! write transaction here is retried from the start a few times before answering.
 //!

@@ -18,8 +18,11 @@
 //! the host's `default_transaction_isolation`: their "insert, then re-read the row that
 //! won" steps need each statement to see what committed before it. Single-statement
 //! conditional writes (accept, compare-and-set) run under the session's level; under
-//! `REPEATABLE READ` their lost race is SQLSTATE 40001, answered as
-//! [`StoreError::NotFound`] like any other unmet condition.
+//! `REPEATABLE READ` one that waited for any other writer of its row fails with SQLSTATE
+//! 40001, and is run again with a fresh snapshot (a few times, `retry.rs`) before it
+//! is answered as [`StoreError::NotFound`] like any other unmet condition. A bulk
+//! create that loses a race (a deadlock with another bulk create, 40P01) runs again
+//! whole, in a new transaction.
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;

@@ -2,8 +2,9 @@
 //! and [`retrying!`], the loop, for the server stores (PostgreSQL, MySQL).
 //!
 //! A deadlock victim or a serialization failure (SQLSTATE 40P01 / 40001, InnoDB's
-//! deadlock) was rolled back whole, and every statement these stores run again is a
-//! compare-and-set, so running it again is safe; it then sees what the winner wrote.
+//! deadlock) was rolled back whole, so running it again is safe: each single statement
+//! run again is a compare-and-set, and each transaction is built again from its inputs
+//! (a bulk create's report too); it then sees what the winner wrote.
 
 use invite_core::StoreError;
 
