@@ -105,11 +105,14 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// `n` messages per second, bursting up to `n` at once.
+    /// `n` messages per second, evenly spaced: at most `n` in any one second, which is
+    /// what a provider's "n per second" allows. A burst ([`with_burst`](Self::with_burst))
+    /// lets that many go at once after a quiet spell, so up to burst + n - 1 may fall
+    /// in its first second: set one only if the provider allows it.
     pub fn per_second(n: NonZeroU32) -> Self {
         Self {
             interval: Duration::nanoseconds(1_000_000_000 / i64::from(n.get())),
-            burst: n,
+            burst: NonZeroU32::MIN,
         }
     }
 
@@ -1116,6 +1119,20 @@ mod tests {
         assert_eq!(throttle.tenants.len(), 1);
         throttle.prune(T0 + Duration::seconds(1));
         assert!(throttle.tenants.is_empty());
+    }
+
+    #[test]
+    fn a_rate_per_second_sends_at_most_that_many_in_any_second() {
+        let mut throttle = Throttle::new(Some(Rate::per_second(n(10))), None);
+        let t = TenantId::new("a").unwrap();
+        let times: Vec<OffsetDateTime> = (0..30).map(|_| throttle.reserve(&t, T0)).collect();
+        for (i, start) in times.iter().enumerate() {
+            let within = times[i..]
+                .iter()
+                .take_while(|at| **at < *start + Duration::seconds(1))
+                .count();
+            assert!(within <= 10, "{within} sends in the second from {start}");
+        }
     }
 
     #[test]

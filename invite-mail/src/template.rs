@@ -562,8 +562,23 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The name every template name in a template resolves to (see [`new_environment`]).
+const NO_TEMPLATE: &str = "\u{0}no other template";
+
+/// The most work one render of one part may do, in minijinja's fuel (about one unit
+/// an instruction): the built-in templates take a few hundred, a tenant's long one a
+/// few thousand; a loop a tenant wrote to run for hours runs out and is a render error
+/// (at save, or a permanent failure of that email), not a stalled dispatcher.
+const TEMPLATE_FUEL: u64 = 200_000;
+
+/// The environment every template renders in.
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    // Every tenant's templates live in this one environment, so `include`, `import`,
+    // `extends` and `from` could name another tenant's: each such name resolves to
+    // one no template has (an error, or nothing under `ignore missing`).
+    env.set_path_join_callback(|_, _| Cow::Borrowed(NO_TEMPLATE));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {

@@ -627,3 +627,74 @@ mod plain_forms {
         }
     }
 }
+
+#[test]
+fn a_template_cannot_include_another_template_of_any_tenant() {
+    let t = templates();
+    let (acme, globex) = (
+        TenantId::new("acme").unwrap(),
+        TenantId::new("globex").unwrap(),
+    );
+    let mut theirs = TemplateSet::default_invitation();
+    theirs.html = "<p>globex secret {{ recipient_email }}</p>".into();
+    t.set_tenant_templates(&globex, "invitation", theirs)
+        .unwrap();
+    // By the environment's own name for globex's template, hidden from validation by
+    // `ignore missing` (no such template exists in the environment that validates).
+    let mut ours = TemplateSet::default_invitation();
+    ours.html =
+        "<p>{% include \"tenant\u{1f}globex\u{1f}invitation.html\" ignore missing %}</p>".into();
+    t.set_tenant_templates(&acme, "invitation", ours).unwrap();
+    let html = compose(&t, &invitation(None), MailKind::Invitation)
+        .html
+        .unwrap();
+    assert!(!html.contains("globex secret"), "{html}");
+    // Without `ignore missing` it is refused when saved: no name resolves.
+    for tag in [
+        "{% include \"x\" %}",
+        "{% extends \"x\" %}",
+        "{% import \"x\" as m %}",
+    ] {
+        let mut set = TemplateSet::default_invitation();
+        set.html = tag.into();
+        assert!(
+            t.set_tenant_templates(&acme, "invitation", set).is_err(),
+            "{tag}"
+        );
+    }
+}
+
+#[test]
+fn a_runaway_template_fails_instead_of_running_for_hours() {
+    let t = templates();
+    let acme = TenantId::new("acme").unwrap();
+    let runaway =
+        "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+    // Refused when saved, if it runs away with the sample values.
+    let mut set = TemplateSet::default_invitation();
+    set.text = runaway.into();
+    assert!(matches!(
+        t.set_tenant_templates(&acme, "invitation", set),
+        Err(TemplateError::Render { .. })
+    ));
+    // Saved, when it runs away only for one invitation's message: that email fails
+    // for good, quickly, instead of holding a dispatcher's worker for hours.
+    let mut set = TemplateSet::default_invitation();
+    set.text = format!("{{% if message == \"go\" %}}{runaway}{{% endif %}}ok");
+    t.set_tenant_templates(&acme, "invitation", set).unwrap();
+    let inv = invitation(Some("go"));
+    let link = SecretString::from("https://app.example.com/t/acme/invite/TOKEN");
+    let err = t
+        .compose(&MessageContext {
+            invitation: &inv,
+            kind: MailKind::Invitation,
+            link: &link,
+            expires_at: inv.expires_at.unwrap(),
+        })
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert_eq!(
+        compose(&t, &invitation(Some("hi")), MailKind::Invitation).text,
+        "ok"
+    );
+}
