@@ -393,9 +393,10 @@ fn read_ods<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'o
 }
 
 fn read_xls<'o>(bytes: &[u8], options: &'o ImportOptions) -> Result<SheetRead<'o>, ImportError> {
-    // An encrypted xlsx is an OLE file with an `EncryptedPackage` stream; calamine's
-    // xlsx reader recognises it.
-    if let Err(calamine::XlsxError::Password) = Xlsx::new(Cursor::new(bytes)) {
+    // An encrypted xlsx is an OLE file with an `EncryptedPackage` stream. Looked for
+    // with the `cfb` crate, which refuses a sector chain that loops: calamine's own
+    // OLE reader (behind `Xlsx::new`) follows one until memory runs out.
+    if xls::is_encrypted_ooxml(bytes) {
         return Err(ImportError::Encrypted {
             format: Format::Xlsx,
         });

@@ -210,6 +210,12 @@ impl Sheet {
     }
 }
 
+/// Whether `bytes` is an OLE container holding an encrypted OOXML package (what Excel
+/// writes for a password-protected .xlsx): it has an `EncryptedPackage` stream.
+pub(crate) fn is_encrypted_ooxml(bytes: &[u8]) -> bool {
+    cfb::CompoundFile::open(Cursor::new(bytes)).is_ok_and(|file| file.is_stream("EncryptedPackage"))
+}
+
 /// The `Workbook` (BIFF8) or `Book` (BIFF5) stream, as calamine looks for them, and
 /// its name.
 fn workbook_stream(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {

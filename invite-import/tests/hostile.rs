@@ -440,3 +440,41 @@ fn password_protected_ods_is_encrypted_not_corrupt() {
         "{error:?}"
     );
 }
+
+/// An OLE file of 1,536 bytes whose directory's sector chain points back at itself:
+/// calamine's own OLE reader, which looked for an encrypted xlsx in every .xls, followed
+/// it until memory ran out. It is refused as a damaged .xls.
+#[test]
+fn an_ole_file_whose_sector_chain_loops_is_refused() {
+    const FREE: u32 = 0xFFFF_FFFF;
+    const END_OF_CHAIN: u32 = 0xFFFF_FFFE;
+    const FAT_SECTOR: u32 = 0xFFFF_FFFD;
+    let mut file = vec![0u8; 3 * 512];
+    let mut put = |at: usize, bytes: &[u8]| file[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]);
+    put(0x18, &0x003E_u16.to_le_bytes()); // minor version
+    put(0x1A, &3_u16.to_le_bytes()); // major version: 512-byte sectors
+    put(0x1C, &0xFFFE_u16.to_le_bytes()); // byte order
+    put(0x1E, &9_u16.to_le_bytes()); // sector shift
+    put(0x20, &6_u16.to_le_bytes()); // mini sector shift
+    put(0x2C, &1_u32.to_le_bytes()); // FAT sectors
+    put(0x30, &1_u32.to_le_bytes()); // first directory sector
+    put(0x38, &4096_u32.to_le_bytes()); // mini stream cutoff
+    put(0x3C, &END_OF_CHAIN.to_le_bytes()); // first mini FAT sector
+    put(0x44, &END_OF_CHAIN.to_le_bytes()); // first DIFAT sector
+    put(0x4C, &0_u32.to_le_bytes()); // DIFAT[0]: the FAT is sector 0
+    for k in 1..109 {
+        put(0x4C + 4 * k, &FREE.to_le_bytes());
+    }
+    // The FAT, sector 0 (file offset 512): itself, then the directory pointing at itself.
+    put(512, &FAT_SECTOR.to_le_bytes());
+    put(516, &1_u32.to_le_bytes());
+    for k in 2..128 {
+        put(512 + 4 * k, &FREE.to_le_bytes());
+    }
+    let error = import(&file, FileHint::FileName("looped.xls"), &options()).unwrap_err();
+    assert!(
+        matches!(error, ImportError::Corrupt { format: Format::Xls, .. }),
+        "{error:?}"
+    );
+}
