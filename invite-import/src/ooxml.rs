@@ -92,6 +92,9 @@ pub(crate) fn inspect(
     if encrypted {
         return Err(ImportError::Encrypted { format });
     }
+    if matches!(format, Format::Xlsx | Format::Xlsm) {
+        check_shared_strings(&mut archive, format)?;
+    }
     if uncompressed > limits.max_uncompressed_bytes {
         return Err(ImportError::ArchiveTooLarge {
             format,
@@ -110,6 +113,49 @@ pub(crate) fn inspect(
         }
     }
     Ok(format)
+}
+
+/// Refuses a shared-strings part that declares more strings than it could hold:
+/// calamine reserves room for `uniqueCount` strings before reading one (24 bytes each),
+/// so `uniqueCount="10000000000"` in a 1 KB file asked for 240 GB and aborted the
+/// process. A string takes at least `<si/>`, five bytes, so the count may be at most
+/// the part's size over five, which the archive's size limit then bounds.
+fn check_shared_strings(archive: &mut Archive<'_>, format: Format) -> Result<(), ImportError> {
+    // The sst start tag opens the part: found within its first 64 KiB, or refused.
+    const HEAD: u64 = 1 << 16;
+    for index in 0..archive.len() {
+        let Ok(entry) = archive.by_index(index) else {
+            continue;
+        };
+        if !entry
+            .name()
+            .is_ok_and(|name| name.ends_with("sharedStrings.xml"))
+        {
+            continue;
+        }
+        let size = entry.size();
+        let mut declared: Option<Option<u64>> = None;
+        let _ = scan_tags_read(&mut entry.take(HEAD), &[b"sst"], |_, tag| {
+            if declared.is_none() {
+                declared = Some(
+                    attr(tag, b"uniqueCount")
+                        .and_then(|count| std::str::from_utf8(count).ok()?.trim().parse().ok()),
+                );
+            }
+        });
+        let refused = match declared {
+            None => size > HEAD,
+            Some(count) => count.is_some_and(|count: u64| count > size / 5),
+        };
+        if refused {
+            return Err(ImportError::Corrupt {
+                format,
+                detail: "its shared strings declare more strings than they hold".to_owned(),
+                source: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads a small entry as text, at most `max` bytes.

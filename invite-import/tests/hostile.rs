@@ -474,7 +474,62 @@ fn an_ole_file_whose_sector_chain_loops_is_refused() {
     }
     let error = import(&file, FileHint::FileName("looped.xls"), &options()).unwrap_err();
     assert!(
-        matches!(error, ImportError::Corrupt { format: Format::Xls, .. }),
+        matches!(
+            error,
+            ImportError::Corrupt {
+                format: Format::Xls,
+                ..
+            }
+        ),
         "{error:?}"
     );
+}
+
+/// A real workbook whose shared strings declare ten billion of them: calamine reserved
+/// room for that many before reading one (240 GB), and the process aborted. Refused
+/// from the declaration; the same workbook as written imports.
+#[test]
+fn shared_strings_declaring_more_than_they_hold_are_refused() {
+    use std::io::Read;
+    let original = fixture("same_1000_xlsxwriter.xlsx");
+    let rewrite = |count: &str| -> Vec<u8> {
+        let mut archive = zip::ZipArchive::new(Cursor::new(&original[..])).unwrap();
+        let mut entries = Vec::new();
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            if name == "xl/sharedStrings.xml" {
+                let text = String::from_utf8(data).unwrap();
+                data = text
+                    .replacen(
+                        "uniqueCount=\"1019\"",
+                        &format!("uniqueCount=\"{count}\""),
+                        1,
+                    )
+                    .into_bytes();
+            }
+            entries.push((name, data));
+        }
+        let entries: Vec<(&str, Vec<u8>)> = entries
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.clone()))
+            .collect();
+        zip_with(&entries)
+    };
+    let error = import(
+        &rewrite("10000000000"),
+        FileHint::FileName("big.xlsx"),
+        &options(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, ImportError::Corrupt { format: Format::Xlsx, detail, .. }
+            if detail.contains("shared strings")),
+        "{error:?}"
+    );
+    let rezipped = import(&rewrite("1019"), FileHint::FileName("ok.xlsx"), &options()).unwrap();
+    let as_written = import(&original, FileHint::FileName("ok.xlsx"), &options()).unwrap();
+    assert_eq!(rezipped.summary, as_written.summary);
 }
