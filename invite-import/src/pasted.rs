@@ -4,25 +4,63 @@
 //! inside them. Each entry's row number is its position in the list (1-based).
 
 /// Splits on `,` `;` and line breaks outside quotes and angle brackets.
+///
+/// A list that separates with `;` (Outlook's `Lee, Bo <bo@y.org>; Lee, Ann
+/// <ann@x.com>`) writes display names with unquoted commas: there, a comma separates
+/// only after an address (`a@x.com, b@x.com; c@x.com` still gives three). A line
+/// break always separates, and ends any quote or angle bracket left open, so one
+/// stray `"` or `<` cannot swallow the rest of the list.
 fn chunks(text: &str) -> Vec<&str> {
+    let semicolons = uses_semicolons(text);
     let mut out = Vec::new();
     let mut start = 0;
     let mut in_quotes = false;
     let mut in_angle = false;
     for (i, c) in text.char_indices() {
-        match c {
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_angle = true,
-            '>' if !in_quotes => in_angle = false,
-            ',' | ';' | '\n' | '\r' if !in_quotes && !in_angle => {
-                out.push(&text[start..i]);
-                start = i + c.len_utf8();
+        let split = match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                false
             }
-            _ => {}
+            '<' if !in_quotes => {
+                in_angle = true;
+                false
+            }
+            '>' if !in_quotes => {
+                in_angle = false;
+                false
+            }
+            '\n' | '\r' => {
+                (in_quotes, in_angle) = (false, false);
+                true
+            }
+            ';' => !in_quotes && !in_angle,
+            ',' => !in_quotes && !in_angle && (!semicolons || text[start..i].contains('@')),
+            _ => false,
+        };
+        if split {
+            out.push(&text[start..i]);
+            start = i + c.len_utf8();
         }
     }
     out.push(&text[start..]);
     out
+}
+
+/// Whether `text` has a `;` outside quotes and angle brackets on some line.
+fn uses_semicolons(text: &str) -> bool {
+    let (mut in_quotes, mut in_angle) = (false, false);
+    for c in text.chars() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            '\n' | '\r' => (in_quotes, in_angle) = (false, false),
+            ';' if !in_quotes && !in_angle => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Splits on whitespace outside quotes and angle brackets.
@@ -58,8 +96,10 @@ fn is_space(c: char) -> bool {
     c.is_whitespace() || matches!(c, '\u{200B}' | '\u{FEFF}')
 }
 
+/// A word that is an address: one with an `@`, unless it is quoted (a display name
+/// such as `"ann@x.com" <ann@x.com>`, which a client writes for a contact with no name).
 fn is_address_word(word: &str) -> bool {
-    word.contains('@')
+    word.contains('@') && !word.starts_with('"')
 }
 
 /// The entries of a pasted list, in order: each an address, possibly with a
@@ -68,7 +108,9 @@ fn is_address_word(word: &str) -> bool {
 pub(crate) fn entries(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for chunk in chunks(text) {
-        let words = words(chunk);
+        // A comma kept inside an entry (see `chunks`) is no word of its own.
+        let mut words = words(chunk);
+        words.retain(|word| !word.chars().all(|c| c == ','));
         if words.is_empty() {
             continue;
         }
@@ -129,5 +171,37 @@ mod tests {
         );
         assert_eq!(entries("just words"), ["just words"]);
         assert!(entries(" ,;\n ").is_empty());
+    }
+
+    #[test]
+    fn outlook_lists_keep_the_commas_of_their_names() {
+        assert_eq!(
+            entries("Lee, Bo <bo@y.org>; Lee, Ann <ann@x.com>"),
+            ["Lee, Bo <bo@y.org>", "Lee, Ann <ann@x.com>"]
+        );
+        // After an address, a comma still separates.
+        assert_eq!(
+            entries("a@x.com, b@x.com; c@x.com"),
+            ["a@x.com", "b@x.com", "c@x.com"]
+        );
+        // Without semicolons, commas separate as before.
+        assert_eq!(entries("Lee, ann@x.com"), ["Lee", "ann@x.com"]);
+    }
+
+    #[test]
+    fn a_quoted_address_is_a_name() {
+        assert_eq!(
+            entries("\"ann@x.com\" <ann@x.com>, bo@y.org"),
+            ["\"ann@x.com\" <ann@x.com>", "bo@y.org"]
+        );
+    }
+
+    #[test]
+    fn a_stray_quote_or_bracket_ends_with_its_line() {
+        assert_eq!(
+            entries("\"Lee, Bo <bo@y.org>\nann@x.com\ncy@z.net"),
+            ["\"Lee, Bo <bo@y.org>", "ann@x.com", "cy@z.net"]
+        );
+        assert_eq!(entries("<bo@y.org\nann@x.com"), ["<bo@y.org", "ann@x.com"]);
     }
 }
