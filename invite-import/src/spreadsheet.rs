@@ -104,6 +104,11 @@ fn head_from_cells<'a, E>(
                 return Ok(Ok(head));
             }
         }
+        // A formatted but empty cell (a border, a fill) holds nothing to import:
+        // not counted against the column limit, as `worksheet_range` formats skip it.
+        if matches!(cell.get_value(), DataRef::Empty) {
+            continue;
+        }
         too_many_columns(row, column, options)?;
         let (_, cells) = current.get_or_insert_with(|| (row, Vec::new()));
         let text = clean(&from_ref(cell.get_value()).display()).into_owned();
@@ -158,6 +163,10 @@ fn stream_cells<'a, E>(
             }
             cells.clear();
             current = Some(row);
+        }
+        // Formatted but empty: nothing to import (see `head_from_cells`).
+        if matches!(cell.get_value(), DataRef::Empty) {
+            continue;
         }
         too_many_columns(row, column, options)?;
         if column <= max_mapped {

@@ -533,3 +533,34 @@ fn shared_strings_declaring_more_than_they_hold_are_refused() {
     let as_written = import(&original, FileHint::FileName("ok.xlsx"), &options()).unwrap();
     assert_eq!(rezipped.summary, as_written.summary);
 }
+
+/// A formatted but empty cell (a border or fill reaching far to the right) holds
+/// nothing to import: it does not count against the column limit, in an .xlsx as in
+/// the formats read through calamine's ranges. A written cell there still does.
+#[test]
+fn formatted_empty_cells_are_not_columns() {
+    let workbook = |far: Option<&str>| -> Vec<u8> {
+        let mut workbook = rust_xlsxwriter::Workbook::new();
+        let sheet = workbook.add_worksheet();
+        sheet.write_string(0, 0, "Email").unwrap();
+        sheet.write_string(1, 0, "ann@x.com").unwrap();
+        let bold = rust_xlsxwriter::Format::new().set_bold();
+        match far {
+            None => sheet.write_blank(1, 300, &bold).unwrap(),
+            Some(text) => sheet.write_string(1, 300, text).unwrap(),
+        };
+        workbook.save_to_buffer().unwrap()
+    };
+    let report = import(&workbook(None), FileHint::FileName("a.xlsx"), &options()).unwrap();
+    assert_eq!((report.summary.rows, report.summary.valid), (1, 1));
+    let error = import(
+        &workbook(Some("x")),
+        FileHint::FileName("a.xlsx"),
+        &options(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ImportError::TooManyColumns { .. }),
+        "{error:?}"
+    );
+}
