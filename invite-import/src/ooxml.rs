@@ -221,7 +221,12 @@ fn resolve_target(base: &str, target: &str) -> String {
 /// tag-by-tag walk, which gives the same answer on ordinary sheets: markup
 /// declarations (`<!--`, `<![CDATA[`, which could hide tag-like text), and a hidden
 /// row without a usable `r` attribute (its number comes from counting rows).
-pub(crate) fn sheet_extras(bytes: &[u8], sheet_path: &str) -> SheetExtras {
+pub(crate) fn sheet_extras(
+    bytes: &[u8],
+    sheet_path: &str,
+    email_column: u32,
+    max_rows: u64,
+) -> SheetExtras {
     let mut extras = SheetExtras::default();
     let Ok(mut archive) = ZipArchive::new(Cursor::new(bytes)) else {
         return extras;
@@ -281,6 +286,7 @@ pub(crate) fn sheet_extras(bytes: &[u8], sheet_path: &str) -> SheetExtras {
             targets.insert(id.to_vec(), unescape(target));
         }
     });
+    let mut writes = max_rows.saturating_mul(4);
     for (range, id) in links {
         let (Some(target), Some(merge)) = (targets.get(&id), parse_range(&range)) else {
             continue;
@@ -289,15 +295,19 @@ pub(crate) fn sheet_extras(bytes: &[u8], sheet_path: &str) -> SheetExtras {
         if !target.to_ascii_lowercase().starts_with("mailto:") {
             continue;
         }
-        let cells = u64::from(merge.last_row - merge.first_row + 1)
-            * u64::from(merge.last_col - merge.first_col + 1);
-        if cells > 10_000 {
+        // Only the email column's cells are ever looked up, and a sheet has at most
+        // `max_rows` rows to import: a flood of hyperlinks over wide ranges (10,000
+        // of `A1:J1000` in 400 KB of XML) would otherwise be 10^8 entries, and
+        // overlapping ones as many writes.
+        if !(merge.first_col..=merge.last_col).contains(&email_column) {
             continue;
         }
         for r in merge.first_row..=merge.last_row {
-            for c in merge.first_col..=merge.last_col {
-                extras.mailto.insert((r, c), address.to_owned());
+            if writes == 0 {
+                return extras;
             }
+            writes -= 1;
+            extras.mailto.insert((r, email_column), address.to_owned());
         }
     }
     extras

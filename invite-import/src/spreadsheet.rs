@@ -340,7 +340,7 @@ fn read_xlsx<'o>(
     })?;
     let extras = ooxml::sheet_paths(bytes)
         .get(&sheet)
-        .map(|path| ooxml::sheet_extras(bytes, path))
+        .map(|path| ooxml::sheet_extras(bytes, path, plan.mapping.email, options.limits.max_rows))
         .unwrap_or_default();
     let mut sink = RowSink::new(options, plan.mapping);
     sink.set_extras(extras);

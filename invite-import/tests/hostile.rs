@@ -564,3 +564,60 @@ fn formatted_empty_cells_are_not_columns() {
         "{error:?}"
     );
 }
+
+/// A sheet with a flood of `mailto:` hyperlinks over wide ranges (400 of 1,000 rows by
+/// ten columns, about 20 KB of XML): each cell of each range was an entry of its own,
+/// four million of them and hundreds of megabytes (10,000 such links: gigabytes). Only
+/// the email column's cells are kept, up to the row limit; the workbook imports as it
+/// would without them, in bounded memory.
+#[test]
+fn a_flood_of_hyperlinks_is_kept_to_the_email_column() {
+    use std::io::Read;
+    let original = fixture("same_1000_xlsxwriter.xlsx");
+    let mut archive = zip::ZipArchive::new(Cursor::new(&original[..])).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let name = entry.name().unwrap().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        if name == "xl/worksheets/sheet1.xml" {
+            let links: String = (0..400)
+                .map(|k| {
+                    let first = k * 1000 + 1;
+                    format!(
+                        "<hyperlink ref=\"A{first}:J{}\" r:id=\"rId9\"/>",
+                        first + 999
+                    )
+                })
+                .collect();
+            let text = String::from_utf8(data).unwrap().replace(
+                "<pageMargins",
+                &format!("<hyperlinks>{links}</hyperlinks><pageMargins"),
+            );
+            data = text.into_bytes();
+        }
+        entries.push((name, data));
+    }
+    entries.push((
+        "xl/worksheets/_rels/sheet1.xml.rels".to_owned(),
+        br#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId9" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink" Target="mailto:x@y.org" TargetMode="External"/></Relationships>"#.to_vec(),
+    ));
+    let entries: Vec<(&str, Vec<u8>)> = entries
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    let flooded = zip_with(&entries);
+    let mut result = None;
+    let info = allocation_counter::measure(|| {
+        result = Some(import(&flooded, FileHint::FileName("a.xlsx"), &options()));
+    });
+    let report = result.unwrap().unwrap();
+    assert_eq!(report.summary.rows, 990);
+    assert!(
+        info.bytes_max < 64 << 20,
+        "{} bytes held for a {} byte workbook",
+        info.bytes_max,
+        flooded.len()
+    );
+}
