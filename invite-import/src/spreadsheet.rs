@@ -246,10 +246,17 @@ fn choose(
         },
         None => sheets.iter().collect(),
     };
+    // Columns given but no sheet: the sheet to read is still the first with a header
+    // (not a leading Instructions sheet), or failing that the first with rows.
+    let given_columns_anywhere = options.mapping.is_some() && options.sheet.is_none();
     let mut seen: Vec<(&String, Head)> = Vec::new();
     for name in candidates {
         let head = head_of(name)?;
         if head.is_empty() {
+            continue;
+        }
+        if given_columns_anywhere && header::detect(&head).is_none() {
+            seen.push((name, head));
             continue;
         }
         if let Some(mut plan) = Plan::for_head(&head, options) {
@@ -262,6 +269,12 @@ fn choose(
             return Ok((name.clone(), plan));
         }
         seen.push((name, head));
+    }
+    if given_columns_anywhere
+        && let Some((name, head)) = seen.first()
+        && let Some(plan) = Plan::for_head(head, options)
+    {
+        return Ok(((*name).clone(), plan));
     }
     if let Some((name, _)) = seen
         .iter()

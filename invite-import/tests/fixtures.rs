@@ -293,3 +293,17 @@ fn problem_rows_export_reimports_to_the_same_problems() {
         ]
     );
 }
+
+#[test]
+fn given_columns_without_a_sheet_read_the_sheet_with_a_header() {
+    // The admin maps "Contractor email" (column C, header in row 3) by hand. The
+    // workbook opens on an Instructions sheet, which has rows but no header: reading
+    // it gave an empty report and no error.
+    let options = options().with_mapping(invite_import::ColumnMapping::new(2).with_header_row(3));
+    let name = "task_sheet_xlsxwriter.xlsx";
+    let report = import(&fixture(name), FileHint::FileName(name), &options).unwrap();
+    assert_eq!(report.sheet.as_deref(), Some("Tasks"));
+    // The same rows as with the columns detected (only the email column is mapped
+    // here, so roles and names are not read).
+    assert_eq!(report.summary.rows, read(name).summary.rows);
+}
