@@ -36,14 +36,12 @@ const BUCKETS: usize = 1 << BUCKET_BITS;
 #[derive(Debug)]
 pub(crate) struct Keyed {
     buckets: Box<[Vec<u64>; BUCKETS]>,
-    len: usize,
 }
 
 impl Default for Keyed {
     fn default() -> Self {
         Self {
             buckets: Box::new(std::array::from_fn(|_| Vec::new())),
-            len: 0,
         }
     }
 }
@@ -54,15 +52,14 @@ impl Keyed {
     pub(crate) fn push(&mut self, hash: u32, index: u32) {
         let [top, ..] = hash.to_be_bytes();
         self.buckets[usize::from(top)].push(u64::from(hash) << 32 | u64::from(index));
-        self.len += 1;
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.buckets.iter().map(Vec::len).sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.buckets.iter().all(Vec::is_empty)
     }
 
     /// Adds `offset` to every row index: entries of a part read on another

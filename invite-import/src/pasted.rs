@@ -3,39 +3,46 @@
 //! "Lee, Bo" <bo@y.org>`). Quotes and angle brackets protect the separators
 //! inside them. Each entry's row number is its position in the list (1-based).
 
+/// The characters of `text` outside quotes and angle brackets, with their offsets:
+/// the only places a separator can be. A line break always is one, and ends any
+/// quote or bracket left open, so one stray `"` or `<` cannot swallow the rest of
+/// the list.
+fn outside(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut in_quotes, mut in_angle) = (false, false);
+    text.char_indices().filter(move |&(_, c)| match c {
+        '"' => {
+            in_quotes = !in_quotes;
+            false
+        }
+        '<' if !in_quotes => {
+            in_angle = true;
+            false
+        }
+        '>' if !in_quotes => {
+            in_angle = false;
+            false
+        }
+        '\n' | '\r' => {
+            (in_quotes, in_angle) = (false, false);
+            true
+        }
+        _ => !in_quotes && !in_angle,
+    })
+}
+
 /// Splits on `,` `;` and line breaks outside quotes and angle brackets.
 ///
 /// A list that separates with `;` (Outlook's `Lee, Bo <bo@y.org>; Lee, Ann
 /// <ann@x.com>`) writes display names with unquoted commas: there, a comma separates
-/// only after an address (`a@x.com, b@x.com; c@x.com` still gives three). A line
-/// break always separates, and ends any quote or angle bracket left open, so one
-/// stray `"` or `<` cannot swallow the rest of the list.
+/// only after an address (`a@x.com, b@x.com; c@x.com` still gives three).
 fn chunks(text: &str) -> Vec<&str> {
-    let semicolons = uses_semicolons(text);
+    let semicolons = outside(text).any(|(_, c)| c == ';');
     let mut out = Vec::new();
     let mut start = 0;
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    for (i, c) in text.char_indices() {
+    for (i, c) in outside(text) {
         let split = match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                false
-            }
-            '<' if !in_quotes => {
-                in_angle = true;
-                false
-            }
-            '>' if !in_quotes => {
-                in_angle = false;
-                false
-            }
-            '\n' | '\r' => {
-                (in_quotes, in_angle) = (false, false);
-                true
-            }
-            ';' => !in_quotes && !in_angle,
-            ',' => !in_quotes && !in_angle && (!semicolons || text[start..i].contains('@')),
+            '\n' | '\r' | ';' => true,
+            ',' => !semicolons || text[start..i].contains('@'),
             _ => false,
         };
         if split {
@@ -47,47 +54,18 @@ fn chunks(text: &str) -> Vec<&str> {
     out
 }
 
-/// Whether `text` has a `;` outside quotes and angle brackets on some line.
-fn uses_semicolons(text: &str) -> bool {
-    let (mut in_quotes, mut in_angle) = (false, false);
-    for c in text.chars() {
-        match c {
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_angle = true,
-            '>' if !in_quotes => in_angle = false,
-            '\n' | '\r' => (in_quotes, in_angle) = (false, false),
-            ';' if !in_quotes && !in_angle => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
 /// Splits on whitespace outside quotes and angle brackets.
 fn words(chunk: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut start: Option<usize> = None;
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    for (i, c) in chunk.char_indices() {
-        let separator = is_space(c) && !in_quotes && !in_angle;
-        match c {
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_angle = true,
-            '>' if !in_quotes => in_angle = false,
-            _ => {}
+    let mut start = 0;
+    for (i, c) in outside(chunk).filter(|&(_, c)| is_space(c)) {
+        if i > start {
+            out.push(&chunk[start..i]);
         }
-        match (separator, start) {
-            (true, Some(s)) => {
-                out.push(&chunk[s..i]);
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
+        start = i + c.len_utf8();
     }
-    if let Some(s) = start {
-        out.push(&chunk[s..]);
+    if start < chunk.len() {
+        out.push(&chunk[start..]);
     }
     out
 }
