@@ -49,6 +49,15 @@ pub struct OutgoingEmail {
     pub text: String,
     /// The HTML body, if any.
     pub html: Option<String>,
+    /// The longest the mailer may take, from its call, to hand the email over or give
+    /// up; `None` for no limit of the caller's (a preview, a host's own send).
+    ///
+    /// The dispatcher sets it so that a send ends well inside its claim's lease: past
+    /// the lease another dispatcher may claim the entry and send the email again. A
+    /// mailer that runs out of it fails transiently, and if it can, without completing
+    /// the message (an SMTP relay discards a message whose connection closes before
+    /// the data's final dot).
+    pub send_within: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for OutgoingEmail {
@@ -60,6 +69,7 @@ impl fmt::Debug for OutgoingEmail {
             .field("kind", &self.kind)
             .field("to", &self.to)
             .field("subject", &self.subject)
+            .field("send_within", &self.send_within)
             .finish_non_exhaustive()
     }
 }

@@ -281,7 +281,10 @@ impl InvitationsBuilder {
     }
 
     /// How long a dispatcher holds a claimed email before another may take it over
-    /// (default: 5 minutes; longer than any send should take).
+    /// (default: 5 minutes; longer than any send should take). A send starts only with
+    /// half of it left, and the mailer is given until a quarter of it is left
+    /// ([`OutgoingEmail::send_within`]): a send that outlasted the lease could be sent
+    /// again by the dispatcher that takes the entry over.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.inner.lease = lease;
@@ -1624,6 +1627,7 @@ impl Invitations {
                     subject: one_line(composed.subject),
                     text: composed.text,
                     html: composed.html,
+                    send_within: Some(self.send_within(claim)),
                 };
                 self.mailer.send(&email).await
             }
@@ -1657,6 +1661,16 @@ impl Invitations {
             return Ok(Delivered::LeaseLost);
         }
         Ok(delivered)
+    }
+
+    /// How long a send may take from now: until a quarter of the lease before it ends,
+    /// which leaves the outcome time to be recorded under the claim. A send still
+    /// running at the lease's end could be the second copy of one that another
+    /// dispatcher, having claimed the entry meanwhile, sends too. `deliver` starts a
+    /// send only with half the lease left, so this is at least a quarter of it.
+    fn send_within(&self, claim: &OutboxClaim) -> std::time::Duration {
+        let left = claim.lease_until - self.lease / 4 - self.clock.now();
+        std::time::Duration::try_from(left).unwrap_or(std::time::Duration::ZERO)
     }
 
     /// Hands a claim back to the outbox unsent, due again at `due`, the attempt its

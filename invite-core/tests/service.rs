@@ -833,6 +833,27 @@ async fn a_send_starts_only_with_half_its_lease_left() {
 }
 
 #[tokio::test]
+async fn a_send_is_given_until_a_quarter_of_its_lease_is_left() {
+    // The mailer must give up while the outcome can still be recorded under the claim.
+    let w = world();
+    w.invite("ann@x.com").await;
+    let claims = w.service.claim_due(10).await.unwrap();
+    let lease = claims[0].lease_until - w.clock.now();
+    w.clock.set(w.clock.now() + Duration::seconds(7));
+    assert_eq!(
+        w.service.deliver(&claims[0]).await.unwrap(),
+        Delivered::Sent
+    );
+    let within = w.mailer.sent()[0]
+        .send_within
+        .expect("a dispatched send is bounded");
+    assert_eq!(
+        within,
+        std::time::Duration::try_from(lease * 3 / 4 - Duration::seconds(7)).unwrap()
+    );
+}
+
+#[tokio::test]
 async fn an_expired_claim_taken_over_meanwhile_is_left_to_its_new_holder() {
     let w = world();
     w.invite("ann@x.com").await;

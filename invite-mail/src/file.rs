@@ -31,7 +31,7 @@ use lettre::message::Mailbox;
 /// #     message_id: format!("<{outbox}@acme.example>"), tenant: TenantId::new("acme")?,
 /// #     invitation: InvitationId::new(now), outbox, kind: MailKind::Invitation,
 /// #     to: EmailAddress::parse("ann@example.com")?, to_name: None,
-/// #     subject: "Hello".into(), text: "Hi".into(), html: Some("<p>Hi</p>".into()),
+/// #     subject: "Hello".into(), text: "Hi".into(), html: Some("<p>Hi</p>".into()), send_within: None,
 /// # };
 /// mailer.send(&email).await?;
 /// let eml = std::fs::read_to_string(mailer.path_of(&email))?;

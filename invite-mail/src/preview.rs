@@ -135,6 +135,7 @@ impl Previewer {
             subject: crate::template::clean_subject(&composed.subject).into_owned(),
             text: composed.text,
             html: composed.html,
+            send_within: None,
         };
         let message = crate::message::to_vec(&email, &self.sender, now)?;
         let raw = String::from_utf8(message)

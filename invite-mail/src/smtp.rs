@@ -465,6 +465,26 @@ fn send_error(error: lettre::transport::smtp::Error) -> MailError {
 #[async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
+        // One limit over the whole send (the wait for a connection slot, NOOP checks,
+        // a new connection's handshake, the transaction), where `timeout` bounds each
+        // step: several slow steps could otherwise outlast the claim's lease. Cut off,
+        // the send's connection is dropped as on a step's timeout (see below).
+        let Some(within) = email.send_within else {
+            return self.send_unbounded(email).await;
+        };
+        tokio::time::timeout(within, self.send_unbounded(email))
+            .await
+            .unwrap_or_else(|_| {
+                Err(MailError::transient(format!(
+                    "gave up sending to {} after {within:?}, the time its claim had left",
+                    self.host
+                )))
+            })
+    }
+}
+
+impl SmtpMailer {
+    async fn send_unbounded(&self, email: &OutgoingEmail) -> Result<(), MailError> {
         let _permit = self
             .sending
             .acquire()
@@ -775,6 +795,7 @@ mod tests {
                 subject: format!("Hello {n}"),
                 text: format!("Grüße {n}\n.starts with a dot\n.\nend\n"),
                 html: Some("<p>\n.</p>\n".to_owned()),
+                send_within: None,
             };
             mailer.send(&email).await.unwrap();
         }
@@ -811,6 +832,7 @@ mod tests {
                 subject: format!("Hello {n}"),
                 text: format!("Message {n}\n"),
                 html: None,
+                send_within: None,
             }
         };
         let age = |by: Duration| {

@@ -137,6 +137,7 @@ fn email() -> OutgoingEmail {
         subject: "Join Acme".into(),
         text: "Accept: https://app.example.com/t/acme/invite/T".into(),
         html: Some("<a href=\"https://app.example.com/t/acme/invite/T\">Accept</a>".into()),
+        send_within: None,
     }
 }
 
@@ -433,6 +434,23 @@ async fn a_call_sent_and_not_answered_in_time_is_retried_and_says_it_may_have_go
             "{err}"
         );
         assert!(err.message().contains("may have taken"), "{err}");
+    }
+    // The time the claim has left bounds the call too, under a longer timeout.
+    let email = OutgoingEmail {
+        send_within: Some(std::time::Duration::from_millis(200)),
+        ..email()
+    };
+    for mailer in [postmark(&base), sendgrid(&base)] {
+        let mailer = mailer.with_timeout(std::time::Duration::from_secs(600));
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), mailer.send(&email))
+            .await
+            .expect("the call ends within the claim's time")
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.message().contains("did not answer within 200ms"),
+            "{err}"
+        );
     }
     silent.abort();
 }

@@ -30,6 +30,10 @@ struct World {
 }
 
 fn world(mailer: SmtpMailer) -> World {
+    world_leased(mailer, Duration::minutes(5))
+}
+
+fn world_leased(mailer: SmtpMailer, lease: Duration) -> World {
     let clock = Arc::new(ManualClock::new(datetime!(2030-11-22 9:00 UTC)));
     let mailer = Arc::new(mailer.with_clock(clock.clone()));
     let templates = Templates::new()
@@ -43,6 +47,7 @@ fn world(mailer: SmtpMailer) -> World {
     )
     .clock(clock.clone())
     .composer(Arc::new(templates))
+    .lease(lease)
     .build();
     World {
         service,
@@ -356,6 +361,7 @@ fn email() -> OutgoingEmail {
         subject: "Hello".into(),
         text: "Hi".into(),
         html: Some("<p>Hi</p>".into()),
+        send_within: None,
     }
 }
 
@@ -454,4 +460,116 @@ async fn dot_lines_long_lines_and_non_ascii_arrive_intact() {
     assert_eq!(decoded[0], ("text/plain".to_owned(), crlf(&text) + "\r\n"));
     assert_eq!(decoded[1], ("text/html".to_owned(), crlf(&html) + "\r\n"));
     assert_eq!(parts(&messages[1])[0].1, "second\r\n\r\n");
+}
+
+/// A relay that hung: it greets, takes the envelope and never answers `DATA`. Yields
+/// what it was sent once the client hangs up.
+async fn hung_relay() -> (u16, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let relay = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write
+            .write_all(b"220 hung.example ESMTP\r\n")
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let reply: &[u8] = match verb.as_str() {
+                "EHLO" => b"250 hung.example\r\n",
+                "MAIL" | "RCPT" => b"250 ok\r\n",
+                _ => continue, // DATA, and anything after it: no answer.
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        seen
+    });
+    (port, relay)
+}
+
+#[tokio::test]
+async fn a_send_gives_up_within_the_time_its_claim_left() {
+    // Each step has a minute; the claim gives the whole send half a second.
+    let (port, relay) = hung_relay().await;
+    let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from())
+        .with_timeout(std::time::Duration::from_secs(60));
+    let email = invite_core::OutgoingEmail {
+        send_within: Some(std::time::Duration::from_millis(500)),
+        ..email()
+    };
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), mailer.send(&email))
+        .await
+        .expect("the send ends within the time its claim left")
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.message().contains("gave up"), "{err}");
+    // The connection was dropped mid-transaction, with no QUIT that could complete a
+    // message: the relay saw the client hang up after DATA.
+    let seen = relay.await.unwrap();
+    assert!(seen.ends_with("DATA\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn waiting_for_a_connection_counts_against_the_claims_time() {
+    let (port, _relay) = hung_relay().await;
+    let mailer = Arc::new(
+        SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from())
+            .with_timeout(std::time::Duration::from_secs(600))
+            .with_max_connections(1),
+    );
+    // The one connection is held by a send with no limit of its own.
+    let holder = tokio::spawn({
+        let mailer = mailer.clone();
+        async move { mailer.send(&email()).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let email = invite_core::OutgoingEmail {
+        send_within: Some(std::time::Duration::from_millis(300)),
+        ..email()
+    };
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), mailer.send(&email))
+        .await
+        .expect("the wait for a connection ends within the claim's time")
+        .unwrap_err();
+    assert!(err.message().contains("gave up"), "{err}");
+    holder.abort();
+}
+
+#[tokio::test]
+async fn a_dispatched_send_to_a_hung_relay_is_retried_under_its_own_claim() {
+    // A two-second lease: the send gets the time until half a second before its end,
+    // and the retry is recorded while the claim is still this dispatcher's (not left to
+    // run out, when another dispatcher could claim the entry and send it again).
+    let (port, relay) = hung_relay().await;
+    let w = world_leased(
+        SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from())
+            .with_timeout(std::time::Duration::from_secs(600)),
+        Duration::seconds(2),
+    );
+    let ids = invite(&w, &["ann@example.com"]).await;
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        dispatcher(&w).run_once(),
+    )
+    .await
+    .expect("the pass ends within the lease")
+    .unwrap();
+    assert_eq!((report.retrying, report.lease_lost), (1, 0), "{report:?}");
+    let entry = &w.service.outbox(&alice(), &acme(), ids[0]).await.unwrap()[0];
+    assert_eq!(
+        (entry.state, entry.attempts, entry.claimed_until),
+        (OutboxState::Queued, 1, None),
+        "{entry:?}"
+    );
+    assert!(
+        entry.last_error.as_deref().unwrap().contains("gave up"),
+        "{entry:?}"
+    );
+    assert!(relay.await.unwrap().ends_with("DATA\n"));
 }

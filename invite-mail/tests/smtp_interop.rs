@@ -315,6 +315,7 @@ async fn dot_lines_long_lines_and_non_ascii_bodies_arrive_exactly() {
             subject: format!("Grüße {i}: welcome to Café Ünal — a subject long enough to fold"),
             text: text.clone(),
             html: Some(html.clone()),
+            send_within: None,
         };
         mailer.send(&email).await.unwrap();
         let message = server.take(1).remove(0);

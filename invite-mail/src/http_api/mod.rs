@@ -206,7 +206,7 @@ impl HttpApiMailer {
     /// error). A call sent and not answered in time may have been taken; it is still
     /// retried, with a new link (a lost invitation is worse than a second one, whose
     /// link is the one that works), and the message says so.
-    fn transport_error(&self, e: reqwest::Error) -> MailError {
+    fn transport_error(&self, e: reqwest::Error, limit: Duration) -> MailError {
         let provider = self.provider;
         let mut causes = String::new();
         let mut source = std::error::Error::source(&e);
@@ -219,9 +219,8 @@ impl HttpApiMailer {
             format!("{provider:?} API unreachable{causes}")
         } else if e.is_timeout() {
             format!(
-                "{provider:?} API did not answer within {:?}; it may have taken the \
-                 message, which is sent again{causes}",
-                self.timeout
+                "{provider:?} API did not answer within {limit:?}; it may have taken the \
+                 message, which is sent again{causes}"
             )
         } else if e.is_builder() {
             // Never the key itself: reqwest's causes say what kind of value failed.
@@ -248,16 +247,20 @@ impl HttpApiMailer {
 impl Mailer for HttpApiMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
         let request = self.request(email);
+        // The whole call, answer included, ends within the time the claim has left.
+        let limit = email
+            .send_within
+            .map_or(self.timeout, |within| within.min(self.timeout));
         let response = self
             .client
             .post(&request.url)
             .header(request.auth_header, request.auth_value.expose_secret())
             .header("Accept", "application/json")
             .json(&request.body)
-            .timeout(self.timeout)
+            .timeout(limit)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e, limit))?;
         let status = response.status().as_u16();
         let body = match response.text().await {
             Ok(body) => body,

@@ -26,6 +26,7 @@ fn email(to_name: Option<&str>, subject: &str, text: &str, html: Option<&str>) -
         subject: subject.to_owned(),
         text: text.to_owned(),
         html: html.map(str::to_owned),
+        send_within: None,
     }
 }
 
