@@ -1032,6 +1032,8 @@ impl Invitations {
                 });
                 self.store.suppress(entry).await?;
             }
+            let repeat = invitation.status == InvitationStatus::DeliveryFailed
+                && invitation.last_error.as_deref() == Some(reason);
             match invitation.mark_failed(reason, self.clock.now()) {
                 Ok(next) => {
                     let report = self
@@ -1060,6 +1062,13 @@ impl Invitations {
                 // `record_bounce`.
                 Err(refused) => {
                     if self.load(tenant, id).await?.version == seen {
+                        // The bounce that failed it, again: providers repeat a webhook
+                        // for hours. Counted once: its entry goes, or a repeat after
+                        // the admin lifted the address for a resend would suppress it
+                        // again, and the resend with it.
+                        if repeat {
+                            self.take_back(mine).await?;
+                        }
                         return Err(refused.into());
                     }
                 }

@@ -499,6 +499,52 @@ async fn a_bounced_address_is_suppressed_until_an_admin_lifts_it() {
 }
 
 #[tokio::test]
+async fn a_repeated_bounce_webhook_does_not_suppress_an_address_lifted_since() {
+    let w = world();
+    let (id, _) = w.invite_and_deliver("ann@x.com").await;
+    let outbox = w.mailer.sent()[0].outbox;
+    let ann = email("ann@x.com");
+    let bounce = || {
+        w.service.record_bounce_of(
+            &w.tenant,
+            id,
+            outbox,
+            BounceCause::Mailbox,
+            "550 5.1.1 user unknown",
+        )
+    };
+    let listed = || {
+        w.service
+            .suppressed(&w.admin, &w.tenant, std::slice::from_ref(&ann))
+    };
+    bounce().await.unwrap();
+    // A repeat before the lift changes nothing.
+    assert!(matches!(bounce().await, Err(Error::Transition(_))));
+    assert_eq!(listed().await.unwrap().len(), 1);
+    // The admin fixed the mailbox; the provider repeats the webhook once more.
+    w.service
+        .lift_suppression(&w.admin, &w.tenant, &ann)
+        .await
+        .unwrap();
+    assert!(matches!(bounce().await, Err(Error::Transition(_))));
+    assert!(listed().await.unwrap().is_empty());
+    w.service.resend(&w.admin, &w.tenant, id).await.unwrap();
+    assert_eq!(w.service.dispatch_due(10).await.unwrap().sent, 1);
+    // Another bounce of the same email, for another cause, still counts.
+    let other = w
+        .service
+        .record_bounce_of(
+            &w.tenant,
+            id,
+            outbox,
+            BounceCause::Mailbox,
+            "550 5.2.1 mailbox disabled",
+        )
+        .await;
+    assert!(matches!(other, Err(Error::Superseded)), "{other:?}");
+}
+
+#[tokio::test]
 async fn a_bounce_not_about_the_mailbox_fails_the_invitation_but_suppresses_nothing() {
     let w = world();
     let (id, token) = w.invite_and_deliver("ann@x.com").await;

@@ -187,6 +187,18 @@ fn ids(tenant: Option<&str>, invitation: Option<&str>) -> Option<(TenantId, Invi
     Some((tenant, invitation))
 }
 
+/// The outbox entry an event names: `Some(None)` when it names none (an email sent
+/// before entries were named), `None` when the value is there but unreadable. Such an
+/// event is ignored like one with unreadable ids: read as naming none, it would take
+/// the path that cannot tell a late bounce from a current one, and fail a resent
+/// invitation.
+fn outbox_of(value: &Value) -> Option<Option<OutboxId>> {
+    match value {
+        Value::Null => Some(None),
+        value => value.as_str()?.parse().ok().map(Some),
+    }
+}
+
 fn parse(body: &[u8]) -> Result<Value, BounceError> {
     serde_json::from_slice(body).map_err(|e| BounceError::Malformed(e.to_string()))
 }
@@ -229,7 +241,9 @@ pub fn parse_postmark(body: &[u8]) -> Result<Option<Bounce>, BounceError> {
     ) else {
         return Ok(None);
     };
-    let outbox = metadata[META_OUTBOX].as_str().and_then(|o| o.parse().ok());
+    let Some(outbox) = outbox_of(&metadata[META_OUTBOX]) else {
+        return Ok(None);
+    };
     let description = value["Description"].as_str().unwrap_or(kind);
     let reason = match value["Details"].as_str().filter(|d| !d.is_empty()) {
         Some(details) => format!("bounced ({kind}): {description} — {details}"),
@@ -273,7 +287,7 @@ pub fn parse_sendgrid(body: &[u8]) -> Result<Vec<Bounce>, BounceError> {
             Some(Bounce {
                 tenant,
                 invitation,
-                outbox: event[META_OUTBOX].as_str().and_then(|o| o.parse().ok()),
+                outbox: outbox_of(&event[META_OUTBOX])?,
                 cause,
                 reason,
             })

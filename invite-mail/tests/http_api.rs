@@ -681,6 +681,23 @@ fn webhooks_that_are_not_permanent_bounces_are_ignored_and_garbage_refused() {
         bounce::parse_postmark(delivery.to_string().as_bytes()).unwrap(),
         None
     );
+    // An outbox entry named but unreadable is not taken for none (the path that
+    // cannot tell a late bounce from a current one).
+    let altered = json!({ "RecordType": "Bounce", "Type": "HardBounce", "Inactive": true,
+        "Metadata": { "invite_tenant": "acme", "invite_invitation": "0190f5a4-3c2e-7c1a-9f00-000000000001",
+            "invite_outbox": "x" } });
+    assert_eq!(
+        bounce::parse_postmark(altered.to_string().as_bytes()).unwrap(),
+        None
+    );
+    let altered = json!([{ "event": "bounce", "type": "bounce", "reason": "550 5.1.1 unknown user",
+        "bounce_classification": "Invalid Address", "email": "ann@example.com",
+        "invite_tenant": "acme", "invite_invitation": "0190f5a4-3c2e-7c1a-9f00-000000000001",
+        "invite_outbox": 7 }]);
+    assert_eq!(
+        bounce::parse_sendgrid(altered.to_string().as_bytes()).unwrap(),
+        []
+    );
     let foreign = json!({ "RecordType": "Bounce", "Type": "HardBounce", "Metadata": {} });
     assert_eq!(
         bounce::parse_postmark(foreign.to_string().as_bytes()).unwrap(),
