@@ -291,10 +291,18 @@ impl InvitationsBuilder {
         self
     }
 
-    /// The domain of generated Message-IDs (default: the accept link's host).
+    /// The domain of generated Message-IDs (default: the accept link's host). A
+    /// Unicode domain is used in its punycode form.
+    ///
+    /// # Panics
+    ///
+    /// If `domain` is neither a domain nor an IP literal in brackets (`[::1]`): a
+    /// Message-ID cannot carry it.
     #[must_use]
     pub fn message_id_domain(mut self, domain: impl Into<String>) -> Self {
-        self.inner.message_id_domain = domain.into();
+        let domain = domain.into();
+        self.inner.message_id_domain = id_domain(&domain)
+            .unwrap_or_else(|| panic!("{domain:?} cannot be a Message-ID's domain"));
         self
     }
 
@@ -304,14 +312,43 @@ impl InvitationsBuilder {
     }
 }
 
+/// The accept link's host, as a Message-ID's right side can hold it.
 fn host_of(template: &LinkTemplate) -> String {
     let rest = template.as_str().split_once("://").map_or("", |(_, r)| r);
-    let host = rest.split(['/', ':', '?']).next().unwrap_or("");
-    if host.is_empty() || host.contains('{') {
-        "invite.localhost".to_owned()
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or("")
     } else {
-        host.to_owned()
+        authority.split(':').next().unwrap_or("")
+    };
+    id_domain(host).unwrap_or_else(|| "invite.localhost".to_owned())
+}
+
+/// `domain` as the right side of a Message-ID (RFC 5322 `id-right`): an ASCII domain,
+/// a Unicode one in its punycode form, or an IP literal in brackets; `None` if it is
+/// none of these. A value the header cannot carry as it is would be written as an
+/// encoded word, which a msg-id may not hold.
+fn id_domain(domain: &str) -> Option<String> {
+    if let Some(literal) = domain.strip_prefix('[') {
+        let inner = literal.strip_suffix(']')?;
+        let ok = !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return ok.then(|| domain.to_owned());
     }
+    let ascii = idna::domain_to_ascii(domain).ok()?;
+    let ok = !ascii.is_empty()
+        && ascii.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    ok.then_some(ascii)
 }
 
 impl Invitations {
@@ -421,8 +458,11 @@ impl Invitations {
     ///
     /// Each input gets an [`InviteOutcome`]: duplicates within the call (case-folded),
     /// addresses with an open invitation, members of the tenant, unknown roles and
-    /// names or messages no store could take are reported and not invited. With [`Delivery::SendNow`] every created invitation's
-    /// email is queued in the same transaction.
+    /// names or messages no store could take are reported and not invited. With
+    /// [`Delivery::SendNow`] every created invitation's email is queued in the same
+    /// transaction, and the actor needs [`AdminAction::Send`] as well as
+    /// [`AdminAction::Invite`]: one allowed to prepare invitations for review only
+    /// must not get them sent by asking for it.
     pub async fn invite_many(
         &self,
         actor: &ActorId,
@@ -432,6 +472,9 @@ impl Invitations {
         batch: Option<BatchId>,
     ) -> Result<InviteReport, Error> {
         self.authorize(actor, tenant, AdminAction::Invite).await?;
+        if delivery == Delivery::SendNow {
+            self.authorize(actor, tenant, AdminAction::Send).await?;
+        }
         let roles = self.policy.roles(tenant).await.map_err(Error::Policy)?;
         let expiry = self.policy.expiry(tenant).await.map_err(Error::Policy)?;
         let now = self.clock.now();
@@ -1977,6 +2020,40 @@ mod deliver_tests {
             one_line("Join\r\nBcc: eve@evil.example\nx\ry".to_owned()),
             "Join  Bcc: eve@evil.example x y"
         );
+    }
+
+    #[test]
+    fn message_id_domains_are_what_a_msg_id_can_hold() {
+        let host = |t: &str| host_of(&LinkTemplate::new(t).unwrap());
+        assert_eq!(
+            host("https://App.Example.com/invite/{token}"),
+            "app.example.com"
+        );
+        assert_eq!(
+            host("https://bücher.example/i/{token}"),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(host("http://[::1]:3000/invite/{token}"), "[::1]");
+        assert_eq!(host("http://127.0.0.1:8080/i/{token}"), "127.0.0.1");
+        assert_eq!(
+            host("https://{tenant}.app.example/i/{token}"),
+            "invite.localhost"
+        );
+        assert_eq!(id_domain("a b.example"), None);
+        assert_eq!(id_domain("[fe80::1%eth0]"), None);
+        assert_eq!(id_domain("x..example"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot be a Message-ID's domain")]
+    fn a_message_id_domain_that_no_header_can_carry_is_refused() {
+        let _ = Invitations::builder(
+            Arc::new(crate::MemoryStore::new()),
+            Arc::new(crate::RecordingMailer::ok()),
+            Arc::new(crate::StaticPolicy::new([])),
+            Links::under("https://app.example.com").unwrap(),
+        )
+        .message_id_domain("acme mail");
     }
 
     #[test]

@@ -1041,6 +1041,93 @@ async fn reopening_an_invitation_whose_address_was_invited_again_names_the_open_
     w.service.resend(&w.admin, &w.tenant, old).await.unwrap();
 }
 
+/// Lets `preparer` invite (for review) but not send; everyone else as `inner`.
+#[derive(Debug)]
+struct NoSending {
+    inner: StaticPolicy,
+    preparer: ActorId,
+}
+
+#[async_trait::async_trait]
+impl Policy for NoSending {
+    async fn authorize(
+        &self,
+        actor: &ActorId,
+        tenant: &TenantId,
+        action: AdminAction,
+    ) -> Result<bool, BoxError> {
+        if *actor == self.preparer {
+            return Ok(action == AdminAction::Invite);
+        }
+        self.inner.authorize(actor, tenant, action).await
+    }
+    async fn roles(&self, tenant: &TenantId) -> Result<Vec<Role>, BoxError> {
+        self.inner.roles(tenant).await
+    }
+    async fn existing_members(
+        &self,
+        tenant: &TenantId,
+        emails: &[EmailAddress],
+    ) -> Result<std::collections::HashSet<String>, BoxError> {
+        self.inner.existing_members(tenant, emails).await
+    }
+    async fn expiry(&self, tenant: &TenantId) -> Result<ExpiryPolicy, BoxError> {
+        self.inner.expiry(tenant).await
+    }
+}
+
+#[tokio::test]
+async fn inviting_with_send_now_needs_the_send_permission_too() {
+    let w = world();
+    let bob = ActorId::new("bob").unwrap();
+    let service = Invitations::builder(
+        w.service.store().clone(),
+        w.mailer.clone(),
+        Arc::new(NoSending {
+            inner: StaticPolicy::new([w.role.clone()])
+                .with_admin(w.tenant.clone(), w.admin.clone()),
+            preparer: bob.clone(),
+        }),
+        Links::under("https://app.example.com").unwrap(),
+    )
+    .clock(w.clock.clone())
+    .build();
+    let sent_now = service
+        .invite(
+            &bob,
+            &w.tenant,
+            w.new_invite("ann@x.com"),
+            Delivery::SendNow,
+        )
+        .await;
+    assert!(
+        matches!(
+            sent_now,
+            Err(Error::Forbidden {
+                action: AdminAction::Send,
+                ..
+            })
+        ),
+        "{sent_now:?}"
+    );
+    let InviteOutcome::Created(id) = service
+        .invite(
+            &bob,
+            &w.tenant,
+            w.new_invite("ann@x.com"),
+            Delivery::KeepUnsent,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("created for review")
+    };
+    assert_eq!(service.dispatch_due(10).await.unwrap().sent, 0);
+    // Reviewed, an admin who may send sends it.
+    service.send(&w.admin, &w.tenant, &[id]).await.unwrap();
+    assert_eq!(service.dispatch_due(10).await.unwrap().sent, 1);
+}
+
 #[tokio::test]
 async fn only_authorized_actors_act_and_tenants_are_isolated() {
     let w = world();
