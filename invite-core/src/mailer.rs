@@ -215,7 +215,7 @@ impl Composer for PlainComposer {
         text.push_str(&format!(
             "\nAccept the invitation: {}\n\nThis link works once and expires on {} UTC.\n",
             m.link.expose_secret(),
-            m.expires_at.date()
+            m.expires_at.to_offset(time::UtcOffset::UTC).date()
         ));
         Ok(ComposedEmail {
             subject,
@@ -292,5 +292,42 @@ impl Mailer for RecordingMailer {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActorId, NewInvitation, Role};
+    use time::macros::datetime;
+
+    #[test]
+    fn the_plain_email_gives_the_expiry_date_in_utc() {
+        let invitation = Invitation::create(
+            TenantId::new("acme").unwrap(),
+            NewInvitation::new(
+                EmailAddress::parse("ann@example.com").unwrap(),
+                Role::new("contractor").unwrap(),
+            ),
+            time::Duration::days(7),
+            ActorId::new("alice").unwrap(),
+            None,
+            datetime!(2030-01-01 20:00 -5),
+        );
+        let link = SecretString::from("https://app.example.com/i/T");
+        let composed = PlainComposer
+            .compose(&MessageContext {
+                invitation: &invitation,
+                kind: MailKind::Invitation,
+                link: &link,
+                // 01:00 UTC the next day.
+                expires_at: datetime!(2030-01-08 20:00 -5),
+            })
+            .unwrap();
+        assert!(
+            composed.text.contains("expires on 2030-01-09 UTC"),
+            "{}",
+            composed.text
+        );
     }
 }
