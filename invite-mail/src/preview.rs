@@ -14,7 +14,11 @@ use secrecy::SecretString;
 /// Stands in for the token in previewed links. `.` is outside the token alphabet, so
 /// [`LinkToken::parse`](invite_core::LinkToken::parse) refuses it and the link answers
 /// "invalid or expired" if anyone follows it.
-pub const PLACEHOLDER_TOKEN: &str = "preview.link.cannot.be.accepted";
+pub const PLACEHOLDER_TOKEN: &str = "preview.link.for.display.cannot.be.accepted";
+
+// As long as a real token, so the link wraps and encodes as the sent one does; its
+// dots are outside the token alphabet, so it can never be accepted.
+const _: () = assert!(PLACEHOLDER_TOKEN.len() == invite_core::TOKEN_LEN);
 
 /// One previewed email: what the recipient would get, byte for byte, except the link.
 #[derive(Clone)]
@@ -108,12 +112,14 @@ impl Previewer {
         self
     }
 
-    /// The message `invitation` would get as `kind` if it were sent now: a pending
-    /// invitation keeps its expiry, any other shows the expiry a send now would give.
+    /// The message `invitation` would get as `kind` if it were sent now: the
+    /// invitation email of a pending invitation keeps its expiry; a reminder (sent by
+    /// a resend, which issues a new link) and any other shows the expiry a send now
+    /// would give.
     pub fn preview(&self, invitation: &Invitation, kind: MailKind) -> Result<Preview, MailError> {
         let now = self.clock.now();
-        let expires_at = match (invitation.status_at(now), invitation.expires_at) {
-            (InvitationStatus::Pending, Some(at)) => at,
+        let expires_at = match (kind, invitation.status_at(now), invitation.expires_at) {
+            (MailKind::Invitation, InvitationStatus::Pending, Some(at)) => at,
             _ => now + invitation.ttl,
         };
         let link = SecretString::from(placeholder_link(&self.accept, invitation));
@@ -125,7 +131,8 @@ impl Previewer {
         })?;
         let outbox = OutboxId::new(now);
         let email = OutgoingEmail {
-            message_id: format!("<{outbox}@{}>", self.message_id_domain),
+            // The shape of a first attempt's.
+            message_id: format!("<{outbox}.1@{}>", self.message_id_domain),
             tenant: invitation.tenant.clone(),
             invitation: invitation.id,
             outbox,
@@ -205,7 +212,7 @@ mod tests {
             &links,
             "Acme <no-reply@acme.example>".parse().unwrap(),
         )
-        .with_clock(clock)
+        .with_clock(clock.clone())
         .with_message_id_domain("app.example.com");
         let invitation = invite_core::Invitation::create(
             TenantId::new("acme corp").unwrap(),
@@ -235,7 +242,7 @@ mod tests {
         );
         let id = preview.header("Message-ID").unwrap();
         assert!(
-            id.starts_with('<') && id.ends_with("@app.example.com>"),
+            id.starts_with('<') && id.ends_with(".1@app.example.com>"),
             "{id}"
         );
         assert!(
@@ -245,7 +252,7 @@ mod tests {
                 .starts_with("multipart/alternative")
         );
         assert!(preview.header("List-Unsubscribe").is_none());
-        let link = "https://app.example.com/t/acme%20corp/invite/preview.link.cannot.be.accepted";
+        let link = "https://app.example.com/t/acme%20corp/invite/preview.link.for.display.cannot.be.accepted";
         assert!(preview.email.text.contains(link), "{}", preview.email.text);
         assert!(
             preview
@@ -255,6 +262,22 @@ mod tests {
         );
         assert!(preview.raw.contains("text/plain") && preview.raw.contains("text/html"));
         assert!(LinkToken::parse(PLACEHOLDER_TOKEN).is_err());
+
+        // Five days on, the pending invitation's own email keeps its expiry; a reminder
+        // comes with a new link, and a new expiry.
+        clock.set(now + Duration::days(5));
+        let (sent, _) = invitation.send(now).unwrap();
+        let text = |kind| previewer.preview(&sent, kind).unwrap().email.text;
+        assert!(
+            text(MailKind::Invitation).contains("on 29 November 2030 at 09:00 UTC"),
+            "{}",
+            text(MailKind::Invitation)
+        );
+        assert!(
+            text(MailKind::Reminder).contains("in 7 days, on 4 December 2030 at 09:00 UTC"),
+            "{}",
+            text(MailKind::Reminder)
+        );
     }
 
     #[test]
