@@ -92,12 +92,74 @@ impl Mailer for FileMailer {
             .await
             .map_err(|e| io("cannot create the mail folder", e))?;
         let path = self.path_of(email);
-        let temporary = self.dir.join(format!(".{}.eml.tmp", email.outbox));
-        tokio::fs::write(&temporary, message)
-            .await
-            .map_err(|e| io("cannot write the message", e))?;
-        tokio::fs::rename(&temporary, &path)
-            .await
-            .map_err(|e| io("cannot move the message in place", e))
+        let temporary = self.dir.join(temporary_name(email));
+        let written = match tokio::fs::write(&temporary, message).await {
+            Ok(()) => tokio::fs::rename(&temporary, &path)
+                .await
+                .map_err(|e| io("cannot move the message in place", e)),
+            Err(e) => Err(io("cannot write the message", e)),
+        };
+        if written.is_err() {
+            // Nothing half-written is left behind (it may not exist: ignored).
+            let _ = tokio::fs::remove_file(&temporary).await;
+        }
+        written
+    }
+}
+
+/// A temporary name no other write uses: two sends of one entry (a takeover after a
+/// lease ran out, two processes sharing the folder) must not write into one file,
+/// where one's rename could put the other's half-written message in place.
+fn temporary_name(email: &OutgoingEmail) -> String {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{}.{}-{write}.eml.tmp", email.outbox, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use invite_core::{EmailAddress, InvitationId, MailKind, OutboxId, TenantId};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_of_one_entry_at_once_each_write_whole_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Arc::new(FileMailer::new(
+            dir.path(),
+            "Acme <no-reply@acme.example>".parse().unwrap(),
+        ));
+        let now = time::macros::datetime!(2030-01-01 0:00 UTC);
+        let outbox = OutboxId::new(now);
+        let email = OutgoingEmail {
+            message_id: format!("<{outbox}.1@acme.example>"),
+            tenant: TenantId::new("acme").unwrap(),
+            invitation: InvitationId::new(now),
+            outbox,
+            kind: MailKind::Invitation,
+            to: EmailAddress::parse("ann@example.com").unwrap(),
+            to_name: None,
+            subject: "Hello".into(),
+            // Large enough that writes overlap.
+            text: "Hi\n".repeat(200_000),
+            html: None,
+            send_within: None,
+        };
+        let sends: Vec<_> = (0..16)
+            .map(|_| {
+                let (mailer, email) = (mailer.clone(), email.clone());
+                tokio::spawn(async move { mailer.send(&email).await })
+            })
+            .collect();
+        for send in sends {
+            send.await.unwrap().unwrap();
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [format!("{outbox}.eml")]);
+        let written = std::fs::read(mailer.path_of(&email)).unwrap();
+        let whole = crate::message::to_vec(&email, &mailer.sender, mailer.clock.now()).unwrap();
+        assert_eq!(written.len(), whole.len());
     }
 }
