@@ -312,6 +312,17 @@ impl<'de> serde::Deserialize<'de> for EmailAddress {
     }
 }
 
+/// Deserializes an address typed by someone (a request body, an import) under
+/// [`EmailRules::DEFAULT`], where the `Deserialize` impl admits anything a store may
+/// hold: an input that reads as `ann@[10.0.0.5]` or `ann@localhost` must not slip past
+/// the rules a typed one meets.
+pub(crate) fn deserialize_typed<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<EmailAddress, D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    EmailAddress::parse_with(&text, &EmailRules::DEFAULT).map_err(serde::de::Error::custom)
+}
+
 /// Which optional forms [`EmailAddress::parse_with`] accepts.
 ///
 /// [`Default`] matches Python `email-validator`'s defaults; [`permissive`]

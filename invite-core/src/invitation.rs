@@ -92,7 +92,10 @@ pub struct Names {
 /// Who to invite and how: the input of a create, before any state exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewInvitation {
-    /// The invitee's address.
+    /// The invitee's address. Deserialized under [`EmailRules::DEFAULT`](crate::EmailRules::DEFAULT)
+    /// (this is what a person typed); a host with other rules parses it with
+    /// [`EmailAddress::parse_with`] itself.
+    #[serde(deserialize_with = "crate::email::deserialize_typed")]
     pub email: EmailAddress,
     /// The role they will get.
     pub role: Role,

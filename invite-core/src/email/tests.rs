@@ -1709,3 +1709,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_new_invitation_read_from_json_meets_the_default_rules() {
+    let read = |email: &str| {
+        serde_json::from_value::<crate::NewInvitation>(serde_json::json!({
+            "email": email, "role": "member"
+        }))
+    };
+    for refused in ["ann@[10.0.0.5]", "ann@localhost", "\"x y\"@corp.test"] {
+        assert!(read(refused).is_err(), "{refused}");
+        // A stored address loads whatever rules admitted it.
+        assert!(serde_json::from_value::<EmailAddress>(serde_json::json!(refused)).is_ok());
+    }
+    assert_eq!(read("Ann@Example.COM").unwrap().email.as_str(), "Ann@example.com");
+}
