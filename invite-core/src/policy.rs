@@ -43,7 +43,10 @@ pub trait Policy: Debug + Send + Sync + 'static {
         action: AdminAction,
     ) -> Result<bool, BoxError>;
 
-    /// The roles invitations in `tenant` may carry.
+    /// The roles invitations in `tenant` may carry and group links may grant. A role
+    /// removed here stops its group links at once (they answer as invalid until it is
+    /// offered again); an invitation already sent keeps its role, which the host's
+    /// accept handler grants, and may refuse there.
     async fn roles(&self, tenant: &TenantId) -> Result<Vec<Role>, BoxError>;
 
     /// Which of `emails` already belong to members of `tenant`, as their

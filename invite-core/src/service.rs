@@ -1497,12 +1497,23 @@ impl Invitations {
                 .refuse(tenant, None, None, "malformed group token")
                 .await);
         };
-        match self.store.find_group_link(tenant, &token.hash()).await {
-            Ok(link) => Ok(link),
-            Err(StoreError::NotFound) => Err(self
-                .refuse(tenant, None, None, "unknown or refreshed group token")
+        let link = match self.store.find_group_link(tenant, &token.hash()).await {
+            Ok(link) => link,
+            Err(StoreError::NotFound) => {
+                return Err(self
+                    .refuse(tenant, None, None, "unknown or refreshed group token")
+                    .await);
+            }
+            Err(e) => return Err(LinkError::Unavailable(e)),
+        };
+        // The link grants its role to whoever joins: a role the host no longer offers
+        // (the policy is asked per call) is granted by none of its links.
+        match self.policy.roles(tenant).await {
+            Ok(roles) if roles.contains(&link.role) => Ok(link),
+            Ok(_) => Err(self
+                .refuse(tenant, None, Some(link.role), "role no longer offered")
                 .await),
-            Err(e) => Err(LinkError::Unavailable(e)),
+            Err(e) => Err(LinkError::Unavailable(StoreError::backend(e))),
         }
     }
 

@@ -1268,6 +1268,88 @@ mod group_links {
         link.token.expose_secret().to_owned()
     }
 
+    /// The roles of `inner`, less those the host has since removed.
+    #[derive(Debug)]
+    struct RemovableRoles {
+        inner: StaticPolicy,
+        removed: std::sync::Mutex<Vec<Role>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Policy for RemovableRoles {
+        async fn authorize(
+            &self,
+            actor: &ActorId,
+            tenant: &TenantId,
+            action: AdminAction,
+        ) -> Result<bool, BoxError> {
+            self.inner.authorize(actor, tenant, action).await
+        }
+        async fn roles(&self, tenant: &TenantId) -> Result<Vec<Role>, BoxError> {
+            let removed = self.removed.lock().unwrap().clone();
+            let mut roles = self.inner.roles(tenant).await?;
+            roles.retain(|r| !removed.contains(r));
+            Ok(roles)
+        }
+        async fn existing_members(
+            &self,
+            tenant: &TenantId,
+            emails: &[EmailAddress],
+        ) -> Result<std::collections::HashSet<String>, BoxError> {
+            self.inner.existing_members(tenant, emails).await
+        }
+        async fn expiry(&self, tenant: &TenantId) -> Result<ExpiryPolicy, BoxError> {
+            self.inner.expiry(tenant).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_role_the_host_no_longer_offers_is_granted_by_none_of_its_links() {
+        let w = world();
+        let policy = Arc::new(RemovableRoles {
+            inner: StaticPolicy::new([w.role.clone()])
+                .with_admin(w.tenant.clone(), w.admin.clone()),
+            removed: std::sync::Mutex::new(Vec::new()),
+        });
+        let service = Invitations::builder(
+            w.service.store().clone(),
+            w.mailer.clone(),
+            policy.clone(),
+            Links::under("https://app.example.com").unwrap(),
+        )
+        .clock(w.clock.clone())
+        .build();
+        let issued = service
+            .create_group_link(
+                &w.admin,
+                &w.tenant,
+                w.role.clone(),
+                GroupLinkSettings::default(),
+            )
+            .await
+            .unwrap();
+        let t = token(&issued);
+        let ann = email("ann@acme.com");
+        service.open_group_link(&w.tenant, &t).await.unwrap();
+        policy.removed.lock().unwrap().push(w.role.clone());
+        assert!(matches!(
+            service.open_group_link(&w.tenant, &t).await,
+            Err(LinkError::InvalidOrExpired)
+        ));
+        assert!(matches!(
+            service
+                .join_group_link(&w.tenant, &t, &w.user("ann"), &ann)
+                .await,
+            Err(LinkError::InvalidOrExpired)
+        ));
+        // Offered again, the link works again.
+        policy.removed.lock().unwrap().clear();
+        service
+            .join_group_link(&w.tenant, &t, &w.user("ann"), &ann)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn join_refresh_disable_and_limits() {
         let w = world();

@@ -1722,5 +1722,8 @@ fn a_new_invitation_read_from_json_meets_the_default_rules() {
         // A stored address loads whatever rules admitted it.
         assert!(serde_json::from_value::<EmailAddress>(serde_json::json!(refused)).is_ok());
     }
-    assert_eq!(read("Ann@Example.COM").unwrap().email.as_str(), "Ann@example.com");
+    assert_eq!(
+        read("Ann@Example.COM").unwrap().email.as_str(),
+        "Ann@example.com"
+    );
 }
