@@ -5047,6 +5047,8 @@ pub async fn unsuppress_if_same_lifts_only_that_entry(store: &dyn Store) {
     must(store.suppress(&stored).await, "suppress");
     for other in [
         suppression(&t, "ann@example.com", "550 mailbox disabled", T0),
+        // A collation that pads with spaces must not make these equal.
+        suppression(&t, "ann@example.com", "550 user unknown ", T0),
         suppression(&t, "ann@example.com", "550 user unknown", T0 + us(1)),
         suppression(&t, "bo@example.com", "550 user unknown", T0),
         Suppression {
