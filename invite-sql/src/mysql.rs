@@ -464,7 +464,15 @@ impl MySqlStore {
         now: i64,
         limit: u32,
     ) -> Result<Vec<Invitation>, Failure> {
-        let mut tx = self.pool.begin().await?;
+        // READ COMMITTED, as in `try_spread_chunk`: under REPEATABLE READ the locking
+        // read, a range on `expires_at` in `id` order, keeps next-key locks on every row
+        // it scans (a tenant's live pending invitations too) until the commit, and holds
+        // the tenant's accepts, resends and creates back meanwhile. Here it keeps only
+        // the rows it returns, and the update checks them again.
+        let mut tx = self
+            .pool
+            .begin_with("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION")
+            .await?;
         let due: Vec<Vec<u8>> = sqlx::query_scalar(self.sql(
             "SELECT id FROM invite_invitations \
              WHERE tenant = ? AND status = 'pending' AND expires_at <= ? \
@@ -493,7 +501,8 @@ impl MySqlStore {
             for id in chunk {
                 list.push_bind(id_bytes(id));
             }
-            q.push(")");
+            q.push(") AND status = 'pending' AND expires_at <= ")
+                .push_bind(now);
             q.build().execute(&mut *tx).await?;
         }
         self.cancel_queued(&mut tx, tenant, &ids).await?;
