@@ -227,11 +227,10 @@ pub(crate) fn sheet_extras(
     email_column: u32,
     max_rows: u64,
 ) -> SheetExtras {
-    let mut extras = SheetExtras::default();
     let Ok(mut archive) = ZipArchive::new(Cursor::new(bytes)) else {
-        return extras;
+        return SheetExtras::default();
     };
-    let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut found = Found::new(email_column, max_rows);
     let mut fast = true;
     if let Ok(entry) = archive.by_name(sheet_path) {
         let mut unnumbered = false;
@@ -239,20 +238,17 @@ pub(crate) fn sheet_extras(
             b"row" => {
                 if matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
                     match attr(tag, b"r").and_then(|r| std::str::from_utf8(r).ok()?.parse().ok()) {
-                        Some(row) => {
-                            extras.hidden_rows.insert(row);
-                        }
+                        Some(row) => found.hidden(row),
                         None => unnumbered = true,
                     }
                 }
             }
-            _ => on_extra_tag(name, tag, &mut extras, &mut links),
+            _ => found.tag(name, tag),
         });
         fast = !unnumbered && complete.unwrap_or(true);
     }
     if !fast {
-        extras = SheetExtras::default();
-        links.clear();
+        found = Found::new(email_column, max_rows);
         if let Ok(entry) = archive.by_name(sheet_path) {
             let mut row: u64 = 0;
             let _ = scan_tags_read(
@@ -264,14 +260,17 @@ pub(crate) fn sheet_extras(
                             .and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
                             .unwrap_or(row + 1);
                         if matches!(attr(tag, b"hidden"), Some(b"1" | b"true")) {
-                            extras.hidden_rows.insert(row);
+                            found.hidden(row);
                         }
                     }
-                    _ => on_extra_tag(name, tag, &mut extras, &mut links),
+                    _ => found.tag(name, tag),
                 },
             );
         }
     }
+    let Found {
+        mut extras, links, ..
+    } = found;
     if links.is_empty() {
         return extras;
     }
@@ -287,21 +286,17 @@ pub(crate) fn sheet_extras(
         }
     });
     let mut writes = max_rows.saturating_mul(4);
-    for (range, id) in links {
-        let (Some(target), Some(merge)) = (targets.get(&id), parse_range(&range)) else {
+    for (merge, id) in links {
+        let Some(target) = targets.get(&id) else {
             continue;
         };
         let (address, _) = crate::validate::extract_address(target);
         if !target.to_ascii_lowercase().starts_with("mailto:") {
             continue;
         }
-        // Only the email column's cells are ever looked up, and a sheet has at most
-        // `max_rows` rows to import: a flood of hyperlinks over wide ranges (10,000
-        // of `A1:J1000` in 400 KB of XML) would otherwise be 10^8 entries, and
-        // overlapping ones as many writes.
-        if !(merge.first_col..=merge.last_col).contains(&email_column) {
-            continue;
-        }
+        // A sheet has at most `max_rows` rows to import: a flood of hyperlinks over
+        // long ranges (10,000 of `A1:A1000` in 400 KB of XML) would otherwise be 10^7
+        // entries, and overlapping ones as many writes.
         for r in merge.first_row..=merge.last_row {
             if writes == 0 {
                 return extras;
@@ -412,18 +407,58 @@ fn unescape(raw: &[u8]) -> String {
 }
 
 /// A `mergeCell` or `hyperlink` start tag.
-fn on_extra_tag(
-    name: &[u8],
-    tag: &[u8],
-    extras: &mut SheetExtras,
-    links: &mut Vec<(Vec<u8>, Vec<u8>)>,
-) {
-    if name == b"mergeCell" {
-        if let Some(merge) = attr(tag, b"ref").and_then(parse_range) {
-            extras.merges.push(merge);
+/// What a sheet's pass keeps, each kind up to a bound that follows the row limit:
+/// 256 MiB of XML, within the archive limits, declares millions of hidden rows,
+/// merged regions or hyperlinks, which held kept whole would cost gigabytes. A
+/// sheet that could be imported has at most `max_rows` data rows, so the bounds
+/// leave every real sheet whole; past one, a flood only loses its own notes.
+struct Found {
+    extras: SheetExtras,
+    /// Hyperlinks over the email column: their cells and relationship ids.
+    links: Vec<(Merge, Vec<u8>)>,
+    email_column: u32,
+    cap: usize,
+}
+
+impl Found {
+    /// Rows a sheet may have above or among its data beyond `max_rows` (titles, the
+    /// header, blank rows at the top).
+    const SLACK: usize = 1024;
+
+    fn new(email_column: u32, max_rows: u64) -> Self {
+        Self {
+            extras: SheetExtras::default(),
+            links: Vec::new(),
+            email_column,
+            cap: usize::try_from(max_rows)
+                .unwrap_or(usize::MAX)
+                .saturating_add(Self::SLACK),
         }
-    } else if let (Some(range), Some(id)) = (attr(tag, b"ref"), attr(tag, b"id")) {
-        links.push((range.to_vec(), id.to_vec()));
+    }
+
+    fn hidden(&mut self, row: u64) {
+        if self.extras.hidden_rows.len() < self.cap {
+            self.extras.hidden_rows.insert(row);
+        }
+    }
+
+    /// A `mergeCell` or `hyperlink` start tag.
+    fn tag(&mut self, name: &[u8], tag: &[u8]) {
+        if name == b"mergeCell" {
+            // Regions are kept in any column (a role or name column may lend its value
+            // down), several per data row at most in a real sheet.
+            if self.extras.merges.len() < self.cap.saturating_mul(4)
+                && let Some(merge) = attr(tag, b"ref").and_then(parse_range)
+            {
+                self.extras.merges.push(merge);
+            }
+        } else if self.links.len() < self.cap
+            && let (Some(merge), Some(id)) = (attr(tag, b"ref").and_then(parse_range), attr(tag, b"id"))
+            // Only the email column's cells are ever looked up.
+            && (merge.first_col..=merge.last_col).contains(&self.email_column)
+        {
+            self.links.push((merge, id.to_vec()));
+        }
     }
 }
 
