@@ -307,17 +307,32 @@ fn detect_in(row: u64, cells: &[String]) -> Option<(Detected, bool)> {
 /// Whether column A of the first rows holds addresses (at least half of its
 /// non-empty cells contain `@`).
 pub(crate) fn column_a_holds_addresses(rows: &[(u64, Vec<String>)]) -> bool {
+    column_a_addresses(rows) > 0
+}
+
+/// How strongly column A of the first rows reads as a list of addresses: 0 unless at
+/// least half of its non-empty cells contain `@`, else one more than the number of
+/// cells that are addresses. Of several sheets without a header, the list is read,
+/// not an Instructions sheet whose one line of text shows an example address.
+pub(crate) fn column_a_addresses(rows: &[(u64, Vec<String>)]) -> usize {
     let mut filled = 0;
+    let mut with_at = 0;
     let mut addresses = 0;
     for (_, cells) in rows.iter().take(HEADER_SEARCH_ROWS) {
         if let Some(a) = cells.first().filter(|a| !a.trim().is_empty()) {
             filled += 1;
             if a.contains('@') {
-                addresses += 1;
+                with_at += 1;
+                let (address, _) = crate::validate::extract_address(a.trim());
+                addresses += usize::from(invite_core::EmailAddress::parse(address).is_ok());
             }
         }
     }
-    addresses > 0 && addresses * 2 >= filled
+    if with_at > 0 && with_at * 2 >= filled {
+        addresses + 1
+    } else {
+        0
+    }
 }
 
 /// `row 1: "Name", "Phone"` for the error message.
@@ -482,5 +497,13 @@ mod tests {
             &["c@d.e"]
         ])));
         assert!(!column_a_holds_addresses(&rows(&[])));
+    }
+
+    #[test]
+    fn a_list_of_addresses_outranks_a_line_that_shows_one() {
+        let instructions = rows(&[&["Type one address per row in column A, e.g. ann@example.com"]]);
+        let list = rows(&[&["ann@x.com"], &["Bo Lee <bo@y.org>"], &["nope@"]]);
+        assert_eq!(column_a_addresses(&instructions), 1);
+        assert_eq!(column_a_addresses(&list), 3);
     }
 }

@@ -228,7 +228,7 @@ fn stream_range(
 }
 
 /// The sheet to read and how: the first sheet with an email header (or the one
-/// asked for), else the first whose column A holds addresses.
+/// asked for), else the one whose column A holds the most addresses.
 fn choose(
     sheets: &[String],
     options: &ImportOptions,
@@ -276,11 +276,14 @@ fn choose(
     {
         return Ok(((*name).clone(), plan));
     }
-    if let Some((name, _)) = seen
+    // The sheet whose column A reads most like a list (the first of equals).
+    let listed = seen
         .iter()
-        .find(|(_, head)| header::column_a_holds_addresses(head))
-    {
-        return Ok(((*name).clone(), Plan::column_a()));
+        .map(|(name, head)| (header::column_a_addresses(head), *name))
+        .filter(|(score, _)| *score > 0)
+        .reduce(|best, next| if next.0 > best.0 { next } else { best });
+    if let Some((_, name)) = listed {
+        return Ok((name.clone(), Plan::column_a()));
     }
     match seen.first() {
         None => Err(ImportError::EmptyWorkbook {

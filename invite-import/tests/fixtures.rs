@@ -307,3 +307,28 @@ fn given_columns_without_a_sheet_read_the_sheet_with_a_header() {
     // here, so roles and names are not read).
     assert_eq!(report.summary.rows, read(name).summary.rows);
 }
+
+#[test]
+fn without_any_header_the_list_is_read_not_the_line_that_shows_an_address() {
+    // An Instructions sheet first, whose one line shows an example address, then the
+    // list itself, headerless. Both pass the "column A has @" test; the list has
+    // the addresses.
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let instructions = workbook.add_worksheet().set_name("Instructions").unwrap();
+    instructions
+        .write_string(
+            0,
+            0,
+            "Type one address per row on the next sheet, e.g. ann@example.com",
+        )
+        .unwrap();
+    let list = workbook.add_worksheet().set_name("List").unwrap();
+    for (row, address) in (0u32..).zip(["ann@x.com", "bo@y.org", "Cy Lee <cy@z.net>"]) {
+        list.write_string(row, 0, address).unwrap();
+    }
+    let bytes = workbook.save_to_buffer().unwrap();
+    let report = import(&bytes, FileHint::FileName("list.xlsx"), &options()).unwrap();
+    assert_eq!(report.sheet.as_deref(), Some("List"));
+    assert_eq!(report.mapping_source, MappingSource::ColumnA);
+    assert_eq!((report.summary.rows, report.summary.valid), (3, 3));
+}
