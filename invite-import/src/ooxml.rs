@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
+use std::sync::Arc;
 
 use zip::ZipArchive;
 
@@ -286,14 +287,25 @@ pub(crate) fn sheet_extras(
         }
     });
     let mut writes = max_rows.saturating_mul(4);
+    // One copy of each target, shared by the cells its links cover.
+    let mut shared: HashMap<Vec<u8>, Option<Arc<str>>> = HashMap::new();
     for (merge, id) in links {
         let Some(target) = targets.get(&id) else {
             continue;
         };
-        let (address, _) = crate::validate::extract_address(target);
-        if !target.to_ascii_lowercase().starts_with("mailto:") {
+        let address = shared.entry(id).or_insert_with(|| {
+            let (address, _) = crate::validate::extract_address(target);
+            // A target too long to be an address (the cell limit does not reach the
+            // relationships part) is no link to use: the cell's own text stands.
+            (target
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("mailto:"))
+                && address.len() <= MAX_LINKED_ADDRESS)
+                .then(|| Arc::from(address))
+        });
+        let Some(address) = address else {
             continue;
-        }
+        };
         // A sheet has at most `max_rows` rows to import: a flood of hyperlinks over
         // long ranges (10,000 of `A1:A1000` in 400 KB of XML) would otherwise be 10^7
         // entries, and overlapping ones as many writes.
@@ -302,7 +314,7 @@ pub(crate) fn sheet_extras(
                 return extras;
             }
             writes -= 1;
-            extras.mailto.insert((r, email_column), address.to_owned());
+            extras.mailto.insert((r, email_column), Arc::clone(address));
         }
     }
     extras
@@ -407,6 +419,9 @@ fn unescape(raw: &[u8]) -> String {
 }
 
 /// A `mergeCell` or `hyperlink` start tag.
+/// The longest address a `mailto:` link can give (RFC 5321's 254 bytes).
+const MAX_LINKED_ADDRESS: usize = 254;
+
 /// What a sheet's pass keeps, each kind up to a bound that follows the row limit:
 /// 256 MiB of XML, within the archive limits, declares millions of hidden rows,
 /// merged regions or hyperlinks, which held kept whole would cost gigabytes. A

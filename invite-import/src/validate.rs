@@ -363,7 +363,7 @@ pub(crate) struct SheetExtras {
     pub(crate) hidden_rows: HashSet<u64>,
     pub(crate) merges: Vec<Merge>,
     /// `mailto:` hyperlinks: (zero-based row, column) → address.
-    pub(crate) mailto: HashMap<(u32, u32), String>,
+    pub(crate) mailto: HashMap<(u32, u32), std::sync::Arc<str>>,
 }
 
 /// Rows validated by a [`RowSink::fork`], to be appended in order

@@ -568,6 +568,11 @@ fn formatted_empty_cells_are_not_columns() {
 /// The fixture workbook with its sheet's XML edited by `edit` and a hyperlink
 /// relationship `rId9` to `mailto:x@y.org` added.
 fn xlsx_with_sheet(edit: impl Fn(String) -> String) -> Vec<u8> {
+    xlsx_with_link("mailto:x@y.org", edit)
+}
+
+/// [`xlsx_with_sheet`] with the hyperlink relationship's target given.
+fn xlsx_with_link(target: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
     use std::io::Read;
     let original = fixture("same_1000_xlsxwriter.xlsx");
     let mut archive = zip::ZipArchive::new(Cursor::new(&original[..])).unwrap();
@@ -584,13 +589,41 @@ fn xlsx_with_sheet(edit: impl Fn(String) -> String) -> Vec<u8> {
     }
     entries.push((
         "xl/worksheets/_rels/sheet1.xml.rels".to_owned(),
-        br#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId9" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink" Target="mailto:x@y.org" TargetMode="External"/></Relationships>"#.to_vec(),
+        format!(r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId9" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink" Target="{target}" TargetMode="External"/></Relationships>"#).into_bytes(),
     ));
     let entries: Vec<(&str, Vec<u8>)> = entries
         .iter()
         .map(|(n, d)| (n.as_str(), d.clone()))
         .collect();
     zip_with(&entries)
+}
+
+/// A link target is no cell, and the cell limit never saw it: 900 KB of `mailto:`
+/// over the whole email column was copied into every covered cell's entry (the row
+/// limit's 400,000 of them: 360 GB asked) and into each row whose text it stood in
+/// for. A target longer than any address is no link to use now.
+#[test]
+fn a_link_target_longer_than_any_address_is_not_used() {
+    let target = format!("mailto:{}", "a".repeat(900_000));
+    let original = import(
+        &fixture("same_1000_xlsxwriter.xlsx"),
+        FileHint::FileName("a.xlsx"),
+        &options(),
+    )
+    .unwrap();
+    let linked = xlsx_with_link(&target, |xml| {
+        xml.replace(
+            "<pageMargins",
+            "<hyperlinks><hyperlink ref=\"A1:A1048576\" r:id=\"rId9\"/></hyperlinks><pageMargins",
+        )
+    });
+    let mut result = None;
+    let info = allocation_counter::measure(|| {
+        result = Some(import(&linked, FileHint::FileName("a.xlsx"), &options()));
+    });
+    let report = result.unwrap().unwrap();
+    assert_eq!(report.summary, original.summary);
+    assert!(info.bytes_max < 32 << 20, "{} bytes held", info.bytes_max);
 }
 
 /// 30 MB of sheet XML, well within the archive limits, declaring 300,000 hidden
