@@ -134,7 +134,12 @@ pub(crate) fn detect(
             name: hint.describe(),
         });
     }
-    if bytes.starts_with(b"PK") {
+    // A zip whose signature is damaged or cut off: "PK" then a control byte or
+    // nothing, or "PK" anything under a spreadsheet's name. Text that merely starts
+    // with "PK" (a `PK,Email` export, `PKumar@corp.com`) is a CSV.
+    let zip_like = bytes.get(2).is_none_or(|b| *b < b'\t')
+        || hint.claimed_format().is_some_and(|f| f != Format::Csv);
+    if bytes.starts_with(b"PK") && zip_like {
         return Err(ImportError::Corrupt {
             format: hint.claimed_format().unwrap_or(Format::Xlsx),
             detail: "the zip container is damaged".to_owned(),
@@ -192,5 +197,32 @@ mod tests {
             detect(OLE_MAGIC, FileHint::Unknown, &limits).unwrap(),
             Format::Xls
         );
+    }
+
+    #[test]
+    fn text_that_starts_with_pk_is_not_a_damaged_zip() {
+        let limits = ImportLimits::default();
+        for text in [
+            &b"PK,Email\n1,ann@x.com\n"[..],
+            b"PKumar@corp.com\nann@x.com",
+        ] {
+            for hint in [FileHint::Unknown, FileHint::FileName("list.csv")] {
+                assert_eq!(detect(text, hint, &limits).unwrap(), Format::Csv);
+            }
+            // Under a spreadsheet's name it is one that is damaged.
+            assert!(matches!(
+                detect(text, FileHint::FileName("list.xlsx"), &limits),
+                Err(ImportError::Corrupt {
+                    format: Format::Xlsx,
+                    ..
+                })
+            ));
+        }
+        for damaged in [&b"PK"[..], b"PK\x03", b"PK\x01\x02rest"] {
+            assert!(matches!(
+                detect(damaged, FileHint::Unknown, &limits),
+                Err(ImportError::Corrupt { .. })
+            ));
+        }
     }
 }
