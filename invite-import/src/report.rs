@@ -131,7 +131,9 @@ impl ImportReport {
     /// then `Row`, `Problem` and `Suggestion`.
     ///
     /// Cells that start with `=`, `+`, `-`, `@`, tab or carriage return get a
-    /// leading `'`, so no spreadsheet program runs them as formulas (CSV injection).
+    /// leading `'`, so no spreadsheet program runs them as formulas (CSV injection);
+    /// the importer takes it off again. The file starts with a UTF-8 byte order mark,
+    /// so Excel reads names and messages in UTF-8.
     ///
     /// ```
     /// use invite_core::Role;
@@ -145,7 +147,7 @@ impl ImportReport {
     pub fn problems_csv(&self) -> String {
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)
-            .from_writer(Vec::new());
+            .from_writer(UTF8_BOM.to_vec());
         let header = [
             "Email",
             "Role",
@@ -183,6 +185,11 @@ impl ImportReport {
     }
 }
 
+/// Starts the CSV files written here: Excel reads a CSV without it in the machine's
+/// legacy code page, and a name like `Zoë` comes back from it as `ZoÃ«` (the importer
+/// takes the mark off).
+pub(crate) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Prefixes `'` to a cell a spreadsheet would otherwise run as a formula: one
 /// that starts with `=`, `+`, `-` or `@` after any white space and invisible
 /// characters (programs that strip them before reading a formula would run
@@ -193,16 +200,30 @@ impl ImportReport {
 /// assert_eq!(escape_formula("=1+2"), "'=1+2");
 /// assert_eq!(escape_formula("@SUM(A1)"), "'@SUM(A1)");
 /// assert_eq!(escape_formula(" \u{200B}=1+2"), "' \u{200B}=1+2");
+/// assert_eq!(escape_formula("＝1+2"), "'＝1+2");
 /// assert_eq!(escape_formula("ann@x.com"), "ann@x.com");
 /// ```
 pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    if runs_as_formula(cell) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// Whether [`escape_formula`] escapes `cell`. The importer reads such a cell with
+/// its `'` taken off again, so an address that starts with `-` or `=` (both legal)
+/// comes back as it was from a problems file the admin fixed.
+pub(crate) fn runs_as_formula(cell: &str) -> bool {
     let first = cell
         .chars()
         .find(|&c| matches!(c, '\t' | '\r') || !(c.is_whitespace() || is_invisible(c)));
-    match first {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
-        _ => cell.into(),
-    }
+    // The full-width forms too: spreadsheets in CJK locales read them as the ASCII
+    // ones when a cell is entered.
+    matches!(
+        first,
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '＝' | '＋' | '－' | '＠')
+    )
 }
 
 /// How the email column was found.

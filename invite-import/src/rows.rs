@@ -688,7 +688,11 @@ impl<'r> ImportRow<'r> {
             Kind::UnknownRole => match self.parse() {
                 Ok(email) => RowOutcome::UnknownRole {
                     email,
-                    role: self.role_cell().unwrap_or("").to_owned(),
+                    // No role given: the default, which the tenant does not offer.
+                    role: self
+                        .role_cell()
+                        .unwrap_or(self.rows.default_role.as_str())
+                        .to_owned(),
                 },
                 // Not reached, as above.
                 Err(error) => RowOutcome::Invalid {

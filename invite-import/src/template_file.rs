@@ -17,24 +17,27 @@ pub enum TemplateError {
     Xlsx(#[from] XlsxError),
 }
 
-/// The CSV template: a header and one sample row, comma-separated, CRLF line ends.
-/// With roles, a `Role` column holds the first one.
+/// The CSV template: a header and one sample row, comma-separated, CRLF line ends,
+/// after a UTF-8 byte order mark (without one, Excel reads the file in the
+/// machine's legacy code page: `Gérant` shows as `GÃ©rant`). With roles, a `Role`
+/// column holds the first one, escaped like a problems file's cells.
 ///
 /// ```
 /// use invite_core::Role;
 /// let csv = invite_import::template_csv(&[Role::new("editor")?]);
-/// assert_eq!(csv, "Email,Role,First name,Last name\r\nann.lee@example.com,editor,Ann,Lee\r\n");
+/// assert_eq!(csv, "\u{FEFF}Email,Role,First name,Last name\r\nann.lee@example.com,editor,Ann,Lee\r\n");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn template_csv(roles: &[Role]) -> String {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
+        .from_writer(crate::report::UTF8_BOM.to_vec());
     // Writing to a Vec cannot fail.
     match roles.first() {
         Some(role) => {
             let _ = writer.write_record(["Email", "Role", "First name", "Last name"]);
-            let _ = writer.write_record([SAMPLE_EMAIL, role.as_str(), "Ann", "Lee"]);
+            let role = crate::escape_formula(role.as_str());
+            let _ = writer.write_record([SAMPLE_EMAIL, &role, "Ann", "Lee"]);
         }
         None => {
             let _ = writer.write_record(["Email", "First name", "Last name"]);

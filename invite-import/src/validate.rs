@@ -127,7 +127,9 @@ fn is_odd_space(c: char) -> bool {
     matches!(c, '\u{00A0}' | '\u{2007}' | '\u{202F}')
 }
 
-/// Trims, removes zero-width characters and turns non-breaking spaces into spaces.
+/// Trims, removes zero-width characters and turns non-breaking spaces into spaces,
+/// and takes off the `'` that [`escape_formula`](crate::escape_formula) puts before
+/// a cell (a problems file, fixed and uploaded again, reads as the original).
 /// Borrows when nothing changes (the common case).
 ///
 /// Inlined for that case (empty, or ASCII without white space at either end),
@@ -150,7 +152,10 @@ fn is_clean(text: &str) -> bool {
     match text.as_bytes() {
         [] => true,
         [first, .., last] | [first @ last] => {
-            first.is_ascii_graphic() && last.is_ascii_graphic() && short_ascii(text)
+            first.is_ascii_graphic()
+                && *first != b'\''
+                && last.is_ascii_graphic()
+                && short_ascii(text)
         }
     }
 }
@@ -257,7 +262,11 @@ pub(crate) fn same_text(a: &str, b: &str) -> bool {
 /// [`clean`] for text with white space at an end, or non-ASCII text.
 #[inline(never)]
 fn clean_other(text: &str) -> Cow<'_, str> {
-    let trimmed = text.trim();
+    let trimmed = match text.trim().strip_prefix('\'') {
+        Some(escaped) if crate::report::runs_as_formula(escaped) => escaped,
+        _ => text,
+    }
+    .trim();
     if trimmed.is_ascii() {
         return Cow::Borrowed(trimmed);
     }
@@ -388,6 +397,10 @@ pub(crate) struct RowSink<'o> {
     /// The tenant's roles. A linear scan with ASCII case folding beats hashing a
     /// lower-cased copy for the handful of roles a tenant has.
     roles: Option<Vec<Role>>,
+    /// Whether rows without a role may take the default: it is one of the tenant's
+    /// roles (or any role goes). Otherwise they would be valid here and refused as
+    /// an unknown role by the invite.
+    default_offered: bool,
     /// The role of rows without one.
     default_role: Role,
     /// Case-folded dedupe, decided once at the end ([`Self::finish`], see
@@ -425,6 +438,9 @@ impl<'o> RowSink<'o> {
         Self {
             options,
             mapping,
+            default_offered: roles
+                .as_ref()
+                .is_none_or(|roles| roles.contains(&options.default_role)),
             roles,
             default_role: options.default_role.clone(),
             keyed: Keyed::default(),
@@ -864,7 +880,7 @@ impl<'o> RowSink<'o> {
         };
         let hash = fold(self.hasher.hash_one(email.key()));
         let role = match role {
-            None => Some(0),
+            None => self.default_offered.then_some(0),
             Some(text) => match &self.roles {
                 // Exactly as the tenant spells it (the usual case), else ignoring case.
                 Some(roles) => find_role(roles, text)
@@ -991,6 +1007,20 @@ mod tests {
         assert_eq!(clean("  ann@x.com\t"), "ann@x.com");
         assert_eq!(clean("\u{FEFF}ann@x.com\u{200B}\u{00A0}"), "ann@x.com");
         assert_eq!(clean("Ann\u{00A0}Lee"), "Ann Lee");
+        // What `escape_formula` escaped reads as it was; other quotes stay.
+        for cell in [
+            "-ann@x.com",
+            "=ann@x.com",
+            "+1",
+            " =1",
+            "＝1",
+            "ann@x.com",
+            "'x",
+        ] {
+            let escaped = crate::escape_formula(cell);
+            assert_eq!(clean(&escaped), cell.trim(), "{escaped}");
+        }
+        assert_eq!(clean("'ann@x.com"), "'ann@x.com");
         assert!(matches!(clean("ann@x.com"), Cow::Borrowed(_)));
     }
 

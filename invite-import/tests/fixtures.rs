@@ -263,7 +263,7 @@ fn problem_rows_export_reimports_to_the_same_problems() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("Email,Role,First name,Last name,Message,Row,Problem,Suggestion")
+        Some("\u{FEFF}Email,Role,First name,Last name,Message,Row,Problem,Suggestion")
     );
     assert_eq!(
         lines.next(),

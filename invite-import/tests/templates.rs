@@ -93,3 +93,22 @@ fn many_roles_still_get_a_dropdown() {
     let bytes = template_xlsx(&roles).unwrap();
     assert!(part(&bytes, "xl/worksheets/sheet1.xml").contains("Instructions!$B$4:$B$63"));
 }
+
+#[test]
+fn a_role_a_spreadsheet_would_run_as_a_formula_round_trips_through_the_csv_template() {
+    let roles = [role("@owners"), role("member")];
+    let csv = template_csv(&roles);
+    assert!(csv.contains(",'@owners,"), "{csv}");
+    let report = import(
+        csv.as_bytes(),
+        FileHint::FileName("template.csv"),
+        &invite_import::ImportOptions::new(role("member")).with_roles(roles.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        render(&report),
+        [format!(
+            "2 | \"{SAMPLE_EMAIL}\" | valid {SAMPLE_EMAIL} as @owners | @owners Ann Lee"
+        )]
+    );
+}

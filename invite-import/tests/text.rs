@@ -268,3 +268,38 @@ fn roles_differing_only_in_case_match_exactly_first() {
         .collect();
     assert_eq!(roles, ["admin", "Admin", "Admin"]);
 }
+
+#[test]
+fn an_address_escaped_in_the_problems_file_comes_back_as_it_was() {
+    // Both legal addresses; the problems file escapes them, the admin fixes the role
+    // and uploads it again.
+    let report = csv("Email,Role\n-ann@x.com,owner\n=bo@x.com,owner\n");
+    let fixed = report.problems_csv().replace(",owner,", ",member,");
+    let again = csv(&fixed);
+    let valid: Vec<String> = again
+        .to_invitations()
+        .iter()
+        .map(|new| new.email.to_string())
+        .collect();
+    assert_eq!(valid, ["-ann@x.com", "=bo@x.com"]);
+}
+
+#[test]
+fn rows_without_a_role_take_the_default_only_if_the_tenant_offers_it() {
+    // As the invite would: `member` is not one of this tenant's roles.
+    let options = ImportOptions::new(role("member")).with_roles([role("editor")]);
+    let report = invite_import::import(
+        b"Email,Role\nann@x.com,\nbo@x.com,editor\n",
+        FileHint::FileName("a.csv"),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        render(&report),
+        [
+            "2 | \"ann@x.com\" | unknown role member | - - -",
+            "3 | \"bo@x.com\" | valid bo@x.com as editor | editor - -",
+        ]
+    );
+    assert_eq!(report.to_invitations().len(), 1);
+}
