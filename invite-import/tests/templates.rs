@@ -102,7 +102,7 @@ fn a_role_a_spreadsheet_would_run_as_a_formula_round_trips_through_the_csv_templ
     let report = import(
         csv.as_bytes(),
         FileHint::FileName("template.csv"),
-        &invite_import::ImportOptions::new(role("member")).with_roles(roles.clone()),
+        &invite_import::ImportOptions::new(role("member")).with_roles(roles),
     )
     .unwrap();
     assert_eq!(
