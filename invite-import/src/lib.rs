@@ -494,10 +494,10 @@ pub fn parse_pasted(text: &str, options: &ImportOptions) -> Result<ImportReport,
         notes: Vec::new(),
     };
     let mut sink = validate::RowSink::new(options, plan.mapping);
-    let mut cell = [validate::CellValue::Empty];
-    for (entry, row) in pasted::entries(text).into_iter().zip(1u64..) {
-        cell[0] = validate::CellValue::Text(entry.into());
-        sink.push(row, &cell)?;
-    }
+    let mut row = 0;
+    pasted::each_entry(text, |entry| {
+        row += 1;
+        sink.push(row, &[validate::CellValue::Text(entry)])
+    })?;
     Ok(finish(Format::Pasted, None, plan, sink))
 }

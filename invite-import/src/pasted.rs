@@ -3,6 +3,8 @@
 //! "Lee, Bo" <bo@y.org>`). Quotes and angle brackets protect the separators
 //! inside them. Each entry's row number is its position in the list (1-based).
 
+use std::borrow::Cow;
+
 /// The characters of `text` outside quotes and angle brackets, with their offsets:
 /// the only places a separator can be. A line break always is one, and ends any
 /// quote or bracket left open, so one stray `"` or `<` cannot swallow the rest of
@@ -30,14 +32,16 @@ fn outside(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     })
 }
 
-/// Splits on `,` `;` and line breaks outside quotes and angle brackets.
+/// Calls `each` with the pieces of `text` between `,` `;` and line breaks outside
+/// quotes and angle brackets, in order, stopping at its first error. One at a time:
+/// a list of millions of entries is refused at the row limit, not after all of them
+/// were cut out.
 ///
 /// A list that separates with `;` (Outlook's `Lee, Bo <bo@y.org>; Lee, Ann
 /// <ann@x.com>`) writes display names with unquoted commas: there, a comma separates
 /// only after an address (`a@x.com, b@x.com; c@x.com` still gives three).
-fn chunks(text: &str) -> Vec<&str> {
+fn each_chunk<E>(text: &str, mut each: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
     let semicolons = outside(text).any(|(_, c)| c == ';');
-    let mut out = Vec::new();
     let mut start = 0;
     for (i, c) in outside(text) {
         let split = match c {
@@ -46,12 +50,11 @@ fn chunks(text: &str) -> Vec<&str> {
             _ => false,
         };
         if split {
-            out.push(&text[start..i]);
+            each(&text[start..i])?;
             start = i + c.len_utf8();
         }
     }
-    out.push(&text[start..]);
-    out
+    each(&text[start..])
 }
 
 /// Splits on whitespace outside quotes and angle brackets.
@@ -80,21 +83,22 @@ fn is_address_word(word: &str) -> bool {
     word.contains('@') && !word.starts_with('"')
 }
 
-/// The entries of a pasted list, in order: each an address, possibly with a
-/// display name before it (`Ann Lee <ann@x.com>`), or a leftover word that is
-/// not an address (reported as invalid).
-pub(crate) fn entries(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for chunk in chunks(text) {
-        // A comma kept inside an entry (see `chunks`) is no word of its own.
+/// Calls `each` with the entries of a pasted list, in order, stopping at its first
+/// error: each an address, possibly with a display name before it (`Ann Lee
+/// <ann@x.com>`), or a leftover word that is not an address (reported as invalid).
+pub(crate) fn each_entry<E>(
+    text: &str,
+    mut each: impl FnMut(Cow<'_, str>) -> Result<(), E>,
+) -> Result<(), E> {
+    each_chunk(text, |chunk| {
+        // A comma kept inside an entry (see `each_chunk`) is no word of its own.
         let mut words = words(chunk);
         words.retain(|word| !word.chars().all(|c| c == ','));
         if words.is_empty() {
-            continue;
+            return Ok(());
         }
         if !words.iter().any(|w| is_address_word(w)) {
-            out.push(words.join(" "));
-            continue;
+            return each(Cow::Owned(words.join(" ")));
         }
         let mut name: Vec<&str> = Vec::new();
         for word in words {
@@ -103,24 +107,34 @@ pub(crate) fn entries(text: &str) -> Vec<String> {
                 continue;
             }
             if name.is_empty() {
-                out.push(word.to_owned());
+                each(Cow::Borrowed(word))?;
             } else if word.starts_with('<') {
-                out.push(format!("{} {word}", name.join(" ")));
+                each(Cow::Owned(format!("{} {word}", name.join(" "))))?;
             } else {
-                out.push(format!("{} <{word}>", name.join(" ")));
+                each(Cow::Owned(format!("{} <{word}>", name.join(" "))))?;
             }
             name.clear();
         }
-        if !name.is_empty() {
-            out.push(name.join(" "));
+        if name.is_empty() {
+            Ok(())
+        } else {
+            each(Cow::Owned(name.join(" ")))
         }
-    }
-    out
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entries(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let _ = each_entry(text, |entry| {
+            out.push(entry.into_owned());
+            Ok::<(), ()>(())
+        });
+        out
+    }
 
     #[test]
     fn separators() {

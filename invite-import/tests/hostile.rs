@@ -701,3 +701,19 @@ fn a_flood_of_hyperlinks_is_kept_to_the_email_column() {
         flooded.len()
     );
 }
+
+/// A pasted list of eight million entries (16 MB, under the byte limit) was cut
+/// into all its entries, 575 MB held, before the row limit refused it.
+#[test]
+fn a_pasted_list_past_the_row_limit_is_refused_as_it_is_read() {
+    let text = "a,".repeat(8 << 20);
+    let mut result = None;
+    let info = allocation_counter::measure(|| {
+        result = Some(invite_import::parse_pasted(&text, &options()));
+    });
+    assert!(
+        matches!(result, Some(Err(ImportError::TooManyRows { .. }))),
+        "{result:?}"
+    );
+    assert!(info.bytes_max < 32 << 20, "{} bytes held", info.bytes_max);
+}
