@@ -36,7 +36,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 /// How the connection to the relay is protected.
@@ -388,23 +388,21 @@ impl SmtpMailer {
         })
     }
 
-    /// An idle connection that still works, or a new one.
-    async fn checkout(&self) -> Result<Pooled, MailError> {
-        // The usual case, a connection used moments ago, needs no future of its own.
-        // The rest (a check with NOOP, a QUIT, a new connection with its handshake)
-        // is boxed: lettre's futures and the TLS handshake's are kilobytes, and inline
-        // they would make every send's future (boxed by the `Mailer` trait, once per
-        // message) that large too.
+    /// The usual case of a checkout, a connection used moments ago, which needs no
+    /// future of its own; `None` for [`checkout_slow`](Self::checkout_slow). That one
+    /// (a check with NOOP, a QUIT, a new connection with its handshake) is boxed by
+    /// the caller: lettre's futures and the TLS handshake's are kilobytes, and inline
+    /// they would make every send's future (boxed by the `Mailer` trait, once per
+    /// message) that large too.
+    fn checkout(&self) -> Option<Pooled> {
+        let mut pool = lock(&self.pool);
+        if pool
+            .last()
+            .is_some_and(|p| p.idle_since.elapsed() <= CHECK_AFTER.min(self.idle_timeout))
         {
-            let mut pool = lock(&self.pool);
-            if pool
-                .last()
-                .is_some_and(|p| p.idle_since.elapsed() <= CHECK_AFTER.min(self.idle_timeout))
-            {
-                return Ok(pool.pop().expect("a connection was just seen"));
-            }
+            return pool.pop();
         }
-        Box::pin(self.checkout_slow()).await
+        None
     }
 
     /// [`checkout`](Self::checkout) when the newest idle connection is stale or
@@ -467,30 +465,39 @@ impl Mailer for SmtpMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError> {
         // One limit over the whole send (the wait for a connection slot, NOOP checks,
         // a new connection's handshake, the transaction), where `timeout` bounds each
-        // step: several slow steps could otherwise outlast the claim's lease. Cut off,
-        // the send's connection is dropped as on a step's timeout (see below).
-        let Some(within) = email.send_within else {
-            return self.send_unbounded(email).await;
+        // step: several slow steps could otherwise outlast the claim's lease. It costs
+        // no timer of its own: the usual send (a free slot, a connection used moments
+        // ago) waits only in the transaction, whose step timer ends at the earlier of
+        // the two; the waits that are not the usual case run under it.
+        let limit = email
+            .send_within
+            .and_then(|within| Some((Instant::now().checked_add(within)?, within)));
+        let _permit = match self.sending.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(shutting_down()),
+            Err(TryAcquireError::NoPermits) => {
+                let acquire = self.sending.acquire();
+                match limit {
+                    None => acquire.await,
+                    Some((deadline, within)) => tokio::time::timeout_at(deadline, acquire)
+                        .await
+                        .map_err(|_| self.gave_up(within))?,
+                }
+                .map_err(|_| shutting_down())?
+            }
         };
-        tokio::time::timeout(within, self.send_unbounded(email))
-            .await
-            .unwrap_or_else(|_| {
-                Err(MailError::transient(format!(
-                    "gave up sending to {} after {within:?}, the time its claim had left",
-                    self.host
-                )))
-            })
-    }
-}
-
-impl SmtpMailer {
-    async fn send_unbounded(&self, email: &OutgoingEmail) -> Result<(), MailError> {
-        let _permit = self
-            .sending
-            .acquire()
-            .await
-            .map_err(|e| MailError::transient("the mailer is shutting down").with_source(e))?;
-        let mut pooled = self.checkout().await?;
+        let mut pooled = match self.checkout() {
+            Some(pooled) => pooled,
+            None => {
+                let slow = Box::pin(self.checkout_slow());
+                match limit {
+                    None => slow.await?,
+                    Some((deadline, within)) => tokio::time::timeout_at(deadline, slow)
+                        .await
+                        .map_err(|_| self.gave_up(within))??,
+                }
+            }
+        };
         let mut buffer = std::mem::take(&mut pooled.buffer);
         buffer.clear();
         if let Some(staged) = &pooled.staged {
@@ -512,11 +519,10 @@ impl SmtpMailer {
             }
         };
         let from = &self.sender.mailbox().email;
-        let sent = tokio::time::timeout(
-            self.timeout,
-            transaction(&mut pooled, from, &to, &mut buffer),
-        )
-        .await;
+        let step = Instant::now() + self.timeout;
+        let until = limit.map_or(step, |(deadline, _)| deadline.min(step));
+        let sent =
+            tokio::time::timeout_at(until, transaction(&mut pooled, from, &to, &mut buffer)).await;
         match sent {
             Ok(Ok(())) => {
                 pooled.buffer = buffer;
@@ -533,13 +539,30 @@ impl SmtpMailer {
                 // reading would never take it, holding this send forever. Closed
                 // mid-DATA, the relay discards the message.
                 drop(pooled);
-                Err(MailError::transient(format!(
-                    "timed out after {:?} sending to {}",
-                    self.timeout, self.host
-                )))
+                Err(match limit {
+                    Some((deadline, within)) if deadline < step => self.gave_up(within),
+                    _ => MailError::transient(format!(
+                        "timed out after {:?} sending to {}",
+                        self.timeout, self.host
+                    )),
+                })
             }
         }
     }
+}
+
+impl SmtpMailer {
+    /// A send cut off at the time its claim had left.
+    fn gave_up(&self, within: Duration) -> MailError {
+        MailError::transient(format!(
+            "gave up sending to {} after {within:?}, the time its claim had left",
+            self.host
+        ))
+    }
+}
+
+fn shutting_down() -> MailError {
+    MailError::transient("the mailer is shutting down")
 }
 
 /// The framed message as a command lettre writes as is (its reply is the one to the
