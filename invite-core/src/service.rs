@@ -1752,26 +1752,37 @@ impl Invitations {
 
     /// Completes a claimed entry with `outcome`; `false` if the claim was lost
     /// meanwhile (the store's fence).
+    ///
+    /// A backend error is tried again at once, twice: after a send, an outcome left
+    /// unrecorded keeps the entry claimed until its lease ends, and the next claimer
+    /// sends the email a second time. A dropped connection is the usual cause, and a
+    /// pool has another ready. (A write that committed and only lost its answer is
+    /// refused by the fence on the second try, and counted as a lost lease.)
     async fn complete(
         &self,
         claim: &OutboxClaim,
         outcome: DeliveryOutcome,
     ) -> Result<bool, StoreError> {
+        const ATTEMPTS: u32 = 3;
         let entry = &claim.entry;
-        match self
-            .store
-            .complete_outbox(
-                &entry.tenant,
-                entry.id,
-                claim.lease_until,
-                &outcome,
-                self.clock.now(),
-            )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
+        let mut attempt = 1;
+        loop {
+            match self
+                .store
+                .complete_outbox(
+                    &entry.tenant,
+                    entry.id,
+                    claim.lease_until,
+                    &outcome,
+                    self.clock.now(),
+                )
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(StoreError::NotFound) => return Ok(false),
+                Err(StoreError::Backend(_)) if attempt < ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e),
+            }
         }
     }
 

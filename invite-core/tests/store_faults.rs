@@ -406,9 +406,9 @@ impl World {
 
 // ----------------------------------------------------------- dispatch_due
 
-/// One claim's store error (before the send, or recording it after) is reported, and
-/// the other claims of the same pass are delivered in that pass; the failed one is
-/// delivered once its lease ends.
+/// One claim's store error (before the send, or recording it after, three times
+/// over) is reported, and the other claims of the same pass are delivered in that
+/// pass; the failed one is delivered once its lease ends.
 #[tokio::test]
 async fn one_claims_store_error_does_not_hold_back_the_others() {
     for failing in ["attach_token", "complete_outbox"] {
@@ -416,7 +416,10 @@ async fn one_claims_store_error_does_not_hold_back_the_others() {
         for address in ["a@x.com", "b@x.com", "c@x.com"] {
             w.invite(address).await;
         }
-        w.store.fail(failing, 1);
+        let attempts = if failing == "complete_outbox" { 3 } else { 1 };
+        for nth in 1..=attempts {
+            w.store.fail(failing, nth);
+        }
 
         let summary = w.service.dispatch_due(100).await.unwrap();
         assert_eq!(summary.errors.len(), 1, "{failing}: {summary:?}");
@@ -442,6 +445,23 @@ async fn one_claims_store_error_does_not_hold_back_the_others() {
         everyone.dedup();
         assert_eq!(everyone, ["a@x.com", "b@x.com", "c@x.com"], "{failing}");
     }
+}
+
+/// A sent email's outcome that the store fails to take is tried again at once: left
+/// unrecorded, the entry would stay claimed until its lease ends and be sent twice.
+#[tokio::test]
+async fn a_sent_emails_outcome_is_recorded_through_a_passing_store_error() {
+    let w = world();
+    for address in ["a@x.com", "b@x.com"] {
+        w.invite(address).await;
+    }
+    w.store.fail("complete_outbox", 1);
+    w.store.fail("complete_outbox", 2);
+    let summary = w.service.dispatch_due(100).await.unwrap();
+    assert_eq!((summary.sent, summary.errors.len()), (2, 0), "{summary:?}");
+    w.clock.advance(LEASE);
+    assert!(w.service.dispatch_due(100).await.unwrap().is_empty());
+    assert_eq!(w.recipients(), ["a@x.com", "b@x.com"]);
 }
 
 /// Only a failed claim is the pass's error: nothing was taken, nothing is held.
