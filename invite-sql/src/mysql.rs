@@ -1181,8 +1181,11 @@ impl Store for MySqlStore {
         outcome: &DeliveryOutcome,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        // Still losing a race after the retries is the contract's lost claim, as for
+        // `attach_token`: the entry's lock comes before its invitation's here, the
+        // opposite of `record_transitions`, so deadlocks with it are possible.
         retrying!(self.try_complete(tenant, entry, lease_until, outcome, now))
-            .map_err(Failure::into_store)
+            .map_err(Failure::lost_race_is_not_found)
     }
 
     async fn list_outbox(
