@@ -4,8 +4,10 @@
 //! database aborts one of them whole (PostgreSQL's 40P01, InnoDB's deadlock victim):
 //! two admins sending overlapping selections sorted differently would see one of the
 //! sends fail as a conflict for no reason. `record_transitions` therefore writes in id
-//! order, as `expire_due` and the outbox completion already lock (invitation before
-//! its entries), and reports in the caller's order.
+//! order, as `expire_due` and PostgreSQL's outbox completion already lock (invitation
+//! before its entries), and reports in the caller's order. (MySQL's completion locks
+//! its entry first; the deadlocks that allows are retried, and a race still lost is
+//! a lost claim.)
 
 use invite_core::{Transition, TransitionReport};
 
