@@ -3,7 +3,7 @@
 use std::fmt;
 
 use invite_core::{EmailAddress, InvalidEmail, NewInvitation, Role};
-use serde::ser::SerializeStruct;
+use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use crate::rows::{ImportRow, Kind, RowIter, Rows};
@@ -577,11 +577,37 @@ impl fmt::Display for Note {
     }
 }
 
+/// `code` and the English `message`, then the variant's own fields (`rows` and
+/// `count` of hidden rows, the merged `range`, ...), so that a UI can say it in its
+/// own words and point at the rows.
 impl Serialize for Note {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Note", 2)?;
-        s.serialize_field("code", self.code())?;
-        s.serialize_field("message", &self.to_string())?;
+        let mut s = serializer.serialize_map(None)?;
+        s.serialize_entry("code", self.code())?;
+        s.serialize_entry("message", &self.to_string())?;
+        match self {
+            Self::ColumnA => {}
+            Self::SeveralEmailColumns { chosen, ignored } => {
+                s.serialize_entry("chosen", chosen)?;
+                s.serialize_entry("ignored", ignored)?;
+            }
+            Self::SheetsSkipped { read, skipped } => {
+                s.serialize_entry("read", read)?;
+                s.serialize_entry("skipped", skipped)?;
+            }
+            Self::MergedCells { range } => s.serialize_entry("range", range)?,
+            Self::HiddenRows { rows, count } => {
+                s.serialize_entry("rows", rows)?;
+                s.serialize_entry("count", count)?;
+            }
+            Self::Undetected { format, what } => {
+                s.serialize_entry("format", format)?;
+                s.serialize_entry("what", what)?;
+            }
+            Self::Decoded { encoding } => s.serialize_entry("encoding", encoding)?,
+            Self::Delimiter { delimiter } => s.serialize_entry("delimiter", delimiter)?,
+            Self::ReadAsCsv { name } => s.serialize_entry("name", name)?,
+        }
         s.end()
     }
 }

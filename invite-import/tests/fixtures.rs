@@ -254,6 +254,17 @@ fn report_serializes_with_serde() {
         serde_json::json!({"kind": "duplicate_of", "row": 4})
     );
     assert_eq!(json["notes"][0]["code"], "sheets_skipped");
+    // Each note's own fields too, for a UI to word it and point at the rows.
+    assert_eq!(json["notes"][0]["read"], "Tasks");
+    let hidden = &json["notes"][2];
+    assert_eq!(hidden["code"], "hidden_rows");
+    assert_eq!(hidden["count"], 1);
+    assert_eq!(hidden["rows"].as_array().map(Vec::len), Some(1));
+    assert!(
+        json["notes"][1]["range"].is_string(),
+        "{}",
+        json["notes"][1]
+    );
 }
 
 #[test]
