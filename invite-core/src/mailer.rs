@@ -153,6 +153,9 @@ impl MailError {
 pub trait Mailer: fmt::Debug + Send + Sync + 'static {
     /// Hands `email` to the provider. `Ok` means the provider accepted responsibility
     /// for it; it may still bounce later.
+    ///
+    /// Honour [`OutgoingEmail::send_within`]: once it runs out, give up with a
+    /// transient error, without completing the message if the protocol allows.
     async fn send(&self, email: &OutgoingEmail) -> Result<(), MailError>;
 }
 

@@ -16,7 +16,7 @@ use crate::{ActorId, BoxError, EmailAddress, ExpiryPolicy, Role, TenantId};
 pub enum AdminAction {
     /// Create invitations (one or many).
     Invite,
-    /// Send unsent invitations.
+    /// Send unsent invitations, and those created with `Delivery::SendNow`.
     Send,
     /// Copy an invitation's link.
     CopyLink,

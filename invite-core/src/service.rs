@@ -967,8 +967,10 @@ impl Invitations {
     /// ([`SuppressedBy::Bounce`]), written before the invitation is failed; one that
     /// does not stand deletes that entry and only it, so bounces of one address
     /// recorded at once never undo each other, and an earlier suppression stays as it
-    /// was. Every copy of a webhook that stands (one that finds the invitation failed
-    /// already included) adds its own entry; `suppressed` answers the latest, and the
+    /// was. A bounce counts once: a repeat that finds the invitation failed with its
+    /// very reason (a provider retrying the webhook) takes its entry back, so a repeat
+    /// after the admin lifted the address does not suppress it again; a bounce of
+    /// another reason adds its own entry. `suppressed` answers the latest, and the
     /// admin's lift deletes them all. On [`Error::Store`] (answer the webhook with an
     /// error, so the provider retries) the entry this bounce wrote is deleted, as far
     /// as the failing store allows: the retry decides again.

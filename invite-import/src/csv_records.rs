@@ -1,7 +1,7 @@
 //! CSV records of a body held in memory, as `csv`'s `Reader` (no headers,
 //! flexible, default quoting, CRLF-or-LF terminators) would read them, with
 //! their line numbers. A record whose first line has no `"` is split at the
-//! delimiters with `memchr` and its fields are slices of the body (borrowed as
+//! delimiters, eight bytes at a time, and its fields are slices of the body (borrowed as
 //! `&str` when the body is valid UTF-8, so no per-record UTF-8 check); any
 //! other record is handed to `csv_core`, the state machine `csv` itself runs.
 //! A proptest below checks fields, positions and lines against `csv`.

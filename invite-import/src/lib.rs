@@ -47,7 +47,7 @@
 //!
 //! | format | reader | memory |
 //! |---|---|---|
-//! | CSV (`,` `;` tab `\|`; UTF-8 ± BOM, UTF-16 ± BOM, windows-1252) | `csv_core` records (quote-free lines split with `memchr`), one at a time | the report |
+//! | CSV (`,` `;` tab `\|`; UTF-8 ± BOM, UTF-16 ± BOM, windows-1252) | `csv_core` records (quote-free lines split at the delimiters eight bytes at a time), one at a time | the report |
 //! | pasted text | split on `,` `;` spaces, new lines; `Name <address>` understood | the report |
 //! | `.xlsx`, `.xlsm` | calamine's streaming cell reader, plus one pass over the sheet XML for merged cells, hidden rows and `mailto:` links | the report + shared strings |
 //! | `.xlsb` | calamine's streaming cell reader, after "short" cell records (SheetJS, Aspose) are rewritten to the full form calamine reads | the report + shared strings (+ the rewritten worksheets, when there are short records) |
@@ -178,8 +178,10 @@ pub struct ImportOptions {
 }
 
 impl ImportOptions {
-    /// Rows without a role get `default_role`. Any role is accepted until
-    /// [`with_roles`](Self::with_roles) names the tenant's.
+    /// Rows without a role get `default_role` (if it is among
+    /// [`with_roles`](Self::with_roles), once that names the tenant's: otherwise they
+    /// are [`RowOutcome::UnknownRole`], as the invite would refuse them). Any role is
+    /// accepted until `with_roles` names the tenant's.
     pub fn new(default_role: Role) -> Self {
         Self {
             default_role,

@@ -274,7 +274,7 @@ pub enum RowOutcome {
     UnknownRole {
         /// The (valid) address.
         email: EmailAddress,
-        /// The role as written.
+        /// The role as written, or the default role for a row without one.
         role: String,
     },
 }

@@ -303,7 +303,7 @@ pub struct BounceReport {
     pub recorded: Vec<Invitation>,
     /// Bounces that failed no invitation, with the reason: an unknown invitation, one
     /// that is no longer pending (accepted, revoked, already failed: a mailbox bounce
-    /// still suppressed its address), or a bounce of an email the invitation has moved
+    /// still suppresses its address, unless it repeats the bounce that failed it), or a bounce of an email the invitation has moved
     /// past ([`Error::Superseded`]: nothing recorded at all).
     pub ignored: Vec<(Bounce, Error)>,
 }

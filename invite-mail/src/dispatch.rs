@@ -28,7 +28,9 @@
 //! 5 minutes by default); then any dispatcher claims and delivers them, with fresh
 //! links. An entry whose send completed is marked sent in the same step, so it is
 //! never claimed again. The one window that can duplicate a message is a crash after
-//! the provider took it and before the store recorded it (at-least-once delivery).
+//! the provider took it and before the store recorded it (at-least-once delivery), or
+//! a mailer that ignores [`OutgoingEmail::send_within`](invite_core::OutgoingEmail::send_within)
+//! and outlasts the lease (`SmtpMailer` and `HttpApiMailer` honour it).
 //! The second copy carries a fresh link, which replaces the first copy's, and its own
 //! Message-ID (`<outbox id.attempt@domain>`, stable for one attempt, new for the
 //! next): a client must not fold it into the first, whose link no longer works.

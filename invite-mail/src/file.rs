@@ -1,5 +1,5 @@
-//! `FileMailer`: one `.eml` file per message in a folder, for development (the example
-//! server's default) and for tests that want to look at real RFC 5322 output.
+//! `FileMailer`: one `.eml` file per message in a folder, for development (the
+//! quickstart's mailer) and for tests that want to look at real RFC 5322 output.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -61,7 +61,7 @@
 //!
 //! Every mailer that writes raw messages sends the same plain transactional shape:
 //! From, To (one recipient), Subject, Date (from the injected clock), a stable
-//! Message-ID derived from the outbox entry, and a multipart/alternative body with a
+//! Message-ID derived from the outbox entry and attempt, and a multipart/alternative body with a
 //! text and an HTML part.
 //!
 //! # Where things are

@@ -105,7 +105,8 @@ impl Previewer {
         self
     }
 
-    /// The Message-ID domain (use the service's `message_id_domain`).
+    /// The Message-ID domain (default `preview.invalid`; give the one the service's
+    /// messages use to see the same header), as given.
     #[must_use]
     pub fn with_message_id_domain(mut self, domain: impl Into<String>) -> Self {
         self.message_id_domain = domain.into();

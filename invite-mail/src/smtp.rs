@@ -239,7 +239,9 @@ impl SmtpMailer {
         self
     }
 
-    /// Limit for connecting and for each send. Default 30 seconds.
+    /// Limit for each step of a send: connecting, the handshake, a NOOP check, the
+    /// transaction. Default 30 seconds. The whole send is bounded by the email's
+    /// [`send_within`](invite_core::OutgoingEmail::send_within) as well.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

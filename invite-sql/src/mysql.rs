@@ -5,7 +5,7 @@
 //! limit after a read of the open address keys; outbox claims use
 //! `SELECT ... FOR UPDATE SKIP LOCKED` (MySQL 8, MariaDB 10.6+), and so does the spread
 //! of a tenant's backlog, a chunk at a time in READ COMMITTED transactions (no gap
-//! locks: see `try_spread_chunk`).
+//! locks: see `try_spread_chunk`); `expire_due` runs at READ COMMITTED too.
 //!
 //! No `RETURNING` (MariaDB has it for `INSERT`/`DELETE` only, MySQL not at all): rows
 //! are read back inside the transaction that wrote them, except after accept, whose
