@@ -21,6 +21,8 @@ struct Recorded {
 
 /// Marks a scripted answer whose body is cut off (see `FakeApi`).
 const CUT: &str = "\u{0}cut";
+/// Marks a scripted answer written as it is: status line, headers and body.
+const RAW: &str = "\u{0}raw";
 
 /// A tiny HTTP/1.1 server: records requests, answers from a script (default 200 `{}`).
 struct FakeApi {
@@ -82,6 +84,12 @@ impl FakeApi {
                             .unwrap()
                             .pop_front()
                             .unwrap_or((200, "{}".into()));
+                        if let Some(raw) = answer.strip_prefix(RAW) {
+                            if write.write_all(raw.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         // A scripted answer marked `CUT` promises more body than it
                         // sends, then the connection closes: an answer lost on the way.
                         let (cut, answer) = match answer.strip_prefix(CUT) {
@@ -145,12 +153,14 @@ fn postmark(base: &str) -> HttpApiMailer {
     HttpApiMailer::postmark("pm-token".to_owned().into(), from())
         .unwrap()
         .with_base_url(base)
+        .unwrap()
 }
 
 fn sendgrid(base: &str) -> HttpApiMailer {
     HttpApiMailer::sendgrid("SG.key".to_owned().into(), from())
         .unwrap()
         .with_base_url(base)
+        .unwrap()
 }
 
 #[test]
@@ -459,7 +469,8 @@ async fn a_call_sent_and_not_answered_in_time_is_retried_and_says_it_may_have_go
 async fn a_key_that_cannot_go_in_a_header_is_named_as_the_cause_and_not_shown() {
     let mailer = HttpApiMailer::postmark("pm-secret\n".to_owned().into(), from())
         .unwrap()
-        .with_base_url("http://127.0.0.1:9");
+        .with_base_url("http://127.0.0.1:9")
+        .unwrap();
     let err = mailer.send(&email()).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.message().contains("API key"), "{err}");
@@ -1096,4 +1107,84 @@ async fn sendgrid_events_suppress_only_when_the_mailbox_is_the_cause() {
     for (id, address, expect, reason, case) in invited {
         assert_outcome(&service, id, &address, expect, reason, &case).await;
     }
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_the_key_and_link_stay_with_the_provider() {
+    // A redirect to another host would take Postmark's token header (reqwest strips
+    // only `Authorization`) and, on 307, the body with its accept link; that host's
+    // 200 would then read as sent.
+    let elsewhere = FakeApi::start().await;
+    for mailer in [postmark as fn(&str) -> HttpApiMailer, sendgrid] {
+        let api = FakeApi::start().await;
+        api.replies.lock().unwrap().push_back((
+            0,
+            format!(
+                "{RAW}HTTP/1.1 307 Temporary Redirect\r\nLocation: {}/x\r\nContent-Length: 0\r\n\r\n",
+                elsewhere.base
+            ),
+        ));
+        let err = mailer(&api.base).send(&email()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.message().contains("redirect"), "{err}");
+        assert_eq!(api.requests().len(), 1);
+    }
+    assert!(elsewhere.requests().is_empty());
+}
+
+#[test]
+fn base_urls_are_https_or_a_loopback_test_server() {
+    let base = |url: &str| {
+        HttpApiMailer::postmark("pm-token".to_owned().into(), from())
+            .unwrap()
+            .with_base_url(url)
+    };
+    for fine in [
+        "https://api.eu.example.com/",
+        "http://127.0.0.1:8025",
+        "http://localhost:3000",
+        "http://[::1]:8080",
+    ] {
+        assert!(base(fine).is_ok(), "{fine}");
+    }
+    for refused in [
+        "http://api.postmarkapp.com",
+        "http://192.0.2.1",
+        "ftp://x.example",
+        "api.postmarkapp.com",
+    ] {
+        assert!(
+            matches!(
+                base(refused),
+                Err(invite_mail::HttpApiConfigError::InsecureBaseUrl(_))
+            ),
+            "{refused}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_endless_error_answer_is_read_only_in_part() {
+    // A 500 whose chunked body never ends: read whole, it would fill memory until
+    // the timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = vec![0; 65536];
+        let _ = stream.read(&mut request).await;
+        let head = "HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n";
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+        while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+    });
+    let mailer = postmark(&base).with_timeout(std::time::Duration::from_secs(600));
+    let err = tokio::time::timeout(std::time::Duration::from_secs(60), mailer.send(&email()))
+        .await
+        .expect("the answer is read in part, not to its end")
+        .unwrap_err();
+    assert!(err.is_transient() && err.message().contains("500"), "{err}");
+    server.abort();
 }

@@ -87,6 +87,11 @@ pub enum HttpApiConfigError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// A base URL that is not `https://` (plain `http://` is for a loopback test
+    /// server only: the API key and each email's accept link would cross the network
+    /// in clear), or not a URL.
+    #[error("base URL {0:?} must be https:// (http:// only for a loopback host)")]
+    InsecureBaseUrl(String),
 }
 
 /// Sends through a provider's HTTP API; see the module docs for the providers.
@@ -132,8 +137,12 @@ impl HttpApiMailer {
         from: Mailbox,
     ) -> Result<Self, HttpApiConfigError> {
         let tls = crate::tls::client_config().map_err(HttpApiConfigError::Tls)?;
+        // No redirects: reqwest strips only `Authorization` on a redirect to another
+        // host, so Postmark's token header (and on 307/308 the body, with its accept
+        // link) would follow, and the other host's 2xx would read as sent.
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(HttpApiConfigError::Client)?;
         Ok(Self {
@@ -157,11 +166,35 @@ impl HttpApiMailer {
         Self::new(Provider::SendGrid, api_key, from)
     }
 
-    /// Another base URL than the provider's (a regional endpoint, a test server).
-    #[must_use]
-    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into().trim_end_matches('/').to_owned();
-        self
+    /// Another base URL than the provider's (a regional endpoint, a test server):
+    /// `https://`, or `http://` for a loopback host.
+    pub fn with_base_url(
+        mut self,
+        base_url: impl Into<String>,
+    ) -> Result<Self, HttpApiConfigError> {
+        let base_url = base_url.into();
+        let secure = reqwest::Url::parse(&base_url).is_ok_and(|url| match url.scheme() {
+            "https" => true,
+            "http" => url.host_str().is_some_and(|host| {
+                let host = host.to_ascii_lowercase();
+                host == "localhost"
+                    || host.ends_with(".localhost")
+                    || host
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::Ipv6Addr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }),
+            _ => false,
+        });
+        if !secure {
+            return Err(HttpApiConfigError::InsecureBaseUrl(base_url));
+        }
+        self.base_url = base_url.trim_end_matches('/').to_owned();
+        Ok(self)
     }
 
     /// The Postmark message stream (default `outbound`); ignored by other providers.
@@ -262,7 +295,7 @@ impl Mailer for HttpApiMailer {
             .await
             .map_err(|e| self.transport_error(e, limit))?;
         let status = response.status().as_u16();
-        let body = match response.text().await {
+        let body = match answer(response).await {
             Ok(body) => body,
             // The provider took the message and only its answer was lost: a failure
             // here would send the message again, with a new link that kills this one.
@@ -277,6 +310,24 @@ impl Mailer for HttpApiMailer {
         };
         Self::classify(self.provider, status, &body)
     }
+}
+
+/// The most of an answer's body that is read: the providers' answers are a few
+/// hundred bytes, and an endless one must not fill memory within the timeout.
+const MAX_ANSWER: usize = 64 << 10;
+
+/// An answer's body, up to [`MAX_ANSWER`] bytes (lossy UTF-8; only an excerpt and a
+/// few JSON fields are ever used).
+async fn answer(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A display form of a mailbox for JSON APIs that take `"Name <addr>"` strings.

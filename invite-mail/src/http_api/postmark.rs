@@ -104,6 +104,11 @@ pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
     };
     match status {
         200..=299 if code.unwrap_or(0) == 0 => Ok(()),
+        // Not followed (see `HttpApiMailer::new`): a base URL to fix, not a refusal.
+        300..=399 => Err(MailError::transient(format!(
+            "Postmark {status}: the API answered with a redirect, which is not \
+             followed; check the base URL"
+        ))),
         404 | 408 | 429 | 500..=599 | 401 => Err(MailError::transient(said(code))),
         _ if code.is_some_and(|c| CONFIGURATION_CODES.contains(&c)) => {
             Err(MailError::transient(said(code)))

@@ -92,6 +92,10 @@ pub(super) fn classify(status: u16, body: &str) -> Result<(), MailError> {
         format!("SendGrid {status}: {}", messages.join("; "))
     };
     match status {
+        // Not followed (see `HttpApiMailer::new`): a base URL to fix, not a refusal.
+        300..=399 => Err(MailError::transient(format!(
+            "{said} (a redirect, which is not followed; check the base URL)"
+        ))),
         404 | 408 | 429 | 500..=599 | 401 | 403 => Err(MailError::transient(said)),
         _ => Err(MailError::permanent(said)),
     }
