@@ -99,11 +99,22 @@ use tokio::task::JoinSet;
 ///
 /// let rate = Rate::per_second(NonZeroU32::new(10).unwrap()).with_burst(NonZeroU32::MIN);
 /// assert_eq!(rate.interval(), time::Duration::milliseconds(100));
+/// // Rounded up: three spaced sends fit in a second, a fourth does not.
+/// let rate = Rate::per_second(NonZeroU32::new(3).unwrap());
+/// assert_eq!(rate.interval(), time::Duration::nanoseconds(333_333_334));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     interval: Duration,
     burst: NonZeroU32,
+}
+
+/// `period_ns` over `n`, rounded up: rounded down, the `n + 1`th send of a run would
+/// land just inside the period (three a second at 333,333,333 ns: the fourth at
+/// 0.999999999 s).
+fn spacing(period_ns: u64, n: NonZeroU32) -> Duration {
+    let ns = period_ns.div_ceil(u64::from(n.get()));
+    Duration::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
 }
 
 impl Rate {
@@ -113,7 +124,7 @@ impl Rate {
     /// in its first second: set one only if the provider allows it.
     pub fn per_second(n: NonZeroU32) -> Self {
         Self {
-            interval: Duration::nanoseconds(1_000_000_000 / i64::from(n.get())),
+            interval: spacing(1_000_000_000, n),
             burst: NonZeroU32::MIN,
         }
     }
@@ -121,7 +132,7 @@ impl Rate {
     /// `n` messages per minute, bursting up to 1.
     pub fn per_minute(n: NonZeroU32) -> Self {
         Self {
-            interval: Duration::nanoseconds(60_000_000_000 / i64::from(n.get())),
+            interval: spacing(60_000_000_000, n),
             burst: NonZeroU32::MIN,
         }
     }
@@ -423,10 +434,11 @@ impl Dispatcher {
 
     /// The longest a claimed entry waits for its rate-limited send time before it is
     /// handed back to the outbox instead (it must stay well under the service's lease).
-    /// Default 1 minute.
+    /// Default 1 minute; at most a day (a longer one is a day: the claims would
+    /// outlast any lease, and instants that far out could overflow).
     #[must_use]
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait.max(Duration::ZERO);
+        self.max_wait = max_wait.clamp(Duration::ZERO, Duration::DAY);
         self
     }
 
@@ -1052,6 +1064,24 @@ mod tests {
 
     fn n(v: u32) -> NonZeroU32 {
         NonZeroU32::new(v).unwrap()
+    }
+
+    #[test]
+    fn n_per_second_is_never_n_plus_one_in_a_second() {
+        for per in [3, 7, 9, 11, 1000] {
+            let mut throttle = Throttle::new(Some(Rate::per_second(n(per))), None);
+            let t = TenantId::new("a").unwrap();
+            let times: Vec<_> = (0..=per).map(|_| throttle.reserve(&t, T0)).collect();
+            assert!(
+                times[usize::try_from(per).unwrap()] >= T0 + Duration::SECOND,
+                "{per} a second: {:?}",
+                times.last()
+            );
+        }
+        let mut throttle = Throttle::new(Some(Rate::per_minute(n(7))), None);
+        let t = TenantId::new("a").unwrap();
+        let times: Vec<_> = (0..8).map(|_| throttle.reserve(&t, T0)).collect();
+        assert!(times[7] >= T0 + Duration::MINUTE);
     }
 
     #[test]

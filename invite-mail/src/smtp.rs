@@ -208,6 +208,10 @@ impl SmtpMailer {
     /// A relay on port 587 that must offer `STARTTLS`; the certificate is checked
     /// against the webpki roots for `host`.
     pub fn starttls_relay(host: &str, from: Mailbox) -> Result<Self, SmtpConfigError> {
+        // `TlsParameters::new` takes any text; a name TLS cannot verify would fail
+        // every send instead.
+        rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| SmtpConfigError::ServerName(host.to_owned()))?;
         TlsParameters::new(host.to_owned()).map_err(|e| SmtpConfigError::Tls(Box::new(e)))?;
         Ok(Self::with_security(host, 587, Security::StartTls, from))
     }
@@ -521,10 +525,18 @@ impl Mailer for SmtpMailer {
             }
         };
         let from = &self.sender.mailbox().email;
-        let step = Instant::now() + self.timeout;
-        let until = limit.map_or(step, |(deadline, _)| deadline.min(step));
-        let sent =
-            tokio::time::timeout_at(until, transaction(&mut pooled, from, &to, &mut buffer)).await;
+        // A timeout too long to add (`Duration::MAX`) is none.
+        let step = Instant::now().checked_add(self.timeout);
+        let until = match (limit, step) {
+            (Some((deadline, _)), Some(step)) => Some(deadline.min(step)),
+            (Some((deadline, _)), None) => Some(deadline),
+            (None, step) => step,
+        };
+        let transaction = transaction(&mut pooled, from, &to, &mut buffer);
+        let sent = match until {
+            Some(until) => tokio::time::timeout_at(until, transaction).await,
+            None => Ok(transaction.await),
+        };
         match sent {
             Ok(Ok(())) => {
                 pooled.buffer = buffer;
@@ -542,7 +554,9 @@ impl Mailer for SmtpMailer {
                 // mid-DATA, the relay discards the message.
                 drop(pooled);
                 Err(match limit {
-                    Some((deadline, within)) if deadline < step => self.gave_up(within),
+                    Some((deadline, within)) if step.is_none_or(|step| deadline < step) => {
+                        self.gave_up(within)
+                    }
                     _ => MailError::transient(format!(
                         "timed out after {:?} sending to {}",
                         self.timeout, self.host

@@ -428,6 +428,23 @@ async fn an_unreachable_relay_is_a_transient_failure() {
 #[test]
 fn relay_refuses_invalid_server_names() {
     assert!(SmtpMailer::relay("not a host name", from()).is_err());
+    assert!(SmtpMailer::starttls_relay("not a host name", from()).is_err());
+    assert!(SmtpMailer::starttls_relay("smtp.example.com", from()).is_ok());
+}
+
+#[tokio::test]
+async fn a_timeout_too_long_to_add_is_no_timeout() {
+    // `Instant + Duration::MAX` panicked on every send.
+    let sink = SmtpSink::start().await.unwrap();
+    let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from())
+        .with_timeout(std::time::Duration::MAX);
+    mailer.send(&email()).await.unwrap();
+    let bounded = invite_core::OutgoingEmail {
+        send_within: Some(std::time::Duration::from_secs(60)),
+        ..email()
+    };
+    mailer.send(&bounded).await.unwrap();
+    assert_eq!(sink.messages().len(), 2);
 }
 
 #[tokio::test]
