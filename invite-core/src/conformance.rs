@@ -99,6 +99,7 @@ macro_rules! __store_conformance_list {
             accept_refuses_a_replaced_link,
             accept_refuses_a_second_use,
             accept_takes_a_pending_invitation_without_an_expiry,
+            a_pending_invitation_without_an_expiry_is_listed_and_never_expired,
             accept_is_scoped_to_the_tenant,
             record_transitions_is_compare_and_set_on_version,
             record_transitions_applies_fresh_ones_and_reports_stale_ones,
@@ -134,6 +135,8 @@ macro_rules! __store_conformance_list {
             claims_are_exclusive_under_concurrency,
             attach_token_needs_the_held_claim_and_a_pending_invitation,
             complete_sent_marks_the_invitation_delivered,
+            complete_leaves_an_accepted_invitation_alone,
+            a_new_attempts_token_replaces_the_last,
             complete_retry_reschedules_and_releases_the_claim,
             complete_failed_marks_delivery_failed,
             the_longest_reason_the_service_writes_is_kept_whole,
@@ -1414,6 +1417,44 @@ pub async fn accept_takes_a_pending_invitation_without_an_expiry(store: &dyn Sto
     );
     assert_eq!(accepted.status, InvitationStatus::Accepted);
     assert_eq!(accepted.expires_at, None);
+}
+
+/// A pending invitation without an expiry (`expires_at` NULL) stays pending however
+/// late it is asked: listed and counted as pending, never as expired, and never
+/// taken by `expire_due` (a store comparing `expires_at > now` for pending would drop
+/// it from every list).
+pub async fn a_pending_invitation_without_an_expiry_is_listed_and_never_expired(store: &dyn Store) {
+    let fx = Fx::new("a_pending_invitation_without_an_expiry_is_listed_and_never_expired");
+    let t = fx.tenant(0);
+    let (mut pending, _) = link(invitation(&t, "ann@example.com", T0), T0);
+    pending.expires_at = None;
+    insert(store, &t, &[bare(&pending)]).await;
+    let late = T0 + Duration::days(400);
+    let only = |status| InvitationFilter::statuses([status]);
+    let listed = walk(store, &t, &only(InvitationStatus::Pending), 10, late).await;
+    assert_eq!(ids(&listed), ids([&pending]), "listed as pending");
+    assert!(
+        walk(store, &t, &only(InvitationStatus::Expired), 10, late)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        must(
+            store
+                .count_invitations(&t, &only(InvitationStatus::Pending), late)
+                .await,
+            "count_invitations"
+        ),
+        1
+    );
+    assert!(
+        must(store.expire_due(&t, late, 100).await, "expire_due").is_empty(),
+        "expire_due must not take an invitation without an expiry"
+    );
+    assert_eq!(
+        read(store, &t, pending.id).await.status,
+        InvitationStatus::Pending
+    );
 }
 
 /// A link works once: a second accept, by anyone, is `NotFound` and changes nothing.
@@ -4030,6 +4071,133 @@ pub async fn attach_token_needs_the_held_claim_and_a_pending_invitation(store: &
             .attach_token(&t, dee_entry.id, dee_claim.lease_until, &new_hash())
             .await,
         "attach_token for a revoked invitation",
+    );
+}
+
+/// `Sent` and `Failed` record the delivery on a pending invitation only: one accepted
+/// through the attached link while its entry was held (a retry keeps the earlier
+/// attempt's link working until the next is attached) stays accepted; the entry is
+/// retired either way.
+pub async fn complete_leaves_an_accepted_invitation_alone(store: &dyn Store) {
+    let fx = Fx::new("complete_leaves_an_accepted_invitation_alone");
+    let t = fx.tenant(0);
+    let outcomes = [
+        (DeliveryOutcome::Sent, OutboxState::Sent),
+        (
+            DeliveryOutcome::Failed {
+                error: "550 no such user".into(),
+            },
+            OutboxState::Failed,
+        ),
+    ];
+    for (k, (outcome, state)) in (0i64..).zip(outcomes) {
+        let at = era(18) + Duration::days(k);
+        let (invitation, entry) = queued(store, &t, &format!("ann{k}@example.com"), at).await;
+        let held = claim_one(store, at + Duration::seconds(1), entry.id).await;
+        let hash = new_hash();
+        must(
+            store
+                .attach_token(&t, entry.id, held.lease_until, &hash)
+                .await,
+            "attach_token",
+        );
+        let accepted = must(
+            store
+                .accept(&t, &hash, &user("u-ann"), at + Duration::seconds(2))
+                .await,
+            "accept",
+        );
+        must(
+            store
+                .complete_outbox(
+                    &t,
+                    entry.id,
+                    held.lease_until,
+                    &outcome,
+                    at + Duration::seconds(3),
+                )
+                .await,
+            "complete_outbox",
+        );
+        assert_eq!(
+            read(store, &t, invitation.id).await,
+            accepted,
+            "completing with {outcome:?} must leave an accepted invitation as it is"
+        );
+        let entries = outbox(store, &t, invitation.id).await;
+        assert_eq!(
+            (entries.len(), entries[0].state, entries[0].claimed_until),
+            (1, state, None),
+            "the entry is retired with {outcome:?}"
+        );
+    }
+}
+
+/// Each attempt's `attach_token` replaces the hash of the one before: the earlier
+/// attempt's link (which may have leaked with a failed send) is dead once the next
+/// is attached.
+pub async fn a_new_attempts_token_replaces_the_last(store: &dyn Store) {
+    let fx = Fx::new("a_new_attempts_token_replaces_the_last");
+    let t = fx.tenant(0);
+    let e = era(19);
+    let (invitation, entry) = queued(store, &t, "ann@example.com", e).await;
+    let first = claim_one(store, e + Duration::seconds(1), entry.id).await;
+    let old = new_hash();
+    must(
+        store
+            .attach_token(&t, entry.id, first.lease_until, &old)
+            .await,
+        "attach_token",
+    );
+    let retry = DeliveryOutcome::Retry {
+        next_attempt_at: e + Duration::minutes(1),
+        error: "421 try again later".into(),
+    };
+    must(
+        store
+            .complete_outbox(
+                &t,
+                entry.id,
+                first.lease_until,
+                &retry,
+                e + Duration::seconds(2),
+            )
+            .await,
+        "complete_outbox",
+    );
+    let second = claim_one(store, e + Duration::minutes(2), entry.id).await;
+    let new = new_hash();
+    must(
+        store
+            .attach_token(&t, entry.id, second.lease_until, &new)
+            .await,
+        "attach_token",
+    );
+    assert_not_found(
+        store.find_by_token(&t, &old).await,
+        "the earlier attempt's hash after the next attempt's attach_token",
+    );
+    assert_not_found(
+        store
+            .accept(&t, &old, &user("u-ann"), e + Duration::minutes(3))
+            .await,
+        "accept with the earlier attempt's hash",
+    );
+    assert_eq!(
+        must(store.find_by_token(&t, &new).await, "find_by_token").id,
+        invitation.id
+    );
+    must(
+        store
+            .complete_outbox(
+                &t,
+                entry.id,
+                second.lease_until,
+                &DeliveryOutcome::Sent,
+                e + Duration::minutes(3),
+            )
+            .await,
+        "complete_outbox",
     );
 }
 
