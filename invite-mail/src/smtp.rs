@@ -492,16 +492,18 @@ impl Mailer for SmtpMailer {
                 .map_err(|_| shutting_down())?
             }
         };
-        let mut pooled = match self.checkout() {
-            Some(pooled) => pooled,
+        // Reused without a check: the relay may have closed it since its last message.
+        let (mut pooled, mut unchecked) = match self.checkout() {
+            Some(pooled) => (pooled, true),
             None => {
                 let slow = Box::pin(self.checkout_slow());
-                match limit {
+                let pooled = match limit {
                     None => slow.await?,
                     Some((deadline, within)) => tokio::time::timeout_at(deadline, slow)
                         .await
                         .map_err(|_| self.gave_up(within))??,
-                }
+                };
+                (pooled, false)
             }
         };
         let mut buffer = std::mem::take(&mut pooled.buffer);
@@ -525,43 +527,59 @@ impl Mailer for SmtpMailer {
             }
         };
         let from = &self.sender.mailbox().email;
-        // A timeout too long to add (`Duration::MAX`) is none.
-        let step = Instant::now().checked_add(self.timeout);
-        let until = match (limit, step) {
-            (Some((deadline, _)), Some(step)) => Some(deadline.min(step)),
-            (Some((deadline, _)), None) => Some(deadline),
-            (None, step) => step,
-        };
-        let transaction = transaction(&mut pooled, from, &to, &mut buffer);
-        let sent = match until {
-            Some(until) => tokio::time::timeout_at(until, transaction).await,
-            None => Ok(transaction.await),
-        };
-        match sent {
-            Ok(Ok(())) => {
-                pooled.buffer = buffer;
-                self.checkin(pooled);
-                Ok(())
-            }
-            // The session was ended on the error (QUIT), so the connection is dropped
-            // here, never pooled.
-            Ok(Err(error)) => Err(error),
-            Err(_) => {
-                // Cut off mid-transaction: the connection is dropped, not ended with
-                // QUIT. A QUIT could complete a half-written message (the relay would
-                // read it as the last line of the data), and a relay that stopped
-                // reading would never take it, holding this send forever. Closed
-                // mid-DATA, the relay discards the message.
-                drop(pooled);
-                Err(match limit {
-                    Some((deadline, within)) if step.is_none_or(|step| deadline < step) => {
-                        self.gave_up(within)
-                    }
-                    _ => MailError::transient(format!(
-                        "timed out after {:?} sending to {}",
-                        self.timeout, self.host
-                    )),
-                })
+        loop {
+            // A timeout too long to add (`Duration::MAX`) is none.
+            let step = Instant::now().checked_add(self.timeout);
+            let until = match (limit, step) {
+                (Some((deadline, _)), Some(step)) => Some(deadline.min(step)),
+                (Some((deadline, _)), None) => Some(deadline),
+                (None, step) => step,
+            };
+            let transaction = transaction(&mut pooled, from, &to, &mut buffer);
+            let sent = match until {
+                Some(until) => tokio::time::timeout_at(until, transaction).await,
+                None => Ok(transaction.await),
+            };
+            match sent {
+                Ok(Ok(())) => {
+                    pooled.buffer = buffer;
+                    self.checkin(pooled);
+                    return Ok(());
+                }
+                // The relay closed the connection after its last message (a cap on
+                // messages per connection, an idle limit shorter than ours): nothing of
+                // this one was taken, so it goes once more on a new connection instead
+                // of costing a retry.
+                Ok(Err(failed)) if unchecked && failed.relay_gone => {
+                    unchecked = false;
+                    let fresh = Box::pin(self.connect());
+                    pooled = match limit {
+                        None => fresh.await?,
+                        Some((deadline, within)) => tokio::time::timeout_at(deadline, fresh)
+                            .await
+                            .map_err(|_| self.gave_up(within))??,
+                    };
+                }
+                // The session was ended on the error (QUIT), so the connection is
+                // dropped here, never pooled.
+                Ok(Err(failed)) => return Err(failed.error),
+                Err(_) => {
+                    // Cut off mid-transaction: the connection is dropped, not ended with
+                    // QUIT. A QUIT could complete a half-written message (the relay
+                    // would read it as the last line of the data), and a relay that
+                    // stopped reading would never take it, holding this send forever.
+                    // Closed mid-DATA, the relay discards the message.
+                    drop(pooled);
+                    return Err(match limit {
+                        Some((deadline, within)) if step.is_none_or(|step| deadline < step) => {
+                            self.gave_up(within)
+                        }
+                        _ => MailError::transient(format!(
+                            "timed out after {:?} sending to {}",
+                            self.timeout, self.host
+                        )),
+                    });
+                }
             }
         }
     }
@@ -611,7 +629,7 @@ async fn transaction(
     from: &Address,
     to: &Address,
     data: &mut Vec<u8>,
-) -> Result<(), MailError> {
+) -> Result<(), Failed> {
     let connection = &mut pooled.connection;
     let mut options = Vec::new();
     let ascii_envelope =
@@ -622,9 +640,9 @@ async fn transaction(
             .supports_feature(Extension::SmtpUtfEight)
         {
             connection.abort().await;
-            return Err(MailError::permanent(
+            return Err(Failed::by(MailError::permanent(
                 "the relay does not support SMTPUTF8, needed for this address",
-            ));
+            )));
         }
         options.push(MailParameter::SmtpUtfEight);
     }
@@ -634,9 +652,9 @@ async fn transaction(
             .supports_feature(Extension::EightBitMime)
         {
             connection.abort().await;
-            return Err(MailError::permanent(
+            return Err(Failed::by(MailError::permanent(
                 "the message is not ASCII and the relay does not support 8BITMIME",
-            ));
+            )));
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
@@ -649,10 +667,14 @@ async fn transaction(
         .await
     {
         connection.abort().await;
-        return Err(
-            MailError::transient(format!("SMTP relay refused the sender: {error}"))
+        // No reply (the connection is closed), or 421: the relay is closing it.
+        let relay_gone = !(error.is_transient() || error.is_permanent())
+            || error.status().is_some_and(|code| code.to_string() == "421");
+        return Err(Failed {
+            error: MailError::transient(format!("SMTP relay refused the sender: {error}"))
                 .with_source(error),
-        );
+            relay_gone,
+        });
     }
     let result = async {
         connection
@@ -677,7 +699,23 @@ async fn transaction(
         Ok(_response) => Ok(()),
         Err(error) => {
             pooled.connection.abort().await;
-            Err(send_error(error))
+            Err(Failed::by(send_error(error)))
+        }
+    }
+}
+
+/// A transaction that failed, and whether it failed on a connection the relay had
+/// already closed, before anything of the message was taken.
+struct Failed {
+    error: MailError,
+    relay_gone: bool,
+}
+
+impl Failed {
+    fn by(error: MailError) -> Self {
+        Self {
+            error,
+            relay_gone: false,
         }
     }
 }

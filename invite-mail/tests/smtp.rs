@@ -590,3 +590,58 @@ async fn a_dispatched_send_to_a_hung_relay_is_retried_under_its_own_claim() {
     );
     assert!(relay.await.unwrap().ends_with("DATA\n"));
 }
+
+/// A relay that takes one message per connection and then closes it, as relays with
+/// a per-connection cap do (without a `421`). Counts the messages it took.
+async fn one_message_per_connection() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 capped.example ESMTP\r\n").await?;
+                let mut in_data = false;
+                while let Some(line) = lines.next_line().await? {
+                    if in_data {
+                        if line == "." {
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            write.write_all(b"250 queued\r\n").await?;
+                            // The cap: the connection ends here.
+                            return Ok::<(), std::io::Error>(());
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250 capped.example\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    write.write_all(reply).await?;
+                }
+                Ok(())
+            });
+        }
+    });
+    (port, taken)
+}
+
+#[tokio::test]
+async fn a_connection_the_relay_closed_after_its_last_message_is_replaced_not_failed() {
+    let (port, taken) = one_message_per_connection().await;
+    let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from());
+    for _ in 0..3 {
+        mailer.send(&email()).await.unwrap();
+    }
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
