@@ -16,6 +16,12 @@
 //! byte-by-byte dot-stuffing codec and write the final `.` separately (a second segment
 //! and a second wake-up of the relay per message); its `command()` would copy it into a
 //! fresh `String`.
+//!
+//! TLS is this crate's too, in both modes (rustls, webpki roots and any
+//! [`SmtpMailer::with_root_certificate`]): implicit TLS around the socket, and for
+//! `STARTTLS` the clear-text exchange up to the relay's `220`, read a byte at a time so
+//! that nothing sent before the handshake is read as a reply after it (lettre keeps
+//! what its reader buffered across its own upgrade).
 
 use std::fmt;
 use std::io;
@@ -30,7 +36,7 @@ use invite_core::{Clock, MailError, Mailer, OutgoingEmail, SystemClock};
 use lettre::Address;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use secrecy::{ExposeSecret, SecretString};
@@ -89,11 +95,10 @@ struct Pooled {
     socket: std::net::TcpStream,
     /// The message being written, reused from one message to the next.
     buffer: Vec<u8>,
-    /// Shared with the connection's stream: bytes it writes at the next flush. `None`
-    /// on a STARTTLS session, where lettre's TLS layer sits above that stream, so
-    /// staged bytes would bypass the encryption: there the message goes through
-    /// lettre's stream instead (one copy).
-    staged: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Shared with the connection's stream: bytes it writes at the next flush (below
+    /// lettre, above TLS: this crate does the TLS of both modes, so lettre stacks
+    /// nothing there).
+    staged: Arc<Mutex<Vec<u8>>>,
     idle_since: Instant,
 }
 
@@ -137,7 +142,11 @@ pub struct SmtpMailer {
     host: String,
     port: u16,
     security: Security,
-    wrapper_tls: Option<tokio_rustls::TlsConnector>,
+    /// The TLS client of both TLS modes: around the socket from the start (`Tls`), or
+    /// after `STARTTLS` (`StartTls`); `None` in clear text.
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Roots trusted beyond the webpki ones ([`SmtpMailer::with_root_certificate`]).
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     credentials: Option<SmtpCredentials>,
     hello: ClientId,
     sender: crate::message::Sender,
@@ -147,9 +156,6 @@ pub struct SmtpMailer {
     sending: Arc<Semaphore>,
     pool: Mutex<Vec<Pooled>>,
     clock: Arc<dyn Clock>,
-    /// Whether messages are staged under lettre's stream ([`Staged`]): not on STARTTLS
-    /// sessions, whose TLS layer lettre stacks above that stream.
-    stage_writes: bool,
 }
 
 impl fmt::Debug for SmtpMailer {
@@ -180,7 +186,8 @@ impl SmtpMailer {
             host: host.to_owned(),
             port,
             security,
-            wrapper_tls: None,
+            tls: None,
+            extra_roots: Vec::new(),
             credentials: None,
             hello: ClientId::default(),
             sender: crate::message::Sender::new(from),
@@ -190,30 +197,49 @@ impl SmtpMailer {
             sending: Arc::new(Semaphore::new(16)),
             pool: Mutex::new(Vec::new()),
             clock: Arc::new(SystemClock),
-            stage_writes: security != Security::StartTls,
         }
+    }
+
+    /// The TLS client for `host`, trusting the webpki roots and `extra`.
+    fn tls_for(
+        host: &str,
+        extra: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<tokio_rustls::TlsConnector, SmtpConfigError> {
+        rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| SmtpConfigError::ServerName(host.to_owned()))?;
+        let config =
+            crate::tls::client_config(extra).map_err(|e| SmtpConfigError::Tls(Box::new(e)))?;
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 
     /// A relay speaking implicit TLS on port 465, its certificate checked against the
     /// webpki roots for `host`.
     pub fn relay(host: &str, from: Mailbox) -> Result<Self, SmtpConfigError> {
-        rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|_| SmtpConfigError::ServerName(host.to_owned()))?;
-        let config = crate::tls::client_config().map_err(|e| SmtpConfigError::Tls(Box::new(e)))?;
         let mut mailer = Self::with_security(host, 465, Security::Tls, from);
-        mailer.wrapper_tls = Some(tokio_rustls::TlsConnector::from(Arc::new(config)));
+        mailer.tls = Some(Self::tls_for(host, &[])?);
         Ok(mailer)
     }
 
     /// A relay on port 587 that must offer `STARTTLS`; the certificate is checked
     /// against the webpki roots for `host`.
     pub fn starttls_relay(host: &str, from: Mailbox) -> Result<Self, SmtpConfigError> {
-        // `TlsParameters::new` takes any text; a name TLS cannot verify would fail
-        // every send instead.
-        rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|_| SmtpConfigError::ServerName(host.to_owned()))?;
-        TlsParameters::new(host.to_owned()).map_err(|e| SmtpConfigError::Tls(Box::new(e)))?;
-        Ok(Self::with_security(host, 587, Security::StartTls, from))
+        let mut mailer = Self::with_security(host, 587, Security::StartTls, from);
+        mailer.tls = Some(Self::tls_for(host, &[])?);
+        Ok(mailer)
+    }
+
+    /// Trusts `der` (a DER certificate) as a root beyond the webpki ones: a relay
+    /// whose certificate a private CA signed. No effect in clear text.
+    pub fn with_root_certificate(
+        mut self,
+        der: impl Into<Vec<u8>>,
+    ) -> Result<Self, SmtpConfigError> {
+        self.extra_roots
+            .push(rustls::pki_types::CertificateDer::from(der.into()));
+        if self.tls.is_some() {
+            self.tls = Some(Self::tls_for(&self.host, &self.extra_roots)?);
+        }
+        Ok(self)
     }
 
     /// A relay spoken to in clear text, e.g. a local MTA or a development sink. Anyone
@@ -318,10 +344,22 @@ impl SmtpMailer {
         let tcp =
             TcpStream::from_std(std).map_err(|e| network("cannot configure the socket to", e))?;
 
-        let staged = self.stage_writes.then(|| Arc::new(Mutex::new(Vec::new())));
+        let staged = Arc::new(Mutex::new(Vec::new()));
         let handshake = async {
-            let stream: Box<dyn AsyncTokioStream> = match (&self.wrapper_tls, self.security) {
-                (Some(tls), Security::Tls) => {
+            let mut tcp = tcp;
+            let mut greeting: &'static [u8] = b"";
+            if self.security == Security::StartTls {
+                self.starttls(&mut tcp).await?;
+                greeting = b"220 ready after STARTTLS\r\n";
+            }
+            let stream: Box<dyn AsyncTokioStream> =
+                if self.security == Security::UnencryptedDangerous {
+                    Box::new(tcp)
+                } else {
+                    // Both TLS modes' constructors set it; never clear text in their place.
+                    let tls = self.tls.as_ref().ok_or_else(|| {
+                        MailError::transient(format!("no TLS configuration for {}", self.host))
+                    })?;
                     let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(
                         |e| MailError::transient(format!("bad server name {}: {e}", self.host)),
                     )?;
@@ -330,41 +368,18 @@ impl SmtpMailer {
                         .await
                         .map_err(|e| network("TLS handshake failed with", e))?;
                     Box::new(TlsTcp(tls))
-                }
-                _ => Box::new(tcp),
-            };
-            // Staging writes below whatever lettre stacks on the stream, which is only
-            // safe when lettre stacks nothing: STARTTLS upgrades inside lettre, so its
-            // sessions do without.
-            let stream: Box<dyn AsyncTokioStream> = match &staged {
-                Some(staged) => Box::new(Staged {
-                    inner: stream,
-                    bytes: staged.clone(),
-                    written: 0,
-                }),
-                None => stream,
-            };
+                };
+            // Writes staged below lettre: it stacks nothing on this stream (TLS, and
+            // STARTTLS, are below it too).
+            let stream = Box::new(Staged {
+                inner: stream,
+                bytes: staged.clone(),
+                written: 0,
+                greeting,
+            });
             let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
                 .await
                 .map_err(|e| session_error("greeting", e))?;
-            if self.security == Security::StartTls {
-                if !connection
-                    .server_info()
-                    .supports_feature(Extension::StartTls)
-                {
-                    connection.abort().await;
-                    return Err(MailError::transient(format!(
-                        "{} does not offer STARTTLS; refusing to send in clear",
-                        self.host
-                    )));
-                }
-                let parameters =
-                    TlsParameters::new(self.host.clone()).map_err(|e| session_error("TLS", e))?;
-                connection
-                    .starttls(parameters, &self.hello)
-                    .await
-                    .map_err(|e| session_error("STARTTLS", e))?;
-            }
             if let Some(credentials) = &self.credentials {
                 let credentials = Credentials::new(
                     credentials.username.clone(),
@@ -375,7 +390,7 @@ impl SmtpMailer {
                     .await
                     .map_err(|e| session_error("authentication", e))?;
             }
-            Ok(connection)
+            Ok::<_, MailError>(connection)
         };
         let connection = tokio::time::timeout(self.timeout, handshake)
             .await
@@ -392,6 +407,65 @@ impl SmtpMailer {
             staged,
             idle_since: Instant::now(),
         })
+    }
+
+    /// The clear-text start of a STARTTLS session, up to the relay's `220` to
+    /// `STARTTLS`: negotiated here rather than by lettre, whose reader keeps what it
+    /// buffered across the upgrade. Bytes after that `220` (written before TLS, by the
+    /// relay or by anyone on the path) would then be read as the first replies over
+    /// TLS, a forged EHLO among them (CVE-2011-0411's class). Replies are read a byte
+    /// at a time, so nothing past the `220` is taken from the socket, and a session
+    /// with anything there is refused.
+    async fn starttls(&self, tcp: &mut TcpStream) -> Result<(), MailError> {
+        use tokio::io::AsyncWriteExt as _;
+        let failed = |stage: &str, e: io::Error| {
+            MailError::transient(format!("SMTP {stage} failed with {}: {e}", self.host))
+                .with_source(e)
+        };
+        let expect = |stage: &str, (code, lines): (u16, Vec<String>), want: u16| {
+            if code == want {
+                Ok(lines)
+            } else {
+                Err(MailError::transient(format!(
+                    "SMTP {stage} refused by {}: {}",
+                    self.host,
+                    lines.join(" / ")
+                )))
+            }
+        };
+        let greeting = read_reply(tcp).await.map_err(|e| failed("greeting", e))?;
+        expect("greeting", greeting, 220)?;
+        tcp.write_all(format!("EHLO {}\r\n", self.hello).as_bytes())
+            .await
+            .map_err(|e| failed("EHLO", e))?;
+        let ehlo = read_reply(tcp).await.map_err(|e| failed("EHLO", e))?;
+        let offers = expect("EHLO", ehlo, 250)?.iter().skip(1).any(|line| {
+            line.get(4..)
+                .and_then(|keywords| keywords.split_whitespace().next())
+                .is_some_and(|keyword| keyword.eq_ignore_ascii_case("STARTTLS"))
+        });
+        if !offers {
+            let _ = tcp.write_all(b"QUIT\r\n").await;
+            return Err(MailError::transient(format!(
+                "{} does not offer STARTTLS; refusing to send in clear",
+                self.host
+            )));
+        }
+        tcp.write_all(b"STARTTLS\r\n")
+            .await
+            .map_err(|e| failed("STARTTLS", e))?;
+        let ready = read_reply(tcp).await.map_err(|e| failed("STARTTLS", e))?;
+        expect("STARTTLS", ready, 220)?;
+        let mut after = [0u8; 1];
+        match tcp.try_read(&mut after) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(failed("STARTTLS", e)),
+            Ok(_) => Err(MailError::transient(format!(
+                "{} sent more after agreeing to STARTTLS (an injection on the path?); \
+                 refusing the session",
+                self.host
+            ))),
+        }
     }
 
     /// The usual case of a checkout, a connection used moments ago, which needs no
@@ -508,9 +582,7 @@ impl Mailer for SmtpMailer {
         };
         let mut buffer = std::mem::take(&mut pooled.buffer);
         buffer.clear();
-        if let Some(staged) = &pooled.staged {
-            lock(staged).clear();
-        }
+        lock(&pooled.staged).clear();
         let written = crate::message::write(
             email,
             &self.sender,
@@ -599,17 +671,6 @@ fn shutting_down() -> MailError {
     MailError::transient("the mailer is shutting down")
 }
 
-/// The framed message as a command lettre writes as is (its reply is the one to the
-/// data). The message writer produces UTF-8 (7bit, quoted-printable and base64 parts
-/// are ASCII; 8bit parts are the template's UTF-8 text).
-struct Framed<'a>(&'a [u8]);
-
-impl fmt::Display for Framed<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&String::from_utf8_lossy(self.0))
-    }
-}
-
 /// An empty command: lettre writes nothing and flushes, which sends what is staged
 /// (see [`Staged`]), then reads and checks the reply.
 struct FlushStaged;
@@ -681,18 +742,12 @@ async fn transaction(
             .command(Rcpt::new(to.clone(), Vec::new()))
             .await?;
         connection.command(Data).await?;
-        match &pooled.staged {
-            Some(staged) => {
-                // Hand the buffer to the stream (a swap, no copy) and have lettre flush it.
-                std::mem::swap(&mut *lock(staged), data);
-                let reply = connection.command(FlushStaged).await;
-                // Take it back (emptied by the stream once written) to reuse its capacity.
-                std::mem::swap(&mut *lock(staged), data);
-                reply
-            }
-            // Through lettre's stream (and so its TLS layer) as one pre-framed command.
-            None => connection.command(Framed(data)).await,
-        }
+        // Hand the buffer to the stream (a swap, no copy) and have lettre flush it.
+        std::mem::swap(&mut *lock(&pooled.staged), data);
+        let reply = connection.command(FlushStaged).await;
+        // Take it back (emptied by the stream once written) to reuse its capacity.
+        std::mem::swap(&mut *lock(&pooled.staged), data);
+        reply
     }
     .await;
     match result {
@@ -700,6 +755,42 @@ async fn transaction(
         Err(error) => {
             pooled.connection.abort().await;
             Err(Failed::by(send_error(error)))
+        }
+    }
+}
+
+/// One SMTP reply (`250-...` lines up to `250 ...`), read a byte at a time so that
+/// nothing after it leaves the socket: its code and lines. At most 8 KiB.
+async fn read_reply(tcp: &mut TcpStream) -> io::Result<(u16, Vec<String>)> {
+    use tokio::io::AsyncReadExt as _;
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut lines = Vec::new();
+    let mut read = 0;
+    loop {
+        let mut line = Vec::new();
+        loop {
+            let byte = tcp.read_u8().await?;
+            read += 1;
+            if read > 8192 {
+                return Err(invalid("reply longer than 8 KiB"));
+            }
+            if byte == b'\n' {
+                break;
+            }
+            line.push(byte);
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let code = text
+            .get(..3)
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| invalid("not an SMTP reply"))?;
+        let last = text.as_bytes().get(3) != Some(&b'-');
+        lines.push(text);
+        if last {
+            return Ok((code, lines));
         }
     }
 }
@@ -728,6 +819,10 @@ struct Staged {
     inner: Box<dyn AsyncTokioStream>,
     bytes: Arc<Mutex<Vec<u8>>>,
     written: usize,
+    /// Read before the inner stream: after a STARTTLS this crate negotiated, the
+    /// greeting lettre's session starts by reading (the relay sends none after the
+    /// handshake; lettre then says EHLO again over TLS, as RFC 3207 asks).
+    greeting: &'static [u8],
 }
 
 impl Staged {
@@ -764,6 +859,12 @@ impl AsyncRead for Staged {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.greeting.is_empty() {
+            let n = self.greeting.len().min(buf.remaining());
+            buf.put_slice(&self.greeting[..n]);
+            self.greeting = &self.greeting[n..];
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -847,45 +948,6 @@ mod tests {
     use super::*;
     use crate::testing::SmtpSink;
 
-    /// A STARTTLS session writes the framed message through lettre's stream (so through
-    /// its TLS layer) instead of staging it below. There is no TLS relay here, so the
-    /// same path runs over plain TCP: two messages on one connection arrive whole,
-    /// dot lines and non-ASCII text included.
-    #[tokio::test]
-    async fn unstaged_sessions_deliver_whole_messages() {
-        let sink = SmtpSink::start().await.unwrap();
-        let from = "Acme <no-reply@acme.example>".parse().unwrap();
-        let mut mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from);
-        assert!(mailer.stage_writes, "plain sessions stage");
-        mailer.stage_writes = false;
-        let at = datetime!(2030-11-22 9:00 UTC);
-        for n in 0..2 {
-            let outbox = OutboxId::new(at);
-            let email = OutgoingEmail {
-                message_id: format!("<{outbox}@app.example.com>"),
-                tenant: TenantId::new("acme").unwrap(),
-                invitation: InvitationId::new(at),
-                outbox,
-                kind: MailKind::Invitation,
-                to: EmailAddress::parse("ann@example.com").unwrap(),
-                to_name: Some("Zoë".to_owned()),
-                subject: format!("Hello {n}"),
-                text: format!("Grüße {n}\n.starts with a dot\n.\nend\n"),
-                html: Some("<p>\n.</p>\n".to_owned()),
-                send_within: None,
-            };
-            mailer.send(&email).await.unwrap();
-        }
-        let messages = sink.messages();
-        assert_eq!(messages.len(), 2);
-        assert_eq!(sink.sessions().len(), 1, "the connection is reused");
-        for (n, message) in messages.iter().enumerate() {
-            let text = message.text();
-            assert!(text.contains(&format!("Subject: Hello {n}")), "{text}");
-            assert!(text.contains(".starts with a dot\r\n.\r\nend"), "{text}");
-        }
-    }
-
     /// A connection used moments ago is taken as is; one idle past `CHECK_AFTER` is
     /// checked with NOOP first and reused; one idle past the idle timeout is closed
     /// and replaced.
@@ -934,17 +996,5 @@ mod tests {
             .collect();
         assert_eq!(subjects, vec![true; 4]);
         assert_eq!(mailer.idle_connections().len(), 1);
-    }
-
-    #[test]
-    fn starttls_sessions_never_stage_below_lettre() {
-        let from: Mailbox = "Acme <no-reply@acme.example>".parse().unwrap();
-        let starttls = SmtpMailer::starttls_relay("smtp.example.com", from.clone()).unwrap();
-        assert!(!starttls.stage_writes);
-        assert!(
-            SmtpMailer::relay("smtp.example.com", from)
-                .unwrap()
-                .stage_writes
-        );
     }
 }

@@ -3,10 +3,16 @@
 
 use std::sync::Arc;
 
-/// A rustls client configuration trusting the webpki roots.
-pub(crate) fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+/// A rustls client configuration trusting the webpki roots, and `extra` roots (a
+/// private relay's own CA).
+pub(crate) fn client_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra {
+        roots.add(root.clone())?;
+    }
     Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

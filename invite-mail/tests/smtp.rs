@@ -645,3 +645,159 @@ async fn a_connection_the_relay_closed_after_its_last_message_is_replaced_not_fa
     }
     assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// How a [`tls_relay`] starts its sessions.
+#[derive(Clone, Copy, PartialEq)]
+enum TlsStart {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// Clear text until `STARTTLS`.
+    StartTls,
+    /// `STARTTLS`, with forged replies written after its `220` in the same packet, as
+    /// an attacker on the path would.
+    StartTlsInjected,
+}
+
+/// A relay with a certificate for `localhost` from the test CA
+/// (`tests/fixtures/tls/`), which takes every message; counts them.
+async fn tls_relay(start: TlsStart) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let fixture = |name: &str| {
+        std::fs::read(format!(
+            "{}/tests/fixtures/tls/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let certificate = rustls::pki_types::CertificateDer::from(fixture("leaf.der"));
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(fixture("leaf.key.der").into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certificate], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                if start != TlsStart::Implicit {
+                    // The clear-text part, a byte at a time so nothing of TLS is read.
+                    let mut clear = BufReader::new(&mut tcp);
+                    clear
+                        .get_mut()
+                        .write_all(b"220 tls.example ESMTP\r\n")
+                        .await?;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if clear.read_line(&mut line).await? == 0 {
+                            return Ok(());
+                        }
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        if verb == "EHLO" {
+                            clear
+                                .get_mut()
+                                .write_all(b"250-tls.example\r\n250 STARTTLS\r\n")
+                                .await?;
+                        } else if line.trim_end().eq_ignore_ascii_case("STARTTLS") {
+                            let ready: &[u8] = if start == TlsStart::StartTlsInjected {
+                                b"220 go ahead\r\n250-forged.example\r\n250 AUTH PLAIN\r\n"
+                            } else {
+                                b"220 go ahead\r\n"
+                            };
+                            clear.get_mut().write_all(ready).await?;
+                            break;
+                        } else {
+                            clear.get_mut().write_all(b"503 STARTTLS first\r\n").await?;
+                        }
+                    }
+                }
+                let tls = acceptor.accept(tcp).await?;
+                let (read, mut write) = tokio::io::split(tls);
+                let mut lines = BufReader::new(read).lines();
+                if start == TlsStart::Implicit {
+                    write.write_all(b"220 tls.example ESMTP\r\n").await?;
+                }
+                let mut in_data = false;
+                while let Some(line) = lines.next_line().await? {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            write.write_all(b"250 queued\r\n").await?;
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-tls.example\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    write.write_all(reply).await?;
+                    write.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    (port, taken)
+}
+
+fn test_ca() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tls/ca.der"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_deliver_with_the_relays_ca_trusted() {
+    for start in [TlsStart::StartTls, TlsStart::Implicit] {
+        let (port, taken) = tls_relay(start).await;
+        let mailer = match start {
+            TlsStart::Implicit => SmtpMailer::relay("localhost", from()),
+            _ => SmtpMailer::starttls_relay("localhost", from()),
+        }
+        .unwrap()
+        .with_port(port);
+        // The webpki roots alone do not know the test CA.
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        let mailer = mailer.with_root_certificate(test_ca()).unwrap();
+        mailer.send(&email()).await.unwrap();
+        mailer.send(&email()).await.unwrap();
+        assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(mailer.idle_connections().len(), 1, "one session, reused");
+    }
+}
+
+#[tokio::test]
+async fn replies_injected_before_the_tls_handshake_refuse_the_session() {
+    let (port, taken) = tls_relay(TlsStart::StartTlsInjected).await;
+    let mailer = SmtpMailer::starttls_relay("localhost", from())
+        .unwrap()
+        .with_port(port)
+        .with_root_certificate(test_ca())
+        .unwrap();
+    let err = mailer.send(&email()).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        err.message().contains("after agreeing to STARTTLS"),
+        "{err}"
+    );
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -136,7 +136,7 @@ impl HttpApiMailer {
         key: SecretString,
         from: Mailbox,
     ) -> Result<Self, HttpApiConfigError> {
-        let tls = crate::tls::client_config().map_err(HttpApiConfigError::Tls)?;
+        let tls = crate::tls::client_config(&[]).map_err(HttpApiConfigError::Tls)?;
         // No redirects: reqwest strips only `Authorization` on a redirect to another
         // host, so Postmark's token header (and on 307/308 the body, with its accept
         // link) would follow, and the other host's 2xx would read as sent.
