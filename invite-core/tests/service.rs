@@ -1041,28 +1041,43 @@ async fn reopening_an_invitation_whose_address_was_invited_again_names_the_open_
     w.service.resend(&w.admin, &w.tenant, old).await.unwrap();
 }
 
-/// Lets `preparer` invite (for review) but not send; everyone else as `inner`.
+/// A `StaticPolicy` a test changes: `preparer` may invite (for review) but do nothing
+/// else, and the roles in `removed` are no longer offered.
 #[derive(Debug)]
-struct NoSending {
+struct Adjustable {
     inner: StaticPolicy,
-    preparer: ActorId,
+    preparer: Option<ActorId>,
+    removed: std::sync::Mutex<Vec<Role>>,
+}
+
+impl Adjustable {
+    fn new(inner: StaticPolicy) -> Self {
+        Self {
+            inner,
+            preparer: None,
+            removed: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Policy for NoSending {
+impl Policy for Adjustable {
     async fn authorize(
         &self,
         actor: &ActorId,
         tenant: &TenantId,
         action: AdminAction,
     ) -> Result<bool, BoxError> {
-        if *actor == self.preparer {
+        if self.preparer.as_ref() == Some(actor) {
             return Ok(action == AdminAction::Invite);
         }
         self.inner.authorize(actor, tenant, action).await
     }
     async fn roles(&self, tenant: &TenantId) -> Result<Vec<Role>, BoxError> {
-        self.inner.roles(tenant).await
+        let removed = self.removed.lock().unwrap().clone();
+        let mut roles = self.inner.roles(tenant).await?;
+        roles.retain(|r| !removed.contains(r));
+        Ok(roles)
     }
     async fn existing_members(
         &self,
@@ -1083,10 +1098,11 @@ async fn inviting_with_send_now_needs_the_send_permission_too() {
     let service = Invitations::builder(
         w.service.store().clone(),
         w.mailer.clone(),
-        Arc::new(NoSending {
-            inner: StaticPolicy::new([w.role.clone()])
-                .with_admin(w.tenant.clone(), w.admin.clone()),
-            preparer: bob.clone(),
+        Arc::new(Adjustable {
+            preparer: Some(bob.clone()),
+            ..Adjustable::new(
+                StaticPolicy::new([w.role.clone()]).with_admin(w.tenant.clone(), w.admin.clone()),
+            )
         }),
         Links::under("https://app.example.com").unwrap(),
     )
@@ -1268,49 +1284,12 @@ mod group_links {
         link.token.expose_secret().to_owned()
     }
 
-    /// The roles of `inner`, less those the host has since removed.
-    #[derive(Debug)]
-    struct RemovableRoles {
-        inner: StaticPolicy,
-        removed: std::sync::Mutex<Vec<Role>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Policy for RemovableRoles {
-        async fn authorize(
-            &self,
-            actor: &ActorId,
-            tenant: &TenantId,
-            action: AdminAction,
-        ) -> Result<bool, BoxError> {
-            self.inner.authorize(actor, tenant, action).await
-        }
-        async fn roles(&self, tenant: &TenantId) -> Result<Vec<Role>, BoxError> {
-            let removed = self.removed.lock().unwrap().clone();
-            let mut roles = self.inner.roles(tenant).await?;
-            roles.retain(|r| !removed.contains(r));
-            Ok(roles)
-        }
-        async fn existing_members(
-            &self,
-            tenant: &TenantId,
-            emails: &[EmailAddress],
-        ) -> Result<std::collections::HashSet<String>, BoxError> {
-            self.inner.existing_members(tenant, emails).await
-        }
-        async fn expiry(&self, tenant: &TenantId) -> Result<ExpiryPolicy, BoxError> {
-            self.inner.expiry(tenant).await
-        }
-    }
-
     #[tokio::test]
     async fn a_role_the_host_no_longer_offers_is_granted_by_none_of_its_links() {
         let w = world();
-        let policy = Arc::new(RemovableRoles {
-            inner: StaticPolicy::new([w.role.clone()])
-                .with_admin(w.tenant.clone(), w.admin.clone()),
-            removed: std::sync::Mutex::new(Vec::new()),
-        });
+        let policy = Arc::new(Adjustable::new(
+            StaticPolicy::new([w.role.clone()]).with_admin(w.tenant.clone(), w.admin.clone()),
+        ));
         let service = Invitations::builder(
             w.service.store().clone(),
             w.mailer.clone(),

@@ -591,10 +591,54 @@ async fn a_dispatched_send_to_a_hung_relay_is_retried_under_its_own_claim() {
     assert!(relay.await.unwrap().ends_with("DATA\n"));
 }
 
+/// Answers an SMTP session after its greeting, taking and counting every message;
+/// with `one_message`, the session ends (the connection closes) after the first.
+async fn take_messages<R, W>(
+    read: tokio::io::BufReader<R>,
+    write: &mut W,
+    count: &std::sync::atomic::AtomicUsize,
+    one_message: bool,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut lines = read.lines();
+    let mut in_data = false;
+    while let Some(line) = lines.next_line().await? {
+        if in_data {
+            if line == "." {
+                in_data = false;
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                write.write_all(b"250 queued\r\n").await?;
+                write.flush().await?;
+                if one_message {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-relay.example\r\n250 8BITMIME\r\n",
+            "DATA" => {
+                in_data = true;
+                b"354 go on\r\n"
+            }
+            "QUIT" => b"221 bye\r\n",
+            _ => b"250 ok\r\n",
+        };
+        write.write_all(reply).await?;
+        write.flush().await?;
+    }
+    Ok(())
+}
+
 /// A relay that takes one message per connection and then closes it, as relays with
 /// a per-connection cap do (without a `421`). Counts the messages it took.
 async fn one_message_per_connection() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -604,32 +648,9 @@ async fn one_message_per_connection() -> (u16, Arc<std::sync::atomic::AtomicUsiz
             let count = count.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
                 write.write_all(b"220 capped.example ESMTP\r\n").await?;
-                let mut in_data = false;
-                while let Some(line) = lines.next_line().await? {
-                    if in_data {
-                        if line == "." {
-                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            write.write_all(b"250 queued\r\n").await?;
-                            // The cap: the connection ends here.
-                            return Ok::<(), std::io::Error>(());
-                        }
-                        continue;
-                    }
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250 capped.example\r\n",
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go on\r\n"
-                        }
-                        "QUIT" => b"221 bye\r\n",
-                        _ => b"250 ok\r\n",
-                    };
-                    write.write_all(reply).await?;
-                }
-                Ok(())
+                // The cap: the connection ends after one message.
+                take_messages(BufReader::new(read), &mut write, &count, true).await
             });
         }
     });
@@ -722,34 +743,11 @@ async fn tls_relay(start: TlsStart) -> (u16, Arc<std::sync::atomic::AtomicUsize>
                 }
                 let tls = acceptor.accept(tcp).await?;
                 let (read, mut write) = tokio::io::split(tls);
-                let mut lines = BufReader::new(read).lines();
+                let lines = BufReader::new(read);
                 if start == TlsStart::Implicit {
                     write.write_all(b"220 tls.example ESMTP\r\n").await?;
                 }
-                let mut in_data = false;
-                while let Some(line) = lines.next_line().await? {
-                    if in_data {
-                        if line == "." {
-                            in_data = false;
-                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            write.write_all(b"250 queued\r\n").await?;
-                        }
-                        continue;
-                    }
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-tls.example\r\n250 8BITMIME\r\n",
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go on\r\n"
-                        }
-                        "QUIT" => b"221 bye\r\n",
-                        _ => b"250 ok\r\n",
-                    };
-                    write.write_all(reply).await?;
-                    write.flush().await?;
-                }
-                Ok::<(), std::io::Error>(())
+                take_messages(lines, &mut write, &count, false).await
             });
         }
     });
