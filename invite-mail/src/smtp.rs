@@ -180,6 +180,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Pooled connections idle longer than this are checked with `NOOP` before use.
 const CHECK_AFTER: Duration = Duration::from_secs(5);
 
+/// The longest a pooled connection's `NOOP` check, or the `QUIT` that ends it, is
+/// waited for: a relay on loopback or across a region answers in milliseconds.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
+
 impl SmtpMailer {
     fn with_security(host: &str, port: u16, security: Security, from: Mailbox) -> Self {
         Self {
@@ -494,20 +498,23 @@ impl SmtpMailer {
                 return self.connect().await;
             };
             let idle = pooled.idle_since.elapsed();
+            // A check or a polite QUIT gets a short wait, not a step's: a connection a
+            // NAT dropped in silence answers neither, and several of them in the pool,
+            // each waited on in turn, would hold the send for minutes.
+            let wait = self.timeout.min(CHECK_WAIT);
             if idle > self.idle_timeout {
-                // A polite QUIT, bounded: a relay that no longer answers must not hold
-                // the send (the connection is dropped either way).
-                let _ = tokio::time::timeout(self.timeout, pooled.connection.abort()).await;
+                // Dropped either way.
+                let _ = tokio::time::timeout(wait, pooled.connection.abort()).await;
                 continue;
             }
             if idle <= CHECK_AFTER
-                || tokio::time::timeout(self.timeout, pooled.connection.test_connected())
+                || tokio::time::timeout(wait, pooled.connection.test_connected())
                     .await
                     .unwrap_or(false)
             {
                 return Ok(pooled);
             }
-            let _ = tokio::time::timeout(self.timeout, pooled.connection.abort()).await;
+            let _ = tokio::time::timeout(wait, pooled.connection.abort()).await;
         }
     }
 
@@ -947,6 +954,78 @@ mod tests {
 
     use super::*;
     use crate::testing::SmtpSink;
+
+    /// A pooled connection whose relay went silent (a NAT dropped it) costs the send
+    /// a short check, not a step's timeout, before a new connection replaces it.
+    #[tokio::test]
+    async fn a_silent_pooled_connection_is_given_up_after_a_short_check() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut session = 0;
+            while let Ok((stream, _)) = listener.accept().await {
+                session += 1;
+                // The first session goes silent after its message; later ones answer.
+                let silent_after_one = session == 1;
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 relay.example\r\n").await?;
+                    let (mut in_data, mut taken) = (false, 0);
+                    while let Some(line) = lines.next_line().await? {
+                        if in_data {
+                            if line == "." {
+                                in_data = false;
+                                taken += 1;
+                                write.write_all(b"250 queued\r\n").await?;
+                            }
+                            continue;
+                        }
+                        if silent_after_one && taken == 1 {
+                            continue;
+                        }
+                        let reply: &[u8] = match line.get(..4).unwrap_or("") {
+                            "EHLO" => b"250 relay.example\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go on\r\n"
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        write.write_all(reply).await?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                });
+            }
+        });
+        let from = "Acme <no-reply@acme.example>".parse().unwrap();
+        let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from)
+            .with_timeout(Duration::from_secs(600));
+        let at = datetime!(2030-11-22 9:00 UTC);
+        let outbox = OutboxId::new(at);
+        let email = OutgoingEmail {
+            message_id: format!("<{outbox}@app.example.com>"),
+            tenant: TenantId::new("acme").unwrap(),
+            invitation: InvitationId::new(at),
+            outbox,
+            kind: MailKind::Invitation,
+            to: EmailAddress::parse("ann@example.com").unwrap(),
+            to_name: None,
+            subject: "Hello".to_owned(),
+            text: "Hi\n".to_owned(),
+            html: None,
+            send_within: None,
+        };
+        mailer.send(&email).await.unwrap();
+        lock(&mailer.pool)[0].idle_since = Instant::now()
+            .checked_sub(CHECK_AFTER + Duration::from_secs(1))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), mailer.send(&email))
+            .await
+            .expect("the silent connection is given up after a short check")
+            .unwrap();
+    }
 
     /// A connection used moments ago is taken as is; one idle past `CHECK_AFTER` is
     /// checked with NOOP first and reused; one idle past the idle timeout is closed
