@@ -2773,6 +2773,62 @@ pub async fn tenants_are_isolated_on_writes(store: &dyn Store) {
     );
     assert!(report.applied.is_empty());
 
+    // An email labelled with another tenant, or with another invitation, goes with
+    // nothing: left in that tenant's outbox it would be claimed and never sent.
+    let (bo, entry) = send(invitation(&a, "bo@example.com", T0), T0);
+    for (label, wrong) in [
+        (
+            "another tenant's",
+            OutboxEntry {
+                tenant: b.clone(),
+                ..entry.clone()
+            },
+        ),
+        (
+            "another invitation's",
+            OutboxEntry {
+                invitation: theirs.id,
+                ..entry.clone()
+            },
+        ),
+    ] {
+        let write = InvitationWrite {
+            invitation: bo.clone(),
+            outbox: Some(wrong.clone()),
+        };
+        assert!(
+            store.create_invitations(&a, &[write]).await.is_err(),
+            "create_invitations must refuse to queue {label} email"
+        );
+        let (resent, queue) = mine
+            .clone()
+            .resend(T0 + Duration::hours(1))
+            .expect("resend");
+        let transition = Transition {
+            expected_version: mine.version,
+            invitation: resent,
+            outbox: Some(OutboxEntry {
+                kind: queue.kind,
+                ..wrong
+            }),
+        };
+        let report = must(
+            store.record_transitions(&a, &[transition]).await,
+            "record_transitions",
+        );
+        assert_eq!(
+            report.stale,
+            [mine.id],
+            "a transition queueing {label} email must be stale"
+        );
+    }
+    assert!(
+        must(store.get_invitations(&a, &[bo.id]).await, "get_invitations").is_empty(),
+        "a refused create writes nothing"
+    );
+    assert!(outbox(store, &b, theirs.id).await.is_empty());
+    assert_eq!(read(store, &a, mine.id).await, mine);
+
     let expired = must(
         store.expire_due(&a, T0 + Duration::days(365), 100).await,
         "expire_due",

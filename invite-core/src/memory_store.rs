@@ -188,9 +188,9 @@ impl Store for MemoryStore {
         tenant: &TenantId,
         writes: &[InvitationWrite],
     ) -> Result<CreateReport, StoreError> {
-        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+        if let Some(w) = writes.iter().find(|w| !w.is_for(tenant)) {
             return Err(StoreError::Conflict(format!(
-                "invitation {} belongs to another tenant",
+                "invitation {} (or the email it queues) belongs to another tenant",
                 w.invitation.id
             )));
         }
@@ -281,8 +281,8 @@ impl Store for MemoryStore {
         for t in transitions {
             let id = t.invitation.id;
             let current = state.get(tenant, id);
-            let fresh = current.is_some_and(|c| c.version == t.expected_version)
-                && &t.invitation.tenant == tenant;
+            let fresh =
+                current.is_some_and(|c| c.version == t.expected_version) && t.is_for(tenant);
             if !fresh {
                 report.stale.push(id);
                 continue;

@@ -55,6 +55,29 @@ pub struct InvitationWrite {
     pub outbox: Option<OutboxEntry>,
 }
 
+impl InvitationWrite {
+    /// Whether everything this write would store is `tenant`'s: the invitation, and
+    /// the email it queues, which must be that invitation's. A store refuses any other
+    /// (an entry labelled with another tenant would sit in that tenant's outbox,
+    /// claimed every lease and never sent).
+    pub fn is_for(&self, tenant: &TenantId) -> bool {
+        &self.invitation.tenant == tenant && queues_its_own(&self.invitation, self.outbox.as_ref())
+    }
+}
+
+impl Transition {
+    /// Whether everything this transition would store is `tenant`'s (see
+    /// [`InvitationWrite::is_for`]); a store reports any other as stale.
+    pub fn is_for(&self, tenant: &TenantId) -> bool {
+        &self.invitation.tenant == tenant && queues_its_own(&self.invitation, self.outbox.as_ref())
+    }
+}
+
+fn queues_its_own(invitation: &Invitation, outbox: Option<&OutboxEntry>) -> bool {
+    outbox
+        .is_none_or(|entry| entry.tenant == invitation.tenant && entry.invitation == invitation.id)
+}
+
 /// A transition to persist: the record the machine produced, the version it started
 /// from, and the email it queued.
 #[derive(Debug, Clone, PartialEq)]

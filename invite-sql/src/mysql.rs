@@ -381,7 +381,7 @@ impl MySqlStore {
         for index in lock_order::by_id(transitions) {
             let t = &transitions[index];
             let i = &t.invitation;
-            if &i.tenant != tenant {
+            if !t.is_for(tenant) {
                 continue;
             }
             let c = InvitationCols::of(i);
@@ -875,9 +875,9 @@ impl Store for MySqlStore {
         tenant: &TenantId,
         writes: &[InvitationWrite],
     ) -> Result<CreateReport, StoreError> {
-        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+        if let Some(w) = writes.iter().find(|w| !w.is_for(tenant)) {
             return Err(StoreError::Conflict(format!(
-                "invitation {} belongs to another tenant",
+                "invitation {} (or the email it queues) belongs to another tenant",
                 w.invitation.id
             )));
         }

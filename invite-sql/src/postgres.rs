@@ -218,7 +218,7 @@ impl PostgresStore {
         for index in lock_order::by_id(transitions) {
             let t = &transitions[index];
             let i = &t.invitation;
-            if &i.tenant != tenant {
+            if !t.is_for(tenant) {
                 continue;
             }
             let c = InvitationCols::of(i);
@@ -840,9 +840,9 @@ impl Store for PostgresStore {
         tenant: &TenantId,
         writes: &[InvitationWrite],
     ) -> Result<CreateReport, StoreError> {
-        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+        if let Some(w) = writes.iter().find(|w| !w.is_for(tenant)) {
             return Err(StoreError::Conflict(format!(
-                "invitation {} belongs to another tenant",
+                "invitation {} (or the email it queues) belongs to another tenant",
                 w.invitation.id
             )));
         }

@@ -263,9 +263,9 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         writes: &[InvitationWrite],
     ) -> Result<CreateReport, StoreError> {
-        if let Some(w) = writes.iter().find(|w| &w.invitation.tenant != tenant) {
+        if let Some(w) = writes.iter().find(|w| !w.is_for(tenant)) {
             return Err(StoreError::Conflict(format!(
-                "invitation {} belongs to another tenant",
+                "invitation {} (or the email it queues) belongs to another tenant",
                 w.invitation.id
             )));
         }
@@ -410,7 +410,7 @@ impl Store for SqliteStore {
         let mut report = TransitionReport::default();
         for t in transitions {
             let i = &t.invitation;
-            if &i.tenant != tenant {
+            if !t.is_for(tenant) {
                 report.stale.push(i.id);
                 continue;
             }
