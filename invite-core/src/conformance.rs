@@ -103,6 +103,7 @@ macro_rules! __store_conformance_list {
             accept_is_scoped_to_the_tenant,
             record_transitions_is_compare_and_set_on_version,
             record_transitions_applies_fresh_ones_and_reports_stale_ones,
+            record_transitions_applies_in_id_order,
             record_transitions_is_atomic_under_concurrency,
             overlapping_bulk_transitions_in_opposite_orders_both_complete,
             overlapping_bulk_creates_in_opposite_orders_both_complete,
@@ -1963,6 +1964,61 @@ pub async fn record_transitions_queues_the_email_and_cancels_older_ones(store: &
         [bo_email],
         "another invitation's queued email must be left alone"
     );
+}
+
+/// A call's transitions are applied in [`Transition::apply_order`] (by id), whatever
+/// order they come in: one that reopens an address another transition of the same
+/// call frees is judged at its place in that order, the same in every store, and the
+/// report keeps the caller's order.
+pub async fn record_transitions_applies_in_id_order(store: &dyn Store) {
+    let fx = Fx::new("record_transitions_applies_in_id_order");
+    for (k, newer_first) in [(0, true), (1, false)] {
+        let t = fx.tenant(k);
+        // `older` (the smaller id) expired; `newer` is open on the same address.
+        let (older, _) = link(invitation(&t, "ann@example.com", T0), T0);
+        insert(store, &t, &[bare(&older)]).await;
+        let late = T0 + Duration::days(366);
+        must(store.expire_due(&t, late, 10).await, "expire_due");
+        let older = read(store, &t, older.id).await;
+        assert_eq!(older.status, InvitationStatus::Expired);
+        let (newer, _) = link(invitation(&t, "ann@example.com", late), late);
+        insert(store, &t, &[bare(&newer)]).await;
+        assert!(older.id < newer.id);
+
+        let now = late + Duration::hours(1);
+        let (resent, queue) = older.clone().resend(now).expect("resend");
+        let resend = Transition {
+            expected_version: older.version,
+            invitation: resent,
+            outbox: Some(OutboxEntry::queue(t.clone(), older.id, queue.kind, now)),
+        };
+        let revoke = Transition {
+            expected_version: newer.version,
+            invitation: newer.clone().revoke(actor(), now).expect("revoke"),
+            outbox: None,
+        };
+        let call = if newer_first {
+            vec![revoke, resend]
+        } else {
+            vec![resend, revoke]
+        };
+        let report = must(
+            store.record_transitions(&t, &call).await,
+            "record_transitions",
+        );
+        // By id the resend comes first, while the newer invitation still holds the
+        // address: stale; then the revoke applies.
+        assert_eq!(
+            (report.applied, report.stale),
+            (vec![newer.id], vec![older.id]),
+            "newer transition first in the call: {newer_first}"
+        );
+        assert_eq!(read(store, &t, older.id).await, older);
+        assert_eq!(
+            read(store, &t, newer.id).await.status,
+            InvitationStatus::Revoked
+        );
+    }
 }
 
 // -------------------------------------------------------------------- expire_due

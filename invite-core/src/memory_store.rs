@@ -277,14 +277,14 @@ impl Store for MemoryStore {
         transitions: &[Transition],
     ) -> Result<TransitionReport, StoreError> {
         let mut state = self.lock();
-        let mut report = TransitionReport::default();
-        for t in transitions {
+        let mut applied = vec![false; transitions.len()];
+        for index in Transition::apply_order(transitions) {
+            let t = &transitions[index];
             let id = t.invitation.id;
             let current = state.get(tenant, id);
             let fresh =
                 current.is_some_and(|c| c.version == t.expected_version) && t.is_for(tenant);
             if !fresh {
-                report.stale.push(id);
                 continue;
             }
             // Moving into an open status must not create a second open invitation.
@@ -295,7 +295,6 @@ impl Store for MemoryStore {
                     .open_invitation(tenant, t.invitation.email.key())
                     .is_some_and(|other| other != id)
             {
-                report.stale.push(id);
                 continue;
             }
             state.put(t.invitation.clone());
@@ -303,9 +302,9 @@ impl Store for MemoryStore {
             if let Some(entry) = &t.outbox {
                 state.outbox.insert(entry.id, entry.clone());
             }
-            report.applied.push(id);
+            applied[index] = true;
         }
-        Ok(report)
+        Ok(TransitionReport::from_applied(transitions, &applied))
     }
 
     async fn accept(

@@ -71,6 +71,31 @@ impl Transition {
     pub fn is_for(&self, tenant: &TenantId) -> bool {
         &self.invitation.tenant == tenant && queues_its_own(&self.invitation, self.outbox.as_ref())
     }
+
+    /// The order every store applies a call's `transitions` in, as indices: by
+    /// invitation id, equal ids in the caller's order (a repeated transition is then
+    /// the stale second one).
+    ///
+    /// One order for every store, so that a call in which one transition frees an
+    /// address and another reopens it ends the same everywhere; and the order SQL
+    /// stores lock rows in, so that two calls over the same invitations in opposite
+    /// orders (two admins sending overlapping selections) cannot deadlock.
+    ///
+    /// ```
+    /// # use invite_core::{Transition, TransitionReport};
+    /// # fn apply(transitions: &[Transition], try_one: impl Fn(&Transition) -> bool) -> TransitionReport {
+    /// let mut applied = vec![false; transitions.len()];
+    /// for i in Transition::apply_order(transitions) {
+    ///     applied[i] = try_one(&transitions[i]);
+    /// }
+    /// TransitionReport::from_applied(transitions, &applied)
+    /// # }
+    /// ```
+    pub fn apply_order(transitions: &[Self]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..transitions.len()).collect();
+        order.sort_by_key(|&i| transitions[i].invitation.id);
+        order
+    }
 }
 
 fn queues_its_own(invitation: &Invitation, outbox: Option<&OutboxEntry>) -> bool {
@@ -102,7 +127,7 @@ pub struct CreateReport {
     pub conflicts: Vec<(usize, InvitationId)>,
 }
 
-/// What [`Store::record_transitions`] did.
+/// What [`Store::record_transitions`] did, each list in the caller's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransitionReport {
     /// Transitions persisted.
@@ -110,6 +135,22 @@ pub struct TransitionReport {
     /// Transitions refused because the stored version had moved on (or the record is
     /// gone): re-read and decide again.
     pub stale: Vec<InvitationId>,
+}
+
+impl TransitionReport {
+    /// The report of `transitions`, `applied[i]` telling whether the `i`th was
+    /// persisted (see [`Transition::apply_order`]).
+    pub fn from_applied(transitions: &[Transition], applied: &[bool]) -> Self {
+        let mut report = Self::default();
+        for (t, &done) in transitions.iter().zip(applied) {
+            if done {
+                report.applied.push(t.invitation.id);
+            } else {
+                report.stale.push(t.invitation.id);
+            }
+        }
+        report
+    }
 }
 
 /// Which invitations to list or count. Statuses are effective statuses: `Pending` means
@@ -314,6 +355,10 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// [`Transition::expected_version`], together with its outbox entry, and then
     /// cancels every other queued outbox entry of that invitation (a resend or revoke
     /// makes the older emails obsolete). All applied transitions commit together.
+    ///
+    /// They are applied in [`Transition::apply_order`], whatever order they come in; a
+    /// transition into an open status is stale while another open invitation holds
+    /// its address (at that point of the order).
     async fn record_transitions(
         &self,
         tenant: &TenantId,

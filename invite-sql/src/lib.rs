@@ -28,7 +28,6 @@ mod filter;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod group_links;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-mod lock_order;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]

@@ -40,7 +40,6 @@ use crate::error::{
 };
 use crate::filter;
 use crate::group_links;
-use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::retry::{Failure, MAX_ATTEMPTS, retrying};
 use crate::rows::{
@@ -378,7 +377,7 @@ impl MySqlStore {
     ) -> Result<TransitionReport, Failure> {
         let mut tx = self.pool.begin().await?;
         let mut applied = vec![false; transitions.len()];
-        for index in lock_order::by_id(transitions) {
+        for index in Transition::apply_order(transitions) {
             let t = &transitions[index];
             let i = &t.invitation;
             if !t.is_for(tenant) {
@@ -426,7 +425,7 @@ impl MySqlStore {
             applied[index] = true;
         }
         tx.commit().await?;
-        Ok(lock_order::report(transitions, &applied))
+        Ok(TransitionReport::from_applied(transitions, &applied))
     }
 
     async fn try_accept(

@@ -46,7 +46,6 @@ use crate::error::{
 };
 use crate::filter;
 use crate::group_links;
-use crate::lock_order;
 use crate::prefix::{InvalidPrefix, TablePrefix};
 use crate::retry::{Failure, retrying};
 use crate::rows::{
@@ -215,7 +214,7 @@ impl PostgresStore {
     ) -> Result<TransitionReport, Failure> {
         let mut tx = self.begin().await?;
         let mut applied = vec![false; transitions.len()];
-        for index in lock_order::by_id(transitions) {
+        for index in Transition::apply_order(transitions) {
             let t = &transitions[index];
             let i = &t.invitation;
             if !t.is_for(tenant) {
@@ -271,7 +270,7 @@ impl PostgresStore {
             applied[index] = true;
         }
         tx.commit().await.map_err(Failure::unique_is_race)?;
-        Ok(lock_order::report(transitions, &applied))
+        Ok(TransitionReport::from_applied(transitions, &applied))
     }
 
     /// One attempt at [`Store::accept`].

@@ -407,11 +407,11 @@ impl Store for SqliteStore {
         transitions: &[Transition],
     ) -> Result<TransitionReport, StoreError> {
         let mut tx = self.begin().await?;
-        let mut report = TransitionReport::default();
-        for t in transitions {
+        let mut applied = vec![false; transitions.len()];
+        for index in Transition::apply_order(transitions) {
+            let t = &transitions[index];
             let i = &t.invitation;
             if !t.is_for(tenant) {
-                report.stale.push(i.id);
                 continue;
             }
             let c = InvitationCols::of(i);
@@ -447,17 +447,16 @@ impl Store for SqliteStore {
             .await
             .map_err(from_sqlx)?;
             if result.rows_affected() != 1 {
-                report.stale.push(i.id);
                 continue;
             }
             self.cancel_queued(&mut tx, tenant, i.id).await?;
             if let Some(entry) = &t.outbox {
                 self.insert_outbox(&mut tx, &[entry]).await?;
             }
-            report.applied.push(i.id);
+            applied[index] = true;
         }
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(report)
+        Ok(TransitionReport::from_applied(transitions, &applied))
     }
 
     async fn accept(
