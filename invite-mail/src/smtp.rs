@@ -955,6 +955,25 @@ mod tests {
     use super::*;
     use crate::testing::SmtpSink;
 
+    /// Email number `n`: `Hello {n}`, `Message {n}`, to ann@example.com.
+    fn numbered(n: usize) -> OutgoingEmail {
+        let at = datetime!(2030-11-22 9:00 UTC);
+        let outbox = OutboxId::new(at);
+        OutgoingEmail {
+            message_id: format!("<{outbox}@app.example.com>"),
+            tenant: TenantId::new("acme").unwrap(),
+            invitation: InvitationId::new(at),
+            outbox,
+            kind: MailKind::Invitation,
+            to: EmailAddress::parse("ann@example.com").unwrap(),
+            to_name: None,
+            subject: format!("Hello {n}"),
+            text: format!("Message {n}\n"),
+            html: None,
+            send_within: None,
+        }
+    }
+
     /// A pooled connection whose relay went silent (a NAT dropped it) costs the send
     /// a short check, not a step's timeout, before a new connection replaces it.
     #[tokio::test]
@@ -1002,21 +1021,7 @@ mod tests {
         let from = "Acme <no-reply@acme.example>".parse().unwrap();
         let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", port, from)
             .with_timeout(Duration::from_secs(600));
-        let at = datetime!(2030-11-22 9:00 UTC);
-        let outbox = OutboxId::new(at);
-        let email = OutgoingEmail {
-            message_id: format!("<{outbox}@app.example.com>"),
-            tenant: TenantId::new("acme").unwrap(),
-            invitation: InvitationId::new(at),
-            outbox,
-            kind: MailKind::Invitation,
-            to: EmailAddress::parse("ann@example.com").unwrap(),
-            to_name: None,
-            subject: "Hello".to_owned(),
-            text: "Hi\n".to_owned(),
-            html: None,
-            send_within: None,
-        };
+        let email = numbered(0);
         mailer.send(&email).await.unwrap();
         lock(&mailer.pool)[0].idle_since = Instant::now()
             .checked_sub(CHECK_AFTER + Duration::from_secs(1))
@@ -1036,36 +1041,19 @@ mod tests {
         let from = "Acme <no-reply@acme.example>".parse().unwrap();
         let mailer = SmtpMailer::unencrypted_dangerous("127.0.0.1", sink.port(), from)
             .with_idle_timeout(Duration::from_secs(20));
-        let at = datetime!(2030-11-22 9:00 UTC);
-        let email = |n: usize| {
-            let outbox = OutboxId::new(at);
-            OutgoingEmail {
-                message_id: format!("<{outbox}@app.example.com>"),
-                tenant: TenantId::new("acme").unwrap(),
-                invitation: InvitationId::new(at),
-                outbox,
-                kind: MailKind::Invitation,
-                to: EmailAddress::parse("ann@example.com").unwrap(),
-                to_name: None,
-                subject: format!("Hello {n}"),
-                text: format!("Message {n}\n"),
-                html: None,
-                send_within: None,
-            }
-        };
         let age = |by: Duration| {
             let mut pool = lock(&mailer.pool);
             assert_eq!(pool.len(), 1);
             pool[0].idle_since = Instant::now().checked_sub(by).unwrap();
         };
-        mailer.send(&email(0)).await.unwrap();
-        mailer.send(&email(1)).await.unwrap();
+        mailer.send(&numbered(0)).await.unwrap();
+        mailer.send(&numbered(1)).await.unwrap();
         assert_eq!(sink.sessions().len(), 1, "reused at once");
         age(CHECK_AFTER + Duration::from_secs(1));
-        mailer.send(&email(2)).await.unwrap();
+        mailer.send(&numbered(2)).await.unwrap();
         assert_eq!(sink.sessions().len(), 1, "checked with NOOP, then reused");
         age(Duration::from_secs(21));
-        mailer.send(&email(3)).await.unwrap();
+        mailer.send(&numbered(3)).await.unwrap();
         assert_eq!(sink.sessions().len(), 2, "too old: replaced");
         let subjects: Vec<bool> = sink
             .messages()
